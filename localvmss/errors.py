@@ -1,0 +1,94 @@
+"""The project's error kinds.
+
+Every layer raises one of these; the API maps ``http_status`` onto responses and the CLI maps
+``exit_code`` onto its process exit status. Messages are one line that says what and why.
+"""
+
+from __future__ import annotations
+
+
+class LocalVMSSError(Exception):
+    """Base of every error localvmss reports to a person."""
+
+    http_status = 500
+    exit_code = 1
+    code = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        """Azure-shaped error body."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidSpec(LocalVMSSError):
+    """Bad input: a name, a capacity, a rule, a JSON body. Nothing was changed."""
+
+    http_status = 400
+    exit_code = 2
+    code = "InvalidParameter"
+
+
+class NotFound(LocalVMSSError):
+    http_status = 404
+    exit_code = 3
+    code = "NotFound"
+
+
+class Conflict(LocalVMSSError):
+    """The request contradicts existing state (duplicate name, immutable field, set not empty)."""
+
+    http_status = 409
+    exit_code = 4
+    code = "Conflict"
+
+
+class NotSupported(LocalVMSSError):
+    """The operation does not exist in this mode (e.g. autoscale in VM orchestration mode)."""
+
+    http_status = 400
+    exit_code = 5
+    code = "OperationNotAllowed"
+
+
+class CapacityError(LocalVMSSError):
+    """The hosts cannot hold what was asked for."""
+
+    http_status = 409
+    exit_code = 6
+    code = "InsufficientCapacity"
+
+
+class HostUnavailable(LocalVMSSError):
+    """A libvirt host did not answer."""
+
+    http_status = 503
+    exit_code = 7
+    code = "HostUnavailable"
+
+
+class VirtError(LocalVMSSError):
+    """libvirt failed; the message keeps libvirt's own error text and code."""
+
+    http_status = 500
+    exit_code = 8
+    code = "VirtualizationError"
+
+    def __init__(self, message: str, libvirt_code: int | None = None) -> None:
+        super().__init__(message)
+        self.libvirt_code = libvirt_code
+
+
+class DaemonUnreachable(LocalVMSSError):
+    exit_code = 9
+    code = "DaemonUnreachable"
+
+
+class TemporaryError(LocalVMSSError):
+    """Retry later (with backoff); the reconciler keeps going."""
+
+    http_status = 503
+    exit_code = 10
+    code = "TemporaryError"
