@@ -1,0 +1,479 @@
+"""One libvirt host: the only place (with the rest of ``virt/``) that touches libvirt objects.
+
+Every call goes through ``_call``, which turns "no such domain/volume/network" into our
+``NotFound`` and anything else into ``VirtError`` carrying libvirt's code and the step we were
+doing, so nothing above this layer sees a ``libvirtError`` or a ``virDomain``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import libvirt
+from lxml import etree
+
+from localvmss.errors import HostUnavailable, NotFound, VirtError
+from localvmss.model import OBJECT_PREFIX, PowerState
+from localvmss.virt import domainxml
+from localvmss.virt.domainxml import Ownership
+
+T = TypeVar("T")
+
+_NOT_FOUND = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+}
+_UNREACHABLE = {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
+
+_STATE_MAP = {
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.STOPPING,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.STOPPED,
+}
+
+_event_loop_started = False
+_event_loop_lock = threading.Lock()
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop on its own daemon thread (needed for events and keepalive)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+# libvirt prints every error to stderr by default; we report them ourselves.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@dataclass(frozen=True)
+class NumaCell:
+    cell_id: int
+    cpus: tuple[int, ...]
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
+class HostCapacity:
+    cpus: int
+    memory_bytes: int
+    free_memory_bytes: int
+    cells: tuple[NumaCell, ...]
+    domain_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OwnedDomain:
+    name: str
+    ownership: Ownership
+    power_state: PowerState
+
+
+class Host:
+    """A libvirt connection with verbs in our terms."""
+
+    def __init__(self, name: str, uri: str) -> None:
+        self.name = name
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise HostUnavailable(f"host {self.name} ({self.uri}) does not answer: {exc}") from None
+            if _event_loop_started:
+                try:
+                    conn.setKeepAlive(5, 3)
+                except libvirt.libvirtError:
+                    pass
+            self._conn = conn
+            return conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    def _call(self, doing: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+        conn = self.connect()
+        try:
+            return fn(conn)
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code in _NOT_FOUND:
+                raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
+            if code in _UNREACHABLE and not self._alive():
+                raise HostUnavailable(f"host {self.name} stopped answering while {doing}: {exc}") from None
+            raise VirtError(f"{doing} on host {self.name} failed: {exc.get_error_message()}", code) from None
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn is not None and self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def ping(self) -> bool:
+        """True if the host answers a cheap call."""
+        try:
+            self._call("asking for the hostname", lambda c: c.getHostname())
+            return True
+        except (HostUnavailable, VirtError):
+            self.close()
+            return False
+
+    # -- capacity ---------------------------------------------------------------------------
+    def capacity(self) -> HostCapacity:
+        def read(conn: libvirt.virConnect) -> HostCapacity:
+            caps = etree.fromstring(conn.getCapabilities().encode())
+            cells = []
+            for cell in caps.iterfind("host/topology/cells/cell"):
+                mem = cell.find("memory")
+                mem_bytes = int(mem.text) * 1024 if mem is not None and mem.text else 0
+                cpus = tuple(sorted(int(c.get("id", "0")) for c in cell.iterfind("cpus/cpu")))
+                cells.append(NumaCell(int(cell.get("id", "0")), cpus, mem_bytes))
+            types = tuple(sorted({d.get("type", "") for d in caps.iterfind("guest/arch/domain")}))
+            info = conn.getInfo()  # [model, memory MiB, cpus, ...]
+            return HostCapacity(
+                cpus=int(info[2]),
+                memory_bytes=int(info[1]) * 1024 * 1024,
+                free_memory_bytes=int(conn.getFreeMemory()),
+                cells=tuple(cells) or (NumaCell(0, tuple(range(int(info[2]))), int(info[1]) << 20),),
+                domain_types=types,
+            )
+
+        return self._call("reading host capabilities", read)
+
+    # -- storage ----------------------------------------------------------------------------
+    def ensure_pool(self, name: str, path: str) -> None:
+        """Define, build and start a directory pool if it is not there yet."""
+
+        def ensure(conn: libvirt.virConnect) -> None:
+            try:
+                pool = conn.storagePoolLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+                pool = conn.storagePoolDefineXML(domainxml.pool_xml(name, path), 0)
+                pool.build(0)
+                pool.setAutostart(1)
+            if not pool.isActive():
+                pool.create(0)
+            pool.refresh(0)
+
+        self._call(f"preparing storage pool {name}", ensure)
+
+    def volume_exists(self, pool: str, name: str) -> bool:
+        try:
+            self.volume_path(pool, name)
+            return True
+        except NotFound:
+            return False
+
+    def volume_path(self, pool: str, name: str) -> str:
+        return self._call(
+            f"looking up volume {name}", lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).path()
+        )
+
+    def volume_names(self, pool: str, prefix: str = OBJECT_PREFIX) -> list[str]:
+        def names(conn: libvirt.virConnect) -> list[str]:
+            p = conn.storagePoolLookupByName(pool)
+            p.refresh(0)
+            return [n for n in p.listVolumes() if n.startswith(prefix)]
+
+        return self._call(f"listing volumes of pool {pool}", names)
+
+    def upload_file(self, pool: str, name: str, path: str, fmt: str) -> None:
+        """Create a volume from a local file through libvirt's stream API (works for remote hosts)."""
+        size = os.path.getsize(path)
+        with open(path, "rb") as src:
+            self._upload(pool, name, size, fmt, lambda n: src.read(n))
+
+    def upload_bytes(self, pool: str, name: str, data: bytes, fmt: str = "raw") -> None:
+        view = memoryview(data)
+        offset = 0
+
+        def read(n: int) -> bytes:
+            nonlocal offset
+            chunk = bytes(view[offset : offset + n])
+            offset += len(chunk)
+            return chunk
+
+        self._upload(pool, name, len(data), fmt, read)
+
+    def _upload(self, pool: str, name: str, size: int, fmt: str, read: Callable[[int], bytes]) -> None:
+        def upload(conn: libvirt.virConnect) -> None:
+            p = conn.storagePoolLookupByName(pool)
+            try:
+                p.storageVolLookupByName(name).delete(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+            vol = p.createXML(domainxml.volume_xml(name, max(size, 512), fmt), 0)
+            stream = conn.newStream(0)
+            try:
+                vol.upload(stream, 0, size, 0)
+                stream.sendAll(lambda _s, n, _o: read(n), None)
+                stream.finish()
+            except BaseException:
+                try:
+                    stream.abort()
+                finally:
+                    vol.delete(0)
+                raise
+
+        self._call(f"uploading volume {name}", upload)
+
+    def create_overlay(self, pool: str, name: str, base_volume: str) -> str:
+        """A qcow2 volume whose backing store is ``base_volume``; returns its path. Idempotent."""
+
+        def create(conn: libvirt.virConnect) -> str:
+            p = conn.storagePoolLookupByName(pool)
+            base = p.storageVolLookupByName(base_volume)
+            try:
+                return p.storageVolLookupByName(name).path()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+            capacity = base.info()[1]
+            return p.createXML(domainxml.volume_xml(name, capacity, "qcow2", base.path()), 0).path()
+
+        return self._call(f"creating overlay {name} on {base_volume}", create)
+
+    def delete_volume(self, pool: str, name: str) -> None:
+        """Delete a volume; one that is already gone counts as deleted."""
+        try:
+            self._call(
+                f"deleting volume {name}",
+                lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).delete(0),
+            )
+        except NotFound:
+            pass
+
+    def volume_backing_path(self, pool: str, name: str) -> str | None:
+        def read(conn: libvirt.virConnect) -> str | None:
+            xml = conn.storagePoolLookupByName(pool).storageVolLookupByName(name).XMLDesc(0)
+            el = etree.fromstring(xml.encode()).find("backingStore/path")
+            return el.text if el is not None else None
+
+        return self._call(f"reading volume {name}", read)
+
+    # -- networks ---------------------------------------------------------------------------
+    def ensure_network(self, name: str, xml: str) -> None:
+        def ensure(conn: libvirt.virConnect) -> None:
+            try:
+                net = conn.networkLookupByName(name)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                net = conn.networkDefineXML(xml)
+                net.setAutostart(1)
+            if not net.isActive():
+                net.create()
+
+        self._call(f"preparing network {name}", ensure)
+
+    def network_layout(self, name: str) -> tuple[str, str, str, str, list[tuple[str, str]]]:
+        """(gateway, netmask, dhcp start, dhcp end, [(mac, ip) reservations]) of a network."""
+
+        def read(conn: libvirt.virConnect) -> tuple[str, str, str, str, list[tuple[str, str]]]:
+            root = etree.fromstring(conn.networkLookupByName(name).XMLDesc(0).encode())
+            ip = root.find("ip")
+            rng = root.find("ip/dhcp/range")
+            if ip is None or rng is None:
+                raise VirtError(f"network {name} has no IPv4 DHCP range; localvmss needs one")
+            hosts = [(h.get("mac", ""), h.get("ip", "")) for h in root.iterfind("ip/dhcp/host")]
+            netmask = ip.get("netmask") or _prefix_to_mask(int(ip.get("prefix", "24")))
+            return ip.get("address", ""), netmask, rng.get("start", ""), rng.get("end", ""), hosts
+
+        return self._call(f"reading network {name}", read)
+
+    def reserve_address(self, network: str, mac: str, ip: str, hostname: str) -> None:
+        """Add a DHCP host entry (live and persistent); an identical existing entry is fine."""
+        if (mac, ip) in self.network_layout(network)[4]:
+            return
+        xml = domainxml.dhcp_host_xml(mac, ip, hostname)
+        self._call(
+            f"reserving {ip} for {mac} in network {network}",
+            lambda c: c.networkLookupByName(network).update(
+                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                -1,
+                xml,
+                libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+            ),
+        )
+
+    def release_address(self, network: str, mac: str) -> None:
+        """Remove the DHCP host entry of ``mac``; one already gone counts as released."""
+        for entry_mac, entry_ip in self.network_layout(network)[4]:
+            if entry_mac.lower() != mac.lower():
+                continue
+            xml = etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode")
+            self._call(
+                f"releasing {entry_ip} in network {network}",
+                lambda c, xml=xml: c.networkLookupByName(network).update(
+                    libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                    -1,
+                    xml,
+                    libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
+                ),
+            )
+
+    # -- domains ----------------------------------------------------------------------------
+    def define_domain(self, xml: str) -> None:
+        self._call("defining a domain", lambda c: c.defineXML(xml))
+
+    def create_transient(self, xml: str) -> None:
+        self._call("starting a transient domain", lambda c: c.createXML(xml, 0))
+
+    def domain_exists(self, name: str) -> bool:
+        try:
+            self._call(f"looking up domain {name}", lambda c: c.lookupByName(name))
+            return True
+        except NotFound:
+            return False
+
+    def power_state(self, name: str) -> PowerState:
+        state = self._call(f"reading state of {name}", lambda c: c.lookupByName(name).state()[0])
+        return _STATE_MAP.get(state, PowerState.UNKNOWN)
+
+    def start(self, name: str) -> None:
+        """Start a defined domain; one already running counts as started."""
+
+        def start(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if not dom.isActive():
+                dom.create()
+
+        self._call(f"starting {name}", start)
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI); falls through if it is already off."""
+
+        def shutdown(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                dom.shutdown()
+
+        self._call(f"shutting down {name}", shutdown)
+
+    def destroy(self, name: str) -> None:
+        """Power off at once; a domain already off or gone counts as destroyed."""
+
+        def destroy(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+
+        try:
+            self._call(f"powering off {name}", destroy)
+        except NotFound:
+            pass
+
+    def reboot(self, name: str) -> None:
+        self._call(f"restarting {name}", lambda c: c.lookupByName(name).reset(0))
+
+    def undefine(self, name: str) -> None:
+        """Power off and remove the definition; a domain already gone counts as removed."""
+        self.destroy(name)
+        try:
+            self._call(
+                f"undefining {name}",
+                lambda c: c.lookupByName(name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM),
+            )
+        except NotFound:
+            pass
+
+    def owned_domains(self, prefix: str = OBJECT_PREFIX) -> list[OwnedDomain]:
+        """Every domain whose name has our prefix and whose metadata says who owns it."""
+
+        def listing(conn: libvirt.virConnect) -> list[OwnedDomain]:
+            result = []
+            for dom in conn.listAllDomains(0):
+                name = dom.name()
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    own = domainxml.read_ownership(dom.XMLDesc(0))
+                    state = _STATE_MAP.get(dom.state()[0], PowerState.UNKNOWN)
+                except libvirt.libvirtError:
+                    continue  # vanished while we looked
+                if own is not None:
+                    result.append(OwnedDomain(name, own, state))
+            return result
+
+        return self._call("listing domains", listing)
+
+    def domain_xml(self, name: str) -> str:
+        return self._call(f"reading XML of {name}", lambda c: c.lookupByName(name).XMLDesc(0))
+
+    def all_domain_stats(self) -> list[tuple[str, dict[str, Any]]]:
+        """libvirt's bulk statistics for every active domain in one call."""
+
+        def stats(conn: libvirt.virConnect) -> list[tuple[str, dict[str, Any]]]:
+            raw = conn.getAllDomainStats(0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            return [(dom.name(), values) for dom, values in raw]
+
+        return self._call("reading domain statistics", stats)
+
+    def register_lifecycle_events(self, callback: Callable[[str, int], None]) -> None:
+        """Call ``callback(domain_name, event)`` on lifecycle events (needs the event loop)."""
+
+        def register(conn: libvirt.virConnect) -> None:
+            conn.domainEventRegisterAny(
+                None,
+                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                lambda _c, dom, event, _detail, _opaque: callback(dom.name(), event),
+                None,
+            )
+
+        self._call("registering for domain events", register)
+
+    @contextmanager
+    def transient_guard(self, name: str) -> Iterator[None]:
+        """Make sure a probe domain is gone afterwards, whatever happened."""
+        try:
+            yield
+        finally:
+            self.destroy(name)
+
+
+def _prefix_to_mask(prefix: int) -> str:
+    bits = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return ".".join(str((bits >> s) & 0xFF) for s in (24, 16, 8, 0))
