@@ -1,0 +1,285 @@
+"""The daemon's Prometheus exporter: instance and scale-set metrics plus the daemon's own.
+
+Instance and scale-set metrics are custom collectors (prometheus_client style): each scrape calls a
+``source`` callable that returns fresh samples, so the values are exactly what libvirt reported at
+scrape time and nothing is cached between scrapes. The source is a constructor argument so tests
+feed fixture samples. Metric names are fixed by docs/CONTRACTS.md; autoscale/ builds PromQL on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from localvmss.errors import LocalVMSSError
+from localvmss.virt.stats import DomainStats
+
+log = logging.getLogger(__name__)
+
+INSTANCE_LABELS = ["scale_set", "instance_id", "host", "fault_domain"]
+SCALE_SET_LABELS = ["scale_set"]
+
+# Reconcile passes range from a no-op (milliseconds) to creating VMs (tens of seconds).
+RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass(frozen=True)
+class InstanceSample:
+    """One instance's libvirt counters plus the labels that place it in a scale set."""
+
+    scale_set: str
+    instance_id: int
+    host: str
+    fault_domain: int
+    stats: DomainStats
+
+    def label_values(self) -> list[str]:
+        return [self.scale_set, str(self.instance_id), self.host, str(self.fault_domain)]
+
+
+@dataclass(frozen=True)
+class ScaleSetSample:
+    """Capacity as asked for (desired), as present (actual) and as passing health checks."""
+
+    scale_set: str
+    desired: int
+    actual: int
+    healthy: int
+
+
+InstanceSource = Callable[[], Iterable[InstanceSample]]
+ScaleSetSource = Callable[[], Iterable[ScaleSetSample]]
+
+
+def _safe_read(source: Callable[[], Iterable[Any]], what: str) -> list[Any]:
+    """Read a source; on failure log and expose nothing for it.
+
+    A failing libvirt host must not turn the whole /metrics page into a 500: the daemon's own
+    metrics (and other hosts' instances) should still be scraped. Missing series are what
+    Prometheus and the autoscaler treat as "unknown", which is the truth.
+    """
+    try:
+        return list(source())
+    except LocalVMSSError as exc:
+        log.warning("metrics: reading %s failed: %s", what, exc.message)
+    except Exception:
+        log.exception("metrics: reading %s failed", what)
+    return []
+
+
+class InstanceCollector(Collector):
+    """Per-instance CPU, memory, disk and network metrics (labels: scale_set, instance_id, host,
+    fault_domain).
+
+    ``localvmss_instance_memory_available_bytes`` is the guest's *usable* memory from the virtio
+    balloon (libvirt ``balloon.usable``, the guest's ``MemAvailable``), not ``balloon.available``
+    which is the guest's ``MemTotal``. It is only exposed for instances whose guest reports it, so
+    absence means "unknown", never "zero bytes free".
+    """
+
+    def __init__(self, source: InstanceSource) -> None:
+        self._source = source
+
+    def _families(self) -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
+        c, g = CounterMetricFamily, GaugeMetricFamily
+        return {
+            "cpu": c(
+                "localvmss_instance_cpu_seconds",
+                "CPU time consumed by the instance's QEMU process (all vCPUs), seconds.",
+                labels=INSTANCE_LABELS,
+            ),
+            "vcpus": g("localvmss_instance_vcpus", "Online vCPUs of the instance.", labels=INSTANCE_LABELS),
+            "memory": g(
+                "localvmss_instance_memory_bytes",
+                "Memory assigned to the instance (balloon current), bytes.",
+                labels=INSTANCE_LABELS,
+            ),
+            "rss": g(
+                "localvmss_instance_memory_rss_bytes",
+                "Resident set size of the instance's QEMU process on the host, bytes.",
+                labels=INSTANCE_LABELS,
+            ),
+            "available": g(
+                "localvmss_instance_memory_available_bytes",
+                "Memory the guest could still use without swapping (guest MemAvailable via the "
+                "virtio balloon), bytes. Absent when the guest does not report it.",
+                labels=INSTANCE_LABELS,
+            ),
+            "disk_read": c(
+                "localvmss_instance_disk_read_bytes",
+                "Bytes read from all of the instance's disks.",
+                labels=INSTANCE_LABELS,
+            ),
+            "disk_write": c(
+                "localvmss_instance_disk_write_bytes",
+                "Bytes written to all of the instance's disks.",
+                labels=INSTANCE_LABELS,
+            ),
+            "net_rx": c(
+                "localvmss_instance_network_receive_bytes",
+                "Bytes received on all of the instance's network interfaces.",
+                labels=INSTANCE_LABELS,
+            ),
+            "net_tx": c(
+                "localvmss_instance_network_transmit_bytes",
+                "Bytes transmitted on all of the instance's network interfaces.",
+                labels=INSTANCE_LABELS,
+            ),
+        }
+
+    def describe(self) -> Iterator[Metric]:
+        """Names without samples, so registering does not call the (libvirt-backed) source."""
+        yield from self._families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        for sample in _safe_read(self._source, "instance statistics"):
+            labels = sample.label_values()
+            stats = sample.stats
+            families["cpu"].add_metric(labels, stats.cpu_seconds)
+            families["vcpus"].add_metric(labels, stats.vcpus)
+            families["memory"].add_metric(labels, stats.memory_bytes)
+            families["rss"].add_metric(labels, stats.rss_bytes)
+            if stats.usable_bytes is not None:
+                families["available"].add_metric(labels, stats.usable_bytes)
+            families["disk_read"].add_metric(labels, stats.disk_read_bytes)
+            families["disk_write"].add_metric(labels, stats.disk_write_bytes)
+            families["net_rx"].add_metric(labels, stats.net_rx_bytes)
+            families["net_tx"].add_metric(labels, stats.net_tx_bytes)
+        yield from families.values()
+
+
+class ScaleSetCollector(Collector):
+    """Desired, actual and healthy capacity per scale set (label: scale_set)."""
+
+    def __init__(self, source: ScaleSetSource) -> None:
+        self._source = source
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "localvmss_scale_set_capacity_desired",
+                "Instances the scale set should have.",
+                labels=SCALE_SET_LABELS,
+            ),
+            GaugeMetricFamily(
+                "localvmss_scale_set_capacity_actual",
+                "Instances the scale set has (any state).",
+                labels=SCALE_SET_LABELS,
+            ),
+            GaugeMetricFamily(
+                "localvmss_scale_set_healthy_instances",
+                "Instances of the scale set passing their health check.",
+                labels=SCALE_SET_LABELS,
+            ),
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        desired, actual, healthy = self._families()
+        for sample in _safe_read(self._source, "scale set capacity"):
+            desired.add_metric([sample.scale_set], sample.desired)
+            actual.add_metric([sample.scale_set], sample.actual)
+            healthy.add_metric([sample.scale_set], sample.healthy)
+        yield from (desired, actual, healthy)
+
+
+class DaemonMetrics:
+    """The daemon's own health: how long reconcile passes take, what they did, what failed."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reconcile_duration = Histogram(
+            "localvmss_reconcile_duration_seconds",
+            "Duration of one reconcile pass, seconds.",
+            buckets=RECONCILE_BUCKETS,
+            registry=registry,
+        )
+        self.actions = Counter(
+            "localvmss_actions",
+            "Actions taken by the reconciler, by kind (e.g. create, delete, scale_out) and result.",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "localvmss_errors",
+            "Errors met by the daemon, by kind (the error's code, e.g. HostUnavailable).",
+            ["kind"],
+            registry=registry,
+        )
+
+    def observe_reconcile(self, seconds: float) -> None:
+        self.reconcile_duration.observe(seconds)
+
+    @contextmanager
+    def time_reconcile(self) -> Iterator[None]:
+        """Time a reconcile pass, also when it raises (slow failing passes matter most)."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.reconcile_duration.observe(time.monotonic() - start)
+
+    def action(self, kind: str, result: str = "success") -> None:
+        self.actions.labels(kind=kind, result=result).inc()
+
+    def error(self, kind: str | BaseException) -> None:
+        """Count an error; an exception is counted under its project code (or class name)."""
+        if isinstance(kind, LocalVMSSError):
+            label = kind.code
+        elif isinstance(kind, BaseException):
+            label = type(kind).__name__
+        else:
+            label = kind
+        self.errors.labels(kind=label).inc()
+
+
+class ExporterServer:
+    """A running exporter HTTP server; ``stop()`` closes the socket and joins its thread."""
+
+    def __init__(self, server: Any, thread: threading.Thread | None) -> None:
+        self.server = server
+        self.thread = thread
+
+    @property
+    def address(self) -> str:
+        return str(self.server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+def start_exporter(
+    registry: CollectorRegistry, address: str = "127.0.0.1", port: int = 0
+) -> tuple[ExporterServer, int]:
+    """Serve ``registry`` over HTTP (any path, /metrics included) on a daemon thread.
+
+    ``port=0`` lets the kernel pick a free port, so parallel daemons and tests never collide; the
+    bound port is returned. Loopback by default: exposing metrics further is a deliberate choice.
+    """
+    started: Any = start_http_server(port, addr=address, registry=registry)
+    if isinstance(started, tuple):
+        server, thread = started
+    else:  # older prometheus_client returned nothing useful; guard anyway
+        raise RuntimeError("prometheus_client.start_http_server did not return its server")
+    handle = ExporterServer(server, thread)
+    log.info("metrics exporter listening on %s:%d", handle.address, handle.port)
+    return handle, handle.port
