@@ -21,12 +21,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from localvmss.errors import LocalVMSSError
-from localvmss.virt.stats import DomainStats
+from localvmss.virt.stats import STATE_NAMES, DomainStats
 
 log = logging.getLogger(__name__)
 
 INSTANCE_LABELS = ["scale_set", "instance_id", "host", "fault_domain"]
 SCALE_SET_LABELS = ["scale_set"]
+# Domain states without live counters (see InstanceCollector).
+_NOT_RUNNING = frozenset(state for state, name in STATE_NAMES.items() if name in ("shutoff", "crashed"))
 
 # Reconcile passes range from a no-op (milliseconds) to creating VMs (tens of seconds).
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -84,6 +86,9 @@ class InstanceCollector(Collector):
     balloon (libvirt ``balloon.usable``, the guest's ``MemAvailable``), not ``balloon.available``
     which is the guest's ``MemTotal``. It is only exposed for instances whose guest reports it, so
     absence means "unknown", never "zero bytes free".
+
+    Instances whose domain is shut off or crashed are skipped: libvirt reports only their state,
+    and zeros for CPU/memory would drag averages down as if they were idle guests.
     """
 
     def __init__(self, source: InstanceSource) -> None:
@@ -143,6 +148,8 @@ class InstanceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         for sample in _safe_read(self._source, "instance statistics"):
+            if sample.stats.state in _NOT_RUNNING:
+                continue
             labels = sample.label_values()
             stats = sample.stats
             families["cpu"].add_metric(labels, stats.cpu_seconds)

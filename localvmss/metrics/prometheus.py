@@ -103,6 +103,8 @@ class PrometheusClient:
         error_type = str(body.get("errorType", ""))
         error = str(body.get("error", f"HTTP {response.status_code}"))
         if error_type == "bad_data" or response.status_code == 400:
+            # 'invalid parameter "query": 1:10: parse error: ...' -> '1:10: parse error: ...'
+            error = error.removeprefix('invalid parameter "query": ')
             raise InvalidSpec(f"PromQL rejected by Prometheus: {error}")
         # "execution" (422), "timeout"/"canceled" (503), "internal"...: the expression parsed; the
         # evaluation failed on this data or this load, so a later try may work.

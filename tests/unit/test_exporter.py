@@ -105,6 +105,16 @@ def test_available_memory_only_for_guests_that_report_it_and_uses_usable() -> No
     assert _by_instance(page["localvmss_instance_memory_available_bytes"]) == {"0": 300 * 2**20}
 
 
+def test_shut_off_instances_are_not_exported() -> None:
+    stopped = DomainStats("lvmss-web-2", 5, 0.0, 0, 0, 0, None, None, 0, 0, 0, 0)
+    samples = [*SAMPLES, InstanceSample("web", 2, "host-a", 2, stopped)]
+    registry = CollectorRegistry()
+    registry.register(InstanceCollector(lambda: samples))
+    page = _exposition(registry)
+    assert set(_by_instance(page["localvmss_instance_cpu_seconds_total"])) == {"0", "1"}
+    assert set(_by_instance(page["localvmss_instance_vcpus"])) == {"0", "1"}
+
+
 def test_counter_and_gauge_types_in_text() -> None:
     registry = CollectorRegistry()
     registry.register(InstanceCollector(lambda: SAMPLES))
