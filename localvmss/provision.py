@@ -1,0 +1,153 @@
+"""Idempotent per-instance actions on libvirt: make, power, reimage and remove an instance.
+
+Each function may be interrupted at any point (daemon killed) and simply called again: every
+step checks what already exists. Called by the reconciler's worker threads only.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+from localvmss.config import DaemonConfig
+from localvmss.inventory import Inventory, image_volumes
+from localvmss.model import PowerState
+from localvmss.spec import ScaleSetSpec
+from localvmss.store import InstanceRow
+from localvmss.virt.domainxml import InstanceDomain, NumaPinning, Ownership, build_domain_xml
+from localvmss.virt.seed import build_nocloud_seed
+
+log = logging.getLogger(__name__)
+
+
+def os_volume(inst: InstanceRow) -> str:
+    return f"{inst.domain_name}-os.qcow2"
+
+
+def seed_volume(inst: InstanceRow) -> str:
+    return f"{inst.domain_name}-seed.iso"
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def computer_name(spec: ScaleSetSpec, inst: InstanceRow) -> str:
+    """Azure-style: the prefix plus the instance id in base 36, six digits (web000003)."""
+    if inst.vm_name:
+        return inst.vm_name
+    return f"{spec.computer_name_prefix}{_base36(inst.instance_id):0>6}"
+
+
+class Provisioner:
+    def __init__(self, cfg: DaemonConfig, inventory: Inventory) -> None:
+        self.cfg = cfg
+        self.inv = inventory
+
+    def _image_for(self, spec: ScaleSetSpec, inst: InstanceRow) -> str:
+        image = inst.overrides.get("image") or spec.image
+        if not image:
+            raise ValueError(f"instance {inst.domain_name} has no image")
+        return str(image)
+
+    def ensure_artifacts(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
+        """Overlay disk, NoCloud seed, address reservation and domain definition."""
+        host = self.inv.host(inst.host)
+        pool = self.cfg.pool_name
+        image = self._image_for(spec, inst)
+        manifest, source = self.inv.image(image)
+        vols = self.inv.ensure_image(inst.host, image, manifest, source)
+        host.create_overlay(pool, os_volume(inst), vols.disk)
+        if not host.volume_exists(pool, seed_volume(inst)):
+            user_data = base64.b64decode(spec.custom_data) if spec.custom_data else None
+            keys = list(inst.overrides.get("ssh_public_keys") or spec.ssh_public_keys)
+            seed = build_nocloud_seed(inst.domain_name, computer_name(spec, inst), keys, user_data)
+            host.upload_bytes(pool, seed_volume(inst), seed, "raw")
+        host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))
+        if not host.domain_exists(inst.domain_name):
+            host.define_domain(self.domain_xml(inst, spec))
+
+    def domain_xml(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
+        host = self.inv.host(inst.host)
+        pool = self.cfg.pool_name
+        image = self._image_for(spec, inst)
+        manifest, _ = self.inv.image(image)
+        vols = image_volumes(image, manifest)
+        numa = None
+        if spec.fault_domain_mapping.value == "numa":
+            cells = self.inv.capacity(inst.host).cells
+            cell = cells[inst.fault_domain % len(cells)]
+            numa = NumaPinning(cell.cell_id, cell.cpus)
+        vcpus = int(inst.overrides.get("vcpus") or spec.vcpus)
+        memory = int(inst.overrides.get("memory_mib") or spec.memory_mib)
+        return build_domain_xml(
+            InstanceDomain(
+                name=inst.domain_name,
+                domain_type=self.inv.domain_type(inst.host),
+                vcpus=vcpus,
+                memory_mib=memory,
+                pool=pool,
+                os_volume=os_volume(inst),
+                seed_volume=seed_volume(inst),
+                network=self.inv.network(inst.host),
+                mac=inst.mac,
+                kernel_path=host.volume_path(pool, vols.kernel) if vols.kernel else None,
+                initrd_path=host.volume_path(pool, vols.initrd) if vols.initrd else None,
+                cmdline=vols.cmdline,
+                serial_log=self.inv.serial_log(inst.host, inst.domain_name),
+                numa=numa,
+                ownership=Ownership(
+                    scale_set=inst.scale_set,
+                    instance_id=inst.instance_id,
+                    model_version=inst.model_version,
+                    fault_domain=inst.fault_domain,
+                    kind="vm" if inst.vm_name else "scaleSetVM",
+                ),
+            )
+        )
+
+    def converge_power(self, inst: InstanceRow) -> None:
+        """Make the domain's power state what the record asks for."""
+        host = self.inv.host(inst.host)
+        if inst.desired_power == "running":
+            host.start(inst.domain_name)
+        elif inst.desired_power == "stopped":
+            host.destroy(inst.domain_name)
+        elif inst.desired_power == "deallocated":
+            # Compute released (no domain), disk and address kept.
+            host.undefine(inst.domain_name)
+
+    def power_state(self, inst: InstanceRow) -> PowerState:
+        host = self.inv.host(inst.host)
+        if not host.domain_exists(inst.domain_name):
+            return PowerState.DEALLOCATED
+        return host.power_state(inst.domain_name)
+
+    def restart(self, inst: InstanceRow) -> None:
+        host = self.inv.host(inst.host)
+        if host.power_state(inst.domain_name) is PowerState.RUNNING:
+            host.reboot(inst.domain_name)
+        else:
+            host.start(inst.domain_name)
+
+    def reimage(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
+        """Fresh overlay and seed from the base image; same id, address and name."""
+        host = self.inv.host(inst.host)
+        host.undefine(inst.domain_name)
+        host.delete_volume(self.cfg.pool_name, os_volume(inst))
+        host.delete_volume(self.cfg.pool_name, seed_volume(inst))
+        self.ensure_artifacts(inst, spec)
+
+    def remove(self, inst: InstanceRow) -> None:
+        """Domain, disks, seed and address reservation; anything already gone counts as removed."""
+        host = self.inv.host(inst.host)
+        host.undefine(inst.domain_name)
+        host.delete_volume(self.cfg.pool_name, os_volume(inst))
+        host.delete_volume(self.cfg.pool_name, seed_volume(inst))
+        host.release_address(self.inv.network(inst.host), inst.mac)

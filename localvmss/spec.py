@@ -1,0 +1,338 @@
+"""The scale-set model as localvmss stores it, and its translation from/to Azure-shaped JSON.
+
+The API speaks Azure's shape (``sku.capacity``, ``properties.virtualMachineProfile`` ...); the
+store keeps the flat ``ScaleSetSpec``. Parsing is strict (unknown fields are errors) so a typo
+in a request is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+import isodate
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from localvmss.errors import InvalidSpec
+from localvmss.model import (
+    FaultDomainMapping,
+    OrchestrationMode,
+    ScaleInPolicy,
+    UpgradeMode,
+    check_capacity,
+    check_fault_domain_count,
+    resolve_size,
+    validate_name,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RollingUpgradePolicy(_Strict):
+    max_batch_instance_percent: int = Field(20, alias="maxBatchInstancePercent", ge=5, le=100)
+    max_unhealthy_instance_percent: int = Field(20, alias="maxUnhealthyInstancePercent", ge=5, le=100)
+    pause_time_between_batches: str = Field("PT0S", alias="pauseTimeBetweenBatches")
+    prioritize_unhealthy_instances: bool = Field(True, alias="prioritizeUnhealthyInstances")
+
+
+class UpgradePolicy(_Strict):
+    mode: UpgradeMode = UpgradeMode.MANUAL
+    rolling_upgrade_policy: RollingUpgradePolicy = Field(
+        default_factory=lambda: RollingUpgradePolicy(), alias="rollingUpgradePolicy"
+    )
+
+
+class HealthProbeModel(_Strict):
+    """How localvmss decides an instance is healthy (readiness, LB membership, repair)."""
+
+    protocol: Literal["http", "tcp"] = "http"
+    port: int = Field(80, ge=1, le=65535)
+    path: str = "/healthz"
+
+
+class AutomaticRepairs(_Strict):
+    enabled: bool = False
+    grace_period: str = Field("PT5M", alias="gracePeriod")
+
+
+class ScaleSetSpec(_Strict):
+    """The flat, validated model stored for each scale set."""
+
+    mode: OrchestrationMode
+    image: str | None = None
+    vm_size: str = "Standard_B1ls"
+    vcpus: int = 1
+    memory_mib: int = 256
+    computer_name_prefix: str = ""
+    ssh_public_keys: list[str] = Field(default_factory=list)
+    custom_data: str | None = None  # base64, as in Azure
+    upgrade_policy: UpgradePolicy = Field(default_factory=UpgradePolicy)
+    scale_in_policy: ScaleInPolicy = ScaleInPolicy.DEFAULT
+    platform_fault_domain_count: int = 1
+    fault_domain_mapping: FaultDomainMapping = FaultDomainMapping.HOST
+    zones: list[str] = Field(default_factory=list)
+    zone_balance: bool = False
+    load_balancer: dict[str, Any] | None = None
+    health_probe: HealthProbeModel | None = Field(default_factory=HealthProbeModel)
+    automatic_repairs: AutomaticRepairs = Field(default_factory=AutomaticRepairs)
+
+    def model_fields_for_update(self) -> set[str]:
+        """Fields whose change makes a new model version (instances become not latest)."""
+        return {"image", "vm_size", "vcpus", "memory_mib", "ssh_public_keys", "custom_data"}
+
+
+# -- Azure-shaped request bodies ------------------------------------------------------------
+class _AzSku(_Strict):
+    name: str | None = None
+    capacity: int | None = None
+    tier: str | None = None
+
+
+class _AzImageRef(_Strict):
+    id: str
+
+
+class _AzStorage(_Strict):
+    image_reference: _AzImageRef = Field(alias="imageReference")
+
+
+class _AzSizeProps(_Strict):
+    vcpus_available: int | None = Field(None, alias="vCPUsAvailable")
+    memory_mib: int | None = Field(None, alias="memoryMiB")
+
+
+class _AzHardware(_Strict):
+    vm_size_properties: _AzSizeProps | None = Field(None, alias="vmSizeProperties")
+
+
+class _AzKey(_Strict):
+    key_data: str = Field(alias="keyData")
+    path: str | None = None
+
+
+class _AzSsh(_Strict):
+    public_keys: list[_AzKey] = Field(default_factory=list, alias="publicKeys")
+
+
+class _AzLinux(_Strict):
+    ssh: _AzSsh | None = None
+    disable_password_authentication: bool | None = Field(None, alias="disablePasswordAuthentication")
+
+
+class _AzOsProfile(_Strict):
+    computer_name_prefix: str | None = Field(None, alias="computerNamePrefix")
+    admin_username: str | None = Field(None, alias="adminUsername")
+    custom_data: str | None = Field(None, alias="customData")
+    linux_configuration: _AzLinux | None = Field(None, alias="linuxConfiguration")
+
+
+class _AzNetwork(_Strict):
+    load_balancer: dict[str, Any] | None = Field(None, alias="loadBalancer")
+    health_probe: HealthProbeModel | None = Field(None, alias="healthProbe")
+
+
+class _AzVmProfile(_Strict):
+    storage_profile: _AzStorage | None = Field(None, alias="storageProfile")
+    hardware_profile: _AzHardware | None = Field(None, alias="hardwareProfile")
+    os_profile: _AzOsProfile | None = Field(None, alias="osProfile")
+    network_profile: _AzNetwork | None = Field(None, alias="networkProfile")
+
+
+class _AzScaleIn(_Strict):
+    rules: list[ScaleInPolicy] = Field(default_factory=lambda: [ScaleInPolicy.DEFAULT])
+
+
+class _AzProperties(_Strict):
+    orchestration_mode: str = Field("Uniform", alias="orchestrationMode")
+    platform_fault_domain_count: int | None = Field(None, alias="platformFaultDomainCount")
+    fault_domain_mapping: FaultDomainMapping | None = Field(None, alias="faultDomainMapping")
+    zone_balance: bool | None = Field(None, alias="zoneBalance")
+    upgrade_policy: UpgradePolicy | None = Field(None, alias="upgradePolicy")
+    scale_in_policy: _AzScaleIn | None = Field(None, alias="scaleInPolicy")
+    automatic_repairs_policy: AutomaticRepairs | None = Field(None, alias="automaticRepairsPolicy")
+    virtual_machine_profile: _AzVmProfile | None = Field(None, alias="virtualMachineProfile")
+    single_placement_group: bool | None = Field(None, alias="singlePlacementGroup")
+
+
+class AzScaleSetBody(_Strict):
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    sku: _AzSku | None = None
+    zones: list[str] | None = None
+    properties: _AzProperties = Field(default_factory=lambda: _AzProperties())
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def check_iso_duration(value: str, what: str) -> float:
+    """Seconds of an ISO-8601 duration such as PT5M; InvalidSpec if malformed."""
+    try:
+        seconds = isodate.parse_duration(value).total_seconds()
+    except (isodate.ISO8601Error, ValueError, TypeError, AttributeError):
+        raise InvalidSpec(f"{what} {value!r} is not an ISO-8601 duration such as PT5M") from None
+    if seconds < 0:
+        raise InvalidSpec(f"{what} {value!r} must not be negative")
+    return float(seconds)
+
+
+def parse_scale_set_body(name: str, body: Any, known_images: set[str]) -> tuple[ScaleSetSpec, int]:
+    """Validate an Azure-shaped PUT body; returns the spec and the requested capacity."""
+    validate_name(name, "scale set name")
+    if not isinstance(body, dict):
+        raise InvalidSpec("request body must be a JSON object")
+    try:
+        az = AzScaleSetBody.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidSpec(f"invalid scale set body: {_validation_message(exc)}") from None
+    props = az.properties
+    mode = OrchestrationMode.parse(props.orchestration_mode)
+    if props.single_placement_group is False and mode is OrchestrationMode.FLEXIBLE:
+        raise InvalidSpec("singlePlacementGroup=false is not supported in VM (Flexible) orchestration mode")
+    sku = az.sku or _AzSku()
+    capacity = check_capacity(sku.capacity if sku.capacity is not None else 0, mode)
+    vmp = props.virtual_machine_profile
+    default_fd = 1 if mode is OrchestrationMode.UNIFORM else 2
+    fd_count = check_fault_domain_count(
+        props.platform_fault_domain_count if props.platform_fault_domain_count is not None else default_fd, mode
+    )
+    zones = [str(z) for z in (az.zones or [])]
+    if len(set(zones)) != len(zones):
+        raise InvalidSpec(f"zones {zones} contain duplicates")
+    if mode is OrchestrationMode.FLEXIBLE:
+        if len(zones) > 1:
+            raise InvalidSpec("VM (Flexible) orchestration mode supports a regional set or a single zone, not several")
+        if props.zone_balance:
+            raise InvalidSpec("zoneBalance is not supported in VM (Flexible) orchestration mode")
+        if capacity:
+            raise InvalidSpec(
+                "sku.capacity is not used in VM (Flexible) orchestration mode: create the set empty "
+                "and add VMs with 'localvmss vm create NAME --vmss SET'"
+            )
+        if props.upgrade_policy is not None and props.upgrade_policy.mode is not UpgradeMode.MANUAL:
+            raise InvalidSpec("OS upgrade and model updates are not supported in VM orchestration mode")
+    spec_data: dict[str, Any] = {
+        "mode": mode,
+        "platform_fault_domain_count": fd_count,
+        "zones": zones,
+        "zone_balance": bool(props.zone_balance),
+    }
+    if props.fault_domain_mapping is not None:
+        spec_data["fault_domain_mapping"] = props.fault_domain_mapping
+    if props.upgrade_policy is not None:
+        spec_data["upgrade_policy"] = props.upgrade_policy
+    if props.scale_in_policy is not None and props.scale_in_policy.rules:
+        spec_data["scale_in_policy"] = props.scale_in_policy.rules[0]
+    if props.automatic_repairs_policy is not None:
+        check_iso_duration(props.automatic_repairs_policy.grace_period, "automaticRepairsPolicy.gracePeriod")
+        spec_data["automatic_repairs"] = props.automatic_repairs_policy
+    if vmp is None and mode is OrchestrationMode.UNIFORM:
+        raise InvalidSpec(
+            "properties.virtualMachineProfile is required in Uniform (ScaleSetVM) mode: "
+            "it is the model instances are made from"
+        )
+    if vmp is not None:
+        spec_data.update(_profile_fields(name, vmp, sku, known_images))
+    spec = ScaleSetSpec(**spec_data)
+    if mode is OrchestrationMode.UNIFORM and spec.image is None:
+        raise InvalidSpec("virtualMachineProfile.storageProfile.imageReference.id is required in Uniform mode")
+    return spec, capacity
+
+
+def _profile_fields(name: str, vmp: _AzVmProfile, sku: _AzSku, known_images: set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if vmp.storage_profile is not None:
+        image = vmp.storage_profile.image_reference.id
+        if image not in known_images:
+            known = ", ".join(sorted(known_images)) or "none imported yet ('localvmss image import')"
+            raise InvalidSpec(f"image {image!r} is unknown; known images: {known}")
+        out["image"] = image
+    size_props = vmp.hardware_profile.vm_size_properties if vmp.hardware_profile else None
+    size = resolve_size(
+        sku.name,
+        size_props.vcpus_available if size_props else None,
+        size_props.memory_mib if size_props else None,
+    )
+    out.update(vm_size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib)
+    osp = vmp.os_profile
+    prefix = (osp.computer_name_prefix if osp and osp.computer_name_prefix else name)[:15]
+    validate_name(prefix, "computerNamePrefix")
+    out["computer_name_prefix"] = prefix
+    if osp and osp.linux_configuration and osp.linux_configuration.ssh:
+        out["ssh_public_keys"] = [k.key_data.strip() for k in osp.linux_configuration.ssh.public_keys]
+    if osp and osp.custom_data is not None:
+        out["custom_data"] = check_custom_data(osp.custom_data)
+    if vmp.network_profile is not None:
+        if vmp.network_profile.health_probe is not None:
+            out["health_probe"] = check_probe(vmp.network_profile.health_probe)
+        if vmp.network_profile.load_balancer is not None:
+            out["load_balancer"] = vmp.network_profile.load_balancer
+    return out
+
+
+def check_probe(probe: HealthProbeModel) -> HealthProbeModel:
+    if probe.protocol == "http" and (not probe.path.startswith("/") or any(c.isspace() for c in probe.path)):
+        raise InvalidSpec(f"health probe path {probe.path!r} must start with '/' and contain no spaces")
+    return probe
+
+
+def check_custom_data(value: str) -> str:
+    """customData is base64 (as in Azure), at most 64 KiB decoded."""
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidSpec("customData must be base64-encoded (as in Azure)") from None
+    if len(decoded) > 65536:
+        raise InvalidSpec(f"customData is {len(decoded)} bytes decoded; the limit is 65536")
+    return value
+
+
+def spec_to_azure(
+    name: str, spec: ScaleSetSpec, capacity: int, extra_props: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Azure-shaped view of a stored scale set."""
+    vm_profile: dict[str, Any] | None = None
+    if spec.image is not None:
+        vm_profile = {
+            "storageProfile": {"imageReference": {"id": spec.image}},
+            "hardwareProfile": {"vmSizeProperties": {"vCPUsAvailable": spec.vcpus, "memoryMiB": spec.memory_mib}},
+            "osProfile": {
+                "computerNamePrefix": spec.computer_name_prefix,
+                "adminUsername": "root",
+                "linuxConfiguration": {
+                    "disablePasswordAuthentication": True,
+                    "ssh": {"publicKeys": [{"keyData": k} for k in spec.ssh_public_keys]},
+                },
+                "customData": "(set)" if spec.custom_data else None,
+            },
+            "networkProfile": {
+                "healthProbe": spec.health_probe.model_dump() if spec.health_probe else None,
+                "loadBalancer": spec.load_balancer,
+            },
+        }
+    props: dict[str, Any] = {
+        "orchestrationMode": spec.mode.value,
+        "platformFaultDomainCount": spec.platform_fault_domain_count,
+        "faultDomainMapping": spec.fault_domain_mapping.value,
+        "zoneBalance": spec.zone_balance,
+        "upgradePolicy": spec.upgrade_policy.model_dump(by_alias=True, mode="json"),
+        "scaleInPolicy": {"rules": [spec.scale_in_policy.value]},
+        "automaticRepairsPolicy": spec.automatic_repairs.model_dump(by_alias=True),
+        "virtualMachineProfile": vm_profile,
+    }
+    props.update(extra_props or {})
+    return {
+        "name": name,
+        "id": f"/scaleSets/{name}",
+        "type": "Microsoft.Compute/virtualMachineScaleSets",
+        "sku": {"name": spec.vm_size, "tier": "Standard", "capacity": capacity},
+        "zones": spec.zones,
+        "properties": props,
+    }

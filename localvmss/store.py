@@ -1,0 +1,388 @@
+"""Durable state in SQLite (WAL, synchronous=FULL): the only writer of what localvmss knows.
+
+A write that the API acknowledged is committed before the answer goes out, so a crash at any
+moment loses nothing acknowledged. Instance ids come from a per-set counter bumped in the same
+transaction that creates the instance record, so ids are monotonic and never reused, and a
+record always exists before any libvirt object is made for it (the reconciler deletes libvirt
+objects that have no record: no orphans).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from localvmss.errors import Conflict, NotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scale_sets (
+    name TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    model TEXT NOT NULL,            -- JSON: the VM configuration model and policies
+    capacity INTEGER NOT NULL,
+    model_version INTEGER NOT NULL DEFAULT 1,
+    next_instance_id INTEGER NOT NULL DEFAULT 0,
+    provisioning_state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    deleting INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS instances (
+    scale_set TEXT NOT NULL REFERENCES scale_sets(name),
+    instance_id INTEGER NOT NULL,
+    vm_name TEXT,                   -- Flexible mode: the standalone VM resource name
+    host TEXT NOT NULL,
+    zone TEXT,
+    fault_domain INTEGER NOT NULL,
+    update_domain INTEGER NOT NULL,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    nat_port INTEGER,
+    model_version INTEGER NOT NULL,
+    desired_power TEXT NOT NULL,    -- running | stopped | deallocated
+    provisioning_state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    health TEXT NOT NULL DEFAULT 'unknown',
+    protect_scale_in INTEGER NOT NULL DEFAULT 0,
+    protect_actions INTEGER NOT NULL DEFAULT 0,
+    reimage_generation INTEGER NOT NULL DEFAULT 0,   -- bumped to ask for a reimage
+    applied_reimage INTEGER NOT NULL DEFAULT 0,
+    restart_generation INTEGER NOT NULL DEFAULT 0,
+    applied_restart INTEGER NOT NULL DEFAULT 0,
+    overrides TEXT NOT NULL DEFAULT '{}',            -- JSON: per-VM settings (Flexible)
+    created_at REAL NOT NULL,
+    ready_at REAL,
+    PRIMARY KEY (scale_set, instance_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_vm_name ON instances(vm_name) WHERE vm_name IS NOT NULL;
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,
+    source_dir TEXT NOT NULL,
+    imported_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY,
+    uri TEXT NOT NULL,
+    zone TEXT,
+    domain_type TEXT,
+    accel_reason TEXT NOT NULL DEFAULT '',
+    available INTEGER NOT NULL DEFAULT 1,
+    message TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS autoscale (
+    scale_set TEXT PRIMARY KEY,
+    setting TEXT NOT NULL,
+    last_action_at REAL,
+    state TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS activity_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scale_set TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    details TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+@dataclass
+class ScaleSetRow:
+    name: str
+    mode: str
+    model: dict[str, Any]
+    capacity: int
+    model_version: int
+    next_instance_id: int
+    provisioning_state: str
+    message: str
+    deleting: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass
+class InstanceRow:
+    scale_set: str
+    instance_id: int
+    host: str
+    fault_domain: int
+    update_domain: int
+    mac: str
+    ip: str
+    model_version: int
+    desired_power: str
+    provisioning_state: str
+    created_at: float
+    vm_name: str | None = None
+    zone: str | None = None
+    nat_port: int | None = None
+    message: str = ""
+    health: str = "unknown"
+    protect_scale_in: bool = False
+    protect_actions: bool = False
+    reimage_generation: int = 0
+    applied_reimage: int = 0
+    restart_generation: int = 0
+    applied_restart: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    ready_at: float | None = None
+
+    @property
+    def domain_name(self) -> str:
+        from localvmss.model import OBJECT_PREFIX
+
+        return f"{OBJECT_PREFIX}{self.scale_set}-{self.instance_id}"
+
+
+@dataclass
+class HostRow:
+    name: str
+    uri: str
+    zone: str | None
+    domain_type: str | None
+    accel_reason: str
+    available: bool
+    message: str
+
+
+@dataclass
+class ActivityRow:
+    id: int
+    scale_set: str
+    at: float
+    kind: str
+    message: str
+    details: dict[str, Any]
+
+
+_INSTANCE_COLUMNS = [f.name for f in fields(InstanceRow)]
+
+
+class Store:
+    """Thread-safe access to the state database; one connection, one writer at a time."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; everything inside is applied whole or not at all."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args))
+
+    # -- scale sets -------------------------------------------------------------------------
+    @staticmethod
+    def _set_row(row: sqlite3.Row) -> ScaleSetRow:
+        data = dict(row)
+        data["model"] = json.loads(data["model"])
+        data["deleting"] = bool(data["deleting"])
+        return ScaleSetRow(**data)
+
+    def insert_scale_set(self, name: str, mode: str, model: dict[str, Any], capacity: int, state: str) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM scale_sets WHERE name=?", (name,)).fetchone():
+                raise Conflict(f"scale set {name!r} already exists")
+            db.execute(
+                "INSERT INTO scale_sets (name, mode, model, capacity, provisioning_state, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (name, mode, json.dumps(model), capacity, state, now, now),
+            )
+
+    def scale_sets(self) -> list[ScaleSetRow]:
+        return [self._set_row(r) for r in self._query("SELECT * FROM scale_sets ORDER BY name")]
+
+    def scale_set(self, name: str) -> ScaleSetRow:
+        rows = self._query("SELECT * FROM scale_sets WHERE name=?", (name,))
+        if not rows:
+            raise NotFound(f"scale set {name!r} does not exist")
+        return self._set_row(rows[0])
+
+    def update_scale_set(self, name: str, **changes: Any) -> None:
+        if "model" in changes:
+            changes["model"] = json.dumps(changes["model"])
+        changes["updated_at"] = time.time()
+        cols = ", ".join(f"{k}=?" for k in changes)
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE scale_sets SET {cols} WHERE name=?", (*changes.values(), name))
+            if cur.rowcount == 0:
+                raise NotFound(f"scale set {name!r} does not exist")
+
+    def delete_scale_set_row(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM activity_log WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM autoscale WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM instances WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM scale_sets WHERE name=?", (name,))
+
+    # -- instances --------------------------------------------------------------------------
+    @staticmethod
+    def _instance_row(row: sqlite3.Row) -> InstanceRow:
+        data = dict(row)
+        data["overrides"] = json.loads(data["overrides"])
+        data["protect_scale_in"] = bool(data["protect_scale_in"])
+        data["protect_actions"] = bool(data["protect_actions"])
+        return InstanceRow(**data)
+
+    def instances(self, scale_set: str | None = None) -> list[InstanceRow]:
+        if scale_set is None:
+            rows = self._query("SELECT * FROM instances ORDER BY scale_set, instance_id")
+        else:
+            rows = self._query("SELECT * FROM instances WHERE scale_set=? ORDER BY instance_id", (scale_set,))
+        return [self._instance_row(r) for r in rows]
+
+    def instance(self, scale_set: str, instance_id: int) -> InstanceRow:
+        rows = self._query("SELECT * FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
+        if not rows:
+            raise NotFound(f"instance {instance_id} of scale set {scale_set!r} does not exist")
+        return self._instance_row(rows[0])
+
+    def instance_by_vm_name(self, vm_name: str) -> InstanceRow:
+        rows = self._query("SELECT * FROM instances WHERE vm_name=?", (vm_name,))
+        if not rows:
+            raise NotFound(f"virtual machine {vm_name!r} does not exist")
+        return self._instance_row(rows[0])
+
+    @staticmethod
+    def allocate_instance_id(db: sqlite3.Connection, scale_set: str) -> int:
+        """Next id of the set, inside the caller's transaction."""
+        row = db.execute("SELECT next_instance_id FROM scale_sets WHERE name=?", (scale_set,)).fetchone()
+        if row is None:
+            raise NotFound(f"scale set {scale_set!r} does not exist")
+        db.execute("UPDATE scale_sets SET next_instance_id=? WHERE name=?", (row[0] + 1, scale_set))
+        return int(row[0])
+
+    @staticmethod
+    def insert_instance(db: sqlite3.Connection, inst: InstanceRow) -> None:
+        data = asdict(inst)
+        data["overrides"] = json.dumps(data["overrides"])
+        cols = ", ".join(_INSTANCE_COLUMNS)
+        marks = ", ".join("?" for _ in _INSTANCE_COLUMNS)
+        db.execute(f"INSERT INTO instances ({cols}) VALUES ({marks})", [data[c] for c in _INSTANCE_COLUMNS])
+
+    def update_instance(self, scale_set: str, instance_id: int, **changes: Any) -> None:
+        if "overrides" in changes:
+            changes["overrides"] = json.dumps(changes["overrides"])
+        cols = ", ".join(f"{k}=?" for k in changes)
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE instances SET {cols} WHERE scale_set=? AND instance_id=?",
+                (*changes.values(), scale_set, instance_id),
+            )
+
+    def delete_instance_row(self, scale_set: str, instance_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
+
+    # -- images -----------------------------------------------------------------------------
+    def put_image(self, name: str, manifest: dict[str, Any], source_dir: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO images (name, manifest, source_dir, imported_at) VALUES (?,?,?,?)",
+                (name, json.dumps(manifest), source_dir, time.time()),
+            )
+
+    def images(self) -> dict[str, tuple[dict[str, Any], str]]:
+        return {
+            r["name"]: (json.loads(r["manifest"]), r["source_dir"])
+            for r in self._query("SELECT * FROM images ORDER BY name")
+        }
+
+    # -- hosts ------------------------------------------------------------------------------
+    def put_host(self, row: HostRow) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO hosts (name, uri, zone, domain_type, accel_reason, available, message)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (row.name, row.uri, row.zone, row.domain_type, row.accel_reason, int(row.available), row.message),
+            )
+
+    def hosts(self) -> list[HostRow]:
+        return [
+            HostRow(**{**dict(r), "available": bool(r["available"])})
+            for r in self._query("SELECT * FROM hosts ORDER BY name")
+        ]
+
+    def delete_host(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM hosts WHERE name=?", (name,))
+
+    # -- autoscale and activity log ---------------------------------------------------------
+    def put_autoscale(self, scale_set: str, setting: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO autoscale (scale_set, setting) VALUES (?, ?) "
+                "ON CONFLICT(scale_set) DO UPDATE SET setting=excluded.setting",
+                (scale_set, json.dumps(setting)),
+            )
+
+    def autoscale(self, scale_set: str) -> tuple[dict[str, Any], float | None, dict[str, Any]] | None:
+        rows = self._query("SELECT * FROM autoscale WHERE scale_set=?", (scale_set,))
+        if not rows:
+            return None
+        r = rows[0]
+        return json.loads(r["setting"]), r["last_action_at"], json.loads(r["state"])
+
+    def autoscale_sets(self) -> list[str]:
+        return [r["scale_set"] for r in self._query("SELECT scale_set FROM autoscale ORDER BY scale_set")]
+
+    def update_autoscale_state(
+        self, scale_set: str, state: dict[str, Any], last_action_at: float | None = None
+    ) -> None:
+        with self.transaction() as db:
+            if last_action_at is None:
+                db.execute("UPDATE autoscale SET state=? WHERE scale_set=?", (json.dumps(state), scale_set))
+            else:
+                db.execute(
+                    "UPDATE autoscale SET state=?, last_action_at=? WHERE scale_set=?",
+                    (json.dumps(state), last_action_at, scale_set),
+                )
+
+    def delete_autoscale(self, scale_set: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM autoscale WHERE scale_set=?", (scale_set,))
+
+    def log_activity(self, scale_set: str, kind: str, message: str, details: dict[str, Any] | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO activity_log (scale_set, at, kind, message, details) VALUES (?,?,?,?,?)",
+                (scale_set, time.time(), kind, message, json.dumps(details or {})),
+            )
+
+    def activity(self, scale_set: str, limit: int = 200) -> list[ActivityRow]:
+        rows = self._query(
+            "SELECT * FROM activity_log WHERE scale_set=? ORDER BY id DESC LIMIT ?", (scale_set, limit)
+        )
+        return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]
