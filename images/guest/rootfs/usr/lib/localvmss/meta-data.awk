@@ -1,0 +1,32 @@
+# Reads NoCloud meta-data as written by localvmss/virt/seed.py (a small subset of YAML: top-level
+# `key: 'value'` and a `public-keys:` list of quoted strings) into files under `out`.
+function unquote(v) {
+    sub(/^[ \t]+/, "", v)
+    sub(/[ \t\r]+$/, "", v)
+    if (v ~ /^'.*'$/) {
+        v = substr(v, 2, length(v) - 2)
+        gsub(/''/, "'", v)
+    } else if (v ~ /^".*"$/) {
+        v = substr(v, 2, length(v) - 2)
+    }
+    return v
+}
+/^[A-Za-z_-]+:/ {
+    key = $0
+    sub(/:.*/, "", key)
+    value = $0
+    sub(/^[^:]*:/, "", value)
+    value = unquote(value)
+    in_keys = (key == "public-keys")
+    if (key == "instance-id") print value > (out "/instance-id")
+    else if (key == "local-hostname") print value > (out "/hostname")
+    else if (in_keys && value != "") print value > (out "/authorized_keys")
+    next
+}
+in_keys && /^[ \t]*- / {
+    value = $0
+    sub(/^[ \t]*- /, "", value)
+    print unquote(value) > (out "/authorized_keys")
+    next
+}
+/^[^ \t#]/ { in_keys = 0 }
