@@ -51,7 +51,8 @@ def hpa_desired(current: int, metric: float, target: float, tolerance: float = 0
     if not 0 <= tolerance < 1:
         raise InvalidSpec(f"tolerance {tolerance!r} must be from 0 to below 1")
     ratio = metric / target
-    if abs(ratio - 1.0) <= tolerance:
+    # The epsilon keeps 55/50 = 1.1000000000000001 inside a 0.1 tolerance.
+    if abs(ratio - 1.0) <= tolerance + 1e-9:
         return current
     # Round first so 3 * 0.7 / 0.7 style float noise does not add an instance.
     return max(0, math.ceil(round(current * ratio, 9)))
