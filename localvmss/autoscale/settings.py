@@ -529,7 +529,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
             continue  # pydantic internals in union/validator locations
         else:
             out += f".{part}" if out else part
-    return out or "(root)"
+    return out
 
 
 def _message(msg: str) -> str:
@@ -553,7 +553,8 @@ def parse_autoscale_setting(data: dict[str, Any]) -> AutoscaleSetting:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         first = errors[0]
-        text = f"autoscale setting {_path(tuple(first['loc']))}: {_message(first['msg'])}"
+        where = _path(tuple(first["loc"]))
+        text = f"autoscale setting{' ' + where if where else ''}: {_message(first['msg'])}"
         if len(errors) > 1:
             text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise InvalidSpec(text) from None
