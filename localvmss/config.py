@@ -23,8 +23,10 @@ class HostConfig:
     uri: str = "qemu:///system"
     zone: str | None = None
     network: str = "default"
-    # Where the serial logs of guests land, as seen from the daemon (None: not readable here).
-    serial_log_dir: str | None = "/var/log/libvirt/qemu"
+    # libvirt's log directory on that host (serial consoles are logged there), and the same
+    # directory as the daemon can read it (None: not readable from here, e.g. a remote host).
+    serial_log_dir: str = "/var/log/libvirt/qemu"
+    serial_log_read_dir: str | None = "/var/log/libvirt/qemu"
 
 
 @dataclass

@@ -46,9 +46,10 @@ def computer_name(spec: ScaleSetSpec, inst: InstanceRow) -> str:
 
 
 class Provisioner:
-    def __init__(self, cfg: DaemonConfig, inventory: Inventory) -> None:
+    def __init__(self, cfg: DaemonConfig, inventory: Inventory, management_public_key: str | None = None) -> None:
         self.cfg = cfg
         self.inv = inventory
+        self.management_public_key = management_public_key
 
     def _image_for(self, spec: ScaleSetSpec, inst: InstanceRow) -> str:
         image = inst.overrides.get("image") or spec.image
@@ -67,6 +68,8 @@ class Provisioner:
         if not host.volume_exists(pool, seed_volume(inst)):
             user_data = base64.b64decode(spec.custom_data) if spec.custom_data else None
             keys = list(inst.overrides.get("ssh_public_keys") or spec.ssh_public_keys)
+            if self.management_public_key:
+                keys.append(self.management_public_key)
             seed = build_nocloud_seed(inst.domain_name, computer_name(spec, inst), keys, user_data)
             host.upload_bytes(pool, seed_volume(inst), seed, "raw")
         host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))

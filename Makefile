@@ -1,0 +1,35 @@
+# localvmss: the README's two commands are `make demo` and `make test` (as root on Debian 12).
+.PHONY: setup demo demo-down test unit lint image bench clean
+
+PY := .venv/bin/python
+
+setup:
+	@bash scripts/setup
+
+demo: setup
+	@$(PY) -m localvmss.demo up
+
+demo-down:
+	@$(PY) -m localvmss.demo down
+
+test: setup
+	@$(PY) -m ruff check localvmss tests bench
+	@$(PY) -m mypy localvmss
+	@$(PY) -m pytest tests -v
+
+unit: setup
+	@$(PY) -m pytest tests/unit -q
+
+lint: setup
+	@$(PY) -m ruff check localvmss tests bench
+	@$(PY) -m mypy localvmss
+
+image:
+	@python3 images/build-base --out .cache/images/localvmss-base
+
+bench: setup
+	@$(PY) bench/scale_out.py
+
+clean:
+	@$(PY) -m localvmss.lab gc || true
+	rm -rf .cache

@@ -1,0 +1,173 @@
+"""The autoscaler: evaluates each set's autoscale setting through Prometheus and writes only the
+desired capacity (clamped, with its reason); the reconciler makes it so.
+
+Decisions that change the capacity always reach the activity log with the numbers behind them;
+decisions that change nothing are logged when their reason changes, so the log explains why a
+set did not scale (cooldown, flapping, no data) without repeating itself every interval.
+``simulate`` replays Prometheus's history against a (possibly edited) setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from localvmss.autoscale.engine import Decision, evaluate
+from localvmss.autoscale.metrics_catalog import build_query
+from localvmss.autoscale.settings import AutoscaleSetting, parse_autoscale_setting
+from localvmss.autoscale.target_tracking import Recommendation
+from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.metrics.prometheus import PrometheusClient
+from localvmss.model import OrchestrationMode
+from localvmss.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_SIMULATION_STEPS = 5000
+
+
+class Autoscaler:
+    def __init__(self, store: Store, prometheus_url: str, interval_s: float, wake: Callable[[], None]) -> None:
+        self.store = store
+        self.client = PrometheusClient(prometheus_url)
+        self.interval_s = interval_s
+        self.wake = wake
+
+    # -- settings ---------------------------------------------------------------------------
+    def put_setting(self, scale_set: str, data: Any) -> AutoscaleSetting:
+        """Validate (including every PromQL expression, by Prometheus itself) and store."""
+        row = self.store.scale_set(scale_set)
+        if row.mode == OrchestrationMode.FLEXIBLE.value:
+            raise NotSupported("autoscale is not supported in VM (Flexible) orchestration mode")
+        if isinstance(data, dict) and "targetResourceName" not in data and "properties" not in data:
+            data = {**data, "targetResourceName": scale_set}
+        setting = parse_autoscale_setting(data)
+        if setting.scale_set != scale_set:
+            raise InvalidSpec(f"targetResourceName {setting.scale_set!r} is not the scale set {scale_set!r}")
+        for expr in self.queries(setting):
+            self.client.validate(expr)
+        self.store.put_autoscale(scale_set, setting.model_dump(mode="json", by_alias=True, exclude_none=True))
+        self.store.log_activity(scale_set, "autoscale-setting", "autoscale setting saved")
+        return setting
+
+    @staticmethod
+    def queries(setting: AutoscaleSetting) -> list[str]:
+        out = []
+        for profile in setting.profiles:
+            for rule in profile.rules:
+                out.append(build_query(rule.metric_trigger, setting.scale_set))
+            if profile.target_tracking is not None:
+                out.append(build_query(profile.target_tracking, setting.scale_set))
+        return out
+
+    def get_setting(self, scale_set: str) -> dict[str, Any]:
+        found = self.store.autoscale(scale_set)
+        if found is None:
+            raise NotFound(f"scale set {scale_set!r} has no autoscale setting")
+        return found[0]
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval_s):
+            for name in self.store.autoscale_sets():
+                try:
+                    self.evaluate_set(name)
+                except LocalVMSSError as exc:
+                    log.warning("autoscale of %s: %s", name, exc.message)
+                except Exception:
+                    log.exception("autoscale of %s failed", name)
+
+    def evaluate_set(self, scale_set: str, now: datetime | None = None) -> Decision | None:
+        found = self.store.autoscale(scale_set)
+        if found is None:
+            return None
+        data, last_at, state = found
+        setting = parse_autoscale_setting(data)
+        if not setting.enabled:
+            return None
+        row = self.store.scale_set(scale_set)
+        if row.deleting:
+            return None
+        now = now or datetime.now(UTC)
+        decision = evaluate(
+            setting,
+            current_capacity=row.capacity,
+            now=now,
+            query=self.client.query_scalar,
+            last_scale_action_at=datetime.fromtimestamp(last_at, UTC) if last_at else None,
+            last_direction=state.get("last_direction"),
+            history=_history_from(state.get("history", [])),
+        )
+        new_state = {
+            "last_direction": state.get("last_direction"),
+            "history": [{"at": r.at.timestamp(), "replicas": r.replicas} for r in decision.history],
+            "last_reason": state.get("last_reason"),
+        }
+        details = {
+            "profile": decision.profile,
+            "observations": [{"rule": o.rule, "value": o.value, "triggered": o.triggered}
+                             for o in decision.observations],
+        }
+        if decision.new_capacity != row.capacity:
+            self.store.update_scale_set(scale_set, capacity=decision.new_capacity)
+            new_state.update(last_direction=decision.direction, last_reason=decision.reason)
+            self.store.update_autoscale_state(scale_set, new_state, last_action_at=now.timestamp())
+            self.store.log_activity(scale_set, "autoscale", decision.reason, details)
+            log.info("autoscale %s: %s", scale_set, decision.reason)
+            self.wake()
+        else:
+            if decision.reason != state.get("last_reason"):
+                self.store.log_activity(scale_set, "autoscale-evaluation", decision.reason, details)
+                new_state["last_reason"] = decision.reason
+            self.store.update_autoscale_state(scale_set, new_state)
+        return decision
+
+    # -- replay -----------------------------------------------------------------------------
+    def simulate(
+        self, scale_set: str, start: datetime, end: datetime, step_s: float | None = None, setting_data: Any = None
+    ) -> list[dict[str, Any]]:
+        """What the setting would have done between start and end, evaluated at each step."""
+        if end <= start:
+            raise InvalidSpec("--end must be after --start")
+        data = setting_data if setting_data is not None else self.get_setting(scale_set)
+        if isinstance(data, dict) and "targetResourceName" not in data and "properties" not in data:
+            data = {**data, "targetResourceName": scale_set}
+        setting = parse_autoscale_setting(data)
+        step = timedelta(seconds=step_s or self.interval_s)
+        if (end - start) / step > MAX_SIMULATION_STEPS:
+            raise InvalidSpec(f"that replay needs more than {MAX_SIMULATION_STEPS} steps; give a larger --step")
+        capacity = self.client.query_scalar(
+            f'localvmss_scale_set_capacity_desired{{scale_set="{scale_set}"}}', start
+        )
+        current = int(capacity) if capacity is not None else self.store.scale_set(scale_set).capacity
+        last_at: datetime | None = None
+        last_dir: Any = None
+        history: tuple[Recommendation, ...] = ()
+        out = []
+        at = start
+        while at <= end:
+            moment = at
+            decision = evaluate(
+                setting, current_capacity=current, now=moment,
+                query=lambda q: self.client.query_scalar(q, moment),
+                last_scale_action_at=last_at, last_direction=last_dir, history=history,
+            )
+            history = decision.history
+            if decision.new_capacity != current:
+                out.append({"at": moment.isoformat(), "from": current, "to": decision.new_capacity,
+                            "reason": decision.reason})
+                current = decision.new_capacity
+                last_at, last_dir = moment, decision.direction
+            at += step
+        return out
+
+
+def _history_from(raw: list[dict[str, Any]]) -> tuple[Recommendation, ...]:
+    return tuple(Recommendation(datetime.fromtimestamp(r["at"], UTC), int(r["replicas"])) for r in raw)
+
+
+_ = time

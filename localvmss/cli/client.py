@@ -1,0 +1,79 @@
+"""HTTP client of the daemon's API (unix socket by default, TCP with a token when asked).
+
+Turns error answers back into the project's error kinds so the CLI can print one line and
+exit with the kind's code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from localvmss import errors
+
+DEFAULT_SOCKET = "/run/localvmss/api.sock"
+
+_BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
+    cls.code: cls
+    for cls in (
+        errors.InvalidSpec,
+        errors.NotFound,
+        errors.Conflict,
+        errors.NotSupported,
+        errors.CapacityError,
+        errors.HostUnavailable,
+        errors.VirtError,
+        errors.TemporaryError,
+    )
+}
+
+
+class ApiClient:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, url: str | None = None, token: str | None = None,
+                 timeout: float = 120.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if url:
+            self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+            self.where = url
+        else:
+            transport = httpx.HTTPTransport(uds=socket_path)
+            self._http = httpx.Client(transport=transport, base_url="http://localvmss", headers=headers,
+                                      timeout=timeout)
+            self.where = socket_path
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise errors.DaemonUnreachable(
+                f"cannot reach localvmssd at {self.where} ({exc}); is it running? (systemctl status localvmssd)"
+            ) from None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code >= 400:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            message = err.get("message") or f"HTTP {resp.status_code} from {method} {path}"
+            cls = _BY_CODE.get(err.get("code", ""), errors.LocalVMSSError)
+            raise cls(message)
+        return data
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, body)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body if body is not None else {})
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)

@@ -1,0 +1,624 @@
+"""``localvmss``: the command line, shaped like ``az vmss``.
+
+Each command is a thin call of the REST API. Long operations wait with a progress display until
+the set has converged, unless ``--no-wait``. Errors are one line on stderr with the exit code of
+their kind (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from localvmss.cli.client import DEFAULT_SOCKET, ApiClient
+from localvmss.errors import InvalidSpec, LocalVMSSError
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+ACTION_NAMES = {"start": "start", "stop": "powerOff", "deallocate": "deallocate", "restart": "restart",
+                "reimage": "reimage"}
+
+
+class Ctx:
+    def __init__(self, client: ApiClient, output: str, debug: bool) -> None:
+        self.client = client
+        self.output = output
+        self.debug = debug
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--socket", "socket_path", default=lambda: os.environ.get("LOCALVMSS_SOCKET", DEFAULT_SOCKET),
+              show_default=DEFAULT_SOCKET, help="daemon API unix socket")
+@click.option("--url", default=lambda: os.environ.get("LOCALVMSS_URL"), help="daemon API over TCP instead")
+@click.option("--token", default=lambda: os.environ.get("LOCALVMSS_TOKEN"), help="bearer token for --url")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.pass_context
+def cli(ctx: click.Context, socket_path: str, url: str | None, token: str | None, output: str, debug: bool) -> None:
+    """Azure-style virtual machine scale sets on your own libvirt/QEMU hosts."""
+    ctx.obj = Ctx(ApiClient(socket_path, url, token), output, debug)
+
+
+# -- output -----------------------------------------------------------------------------------
+def emit(c: Ctx, data: Any, columns: list[tuple[str, Callable[[dict[str, Any]], Any]]] | None = None) -> None:
+    if c.output == "json" or columns is None:
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = data if isinstance(data, list) else [data]
+    table = Table(box=None, header_style="bold")
+    for title, _ in columns:
+        table.add_column(title)
+    for row in rows:
+        table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in columns))
+    out_console.print(table)
+
+
+SET_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("Name", lambda s: s["name"]),
+    ("Mode", lambda s: s["properties"]["orchestrationMode"]),
+    ("Capacity", lambda s: s["sku"]["capacity"]),
+    ("Ready", lambda s: s["properties"].get("readyCount")),
+    ("Size", lambda s: s["sku"]["name"]),
+    ("Upgrade", lambda s: s["properties"]["upgradePolicy"]["mode"]),
+    ("State", lambda s: s["properties"]["provisioningState"]),
+    ("Message", lambda s: s["properties"].get("message") or ""),
+]
+
+
+def _status(view: dict[str, Any], prefix: str) -> str:
+    for status in view.get("statuses", []):
+        if status["code"].startswith(prefix):
+            return str(status["code"].split("/", 1)[1])
+    return ""
+
+
+INSTANCE_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("InstanceId", lambda i: i["instanceId"]),
+    ("Name", lambda i: i["name"]),
+    ("ComputerName", lambda i: i["properties"]["osProfile"]["computerName"]),
+    ("IP", lambda i: i["properties"]["networkProfile"]["privateIpAddress"]),
+    ("Host", lambda i: i["properties"]["instanceView"]["host"]),
+    ("Zone", lambda i: i["properties"]["instanceView"]["zone"]),
+    ("FD", lambda i: i["properties"]["instanceView"]["platformFaultDomain"]),
+    ("UD", lambda i: i["properties"]["instanceView"]["platformUpdateDomain"]),
+    ("Power", lambda i: _status(i["properties"]["instanceView"], "PowerState/")),
+    ("Health", lambda i: i["properties"]["instanceView"]["vmHealth"]["status"]["code"].split("/")[1]),
+    ("State", lambda i: i["properties"]["provisioningState"]),
+    ("Latest", lambda i: i["properties"]["latestModelApplied"]),
+]
+
+
+# -- waiting ----------------------------------------------------------------------------------
+def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 1800.0) -> None:
+    """Poll until the set has converged (or is gone), showing progress on stderr."""
+    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    with err_console.status(f"waiting for {name}") as status:
+        while time.monotonic() < deadline:
+            try:
+                s = c.client.get(f"/scaleSets/{name}")
+            except LocalVMSSError as exc:
+                if gone and exc.code == "NotFound":
+                    err_console.print(f"{name}: deleted in {time.monotonic() - started:.0f} s")
+                    return
+                raise
+            props = s["properties"]
+            state = props["provisioningState"]
+            want = s["sku"]["capacity"] if props["orchestrationMode"] == "Uniform" else props["instanceCount"]
+            status.update(
+                f"{name}: {state}, {props.get('readyCount', 0)}/{want} instances ready, "
+                f"{time.monotonic() - started:.0f} s {props.get('message') or ''}"
+            )
+            if not gone and state == "Succeeded" and props.get("readyCount", 0) == want:
+                err_console.print(f"{name}: {want} instance(s) ready in {time.monotonic() - started:.0f} s")
+                return
+            if not gone and state == "Failed":
+                bad = [
+                    f"{i['instanceId']}: {i['properties']['instanceView']['statuses'][0].get('message')}"
+                    for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+                    if i["properties"]["provisioningState"] == "Failed"
+                ]
+                raise LocalVMSSError(f"scale set {name} failed: {'; '.join(bad) or props.get('message')}")
+            time.sleep(1.0)
+    raise LocalVMSSError(f"scale set {name} did not converge within {timeout_s:.0f} s (still running; check 'show')")
+
+
+# -- scale sets -------------------------------------------------------------------------------
+def _read_key(value: str | None) -> list[str]:
+    if not value:
+        return []
+    path = Path(value).expanduser()
+    if value.startswith(("ssh-", "ecdsa-")):
+        return [value.strip()]
+    if not path.is_file():
+        raise InvalidSpec(f"--ssh-key-value {value!r} is neither a public key nor a readable file")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None) -> dict[str, Any] | None:
+    if not lb_rules and not nat_pool:
+        return None
+    from localvmss.lb.spec import LoadBalancerSpec, parse_lb_rule, parse_nat_pool, parse_probe
+
+    spec = LoadBalancerSpec(
+        rules=[parse_lb_rule(r) for r in lb_rules],
+        probe=parse_probe(probe or "http:/healthz"),
+        nat_pool=parse_nat_pool(nat_pool) if nat_pool else None,
+    )
+    return spec.to_json()
+
+
+@cli.command("create")
+@click.argument("name")
+@click.option("--image", help="image name (see 'localvmss image list')")
+@click.option("--instance-count", type=int, default=2, show_default=True)
+@click.option("--vm-size", default="Standard_B1ls", show_default=True)
+@click.option("--vcpus", type=int)
+@click.option("--memory-mib", type=int)
+@click.option("--orchestration-mode", default="Uniform", show_default=True, help="Uniform (ScaleSetVM) or Flexible (VM)")
+@click.option("--computer-name-prefix")
+@click.option("--custom-data", type=click.Path(exists=True, dir_okay=False), help="file passed as cloud-init user-data")
+@click.option("--ssh-key-value", help="public key text or a file holding public keys")
+@click.option("--platform-fault-domain-count", type=int)
+@click.option("--fault-domain-mapping", type=click.Choice(["host", "numa"]))
+@click.option("--zones", multiple=True, help="zone; repeat for several")
+@click.option("--zone-balance", is_flag=True)
+@click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]), default="Manual")
+@click.option("--max-batch-instance-percent", type=int, default=20, show_default=True)
+@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"]), default="Default")
+@click.option("--lb-rule", "lb_rules", multiple=True, help="FRONTEND:BACKEND port (TCP); repeat for several")
+@click.option("--health-probe", help="http:/path[:port] or tcp:PORT (default http:/healthz)")
+@click.option("--nat-pool", help="FIRST-LAST:BACKENDPORT, e.g. 50000-50119:22")
+@click.option("--enable-automatic-repairs", is_flag=True)
+@click.option("--automatic-repairs-grace-period", default="PT5M", show_default=True)
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def create(c: Ctx, name: str, image: str | None, instance_count: int, vm_size: str, vcpus: int | None,
+           memory_mib: int | None, orchestration_mode: str, computer_name_prefix: str | None,
+           custom_data: str | None, ssh_key_value: str | None, platform_fault_domain_count: int | None,
+           fault_domain_mapping: str | None, zones: tuple[str, ...], zone_balance: bool,
+           upgrade_policy_mode: str, max_batch_instance_percent: int, scale_in_policy: str,
+           lb_rules: tuple[str, ...], health_probe: str | None, nat_pool: str | None,
+           enable_automatic_repairs: bool, automatic_repairs_grace_period: str, no_wait: bool) -> None:
+    """Create a scale set."""
+    flexible = orchestration_mode.strip().lower() in ("flexible", "vm")
+    props: dict[str, Any] = {
+        "orchestrationMode": orchestration_mode,
+        "upgradePolicy": {"mode": upgrade_policy_mode,
+                          "rollingUpgradePolicy": {"maxBatchInstancePercent": max_batch_instance_percent}},
+        "scaleInPolicy": {"rules": [scale_in_policy]},
+        "zoneBalance": zone_balance,
+        "automaticRepairsPolicy": {"enabled": enable_automatic_repairs,
+                                   "gracePeriod": automatic_repairs_grace_period},
+    }
+    if platform_fault_domain_count is not None:
+        props["platformFaultDomainCount"] = platform_fault_domain_count
+    if fault_domain_mapping:
+        props["faultDomainMapping"] = fault_domain_mapping
+    if image or not flexible:
+        os_profile: dict[str, Any] = {
+            "linuxConfiguration": {"ssh": {"publicKeys": [{"keyData": k} for k in _read_key(ssh_key_value)]}},
+        }
+        if computer_name_prefix:
+            os_profile["computerNamePrefix"] = computer_name_prefix
+        if custom_data:
+            os_profile["customData"] = base64.b64encode(Path(custom_data).read_bytes()).decode()
+        network: dict[str, Any] = {}
+        if health_probe:
+            from localvmss.lb.spec import parse_probe
+
+            p = parse_probe(health_probe)
+            network["healthProbe"] = {"protocol": p.protocol, "port": p.port, "path": p.path}
+        lb = _lb_json(lb_rules, health_probe, nat_pool)
+        if lb is not None:
+            network["loadBalancer"] = lb
+        size: dict[str, Any] = {}
+        if vcpus is not None:
+            size["vCPUsAvailable"] = vcpus
+        if memory_mib is not None:
+            size["memoryMiB"] = memory_mib
+        props["virtualMachineProfile"] = {
+            "storageProfile": {"imageReference": {"id": image or ""}},
+            "hardwareProfile": {"vmSizeProperties": size},
+            "osProfile": os_profile,
+            "networkProfile": network,
+        }
+    body: dict[str, Any] = {"sku": {"name": vm_size, "capacity": 0 if flexible else instance_count},
+                            "properties": props}
+    if zones:
+        body["zones"] = list(zones)
+    result = c.client.put(f"/scaleSets/{name}", body)
+    if not no_wait:
+        wait_for_set(c, name)
+        result = c.client.get(f"/scaleSets/{name}")
+    emit(c, result, SET_COLUMNS)
+
+
+@cli.command("list")
+@pass_ctx
+def list_sets(c: Ctx) -> None:
+    """List scale sets."""
+    emit(c, c.client.get("/scaleSets")["value"], SET_COLUMNS)
+
+
+@cli.command("show")
+@click.argument("name")
+@pass_ctx
+def show(c: Ctx, name: str) -> None:
+    """Show a scale set (the whole model with -o json)."""
+    data = c.client.get(f"/scaleSets/{name}")
+    if c.output == "json":
+        emit(c, data)
+        return
+    emit(c, data, SET_COLUMNS)
+    props = data["properties"]
+    vmp = props.get("virtualMachineProfile") or {}
+    lb = (vmp.get("networkProfile") or {}).get("loadBalancer")
+    click.echo(f"fault domains: {props['platformFaultDomainCount']} ({props['faultDomainMapping']}), "
+               f"zones: {data['zones'] or 'regional'}, scale-in: {props['scaleInPolicy']['rules'][0]}, "
+               f"model version: {props.get('modelVersion')}")
+    if lb:
+        click.echo(f"load balancer: {json.dumps(lb)}")
+
+
+@cli.command("scale")
+@click.argument("name")
+@click.option("--new-capacity", type=int, required=True)
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def scale(c: Ctx, name: str, new_capacity: int, no_wait: bool) -> None:
+    """Change the number of instances."""
+    result = c.client.patch(f"/scaleSets/{name}", {"sku": {"capacity": new_capacity}})
+    if not no_wait:
+        wait_for_set(c, name)
+        result = c.client.get(f"/scaleSets/{name}")
+    emit(c, result, SET_COLUMNS)
+
+
+@cli.command("update")
+@click.argument("name")
+@click.option("--image")
+@click.option("--custom-data", type=click.Path(exists=True, dir_okay=False))
+@click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]))
+@click.option("--orchestration-mode", help="(cannot be changed: given only to get the clear error)")
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def update(c: Ctx, name: str, image: str | None, custom_data: str | None, upgrade_policy_mode: str | None,
+           orchestration_mode: str | None, no_wait: bool) -> None:
+    """Update the model (a new model version) or the upgrade policy."""
+    current = c.client.get(f"/scaleSets/{name}")
+    body = {k: current[k] for k in ("sku", "zones")}
+    props = dict(current["properties"])
+    for key in ("provisioningState", "message", "modelVersion", "instanceCount", "readyCount"):
+        props.pop(key, None)
+    if orchestration_mode:
+        props["orchestrationMode"] = orchestration_mode
+    if upgrade_policy_mode:
+        props["upgradePolicy"]["mode"] = upgrade_policy_mode
+    vmp = props.get("virtualMachineProfile")
+    if vmp:
+        vmp["osProfile"].pop("adminUsername", None)
+        if vmp["osProfile"].get("customData") == "(set)":
+            raise InvalidSpec("this set has custom data; give --custom-data again to update its model")
+        if image:
+            vmp["storageProfile"]["imageReference"]["id"] = image
+        if custom_data:
+            vmp["osProfile"]["customData"] = base64.b64encode(Path(custom_data).read_bytes()).decode()
+        vmp["osProfile"] = {k: v for k, v in vmp["osProfile"].items() if v is not None}
+        vmp["networkProfile"] = {k: v for k, v in vmp["networkProfile"].items() if v is not None}
+    elif image:
+        raise InvalidSpec("model updates are not supported in VM orchestration mode")
+    body["sku"] = {"name": body["sku"]["name"], "capacity": body["sku"]["capacity"]}
+    body["properties"] = props
+    result = c.client.put(f"/scaleSets/{name}", body)
+    if not no_wait:
+        wait_for_set(c, name)
+    emit(c, result, SET_COLUMNS)
+
+
+@cli.command("delete")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def delete(c: Ctx, name: str, no_wait: bool) -> None:
+    """Delete a scale set and (Uniform) all its instances."""
+    c.client.delete(f"/scaleSets/{name}")
+    if not no_wait:
+        wait_for_set(c, name, gone=True)
+
+
+@cli.command("list-instances")
+@click.argument("name")
+@pass_ctx
+def list_instances(c: Ctx, name: str) -> None:
+    """List a scale set's instances (both modes)."""
+    emit(c, c.client.get(f"/scaleSets/{name}/virtualMachines")["value"], INSTANCE_COLUMNS)
+
+
+@cli.command("get-instance-view")
+@click.argument("name")
+@click.option("--instance-id")
+@pass_ctx
+def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
+    """Live state of one instance (or all) as libvirt reports it."""
+    ids = [instance_id] if instance_id else [
+        i["instanceId"] for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+    ]
+    views = [{"instanceId": i, **c.client.get(f"/scaleSets/{name}/virtualMachines/{i}/instanceView")} for i in ids]
+    emit(c, views if not instance_id else views[0], [
+        ("InstanceId", lambda v: v["instanceId"]),
+        ("ComputerName", lambda v: v["computerName"]),
+        ("Host", lambda v: v["host"]),
+        ("Zone", lambda v: v["zone"]),
+        ("FD", lambda v: v["platformFaultDomain"]),
+        ("UD", lambda v: v["platformUpdateDomain"]),
+        ("Accel", lambda v: v["domainType"]),
+        ("Power", lambda v: _status(v, "PowerState/")),
+        ("Provisioning", lambda v: _status(v, "ProvisioningState/")),
+        ("Health", lambda v: v["vmHealth"]["status"]["code"].split("/")[1]),
+    ])
+
+
+def _action_command(cli_name: str, api_action: str) -> None:
+    @cli.command(cli_name, help=f"{cli_name.capitalize()} instances (all unless --instance-ids).")
+    @click.argument("name")
+    @click.option("--instance-ids", multiple=True, help="instance id; repeat for several; default all")
+    @click.option("--no-wait", is_flag=True)
+    @pass_ctx
+    def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
+        result = c.client.post(f"/scaleSets/{name}/{api_action}",
+                               {"instanceIds": list(instance_ids)} if instance_ids else {})
+        if not no_wait and api_action in ("start", "reimage", "restart"):
+            time.sleep(1.0)
+            wait_for_set(c, name)
+        emit(c, result)
+
+
+for _cli_name, _api in ACTION_NAMES.items():
+    _action_command(_cli_name, _api)
+
+
+@cli.command("delete-instances")
+@click.argument("name")
+@click.option("--instance-ids", multiple=True, required=True)
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def delete_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Delete instances; the capacity drops by as many."""
+    result = c.client.post(f"/scaleSets/{name}/delete", {"instanceIds": list(instance_ids)})
+    if not no_wait:
+        wait_for_set(c, name)
+    emit(c, result)
+
+
+@cli.command("update-instances")
+@click.argument("name")
+@click.option("--instance-ids", multiple=True, help="default: all")
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
+    """Bring instances to the latest model (manual upgrade policy)."""
+    result = c.client.post(f"/scaleSets/{name}/manualUpgrade",
+                           {"instanceIds": list(instance_ids)} if instance_ids else {})
+    if not no_wait:
+        time.sleep(1.0)
+        wait_for_set(c, name)
+    emit(c, result)
+
+
+@cli.command("set-protection")
+@click.argument("name")
+@click.option("--instance-id", required=True)
+@click.option("--protect-from-scale-in", type=bool)
+@click.option("--protect-from-scale-set-actions", type=bool)
+@pass_ctx
+def set_protection(c: Ctx, name: str, instance_id: str, protect_from_scale_in: bool | None,
+                   protect_from_scale_set_actions: bool | None) -> None:
+    """Instance protection (az vmss update --protect-from-scale-in ...)."""
+    policy = {k: v for k, v in (("protectFromScaleIn", protect_from_scale_in),
+                                ("protectFromScaleSetActions", protect_from_scale_set_actions)) if v is not None}
+    result = c.client.patch(f"/scaleSets/{name}/virtualMachines/{instance_id}",
+                            {"properties": {"protectionPolicy": policy}})
+    emit(c, result, INSTANCE_COLUMNS)
+
+
+@cli.command("list-instance-connection-info")
+@click.argument("name")
+@pass_ctx
+def connection_info(c: Ctx, name: str) -> None:
+    """NAT-pool ports per instance (address:port to SSH to)."""
+    s = c.client.get(f"/scaleSets/{name}")
+    lb = ((s["properties"].get("virtualMachineProfile") or {}).get("networkProfile") or {}).get("loadBalancer") or {}
+    address = lb.get("bindAddress", "127.0.0.1")
+    info = {
+        f"instance {i['instanceId']}": f"{address}:{i['properties']['networkProfile']['natPort']}"
+        for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+        if i["properties"]["networkProfile"].get("natPort")
+    }
+    if not info:
+        raise InvalidSpec(f"scale set {name} has no inbound NAT pool (create it with --nat-pool)")
+    emit(c, info)
+
+
+@cli.command("activity-log")
+@click.argument("name")
+@pass_ctx
+def activity_log(c: Ctx, name: str) -> None:
+    """What the set did and why (scale, autoscale, repair ...)."""
+    emit(c, c.client.get(f"/scaleSets/{name}/activityLog")["value"], [
+        ("Time", lambda a: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))),
+        ("Kind", lambda a: a["kind"]),
+        ("Message", lambda a: a["message"]),
+    ])
+
+
+@cli.command("run-command")
+@click.argument("name")
+@click.option("--instance-id", required=True)
+@click.option("--scripts", required=True, help="shell command run in the guest over SSH")
+@pass_ctx
+def run_command(c: Ctx, name: str, instance_id: str, scripts: str) -> None:
+    """Run a command in an instance (over SSH with the daemon's key), like az vmss run-command invoke."""
+    result = c.client.post(f"/scaleSets/{name}/virtualMachines/{instance_id}/runCommand", {"script": scripts})
+    if c.output == "json":
+        emit(c, result)
+    else:
+        click.echo(result["stdout"], nl=False)
+        if result["stderr"]:
+            click.echo(result["stderr"], nl=False, err=True)
+    if result["exitCode"]:
+        sys.exit(result["exitCode"])
+
+
+# -- images and hosts -------------------------------------------------------------------------
+@cli.group("image")
+def image() -> None:
+    """Base images."""
+
+
+@image.command("list")
+@pass_ctx
+def image_list(c: Ctx) -> None:
+    emit(c, c.client.get("/images")["value"], [
+        ("Name", lambda i: i["name"]), ("Kernel", lambda i: i["kernel"]),
+        ("VirtualSize", lambda i: f"{(i['virtualSizeBytes'] or 0) >> 20} MiB"), ("Source", lambda i: i["source"]),
+    ])
+
+
+@image.command("import")
+@click.argument("name")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@pass_ctx
+def image_import(c: Ctx, name: str, directory: str) -> None:
+    """Import an image directory (image.json + disk) into every host's storage pool."""
+    emit(c, c.client.put(f"/images/{name}", {"sourceDirectory": str(Path(directory).resolve())}))
+
+
+@image.command("build")
+@click.option("--out", default=".cache/images/localvmss-base", show_default=True)
+def image_build(out: str) -> None:
+    """Build the small base image from Debian packages (images/build-base)."""
+    import subprocess
+
+    builder = Path(__file__).resolve().parents[2] / "images" / "build-base"
+    if not builder.exists():
+        raise InvalidSpec(f"image builder not found at {builder} (run from a source checkout)")
+    sys.exit(subprocess.call([sys.executable, str(builder), "--out", out]))
+
+
+@cli.group("host")
+def host() -> None:
+    """Hosts in the inventory."""
+
+
+@host.command("list")
+@pass_ctx
+def host_list(c: Ctx) -> None:
+    emit(c, c.client.get("/hosts")["value"], [
+        ("Name", lambda h: h["name"]), ("URI", lambda h: h["uri"]), ("Zone", lambda h: h["zone"]),
+        ("Available", lambda h: h["available"]), ("Accel", lambda h: h["domainType"]),
+        ("CPUs", lambda h: h.get("cpus")), ("FreeMiB", lambda h: (h.get("freeMemoryBytes") or 0) >> 20),
+        ("NUMA", lambda h: h.get("numaCells")), ("Why", lambda h: h["accelerator"] or h["message"]),
+    ])
+
+
+# -- Flexible-mode VMs --------------------------------------------------------------------------
+@cli.group("vm")
+def vm() -> None:
+    """Standalone VMs of Flexible (VM orchestration mode) scale sets."""
+
+
+@vm.command("create")
+@click.argument("name")
+@click.option("--vmss", required=True, help="the Flexible scale set the VM is created into")
+@click.option("--image")
+@click.option("--size")
+@click.option("--platform-fault-domain", type=int)
+@click.option("--zone")
+@click.option("--ssh-key-value")
+@click.option("--no-wait", is_flag=True)
+@pass_ctx
+def vm_create(c: Ctx, name: str, vmss: str, image: str | None, size: str | None,
+              platform_fault_domain: int | None, zone: str | None, ssh_key_value: str | None, no_wait: bool) -> None:
+    props: dict[str, Any] = {"virtualMachineScaleSet": {"id": f"/scaleSets/{vmss}"}}
+    if image:
+        props["storageProfile"] = {"imageReference": {"id": image}}
+    if size:
+        props["hardwareProfile"] = {"vmSize": size}
+    if platform_fault_domain is not None:
+        props["platformFaultDomain"] = platform_fault_domain
+    keys = _read_key(ssh_key_value)
+    if keys:
+        props["osProfile"] = {"linuxConfiguration": {"ssh": {"publicKeys": [{"keyData": k} for k in keys]}}}
+    body: dict[str, Any] = {"properties": props}
+    if zone:
+        body["zones"] = [zone]
+    result = c.client.put(f"/virtualMachines/{name}", body)
+    if not no_wait:
+        wait_for_set(c, vmss)
+        result = c.client.get(f"/virtualMachines/{name}")
+    emit(c, result, INSTANCE_COLUMNS)
+
+
+@vm.command("list")
+@pass_ctx
+def vm_list(c: Ctx) -> None:
+    emit(c, c.client.get("/virtualMachines")["value"], INSTANCE_COLUMNS)
+
+
+@vm.command("show")
+@click.argument("name")
+@pass_ctx
+def vm_show(c: Ctx, name: str) -> None:
+    emit(c, c.client.get(f"/virtualMachines/{name}"), INSTANCE_COLUMNS)
+
+
+def _vm_action(cli_name: str, api_action: str) -> None:
+    @vm.command(cli_name, help=f"{cli_name.capitalize()} a VM.")
+    @click.argument("name")
+    @pass_ctx
+    def command(c: Ctx, name: str) -> None:
+        if api_action == "delete":
+            emit(c, c.client.delete(f"/virtualMachines/{name}"))
+        else:
+            emit(c, c.client.post(f"/virtualMachines/{name}/{api_action}"))
+
+
+for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():
+    _vm_action(_cli_name, _api)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except LocalVMSSError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

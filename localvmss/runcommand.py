@@ -1,0 +1,69 @@
+"""Run-command over SSH (paramiko) with the daemon's own key, like Azure's run-command.
+
+The daemon keeps one ed25519 key in its state directory and puts its public half into every
+instance's NoCloud seed (as Azure's agent gives the platform a way in), so run-command needs no
+key from the user.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from localvmss.errors import InvalidSpec, TemporaryError
+
+MAX_SCRIPT_BYTES = 65536
+
+
+class ManagementKey:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "ssh" / "id_ed25519"
+        if not self.path.exists():
+            self._generate()
+        self.private = paramiko.Ed25519Key.from_private_key_file(str(self.path))
+        self.public = f"ssh-ed25519 {self.private.get_base64()} localvmssd"
+
+    def _generate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+        os.replace(tmp, self.path)
+
+
+def run_script(ip: str, key: paramiko.PKey, script: str, port: int = 22, timeout_s: float = 60.0) -> dict[str, object]:
+    """Run ``script`` as root in the guest; returns stdout, stderr and the exit code."""
+    if not isinstance(script, str) or not script.strip():
+        raise InvalidSpec("script must be a non-empty string")
+    if len(script.encode()) > MAX_SCRIPT_BYTES:
+        raise InvalidSpec(f"script is longer than {MAX_SCRIPT_BYTES} bytes")
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # fresh guests have fresh host keys
+    try:
+        client.connect(ip, port=port, username="root", pkey=key, timeout=10, banner_timeout=10,
+                       auth_timeout=10, look_for_keys=False, allow_agent=False)
+        # The script goes to the guest's shell on stdin, never through a local shell.
+        stdin, stdout, stderr = client.exec_command("sh -s", timeout=timeout_s)
+        stdin.write(script)
+        stdin.channel.shutdown_write()
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        code = stdout.channel.recv_exit_status()
+    except (paramiko.SSHException, OSError) as exc:
+        raise TemporaryError(f"run-command on {ip}: SSH failed: {exc}") from None
+    finally:
+        client.close()
+    return {"stdout": out, "stderr": err, "exitCode": code}
+
+
+_ = io

@@ -1,0 +1,574 @@
+"""What the API can ask for: validate, write desired state, wake the reconciler.
+
+Every method checks its input completely before it writes anything, so a rejected request
+changes nothing. Long work (booting, deleting) is left to the reconciler; methods return at
+once with the provisioning state the caller can poll.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from localvmss.config import DaemonConfig
+from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.inventory import Inventory
+from localvmss.model import (
+    FLEXIBLE_MAX_VMS,
+    OrchestrationMode,
+    PowerState,
+    ProvisioningState,
+    UpgradeMode,
+    check_capacity,
+    resolve_size,
+    validate_name,
+)
+from localvmss.provision import computer_name
+from localvmss.reconciler import Reconciler
+from localvmss.spec import ScaleSetSpec, parse_scale_set_body, spec_to_azure
+from localvmss.store import InstanceRow, ScaleSetRow, Store
+
+log = logging.getLogger(__name__)
+
+INSTANCE_ACTIONS = ("start", "powerOff", "deallocate", "restart", "reimage", "delete")
+NOT_IN_VM_MODE = "is not supported in VM (Flexible) orchestration mode"
+
+
+class Service:
+    def __init__(self, cfg: DaemonConfig, store: Store, inventory: Inventory, reconciler: Reconciler) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.inv = inventory
+        self.rec = reconciler
+        self.lb_validator: Any = None  # set by the daemon when HAProxy is enabled
+        self.autoscaler: Any = None  # set by the daemon once Prometheus is known
+        self.management_key: Any = None
+
+    # -- scale sets -------------------------------------------------------------------------
+    def list_sets(self) -> list[dict[str, Any]]:
+        return [self._set_view(r) for r in self.store.scale_sets()]
+
+    def get_set(self, name: str) -> dict[str, Any]:
+        return self._set_view(self.store.scale_set(name))
+
+    def _set_view(self, row: ScaleSetRow) -> dict[str, Any]:
+        spec = ScaleSetSpec.model_validate(row.model)
+        instances = self.store.instances(row.name)
+        state = ProvisioningState.DELETING.value if row.deleting else row.provisioning_state
+        extra = {
+            "provisioningState": state,
+            "message": row.message,
+            "modelVersion": row.model_version,
+            "instanceCount": len([i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]),
+            "readyCount": len([i for i in instances if i.provisioning_state == ProvisioningState.SUCCEEDED.value]),
+        }
+        return spec_to_azure(row.name, spec, row.capacity, extra)
+
+    def put_set(self, name: str, body: Any) -> tuple[dict[str, Any], bool]:
+        """Create or update; returns (view, created)."""
+        spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
+        if spec.load_balancer is not None and self.lb_validator is not None:
+            spec.load_balancer = self.lb_validator(name, spec, capacity)
+        try:
+            existing = self.store.scale_set(name)
+        except NotFound:
+            existing = None
+        if existing is None:
+            self._check_zones(spec)
+            self._admit(spec, capacity)
+            self.store.insert_scale_set(name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating")
+            self.store.log_activity(name, "create", f"scale set created ({spec.mode.value}, capacity {capacity})")
+            self.rec.wake()
+            return self.get_set(name), True
+        return self._update_set(existing, spec, capacity, body), False
+
+    def _update_set(self, row: ScaleSetRow, spec: ScaleSetSpec, capacity: int, body: Any) -> dict[str, Any]:
+        if row.deleting:
+            raise Conflict(f"scale set {row.name!r} is being deleted")
+        old = ScaleSetSpec.model_validate(row.model)
+        if spec.mode is not old.mode:
+            raise Conflict(
+                f"orchestrationMode of {row.name!r} is {old.mode.value} and cannot be changed "
+                "(it is fixed when the scale set is created)"
+            )
+        if old.fault_domain_mapping != spec.fault_domain_mapping or old.platform_fault_domain_count != spec.platform_fault_domain_count:
+            raise Conflict("platformFaultDomainCount and faultDomainMapping cannot be changed after creation")
+        if old.zones != spec.zones:
+            raise Conflict("zones cannot be changed after creation")
+        model_fields = spec.model_fields_for_update()
+        model_changed = any(getattr(old, f) != getattr(spec, f) for f in model_fields)
+        if spec.mode is OrchestrationMode.FLEXIBLE and model_changed:
+            raise NotSupported(f"model updates {NOT_IN_VM_MODE}")
+        sku_capacity_given = isinstance(body, dict) and (body.get("sku") or {}).get("capacity") is not None
+        new_capacity = capacity if sku_capacity_given else row.capacity
+        if new_capacity > row.capacity:
+            self._admit(spec, new_capacity - row.capacity)
+        changes: dict[str, Any] = {"model": spec.model_dump(mode="json"), "capacity": new_capacity}
+        if model_changed:
+            changes["model_version"] = row.model_version + 1
+        self.store.update_scale_set(row.name, **changes)
+        self.store.log_activity(
+            row.name, "update",
+            f"model updated (version {changes.get('model_version', row.model_version)}), capacity {new_capacity}",
+        )
+        self.rec.wake()
+        return self.get_set(row.name)
+
+    def set_capacity(self, name: str, capacity: Any) -> dict[str, Any]:
+        row = self.store.scale_set(name)
+        mode = OrchestrationMode(row.mode)
+        if mode is OrchestrationMode.FLEXIBLE:
+            raise NotSupported(
+                f"changing sku.capacity {NOT_IN_VM_MODE}: add VMs with 'localvmss vm create', delete them one by one"
+            )
+        capacity = check_capacity(capacity, mode)
+        if row.deleting:
+            raise Conflict(f"scale set {name!r} is being deleted")
+        spec = ScaleSetSpec.model_validate(row.model)
+        if capacity > row.capacity:
+            self._admit(spec, capacity - row.capacity)
+        self.store.update_scale_set(name, capacity=capacity)
+        self.store.log_activity(name, "scale", f"capacity {row.capacity} -> {capacity} (requested)")
+        self.rec.wake()
+        return self.get_set(name)
+
+    def delete_set(self, name: str) -> None:
+        row = self.store.scale_set(name)
+        if row.mode == OrchestrationMode.FLEXIBLE.value:
+            vms = [i.vm_name or str(i.instance_id) for i in self.store.instances(name)]
+            if vms:
+                raise Conflict(
+                    f"scale set {name!r} (VM orchestration mode) still holds VMs {', '.join(vms)}: "
+                    "delete them one by one first"
+                )
+        self.store.update_scale_set(name, deleting=1, provisioning_state=ProvisioningState.DELETING.value)
+        self.rec.wake()
+
+    def _check_zones(self, spec: ScaleSetSpec) -> None:
+        if not spec.zones:
+            return
+        host_zones = {self.inv.zone_of(h) for h in self.inv.hosts}
+        missing = [z for z in spec.zones if z not in host_zones]
+        if missing:
+            raise InvalidSpec(
+                f"zones {missing} have no hosts; host zones are {sorted(str(z) for z in host_zones if z)}"
+            )
+
+    def _admit(self, spec: ScaleSetSpec, new_instances: int, memory_mib: int | None = None) -> None:
+        """Refuse work the hosts cannot hold (free memory x overcommit, minus what is still booting)."""
+        if new_instances <= 0:
+            return
+        need = new_instances * (memory_mib or spec.memory_mib) * 1024 * 1024
+        free = 0
+        available = self.inv.available()
+        if not available:
+            raise CapacityError("no host is available to place instances on")
+        for host in available:
+            try:
+                free += self.inv.capacity(host).free_memory_bytes
+            except LocalVMSSError:
+                continue
+        if any(self.inv.hosts[h].uri.startswith(("qemu:///", "qemu+unix")) for h in available):
+            free = min(free, psutil.virtual_memory().available * len(available))
+        booting = sum(
+            ScaleSetSpec.model_validate(self.store.scale_set(i.scale_set).model).memory_mib
+            for i in self.store.instances()
+            if i.provisioning_state == ProvisioningState.CREATING.value
+        ) * 1024 * 1024
+        limit = int(free * self.cfg.memory_overcommit) - booting
+        if need > limit:
+            raise CapacityError(
+                f"not enough memory: {new_instances} more instance(s) need {need >> 20} MiB but the hosts can "
+                f"take {max(limit, 0) >> 20} MiB (free memory x overcommit {self.cfg.memory_overcommit}); "
+                "nothing was changed"
+            )
+
+    # -- instances --------------------------------------------------------------------------
+    def list_instances(self, name: str) -> list[dict[str, Any]]:
+        row = self.store.scale_set(name)
+        return [self._instance_view(row, i, live=False) for i in self.store.instances(name)]
+
+    def get_instance(self, name: str, instance_id: str) -> dict[str, Any]:
+        row = self.store.scale_set(name)
+        return self._instance_view(row, self.store.instance(name, _iid(instance_id)), live=False)
+
+    def instance_view(self, name: str, instance_id: str) -> dict[str, Any]:
+        row = self.store.scale_set(name)
+        return self._instance_view(row, self.store.instance(name, _iid(instance_id)), live=True)["properties"][
+            "instanceView"
+        ]
+
+    def _power(self, inst: InstanceRow) -> PowerState:
+        try:
+            host = self.inv.host(inst.host)
+            if not host.domain_exists(inst.domain_name):
+                return PowerState.DEALLOCATED
+            return host.power_state(inst.domain_name)
+        except LocalVMSSError:
+            return PowerState.UNKNOWN
+
+    def _instance_view(self, row: ScaleSetRow, inst: InstanceRow, live: bool) -> dict[str, Any]:
+        spec = ScaleSetSpec.model_validate(row.model)
+        power = self._power(inst) if live else _intended_power(inst)
+        view: dict[str, Any] = {
+            "platformFaultDomain": inst.fault_domain,
+            "platformUpdateDomain": inst.update_domain,
+            "zone": inst.zone,
+            "host": inst.host,
+            "computerName": computer_name(spec, inst),
+            "domainName": inst.domain_name,
+            "domainType": self.inv.domain_type(inst.host),
+            "statuses": [
+                {"code": f"ProvisioningState/{inst.provisioning_state.lower()}",
+                 "displayStatus": f"Provisioning {inst.provisioning_state.lower()}",
+                 "message": inst.message or None},
+                {"code": f"PowerState/{power.value}", "displayStatus": f"VM {power.value}"},
+            ],
+            "vmHealth": {"status": {"code": f"HealthState/{inst.health}"}},
+        }
+        props: dict[str, Any] = {
+            "provisioningState": inst.provisioning_state,
+            "latestModelApplied": inst.model_version >= row.model_version,
+            "modelVersion": inst.model_version,
+            "osProfile": {"computerName": computer_name(spec, inst), "adminUsername": "root"},
+            "networkProfile": {"privateIpAddress": inst.ip, "macAddress": inst.mac, "natPort": inst.nat_port},
+            "protectionPolicy": {
+                "protectFromScaleIn": inst.protect_scale_in,
+                "protectFromScaleSetActions": inst.protect_actions,
+            },
+            "instanceView": view,
+        }
+        if inst.vm_name:
+            props["virtualMachineScaleSet"] = {"id": f"/scaleSets/{row.name}"}
+        return {
+            "instanceId": str(inst.instance_id),
+            "name": inst.vm_name or f"{row.name}_{inst.instance_id}",
+            "id": f"/virtualMachines/{inst.vm_name}" if inst.vm_name
+            else f"/scaleSets/{row.name}/virtualMachines/{inst.instance_id}",
+            "zones": [inst.zone] if inst.zone else [],
+            "properties": props,
+        }
+
+    def instance_action(self, name: str, action: str, instance_ids: list[str] | None) -> dict[str, Any]:
+        """start/powerOff/deallocate/restart/reimage/delete on some (or all) instances of a Uniform set."""
+        if action not in INSTANCE_ACTIONS:
+            raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
+        row = self.store.scale_set(name)
+        if row.mode == OrchestrationMode.FLEXIBLE.value:
+            raise NotSupported(
+                f"scale-set instance actions {NOT_IN_VM_MODE}: manage each VM through /virtualMachines/{{name}}"
+            )
+        targets = self._targets(name, instance_ids)
+        if action == "delete":
+            return self.delete_instances(name, [str(i.instance_id) for i in targets])
+        for inst in targets:
+            self._apply_action(inst, action)
+        self.rec.wake()
+        return {"status": "Accepted", "instanceIds": [str(i.instance_id) for i in targets]}
+
+    def _targets(self, name: str, instance_ids: list[str] | None) -> list[InstanceRow]:
+        if not instance_ids or instance_ids == ["*"]:
+            return [i for i in self.store.instances(name) if i.provisioning_state != ProvisioningState.DELETING.value]
+        return [self.store.instance(name, _iid(i)) for i in instance_ids]
+
+    def _apply_action(self, inst: InstanceRow, action: str) -> None:
+        if inst.protect_actions and action in ("powerOff", "deallocate", "reimage", "restart"):
+            raise Conflict(
+                f"instance {inst.instance_id} is protected from scale-set actions; remove the protection first"
+            )
+        if inst.provisioning_state == ProvisioningState.DELETING.value:
+            raise Conflict(f"instance {inst.instance_id} is being deleted")
+        key = (inst.scale_set, inst.instance_id)
+        if action == "start":
+            changes: dict[str, Any] = {"desired_power": "running"}
+            if inst.desired_power != "running":
+                changes.update(health="unknown", provisioning_state=ProvisioningState.UPDATING.value, ready_at=None)
+        elif action == "powerOff":
+            changes = {"desired_power": "stopped"}
+        elif action == "deallocate":
+            changes = {"desired_power": "deallocated"}
+        elif action == "restart":
+            if inst.desired_power != "running":
+                raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
+            changes = {"restart_generation": inst.restart_generation + 1}
+        else:  # reimage
+            row = self.store.scale_set(inst.scale_set)
+            changes = {
+                "reimage_generation": inst.reimage_generation + 1,
+                "model_version": row.model_version,
+                "desired_power": "running",
+            }
+        self.store.update_instance(*key, **changes)
+        self.store.log_activity(inst.scale_set, action, f"{action} requested for instance {inst.instance_id}")
+
+    def delete_instances(self, name: str, instance_ids: list[str]) -> dict[str, Any]:
+        """Delete specific instances; the capacity drops by as many (Azure's delete-instances)."""
+        row = self.store.scale_set(name)
+        if not instance_ids:
+            raise InvalidSpec("give the instance ids to delete")
+        targets = [self.store.instance(name, _iid(i)) for i in instance_ids]
+        live = [t for t in targets if t.provisioning_state != ProvisioningState.DELETING.value]
+        for t in live:
+            if t.protect_actions:
+                raise Conflict(f"instance {t.instance_id} is protected from scale-set actions")
+        with self.store.transaction() as db:
+            for t in live:
+                db.execute(
+                    "UPDATE instances SET provisioning_state=? WHERE scale_set=? AND instance_id=?",
+                    (ProvisioningState.DELETING.value, name, t.instance_id),
+                )
+            if row.mode == OrchestrationMode.UNIFORM.value:
+                db.execute(
+                    "UPDATE scale_sets SET capacity=? WHERE name=?", (max(row.capacity - len(live), 0), name)
+                )
+        self.store.log_activity(name, "delete-instances", f"deleting instances {[t.instance_id for t in live]}")
+        self.rec.wake()
+        return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in live]}
+
+    def set_protection(self, name: str, instance_id: str, scale_in: bool | None, actions: bool | None) -> dict[str, Any]:
+        inst = self.store.instance(name, _iid(instance_id))
+        changes: dict[str, Any] = {}
+        if scale_in is not None:
+            changes["protect_scale_in"] = int(scale_in)
+        if actions is not None:
+            changes["protect_actions"] = int(actions)
+            if actions:
+                changes["protect_scale_in"] = 1  # Azure: scale-set-actions protection implies scale-in protection
+        if changes:
+            self.store.update_instance(name, inst.instance_id, **changes)
+        return self.get_instance(name, instance_id)
+
+    def update_instances(self, name: str, instance_ids: list[str] | None) -> dict[str, Any]:
+        """Manual upgrade policy: bring instances to the latest model (reimage with the new model)."""
+        row = self.store.scale_set(name)
+        if row.mode == OrchestrationMode.FLEXIBLE.value:
+            raise NotSupported(f"OS upgrade and model updates {NOT_IN_VM_MODE}")
+        targets = [t for t in self._targets(name, instance_ids) if t.model_version < row.model_version]
+        for t in targets:
+            self._apply_action(t, "reimage")
+        self.rec.wake()
+        return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in targets]}
+
+    def run_command(self, name: str, instance_id: str, body: Any) -> dict[str, Any]:
+        from localvmss.runcommand import run_script
+
+        if not isinstance(body, dict) or set(body) - {"script"}:
+            raise InvalidSpec('runCommand takes {"script": "commands"}')
+        inst = self.store.instance(name, _iid(instance_id))
+        if inst.desired_power != "running" or inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
+            raise Conflict(f"instance {inst.instance_id} is not running and ready")
+        return run_script(inst.ip, self.management_key.private, body.get("script", ""))
+
+    # -- autoscale ----------------------------------------------------------------------------
+    def _autoscaler(self) -> Any:
+        if self.autoscaler is None:
+            raise LocalVMSSError("autoscale is not available: the daemon has no Prometheus")
+        return self.autoscaler
+
+    def put_autoscale(self, name: str, body: Any) -> dict[str, Any]:
+        self._autoscaler().put_setting(name, body)
+        return self.get_autoscale(name)
+
+    def get_autoscale(self, name: str) -> dict[str, Any]:
+        self.store.scale_set(name)
+        return dict(self._autoscaler().get_setting(name))
+
+    def delete_autoscale(self, name: str) -> None:
+        self._autoscaler().get_setting(name)
+        self.store.delete_autoscale(name)
+        self.store.log_activity(name, "autoscale-setting", "autoscale setting deleted")
+
+    def simulate_autoscale(self, name: str, body: Any) -> list[dict[str, Any]]:
+        from datetime import datetime
+
+        if not isinstance(body, dict) or set(body) - {"start", "end", "step", "setting"}:
+            raise InvalidSpec('simulate takes {"start", "end", "step"?, "setting"?}')
+        try:
+            start = datetime.fromisoformat(str(body["start"]))
+            end = datetime.fromisoformat(str(body["end"]))
+        except (KeyError, ValueError):
+            raise InvalidSpec("start and end must be ISO-8601 date-times, e.g. 2026-11-21T10:00:00+00:00") from None
+        step = body.get("step")
+        if step is not None and (not isinstance(step, int | float) or step <= 0):
+            raise InvalidSpec("step must be a positive number of seconds")
+        return list(self._autoscaler().simulate(name, start, end, step, body.get("setting")))
+
+    # -- Flexible mode: standalone VM resources -----------------------------------------------
+    def put_vm(self, vm_name: str, body: Any) -> dict[str, Any]:
+        validate_name(vm_name, "virtual machine name")
+        if not isinstance(body, dict):
+            raise InvalidSpec("request body must be a JSON object")
+        props = body.get("properties") or {}
+        unknown = set(body) - {"properties", "zones", "location", "tags"}
+        unknown |= set(props) - {
+            "virtualMachineScaleSet", "storageProfile", "hardwareProfile", "osProfile", "platformFaultDomain",
+        }
+        if unknown:
+            raise InvalidSpec(f"unknown field(s) in virtual machine body: {sorted(unknown)}")
+        try:
+            existing = self.store.instance_by_vm_name(vm_name)
+        except NotFound:
+            existing = None
+        set_ref = (props.get("virtualMachineScaleSet") or {}).get("id", "")
+        set_name = str(set_ref).rsplit("/", 1)[-1] if set_ref else ""
+        if existing is not None:
+            if set_name and set_name != existing.scale_set:
+                raise NotSupported(
+                    "moving a VM to another scale set (attach/detach) is not supported in either orchestration mode"
+                )
+            raise Conflict(f"virtual machine {vm_name!r} already exists; VM updates are not supported")
+        if not set_name:
+            raise InvalidSpec(
+                "properties.virtualMachineScaleSet.id is required: a VM is added to a scale set when it is created"
+            )
+        row = self.store.scale_set(set_name)
+        if row.mode != OrchestrationMode.FLEXIBLE.value:
+            raise NotSupported(
+                f"scale set {set_name!r} is in Uniform (ScaleSetVM) mode: its instances are made from its model; "
+                f"use PUT /scaleSets/{set_name} with sku.capacity instead"
+            )
+        if row.deleting:
+            raise Conflict(f"scale set {set_name!r} is being deleted")
+        spec = ScaleSetSpec.model_validate(row.model)
+        current = self.store.instances(set_name)
+        if len(current) >= FLEXIBLE_MAX_VMS:
+            raise CapacityError(
+                f"scale set {set_name!r} already holds {len(current)} VMs; VM orchestration mode allows at most "
+                f"{FLEXIBLE_MAX_VMS}"
+            )
+        image = ((props.get("storageProfile") or {}).get("imageReference") or {}).get("id") or spec.image
+        if not image or image not in self.store.images():
+            raise InvalidSpec(f"image {image!r} is unknown; known images: {', '.join(self.store.images()) or 'none'}")
+        size_name = (props.get("hardwareProfile") or {}).get("vmSize")
+        size_props = (props.get("hardwareProfile") or {}).get("vmSizeProperties") or {}
+        size = resolve_size(size_name or spec.vm_size, size_props.get("vCPUsAvailable"), size_props.get("memoryMiB"))
+        keys = [
+            k.get("keyData", "") for k in
+            (((props.get("osProfile") or {}).get("linuxConfiguration") or {}).get("ssh") or {}).get("publicKeys", [])
+        ] or spec.ssh_public_keys
+        fd = props.get("platformFaultDomain")
+        if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd < spec.platform_fault_domain_count):
+            raise InvalidSpec(
+                f"platformFaultDomain {fd!r} must be from 0 to {spec.platform_fault_domain_count - 1} for this set"
+            )
+        zones = body.get("zones") or []
+        zone = str(zones[0]) if zones else (spec.zones[0] if spec.zones else None)
+        if spec.zones and zone not in spec.zones:
+            raise InvalidSpec(f"zone {zone!r} is not the scale set's zone {spec.zones[0]!r}")
+        if fd is None:
+            from localvmss import planner
+            from localvmss.reconciler import _slot
+
+            fd = planner.place_new(
+                [_slot(i) for i in current], 1, zones=[zone] if zone else [],
+                fault_domain_count=spec.platform_fault_domain_count,
+            )[0].fault_domain
+        self._admit(spec, 1, memory_mib=size.memory_mib)
+        alive = {h: True for h in self.inv.available()}
+        host = self.rec.host_for(spec, zone, fd, alive)
+        if host is None:
+            raise CapacityError(f"no available host for zone {zone!r}")
+        overrides = {"image": image, "vcpus": size.vcpus, "memory_mib": size.memory_mib, "ssh_public_keys": keys}
+        from localvmss.virt.seed import build_nocloud_seed
+
+        build_nocloud_seed("check", vm_name, keys, None)  # validates the keys before anything is written
+        with self.store.transaction() as db:
+            iid = self.store.allocate_instance_id(db, set_name)
+            inst = self.rec.new_instance_row(
+                db, row, spec, iid, host, zone, fd, index=len(current), vm_name=vm_name, overrides=overrides
+            )
+            self.store.insert_instance(db, inst)
+        self.store.log_activity(set_name, "vm-create", f"VM {vm_name} created in fault domain {fd} on {host}")
+        self.rec.wake()
+        return self.get_vm(vm_name)
+
+    def get_vm(self, vm_name: str) -> dict[str, Any]:
+        inst = self.store.instance_by_vm_name(vm_name)
+        return self._instance_view(self.store.scale_set(inst.scale_set), inst, live=True)
+
+    def list_vms(self) -> list[dict[str, Any]]:
+        out = []
+        for inst in self.store.instances():
+            if inst.vm_name:
+                out.append(self._instance_view(self.store.scale_set(inst.scale_set), inst, live=False))
+        return out
+
+    def vm_action(self, vm_name: str, action: str) -> dict[str, Any]:
+        if action not in INSTANCE_ACTIONS:
+            raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
+        inst = self.store.instance_by_vm_name(vm_name)
+        if action == "delete":
+            return self.delete_instances(inst.scale_set, [str(inst.instance_id)])
+        self._apply_action(inst, action)
+        self.rec.wake()
+        return {"status": "Accepted", "name": vm_name}
+
+    def check_uniform_instance_via_vm_api(self, vm_name: str) -> None:
+        """A standalone-VM call on something that is not a VM resource gets a pointer to the set API."""
+        for row in self.store.scale_sets():
+            if row.mode == OrchestrationMode.UNIFORM.value and vm_name.startswith(f"{row.name}_"):
+                raise NotSupported(
+                    f"{vm_name!r} is an instance of Uniform scale set {row.name!r}: instances are managed only "
+                    f"through the scale set (/scaleSets/{row.name}/virtualMachines/...)"
+                )
+
+    # -- images, hosts, log -------------------------------------------------------------------
+    def list_images(self) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "source": source, "kernel": manifest.get("kernel_version"),
+             "virtualSizeBytes": manifest.get("virtual_size_bytes"), "builtAt": manifest.get("built_at")}
+            for name, (manifest, source) in self.store.images().items()
+        ]
+
+    def import_image(self, name: str, directory: str) -> dict[str, Any]:
+        path = Path(directory)
+        if not path.is_absolute():
+            raise InvalidSpec(f"image directory {directory!r} must be an absolute path on the daemon's machine")
+        self.inv.import_image(name, path)
+        return {"name": name, "source": str(path)}
+
+    def list_hosts(self) -> list[dict[str, Any]]:
+        out = []
+        for h in self.store.hosts():
+            entry: dict[str, Any] = {
+                "name": h.name, "uri": h.uri, "zone": h.zone, "available": h.available,
+                "domainType": h.domain_type, "accelerator": h.accel_reason, "message": h.message,
+            }
+            if h.available:
+                try:
+                    cap = self.inv.capacity(h.name)
+                    entry.update(cpus=cap.cpus, memoryBytes=cap.memory_bytes, freeMemoryBytes=cap.free_memory_bytes,
+                                 numaCells=len(cap.cells))
+                except LocalVMSSError:
+                    pass
+            out.append(entry)
+        return out
+
+    def activity(self, name: str) -> list[dict[str, Any]]:
+        self.store.scale_set(name)
+        return [
+            {"at": a.at, "kind": a.kind, "message": a.message, "details": a.details}
+            for a in self.store.activity(name)
+        ]
+
+
+def _iid(value: str | int) -> int:
+    try:
+        iid = int(value)
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"instance id {value!r} must be a whole number") from None
+    if iid < 0:
+        raise InvalidSpec(f"instance id {value!r} must not be negative")
+    return iid
+
+
+def _intended_power(inst: InstanceRow) -> PowerState:
+    return {"running": PowerState.RUNNING, "stopped": PowerState.STOPPED, "deallocated": PowerState.DEALLOCATED}[
+        inst.desired_power
+    ]
+
+
+_ = UpgradeMode

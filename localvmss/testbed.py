@@ -1,0 +1,202 @@
+"""A whole localvmss deployment on this machine: lab hosts, their networks, and a daemon.
+
+Shared by the demo (``python -m localvmss.demo``) and the test harness, so the tests exercise
+exactly what the demo runs. Guest traffic stays inside the lab's namespaces (see ``lab``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localvmss.cli.client import ApiClient
+from localvmss.errors import LocalVMSSError
+from localvmss.lab import Lab, LabHost, create_lab, destroy_lab
+from localvmss.virt.domainxml import network_xml
+from localvmss.virt.host import Host
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE_DIR = REPO / ".cache" / "images" / "localvmss-base"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def define_lab_network(host: LabHost) -> None:
+    """The guest network of a lab host: bridge + DHCP in its 198.18.x.0/24, no NAT."""
+    net = ipaddress.ip_network(host.guest_network)
+    base = int(net.network_address)
+    xml = network_xml(
+        host.network_name, host.bridge, str(ipaddress.ip_address(base + 1)), str(net.netmask),
+        str(ipaddress.ip_address(base + 10)), str(ipaddress.ip_address(base + 250)),
+    )
+    h = Host(host.name, host.socket_uri)
+    try:
+        h.ensure_network(host.network_name, xml)
+    finally:
+        h.close()
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(str(value))
+
+
+@dataclass
+class DaemonProcess:
+    """A ``localvmssd`` started as users start it (its own process, a config file)."""
+
+    config_path: Path
+    socket_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        client = ApiClient(str(self.socket_path), timeout=5.0)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"localvmssd exited at start: {self.log_tail(5)}")
+                try:
+                    client.get("/healthz")
+                    return
+                except LocalVMSSError:
+                    time.sleep(0.3)
+        finally:
+            client.close()
+        raise RuntimeError(f"localvmssd did not answer within {timeout_s:.0f} s: {self.log_tail(5)}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@dataclass
+class Testbed:
+    tag: str
+    host_count: int = 1
+    root: Path = Path("/var/lib/localvmss-lab")
+    zones: list[str | None] = field(default_factory=list)
+    lab: Lab | None = None
+
+    def up(self) -> Lab:
+        self.lab = create_lab(self.tag, self.host_count)
+        try:
+            for host in self.lab.hosts:
+                define_lab_network(host)
+        except BaseException:
+            destroy_lab(self.lab)
+            raise
+        return self.lab
+
+    def down(self) -> None:
+        if self.lab is not None:
+            destroy_lab(self.lab)
+            self.lab = None
+
+    def host_entries(self) -> list[dict[str, Any]]:
+        assert self.lab is not None
+        entries = []
+        for i, host in enumerate(self.lab.hosts):
+            entry: dict[str, Any] = {
+                "name": host.name,
+                "uri": host.uri,
+                "network": host.network_name,
+                "serial_log_dir": "/var/log/libvirt/qemu",
+                "serial_log_read_dir": f"{host.state_dir}/log/qemu",
+            }
+            zone = self.zones[i] if i < len(self.zones) else None
+            if zone:
+                entry["zone"] = zone
+            entries.append(entry)
+        return entries
+
+    def write_config(self, state_dir: Path, **settings: Any) -> Path:
+        """A daemon configuration for this lab; ``settings`` override the defaults."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        values: dict[str, Any] = {
+            "state_dir": str(state_dir),
+            "api_socket": str(state_dir / "api.sock"),
+            "exporter_port": free_port(),
+            "prometheus_port": free_port(),
+            "haproxy_stats_port": free_port(),
+            "scrape_interval_s": 2.0,
+            "reconcile_interval_s": 2.0,
+            "health_interval_s": 1.0,
+        }
+        values.update(settings)
+        lines = ["# written by localvmss.testbed"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        for entry in self.host_entries():
+            lines.append("")
+            lines.append("[[hosts]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+        path = state_dir / "localvmssd.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def daemon(self, state_dir: Path, **settings: Any) -> DaemonProcess:
+        config = self.write_config(state_dir, **settings)
+        return DaemonProcess(config, state_dir / "api.sock", state_dir / "localvmssd.log")
+
+    def serial_logs(self) -> dict[str, str]:
+        """Every guest serial log of the lab (for failure reports)."""
+        out: dict[str, str] = {}
+        if self.lab is None:
+            return out
+        for host in self.lab.hosts:
+            for path in sorted(Path(host.state_dir, "log", "qemu").glob("*-serial.log")):
+                out[f"{host.name}/{path.name}"] = path.read_text(errors="replace")[-4000:]
+        return out
+
+
+def in_namespace(lab_host: LabHost, args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a lab host's network namespace (list args; no shell)."""
+    return subprocess.run(
+        ["ip", "netns", "exec", lab_host.netns, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+_ = os
