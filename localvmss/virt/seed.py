@@ -84,9 +84,8 @@ def normalize_ssh_public_key(key: str) -> str:
         raise InvalidSpec("SSH public key must be one line: TYPE BASE64 [comment]")
     key_type, blob, comment = match["type"], match["blob"], match["comment"]
     if key_type not in SSH_KEY_TYPES:
-        raise InvalidSpec(
-            f"SSH public key type {key_type[:40]!r} is not supported; use one of {', '.join(sorted(SSH_KEY_TYPES))}"
-        )
+        supported = ", ".join(sorted(SSH_KEY_TYPES))
+        raise InvalidSpec(f"SSH public key type {key_type[:40]!r} is not supported; use one of {supported}")
     try:
         raw = base64.b64decode(blob, validate=True)
     except binascii.Error:
@@ -103,7 +102,8 @@ def normalize_ssh_public_key(key: str) -> str:
 def _check_name(what: str, value: str) -> None:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidSpec(
-            f"{what} {value!r} is invalid: use 1-63 lowercase letters, digits and '-', starting with a letter or digit"
+            f"{what} {value!r} is invalid: use 1-63 lowercase letters, digits and '-', "
+            "starting with a letter or digit"
         )
 
 
@@ -113,7 +113,9 @@ def _iso(files: dict[str, bytes]) -> bytes:
     for name, data in files.items():
         # ISO9660 names are upper case without '-'; Rock Ridge and Joliet carry the real name.
         iso_name = "/" + name.replace("-", "").upper() + ".;1"
-        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path=f"/{name}", file_mode=0o100444)
+        iso.add_fp(
+            io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path=f"/{name}", file_mode=0o100444
+        )
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()

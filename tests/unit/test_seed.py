@@ -1,0 +1,141 @@
+"""NoCloud seed ISOs: contents read back with pycdlib, the guest's parser agrees, bad input is refused."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import pycdlib
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from localvmss.errors import InvalidSpec
+from localvmss.virt.seed import build_nocloud_seed, normalize_ssh_public_key
+
+META_DATA_AWK = Path(__file__).resolve().parents[2] / "images/guest/rootfs/usr/lib/localvmss/meta-data.awk"
+
+
+def openssh_public(
+    private: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+) -> str:
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+ED25519 = openssh_public(ed25519.Ed25519PrivateKey.generate())
+RSA = openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+ECDSA = openssh_public(ec.generate_private_key(ec.SECP256R1()))
+
+
+def read_iso(data: bytes) -> tuple[pycdlib.PyCdlib, dict[str, bytes]]:
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    files = {}
+    for name in ("meta-data", "user-data"):
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
+        joliet = io.BytesIO()
+        iso.get_file_from_iso_fp(joliet, joliet_path=f"/{name}")
+        assert joliet.getvalue() == out.getvalue()
+        files[name] = out.getvalue()
+    return iso, files
+
+
+def test_seed_has_label_extensions_and_files() -> None:
+    user_data = b"#!/bin/sh\necho hello > /root/hello\n"
+    iso, files = read_iso(build_nocloud_seed("i-0", "web-0", [f"{ED25519} alice@laptop"], user_data))
+    assert iso.pvd.volume_identifier.rstrip(b" ") == b"cidata"
+    assert iso.has_rock_ridge() and iso.has_joliet()
+    assert files["user-data"] == user_data
+    assert files["meta-data"].decode() == (
+        f"instance-id: 'i-0'\nlocal-hostname: 'web-0'\npublic-keys:\n  - '{ED25519} alice@laptop'\n"
+    )
+    iso.close()
+
+
+def test_no_user_data_is_an_empty_cloud_config() -> None:
+    _, files = read_iso(build_nocloud_seed("i-0", "web-0", [ED25519], None))
+    assert files["user-data"] == b"#cloud-config\n"
+
+
+def test_no_keys_leaves_out_public_keys() -> None:
+    _, files = read_iso(build_nocloud_seed("i-0", "web-0", [], None))
+    assert b"public-keys" not in files["meta-data"]
+
+
+def test_numeric_and_boolean_looking_names_are_quoted() -> None:
+    """YAML would read unquoted 0123 as a number and `no` as false; quoting keeps them strings."""
+    _, files = read_iso(build_nocloud_seed("0123", "no", [], None))
+    assert files["meta-data"].decode() == "instance-id: '0123'\nlocal-hostname: 'no'\n"
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox (the guest's awk) is not installed")
+def test_guest_parser_reads_what_seed_writes(tmp_path: Path) -> None:
+    keys = [f"{ED25519} alice@laptop", RSA, f"{ECDSA} ci key (2024-01-01)"]
+    _, files = read_iso(build_nocloud_seed("i-7", "web-7", keys, None))
+    (tmp_path / "meta-data").write_bytes(files["meta-data"])
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(
+        ["busybox", "awk", "-v", f"out={out}", "-f", str(META_DATA_AWK), str(tmp_path / "meta-data")],
+        check=True,
+    )
+    assert (out / "instance-id").read_text() == "i-7\n"
+    assert (out / "hostname").read_text() == "web-7\n"
+    assert (out / "authorized_keys").read_text() == "".join(f"{k}\n" for k in keys)
+
+
+def test_keys_are_normalized() -> None:
+    key_type, blob = ED25519.split()
+    assert normalize_ssh_public_key(f"  {key_type}   {blob}   me@host \n") == f"{key_type} {blob} me@host"
+    assert normalize_ssh_public_key(RSA) == RSA
+
+
+@pytest.mark.parametrize("name", ["", "Web-0", "-web", "web_0", "web.0", "a" * 64, "web-0\n", "wéb"])
+def test_bad_hostname_is_refused(name: str) -> None:
+    with pytest.raises(InvalidSpec, match="hostname"):
+        build_nocloud_seed("i-0", name, [], None)
+
+
+@pytest.mark.parametrize("instance_id", ["", "I-0", "i 0", "i/0", "a" * 64])
+def test_bad_instance_id_is_refused(instance_id: str) -> None:
+    with pytest.raises(InvalidSpec, match="instance-id"):
+        build_nocloud_seed(instance_id, "web-0", [], None)
+
+
+def test_longest_allowed_name_is_accepted() -> None:
+    build_nocloud_seed("a" * 63, "0" * 63, [], None)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "one line"),
+        ("ssh-ed25519", "one line"),
+        (f"{ED25519}\n{RSA}", "one line"),
+        (f"{ED25519} me\r", "one line"),
+        (f'command="/bin/sh" {ED25519}', "not supported"),
+        ("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "not supported"),
+        ("ssh-ed25519 AAAA!!notbase64", "base64"),
+        (f"ssh-rsa {ED25519.split()[1]}", "does not hold a ssh-rsa key"),
+        (f"ssh-ed25519 {ED25519.split()[1][:12]}", "does not hold"),
+        (f"{ED25519} it's mine", "comment"),
+        (f"{ED25519} $(reboot)", "comment"),
+        (f"{ED25519} a;b", "comment"),
+        (f"{ED25519} {'x' * 201}", "comment"),
+    ],
+)
+def test_bad_key_is_refused(key: str, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        build_nocloud_seed("i-0", "web-0", [key], None)
+
+
+def test_user_data_must_be_bytes() -> None:
+    with pytest.raises(InvalidSpec, match="user-data"):
+        build_nocloud_seed("i-0", "web-0", [], "#!/bin/sh\n")  # type: ignore[arg-type]
