@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from localvmss.autoscale.engine import Decision, apply_action, compare, describe_trigger, evaluate
 from localvmss.autoscale.settings import (
@@ -562,3 +564,38 @@ def test_bad_current_capacity(cur: Any) -> None:
 def test_describe_trigger(value: float | None, expected: str) -> None:
     s = setting(STANDARD)
     assert describe_trigger(s.profiles[0].rules[0].metric_trigger, value) == expected
+
+
+# ------------------------------------------------------------------------------------- property
+@settings(max_examples=300, deadline=None)
+@given(
+    lo=st.integers(0, 5),
+    span=st.integers(0, 10),
+    cur=st.integers(0, 20),
+    cpu=st.one_of(st.none(), st.floats(0, 200, allow_nan=False)),
+    out_value=st.integers(0, 6),
+    in_value=st.integers(0, 6),
+    kind=st.sampled_from(["ChangeCount", PCT, EXACT]),
+    cooled=st.booleans(),
+)
+def test_property_result_is_in_range_and_consistent(
+    lo: int, span: int, cur: int, cpu: float | None, out_value: int, in_value: int, kind: str, cooled: bool
+) -> None:
+    hi = lo + span
+    rules = [
+        rule("GreaterThan", 70, "Increase", value=out_value, kind=kind),
+        rule("LessThan", 30, "Decrease", value=in_value, kind=kind),
+    ]
+    d = evaluate(
+        setting(rules, minimum=lo, maximum=hi),
+        current_capacity=cur,
+        now=NOW,
+        query=const(cpu),
+        last_scale_action_at=None if cooled else NOW - timedelta(minutes=1),
+    )
+    assert lo <= d.new_capacity <= hi
+    assert d.direction == ("out" if d.new_capacity > cur else "in" if d.new_capacity < cur else "none")
+    if lo <= cur <= hi and cpu is not None and 30 <= cpu <= 70:
+        assert d.direction == "none"  # neither rule fires
+    if lo <= cur <= hi and not cooled and cpu is not None:
+        assert d.direction == "none"  # cooldown blocks both directions
