@@ -42,6 +42,9 @@ _KEY_LINE = re.compile(r"(?P<type>\S+) +(?P<blob>\S+)(?: +(?P<comment>.*))?")
 # nothing a YAML quote, a shell or authorized_keys options could trip over.
 _COMMENT = re.compile(r"[A-Za-z0-9 @._+=:,/()-]{1,200}")
 EMPTY_USER_DATA = b"#cloud-config\n"
+# Small ISOs are padded with zeros to this size: busybox's findfs reads the first 68 KiB of a device
+# to identify it and finds nothing on a shorter one (genisoimage pads its ISOs by 300 KiB too).
+MIN_SEED_BYTES = 256 * 1024
 
 
 def build_nocloud_seed(
@@ -119,4 +122,4 @@ def _iso(files: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()
-    return out.getvalue()
+    return out.getvalue().ljust(MIN_SEED_BYTES, b"\0")

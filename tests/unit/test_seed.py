@@ -59,6 +59,18 @@ def test_seed_has_label_extensions_and_files() -> None:
     iso.close()
 
 
+def test_small_seed_is_padded_for_findfs() -> None:
+    """busybox findfs identifies nothing on a device shorter than 68 KiB."""
+    seed = build_nocloud_seed("i-0", "web-0", [ED25519], None)
+    assert len(seed) >= 256 * 1024 and len(seed) % 2048 == 0
+
+
+def test_large_user_data_is_kept_whole() -> None:
+    user_data = b"#!/bin/sh\n" + b"# padding\n" * 50_000
+    _, files = read_iso(build_nocloud_seed("i-0", "web-0", [], user_data))
+    assert files["user-data"] == user_data
+
+
 def test_no_user_data_is_an_empty_cloud_config() -> None:
     _, files = read_iso(build_nocloud_seed("i-0", "web-0", [ED25519], None))
     assert files["user-data"] == b"#cloud-config\n"
