@@ -1,0 +1,242 @@
+"""The load balancer against a real HAProxy 2.6, with small HTTP backends on 127.0.0.x.
+
+Everything is loopback; each test has its own run directory and stops its HAProxy by pid.
+Load is a few Python client threads for a bounded time, each request its own connection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from localvmss.lb import LoadBalancer, Member
+from localvmss.lb.spec import HealthProbe, LbRule, LoadBalancerSpec, NatPool, nat_port_for
+from tests.integration.lbhelpers import Backend, Load, free_port, free_port_range, get
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+ADDRESSES = [f"127.0.0.{i}" for i in range(2, 7)]
+
+pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy is not installed")
+
+
+def common_port(addresses: list[str]) -> int:
+    """A port free on every one of these addresses (members share the backend port)."""
+    for _ in range(50):
+        port = free_port(addresses[0])
+        try:
+            for a in addresses:
+                with socket.socket() as s:
+                    s.bind((a, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+class Env:
+    def __init__(self, run_dir: Path) -> None:
+        self.stats_port = free_port()
+        self.lb = LoadBalancer(run_dir, HAPROXY, self.stats_port)
+        self.backend_port = common_port(ADDRESSES)
+        self.frontend_port = free_port()
+        self.backends: dict[int, Backend] = {}
+        self.pids: set[int] = set()
+
+    def backend(self, instance_id: int) -> Backend:
+        b = Backend(f"vm{instance_id}", ADDRESSES[instance_id], self.backend_port)
+        self.backends[instance_id] = b
+        return b
+
+    def spec(self, *, nat_pool: NatPool | None = None, extra_rules: tuple[LbRule, ...] = ()) -> LoadBalancerSpec:
+        probe = HealthProbe("http", None, "/healthz", interval_seconds=1, healthy_threshold=2, unhealthy_threshold=2)
+        rules = (LbRule(self.frontend_port, self.backend_port), *extra_rules)
+        return LoadBalancerSpec(rules, probe, nat_pool)
+
+    def members(self, ids: list[int], **nat: int) -> list[Member]:
+        return [Member(i, ADDRESSES[i], True, nat.get(f"n{i}")) for i in ids]
+
+    def start(self) -> None:
+        self.lb.start()
+        self.remember_pids()
+
+    def remember_pids(self) -> None:
+        if self.lb.master_pid:
+            self.pids.add(self.lb.master_pid)
+        self.pids |= set(self.lb.worker_pids())
+
+    def names(self, n: int, port: int | None = None) -> list[str]:
+        return [get("127.0.0.1", port or self.frontend_port)[1] for _ in range(n)]
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    run_dir = Path(tempfile.mkdtemp(prefix="lvmss-lb-", dir="/tmp"))
+    e = Env(run_dir)
+    try:
+        yield e
+    finally:
+        e.remember_pids()
+        e.lb.stop()
+        for b in e.backends.values():
+            b.stop()
+        for pid in e.pids:  # HAProxy processes this test started, by pid only
+            deadline = time.monotonic() + 5
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _alive(pid), f"haproxy pid {pid} survived stop()"
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_requests_reach_every_backend_and_metrics_are_served(env: Env) -> None:
+    for i in range(3):
+        env.backend(i)
+    env.start()
+    env.lb.apply("web", env.spec(), env.members([0, 1, 2]))
+    wait_until(lambda: {s.status for s in env.lb.server_states("web").values()} == {"UP"}, 10, "3 servers UP")
+    assert set(env.names(12)) == {"vm0", "vm1", "vm2"}
+    status, body = get("127.0.0.1", env.stats_port, "/metrics")
+    assert status == 200 and "haproxy_server_status" in body and 'proxy="lvmss-web-' in body
+
+
+def test_scale_2_to_4_to_1_under_load_loses_nothing(env: Env) -> None:
+    for i in range(4):
+        env.backend(i)
+    env.start()
+    spec = env.spec()
+    env.lb.apply("web", spec, env.members([0, 1]))
+    wait_until(lambda: len(env.lb.server_states("web")) == 2, 5, "2 servers")
+    workers = env.lb.worker_pids()
+    with Load("127.0.0.1", env.frontend_port, threads=3, max_seconds=25) as load:
+        time.sleep(1.0)
+        env.lb.apply("web", spec, env.members([0, 1, 2, 3]))
+        wait_until(lambda: {"vm2", "vm3"} <= set(load.snapshot()), 5, "new members serving")
+        remaining = {}
+        for iid in (3, 2, 1):
+            remaining[iid] = env.lb.drain("web", iid, timeout_s=5)
+            env.lb.remove("web", iid)
+        before = load.snapshot()
+        time.sleep(1.0)
+        after = load.snapshot()
+    print(f"\nscale 2->4->1: sent {load.sent}, failed {load.failed}, per backend {dict(load.seen)}")
+    assert load.failed == 0, dict(load.errors)
+    assert load.sent > 100
+    assert remaining == {3: 0, 2: 0, 1: 0}
+    assert after - before == type(after)({"vm0": (after - before)["vm0"]}), "removed members still got traffic"
+    assert env.lb.worker_pids() == workers, "membership changes must not reload HAProxy"
+    assert set(env.lb.server_states("web")) == {0}
+    assert "server i1 " not in env.lb.config_path.read_text()
+
+
+def test_reload_under_load_loses_nothing(env: Env) -> None:
+    for i in range(2):
+        env.backend(i)
+    env.start()
+    env.lb.apply("web", env.spec(), env.members([0, 1]))
+    wait_until(lambda: {s.status for s in env.lb.server_states("web").values()} == {"UP"}, 10, "servers UP")
+    first_workers = env.lb.worker_pids()
+    second_port = free_port()
+    with Load("127.0.0.1", env.frontend_port, threads=3, max_seconds=25) as load:
+        time.sleep(0.5)
+        for _ in range(3):
+            env.lb.reload()
+            env.remember_pids()
+            time.sleep(0.5)
+        # A new rule is a new frontend: a configuration change that needs a reload.
+        env.lb.apply("web", env.spec(extra_rules=(LbRule(second_port, env.backend_port),)), env.members([0, 1]))
+        env.remember_pids()
+        time.sleep(0.5)
+    print(f"\nreloads: sent {load.sent}, failed {load.failed}, per backend {dict(load.seen)}")
+    assert load.failed == 0, dict(load.errors)
+    assert load.sent > 100
+    assert set(load.seen) == {"vm0", "vm1"}
+    assert env.lb.worker_pids() != first_workers
+    states = env.lb.server_states("web")
+    assert set(states) == {0, 1} and {s.status for s in states.values()} == {"UP"}
+    assert set(env.names(4, second_port)) == {"vm0", "vm1"}
+
+
+def test_kill_9_master_and_worker_then_ensure_running_restores(env: Env) -> None:
+    for i in range(3):
+        env.backend(i)
+    env.start()
+    env.lb.apply("web", env.spec(), env.members([0, 1]) + [Member(2, ADDRESSES[2], ready=False)])
+    wait_until(lambda: env.lb.server_states("web")[0].status == "UP", 10, "server UP")
+    before = {i: s.status for i, s in env.lb.server_states("web").items()}
+    assert before == {0: "UP", 1: "UP", 2: "MAINT"}
+    assert env.lb.ensure_running() is False
+    master, workers = env.lb.master_pid, env.lb.worker_pids()
+    assert master and workers
+    env.remember_pids()
+    for pid in [master, *workers]:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(_alive(p) for p in [*workers]) and env.lb.master_pid is None, 5, "haproxy dead")
+    assert env.lb.ensure_running() is True
+    env.remember_pids()
+    assert env.lb.master_pid not in (None, master)
+    wait_until(lambda: env.lb.server_states("web")[1].status == "UP", 10, "servers back UP")
+    after = {i: s.status for i, s in env.lb.server_states("web").items()}
+    assert after == before
+    assert set(env.names(6)) == {"vm0", "vm1"}
+
+
+def test_failing_health_probe_leaves_rotation_and_comes_back(env: Env) -> None:
+    b0, b1 = env.backend(0), env.backend(1)
+    env.start()
+    env.lb.apply("web", env.spec(), env.members([0, 1]))
+    wait_until(lambda: {s.status for s in env.lb.server_states("web").values()} == {"UP"}, 10, "servers UP")
+    b1.healthy = False
+    wait_until(lambda: env.lb.server_states("web")[1].status == "DOWN", 10, "vm1 DOWN")
+    assert env.lb.server_states("web")[1].check_status.startswith("L7STS")
+    assert set(env.names(10)) == {"vm0"}
+    b1.healthy = True
+    wait_until(lambda: env.lb.server_states("web")[1].status == "UP", 10, "vm1 back UP")
+    assert set(env.names(10)) == {"vm0", "vm1"}
+    assert b0.hits and b1.hits
+
+
+def test_nat_listener_reaches_the_right_backend(env: Env) -> None:
+    for i in range(3):
+        env.backend(i)
+    env.start()
+    start = free_port_range(4)
+    spec = env.spec(nat_pool=NatPool(start, start + 3, env.backend_port))
+    ports: dict[int, int] = {}
+    for i in range(3):
+        ports[i] = nat_port_for(spec, i, ports.values())
+    assert list(ports.values()) == [start, start + 1, start + 2]
+    members = [Member(i, ADDRESSES[i], True, ports[i]) for i in range(3)]
+    env.lb.apply("web", spec, members)
+    for i in range(3):
+        assert get("127.0.0.1", ports[i])[1] == f"vm{i}"
+    env.lb.drain("web", 1, timeout_s=2)
+    env.lb.remove("web", 1)  # its NAT listener goes with it (config + seamless reload)
+    env.remember_pids()
+    with pytest.raises(OSError):
+        get("127.0.0.1", ports[1], timeout=1)
+    assert get("127.0.0.1", ports[2])[1] == "vm2"
+    assert nat_port_for(spec, 3, [ports[0], ports[2]]) == ports[1]
