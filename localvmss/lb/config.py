@@ -9,6 +9,7 @@ the desired state, so the same state always gives the same file (golden tests re
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -280,6 +281,22 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
+_ALERT_PREFIX = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
+
+
+def _alerts(output: str, path: str) -> str:
+    """HAProxy's specific complaints on one line, without its generic summary lines."""
+    found = []
+    for line in output.splitlines():
+        if not line.startswith("[ALERT]"):
+            continue
+        text = _ALERT_PREFIX.sub("", line).replace(f"[{path}:", "[line ").strip()
+        if text.startswith(("Error(s) found", "Fatal errors found")):
+            continue
+        found.append(text)
+    return "; ".join(found[:3]) or " ".join(output.split())[:300] or "no reason given"
+
+
 def check_config_text(text: str, *, haproxy_binary: str = "haproxy", work_dir: Path | None = None) -> None:
     """Run ``haproxy -c`` on ``text``; raise ConfigError with HAProxy's own complaint."""
     fd, tmp = tempfile.mkstemp(prefix=".check-", suffix=".cfg", dir=work_dir)
@@ -288,7 +305,7 @@ def check_config_text(text: str, *, haproxy_binary: str = "haproxy", work_dir: P
             f.write(text)
         try:
             proc = subprocess.run(
-                [haproxy_binary, "-c", "-q", "-f", tmp],
+                [haproxy_binary, "-c", "-f", tmp],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -298,11 +315,9 @@ def check_config_text(text: str, *, haproxy_binary: str = "haproxy", work_dir: P
         except subprocess.TimeoutExpired:
             raise ConfigError("checking the HAProxy configuration took more than 30 s") from None
         if proc.returncode != 0:
-            problems = [
-                ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if "ALERT" in ln or "rror" in ln
-            ]
-            detail = "; ".join(problems[:3]) or (proc.stdout + proc.stderr).strip()[:300]
-            raise ConfigError(f"HAProxy rejected the generated configuration: {detail}")
+            raise ConfigError(
+                f"HAProxy rejected the generated configuration: {_alerts(proc.stdout + proc.stderr, tmp)}"
+            )
     finally:
         try:
             os.unlink(tmp)

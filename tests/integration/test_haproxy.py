@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from localvmss.lb import LoadBalancer, Member
+from localvmss.lb import HAProxyError, LoadBalancer, Member
 from localvmss.lb.spec import HealthProbe, LbRule, LoadBalancerSpec, NatPool, nat_port_for
 from tests.integration.lbhelpers import Backend, Load, free_port, free_port_range, get
 
@@ -72,8 +72,12 @@ class Env:
         self.backends[instance_id] = b
         return b
 
-    def spec(self, *, nat_pool: NatPool | None = None, extra_rules: tuple[LbRule, ...] = ()) -> LoadBalancerSpec:
-        probe = HealthProbe("http", None, "/healthz", interval_seconds=1, healthy_threshold=2, unhealthy_threshold=2)
+    def spec(
+        self, *, nat_pool: NatPool | None = None, extra_rules: tuple[LbRule, ...] = ()
+    ) -> LoadBalancerSpec:
+        probe = HealthProbe(
+            "http", None, "/healthz", interval_seconds=1, healthy_threshold=2, unhealthy_threshold=2
+        )
         rules = (LbRule(self.frontend_port, self.backend_port), *extra_rules)
         return LoadBalancerSpec(rules, probe, nat_pool)
 
@@ -135,6 +139,7 @@ def test_scale_2_to_4_to_1_under_load_loses_nothing(env: Env) -> None:
         time.sleep(1.0)
         env.lb.apply("web", spec, env.members([0, 1, 2, 3]))
         wait_until(lambda: {"vm2", "vm3"} <= set(load.snapshot()), 5, "new members serving")
+        time.sleep(1.0)
         remaining = {}
         for iid in (3, 2, 1):
             remaining[iid] = env.lb.drain("web", iid, timeout_s=5)
@@ -146,7 +151,9 @@ def test_scale_2_to_4_to_1_under_load_loses_nothing(env: Env) -> None:
     assert load.failed == 0, dict(load.errors)
     assert load.sent > 100
     assert remaining == {3: 0, 2: 0, 1: 0}
-    assert after - before == type(after)({"vm0": (after - before)["vm0"]}), "removed members still got traffic"
+    assert after - before == type(after)({"vm0": (after - before)["vm0"]}), (
+        "removed members still got traffic"
+    )
     assert env.lb.worker_pids() == workers, "membership changes must not reload HAProxy"
     assert set(env.lb.server_states("web")) == {0}
     assert "server i1 " not in env.lb.config_path.read_text()
@@ -167,7 +174,9 @@ def test_reload_under_load_loses_nothing(env: Env) -> None:
             env.remember_pids()
             time.sleep(0.5)
         # A new rule is a new frontend: a configuration change that needs a reload.
-        env.lb.apply("web", env.spec(extra_rules=(LbRule(second_port, env.backend_port),)), env.members([0, 1]))
+        env.lb.apply(
+            "web", env.spec(extra_rules=(LbRule(second_port, env.backend_port),)), env.members([0, 1])
+        )
         env.remember_pids()
         time.sleep(0.5)
     print(f"\nreloads: sent {load.sent}, failed {load.failed}, per backend {dict(load.seen)}")
@@ -194,7 +203,9 @@ def test_kill_9_master_and_worker_then_ensure_running_restores(env: Env) -> None
     env.remember_pids()
     for pid in [master, *workers]:
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not any(_alive(p) for p in [*workers]) and env.lb.master_pid is None, 5, "haproxy dead")
+    wait_until(
+        lambda: not any(_alive(p) for p in [*workers]) and env.lb.master_pid is None, 5, "haproxy dead"
+    )
     assert env.lb.ensure_running() is True
     env.remember_pids()
     assert env.lb.master_pid not in (None, master)
@@ -202,6 +213,32 @@ def test_kill_9_master_and_worker_then_ensure_running_restores(env: Env) -> None
     after = {i: s.status for i, s in env.lb.server_states("web").items()}
     assert after == before
     assert set(env.names(6)) == {"vm0", "vm1"}
+    # Started "disabled" from the config file; becoming ready must still bring it in.
+    env.lb.apply("web", env.spec(), env.members([0, 1, 2]))
+    wait_until(lambda: env.lb.server_states("web")[2].status == "UP", 10, "vm2 UP")
+    assert set(env.names(9)) == {"vm0", "vm1", "vm2"}
+
+
+def test_failed_reload_keeps_the_old_config_running(env: Env) -> None:
+    env.backend(0)
+    env.start()
+    spec = env.spec()
+    env.lb.apply("web", spec, env.members([0]))
+    good_config = env.lb.config_path.read_text()
+    workers = env.lb.worker_pids()
+    with socket.socket() as taken:  # another program holds the port the new rule wants
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = int(taken.getsockname()[1])
+        with pytest.raises(HAProxyError, match="reload failed"):
+            env.lb.apply("web", env.spec(extra_rules=(LbRule(busy, env.backend_port),)), env.members([0]))
+    assert env.lb.config_path.read_text() == good_config
+    assert env.lb.sets()["web"].spec == spec
+    assert env.lb.worker_pids() == workers
+    assert env.names(2) == ["vm0", "vm0"]
+    env.lb.reload()  # the master recovers from the failed reload
+    env.remember_pids()
+    assert env.names(2) == ["vm0", "vm0"]
 
 
 def test_failing_health_probe_leaves_rotation_and_comes_back(env: Env) -> None:
