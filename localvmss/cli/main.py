@@ -602,6 +602,9 @@ for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():
     _vm_action(_cli_name, _api)
 
 
+from localvmss.cli import autoscale_cmds  # noqa: E402,F401
+
+
 def main() -> None:
     debug = "--debug" in sys.argv
     try:

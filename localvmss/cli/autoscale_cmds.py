@@ -1,0 +1,1262 @@
+"""``localvmss autoscale ...``: autoscale settings the ``az monitor autoscale`` way.
+
+Every command reads the scale set's Azure-shaped setting (``GET /scaleSets/{name}/autoscale``),
+changes it and writes it back whole (``PUT``). The small languages of the options are az's:
+
+* ``--condition "<METRIC NAME> <OP> <THRESHOLD> <AGG> <WINDOW> [where DIM ==|!= V [or V ...] [and ...]]"``,
+  parsed from the right so the metric name may contain spaces: ``"Percentage CPU > 70 avg 5m"``;
+* ``--scale out N | in N | out N% | in N% | to N`` (``to N`` is ``out to N``; ``in to N`` too);
+* ``--timegrain "avg 1m"``, ``--cooldown`` in minutes, durations such as 30s, 5m, 1h30m or PT5M;
+* ``--recurrence week mon tue ...`` with ``--start HH:MM [--end HH:MM] --timezone TZ``.
+
+The parsers are plain functions (unit-tested as tables); each problem is one ``InvalidSpec`` line
+saying what was expected, so the command exits with code 2 before any request is made.
+
+Schedules follow az and the Azure portal: a weekly profile runs until the next weekly profile
+starts, so ``profile create --recurrence`` also adds a companion profile named
+``{"name": "default", "for": "<profile>"}`` that starts at ``--end`` (default 23:59) and restores
+the default profile. Companions are copies of the default profile; this CLI keeps them in step
+when the default profile's capacity, rules or target tracking change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import isodate
+
+from localvmss.cli.main import Ctx, cli, emit, err_console, pass_ctx
+from localvmss.errors import Conflict, InvalidSpec, NotFound
+
+__all__ = [
+    "AGGREGATIONS",
+    "DEFAULT_PROFILE",
+    "OPERATORS",
+    "STATISTICS",
+    "build_rule",
+    "companion_for",
+    "companion_name",
+    "iso_duration",
+    "join_greedy",
+    "parse_clock",
+    "parse_condition",
+    "parse_cooldown",
+    "parse_duration",
+    "parse_fixed_time",
+    "parse_moment",
+    "parse_recurrence",
+    "parse_scale",
+    "parse_timegrain",
+    "recurring_profiles",
+    "sync_companions",
+]
+
+DEFAULT_PROFILE = "default"
+
+# az's maps (azure/cli/command_modules/monitor/util.py), plus the Azure spellings themselves.
+OPERATORS = {
+    ">": "GreaterThan",
+    ">=": "GreaterThanOrEqual",
+    "<": "LessThan",
+    "<=": "LessThanOrEqual",
+    "==": "Equals",
+    "!=": "NotEquals",
+}
+AGGREGATIONS = {
+    "avg": "Average",
+    "min": "Minimum",
+    "max": "Maximum",
+    "total": "Total",
+    "count": "Count",
+    "last": "Last",
+}
+STATISTICS = {"avg": "Average", "min": "Min", "max": "Max", "sum": "Sum", "count": "Count"}
+_AGG_BY_NAME = {**AGGREGATIONS, **{v.lower(): v for v in AGGREGATIONS.values()}}
+_STAT_BY_NAME = {**STATISTICS, **{v.lower(): v for v in STATISTICS.values()}}
+_OP_SYMBOL = {v: k for k, v in OPERATORS.items()}
+_OPS = " ".join(OPERATORS)
+_AGG_WORD = {v: k for k, v in AGGREGATIONS.items()}
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+CONDITION_SHAPE = "'<METRIC NAME> <OP> <THRESHOLD> <AGG> <WINDOW>' such as 'Percentage CPU > 70 avg 5m'"
+SCALE_SHAPE = "'out N', 'in N', 'out N%', 'in N%', 'to N', 'out to N' or 'in to N'"
+DURATION_SHAPE = "a number with a unit such as 30s, 5m, 1h or 1h30m (or ISO-8601 such as PT5M)"
+
+
+# =========================================================================== pure parsers
+# ------------------------------------------------------------------------------ durations
+_SHORT_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.IGNORECASE)
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """``30s``, ``5m``, ``1h30m``, ``2d``, ``1d2h3m4s`` (az's shorthand) or ISO-8601 ``PT5M``."""
+    value = text.strip() if isinstance(text, str) else ""
+    if not value:
+        raise InvalidSpec(f"{what} is empty; expected {DURATION_SHAPE}")
+    if value[0] in "pP":
+        try:
+            if not any(ch.isdigit() for ch in value):
+                raise ValueError(value)
+            parsed = isodate.parse_duration(value.upper())
+        except (isodate.ISO8601Error, ValueError, TypeError):
+            raise InvalidSpec(f"{what} {text!r} is not a duration; expected {DURATION_SHAPE}") from None
+        if not isinstance(parsed, timedelta):
+            raise InvalidSpec(f"{what} {text!r} uses months or years; use days, hours, minutes or seconds")
+        if parsed < timedelta(0):
+            raise InvalidSpec(f"{what} {text!r} is negative")
+        return parsed
+    match = _SHORT_DURATION.match(value)
+    if not match or not any(match.groups()):
+        hint = f" (minutes? write {value}m)" if value.isdigit() else ""
+        raise InvalidSpec(f"{what} {text!r} is not a duration{hint}; expected {DURATION_SHAPE}")
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return timedelta(days=d, hours=h, minutes=m, seconds=s)
+
+
+def iso_duration(value: timedelta) -> str:
+    """ISO-8601 as Azure writes it: PT5M, PT1H30M, P1D, PT0S."""
+    if value < timedelta(0):
+        raise InvalidSpec(f"duration {value} is negative")
+    micros = value // timedelta(microseconds=1)
+    seconds, micros = divmod(micros, 1_000_000)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    sec_text = f"{secs}.{micros:06d}".rstrip("0") if micros else str(secs)
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    clock += f"{sec_text}S" if secs or micros else ""
+    out = "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+    return "PT0S" if out == "P" else out
+
+
+def parse_cooldown(text: str) -> str:
+    """``--cooldown``: minutes like az (``5``, ``0.5``) or a duration (``30s``, ``PT2M``) -> ISO."""
+    value = str(text).strip()
+    try:
+        minutes = float(value)
+    except ValueError:
+        return iso_duration(parse_duration(value, "--cooldown"))
+    if not math.isfinite(minutes) or minutes < 0:
+        raise InvalidSpec(f"--cooldown {text!r} must be a non-negative number of minutes")
+    return iso_duration(timedelta(seconds=round(minutes * 60)))
+
+
+def parse_timegrain(text: str) -> tuple[str, str]:
+    """``--timegrain "avg 1m"`` -> (statistic, ISO grain); a bare duration means ``avg``."""
+    words = str(text).split()
+    shape = "expected '<STATISTIC> <GRAIN>' such as 'avg 1m', statistic one of " + ", ".join(STATISTICS)
+    if len(words) == 1:
+        words = ["avg", words[0]]
+    if len(words) != 2:
+        raise InvalidSpec(f"--timegrain {text!r}: {shape}")
+    statistic = _STAT_BY_NAME.get(words[0].lower())
+    if statistic is None:
+        raise InvalidSpec(f"--timegrain {text!r}: statistic {words[0]!r} is unknown; {shape}")
+    grain = parse_duration(words[1], "--timegrain grain")
+    if grain <= timedelta(0):
+        raise InvalidSpec(f"--timegrain {text!r}: the grain must be longer than 0")
+    return statistic, iso_duration(grain)
+
+
+# ------------------------------------------------------------------------------ condition
+_OPERATOR_RE = re.compile(r"([<>=!]+)")
+
+
+def _dimensions(text: str, words: list[str]) -> list[dict[str, Any]]:
+    """az's ``where`` clause: ``DIM ==|!= V [or|, V ...] [and|, DIM ...]`` -> Azure dimensions."""
+    tokens = [t for w in words for t in re.split(r"(,)", w) if t]
+    shape = "expected 'where DIMENSION ==|!= VALUE [or VALUE ...] [and DIMENSION ...]'"
+    out: list[dict[str, Any]] = []
+    i, n = 0, len(tokens)
+
+    def is_value(k: int) -> bool:
+        return (
+            k < n and tokens[k] not in ("==", "!=", ",") and tokens[k].lower() not in ("or", "and", "where")
+        )
+
+    while True:
+        if not is_value(i) or i + 1 >= n or tokens[i + 1] not in ("==", "!="):
+            raise InvalidSpec(f"condition {text!r}: bad where clause; {shape}")
+        name, op = tokens[i], tokens[i + 1]
+        i += 2
+        if not is_value(i):
+            raise InvalidSpec(f"condition {text!r}: dimension {name!r} has no value; {shape}")
+        values = [tokens[i]]
+        i += 1
+        while i < n:
+            sep = tokens[i].lower()
+            if sep == "and" or (sep == "," and i + 2 < n and tokens[i + 2] in ("==", "!=")):
+                i += 1
+                break
+            if sep in ("or", ",") and is_value(i + 1):
+                values.append(tokens[i + 1])
+                i += 2
+                continue
+            raise InvalidSpec(f"condition {text!r}: unexpected {tokens[i]!r} in the where clause; {shape}")
+        out.append(
+            {"DimensionName": name, "Operator": "Equals" if op == "==" else "NotEquals", "Values": values}
+        )
+        if i >= n:
+            return out
+
+
+def parse_condition(text: str, query: str | None = None) -> dict[str, Any]:
+    """``--condition`` -> the metricTrigger fields it determines (not timeGrain/statistic).
+
+    Without ``query`` the metric must be a catalogue metric (matched case-insensitively, stored
+    in its catalogue spelling). With ``query`` (raw PromQL) the metric words are only a label for
+    reasons and tables; the word ``query`` means no label.
+    """
+    from localvmss.autoscale.metrics_catalog import canonical_metric_name
+
+    raw = str(text)
+    body = raw.strip()
+    namespace: str | None = None
+    if body[:1] in ("'", '"'):
+        end = body.find(body[0], 1)
+        if end < 0:
+            raise InvalidSpec(f"condition {raw!r}: the quoted metric namespace is not closed")
+        namespace, body = body[1:end].strip(), body[end + 1 :]
+    words = _OPERATOR_RE.sub(r" \1 ", body).split()
+    for word in words:
+        if _OPERATOR_RE.fullmatch(word) and word not in OPERATORS:
+            raise InvalidSpec(
+                f"condition {raw!r}: operator {word!r} is not one of {_OPS}; expected {CONDITION_SHAPE}"
+            )
+    where = next(
+        (i for i, w in enumerate(words) if w.lower() == "where" and any(v in OPERATORS for v in words[:i])),
+        None,
+    )
+    dims = _dimensions(raw, words[where + 1 :]) if where is not None else []
+    words = words[:where] if where is not None else words
+    at = max((i for i, w in enumerate(words) if w in OPERATORS), default=None)
+    if at is None:
+        raise InvalidSpec(f"condition {raw!r}: no comparison operator ({_OPS}); expected {CONDITION_SHAPE}")
+    if at == 0:
+        raise InvalidSpec(
+            f"condition {raw!r}: no metric name before {words[0]!r}; expected {CONDITION_SHAPE}"
+        )
+    if len(words) - at - 1 != 3:
+        raise InvalidSpec(
+            f"condition {raw!r}: expected <THRESHOLD> <AGG> <WINDOW> after {words[at]!r}, got "
+            f"{' '.join(words[at + 1 :])!r}; expected {CONDITION_SHAPE}"
+        )
+    *metric_words, op, threshold_text, agg_text, window_text = words
+    try:
+        threshold = float(threshold_text.removesuffix("%"))
+    except ValueError:
+        threshold = math.nan
+    if not math.isfinite(threshold):
+        raise InvalidSpec(
+            f"condition {raw!r}: threshold {threshold_text!r} is not a number; expected {CONDITION_SHAPE}"
+        )
+    aggregation = _AGG_BY_NAME.get(agg_text.lower())
+    if aggregation is None:
+        raise InvalidSpec(
+            f"condition {raw!r}: aggregation {agg_text!r} is not one of {', '.join(AGGREGATIONS)}; "
+            f"expected {CONDITION_SHAPE}"
+        )
+    window = parse_duration(window_text, f"condition {raw!r}: window")
+    if window <= timedelta(0):
+        raise InvalidSpec(f"condition {raw!r}: the window must be longer than 0")
+    metric = " ".join(metric_words)
+    trigger: dict[str, Any] = {}
+    if query is not None:
+        if not query.strip():
+            raise InvalidSpec("--query is empty; give a PromQL expression that returns one number")
+        if dims:
+            raise InvalidSpec(f"condition {raw!r}: a where clause filters catalogue metrics, not a --query")
+        if metric.lower() != "query":
+            trigger["metricName"] = metric
+        trigger["query"] = query.strip()
+    elif metric.lower() == "query":
+        raise InvalidSpec(f"condition {raw!r} names 'query' but no --query PROMQL was given")
+    else:
+        try:
+            trigger["metricName"] = canonical_metric_name(metric)
+        except ValueError as exc:
+            raise InvalidSpec(f"condition {raw!r}: {exc}") from None
+    if namespace:
+        trigger["metricNamespace"] = namespace
+    trigger.update(
+        operator=OPERATORS[op],
+        threshold=int(threshold) if threshold.is_integer() else threshold,
+        timeAggregation=aggregation,
+        timeWindow=iso_duration(window),
+    )
+    if dims:
+        trigger["dimensions"] = dims
+    return trigger
+
+
+# ---------------------------------------------------------------------------------- scale
+def parse_scale(text: str) -> dict[str, Any]:
+    """``--scale out 2`` -> {"direction": "Increase", "type": "ChangeCount", "value": 2} (no cooldown)."""
+    raw = str(text)
+    words = raw.lower().split()
+    if len(words) >= 2 and words[-1] == "%":  # "out 50 %"
+        words = [*words[:-2], words[-2] + "%"]
+    if words[:1] == ["to"]:
+        words = ["out", *words]
+    if len(words) == 3 and words[1] == "to" and words[0] in ("out", "in"):
+        direction, kind, amount = words[0], "ExactCount", words[2]
+    elif len(words) == 2 and words[0] in ("out", "in"):
+        direction, amount = words
+        kind = "PercentChangeCount" if amount.endswith("%") else "ChangeCount"
+        amount = amount.removesuffix("%")
+    else:
+        raise InvalidSpec(f"--scale {raw!r}: expected {SCALE_SHAPE}")
+    if kind == "ExactCount" and amount.endswith("%"):
+        raise InvalidSpec(f"--scale {raw!r}: 'to' takes an instance count, not a percentage")
+    if not amount.isdigit():
+        raise InvalidSpec(f"--scale {raw!r}: {amount!r} is not a whole number; expected {SCALE_SHAPE}")
+    value = int(amount)
+    if kind == "ExactCount" and direction == "out" and value < 1:
+        raise InvalidSpec(
+            f"--scale {raw!r}: scaling out to {value} never happens; did you mean 'in to {value}'?"
+        )
+    if kind != "ExactCount" and value < 1:
+        raise InvalidSpec(f"--scale {raw!r}: scaling by {value} does nothing; give at least 1")
+    return {"direction": "Increase" if direction == "out" else "Decrease", "type": kind, "value": value}
+
+
+def build_rule(
+    condition: str,
+    scale: str,
+    cooldown: str = "5",
+    timegrain: str = "avg 1m",
+    query: str | None = None,
+) -> dict[str, Any]:
+    """An Azure-shaped rule from the az-style options, validated as the daemon will validate it."""
+    trigger = parse_condition(condition, query)
+    statistic, grain = parse_timegrain(timegrain)
+    trigger = {
+        **{k: trigger[k] for k in ("metricName", "metricNamespace", "query") if k in trigger},
+        "timeGrain": grain,
+        "statistic": statistic,
+        **{k: v for k, v in trigger.items() if k not in ("metricName", "metricNamespace", "query")},
+    }
+    rule = {
+        "metricTrigger": trigger,
+        "scaleAction": {**parse_scale(scale), "cooldown": parse_cooldown(cooldown)},
+    }
+    _validate_part("Rule", rule)
+    return rule
+
+
+def _validate_part(model: str, data: dict[str, Any], what: str = "rule") -> None:
+    """Check one rule/target with the settings model; first problem as one InvalidSpec line."""
+    from pydantic import ValidationError
+
+    from localvmss.autoscale import settings
+
+    cls = getattr(settings, model)
+    try:
+        cls.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidSpec(f"{what}{' ' + where if where else ''}: {msg}") from None
+
+
+# ------------------------------------------------------------------------------- schedules
+_DAY_BY_NAME = {**{d.lower(): d for d in WEEKDAYS}, **{d[:3].lower(): d for d in WEEKDAYS}}
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::00)?$")
+
+
+def parse_recurrence(text: str) -> list[str]:
+    """``week mon tue`` (also full names, commas) -> ["Monday", "Tuesday"] in week order."""
+    raw = str(text)
+    words = raw.replace(",", " ").split()
+    shape = "expected 'week DAY [DAY ...]' such as 'week mon tue wed thu fri' (Azure recurrences are weekly)"
+    if not words or words[0].lower() not in ("week", "weekly"):
+        raise InvalidSpec(f"--recurrence {raw!r}: {shape}")
+    if len(words) == 1:
+        raise InvalidSpec(f"--recurrence {raw!r}: no days given; {shape}")
+    days = set()
+    for word in words[1:]:
+        day = _DAY_BY_NAME.get(word.lower())
+        if day is None:
+            raise InvalidSpec(
+                f"--recurrence {raw!r}: {word!r} is not a day (mon tue wed thu fri sat sun); {shape}"
+            )
+        days.add(day)
+    return [d for d in WEEKDAYS if d in days]
+
+
+def parse_clock(text: str, what: str = "--start") -> tuple[int, int]:
+    """``HH:MM`` (24 h) -> (hour, minute)."""
+    match = _CLOCK.match(str(text).strip())
+    if match:
+        hour, minute = int(match.group(1)), int(match.group(2))
+        if hour <= 23 and minute <= 59:
+            return hour, minute
+    raise InvalidSpec(f"{what} {text!r} is not a time of day; expected HH:MM such as 08:00 or 17:30")
+
+
+def parse_fixed_time(text: str, what: str = "--start") -> str:
+    """A fixed-date bound: ISO date or date-time (no offset = wall time in --timezone) -> ISO."""
+    try:
+        value = datetime.fromisoformat(str(text).strip())
+    except ValueError:
+        raise InvalidSpec(
+            f"{what} {text!r} is not a date or date-time; expected ISO-8601 such as 2026-11-27 or "
+            f"2026-11-27T08:00"
+        ) from None
+    return value.isoformat()
+
+
+_RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(\S+))?$", re.IGNORECASE)
+
+
+def parse_moment(text: str, now: datetime | None = None, what: str = "--start") -> datetime:
+    """``now``, ``now-1h``, ``now+30m`` or ISO-8601 (no offset = UTC) -> an aware datetime."""
+    raw = str(text).strip()
+    match = _RELATIVE.match(raw)
+    if match:
+        base = now or datetime.now(UTC)
+        if not match.group(1):
+            return base
+        delta = parse_duration(match.group(2), what)
+        return base - delta if match.group(1) == "-" else base + delta
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidSpec(
+            f"{what} {text!r} is not a time; expected ISO-8601 (2026-11-21T10:00:00Z), 'now' or 'now-2h'"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------------- default companions
+def companion_name(default_name: str, for_profile: str) -> str:
+    """The portal's and az's name for a weekly profile's end: ``{"name": "default", "for": "P"}``."""
+    return json.dumps({"name": default_name, "for": for_profile})
+
+
+def companion_for(profile_name: str) -> str | None:
+    """The weekly profile a companion ends, or None when ``profile_name`` is an ordinary name."""
+    if not profile_name.startswith("{"):
+        return None
+    try:
+        data = json.loads(profile_name)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("for"), str):
+        return str(data["for"])
+    return None
+
+
+def _is_default(profile: dict[str, Any]) -> bool:
+    return not profile.get("fixedDate") and not profile.get("recurrence")
+
+
+def sync_companions(setting: dict[str, Any]) -> None:
+    """Make every companion carry the default profile's capacity, rules and target tracking."""
+    default = next((p for p in setting.get("profiles", []) if _is_default(p)), None)
+    if default is None:
+        return
+    for p in setting["profiles"]:
+        if p is default or companion_for(p.get("name", "")) is None or not p.get("recurrence"):
+            continue
+        p["capacity"] = copy.deepcopy(default["capacity"])
+        p["rules"] = copy.deepcopy(default.get("rules", []))
+        if default.get("targetTracking"):
+            p["targetTracking"] = copy.deepcopy(default["targetTracking"])
+        else:
+            p.pop("targetTracking", None)
+
+
+def recurring_profiles(
+    name: str,
+    capacity: dict[str, int],
+    days: Sequence[str],
+    start: tuple[int, int],
+    end: tuple[int, int],
+    time_zone: str,
+    default: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """A weekly profile and its companion that restores ``default`` at ``end`` (next day if overnight)."""
+    if end == start:
+        raise InvalidSpec(
+            f"--end {end[0]:02d}:{end[1]:02d} is the same as --start; the profile would never run"
+        )
+    end_days = list(days)
+    if end < start:  # overnight: 22:00 -> 06:00 ends on the following days
+        following = {WEEKDAYS[(WEEKDAYS.index(d) + 1) % 7] for d in days}
+        end_days = [d for d in WEEKDAYS if d in following]
+
+    def recurrence(on: Sequence[str], at: tuple[int, int]) -> dict[str, Any]:
+        return {
+            "frequency": "Week",
+            "schedule": {"timeZone": time_zone, "days": list(on), "hours": [at[0]], "minutes": [at[1]]},
+        }
+
+    main = {"name": name, "capacity": dict(capacity), "rules": [], "recurrence": recurrence(days, start)}
+    companion: dict[str, Any] = {
+        "name": companion_name(default["name"], name),
+        "capacity": copy.deepcopy(default["capacity"]),
+        "rules": copy.deepcopy(default.get("rules", [])),
+        "recurrence": recurrence(end_days, end),
+    }
+    if default.get("targetTracking"):
+        companion["targetTracking"] = copy.deepcopy(default["targetTracking"])
+    return [main, companion]
+
+
+def _capacity(count: int, minimum: int | None, maximum: int | None) -> dict[str, int]:
+    """az's rule: --min-count and --max-count default to --count."""
+    lo = count if minimum is None else minimum
+    hi = count if maximum is None else maximum
+    for flag, value in (("--count", count), ("--min-count", lo), ("--max-count", hi)):
+        if value < 0:
+            raise InvalidSpec(f"{flag} {value} must not be negative")
+    if lo > hi:
+        raise InvalidSpec(f"--min-count {lo} is greater than --max-count {hi}")
+    if not lo <= count <= hi:
+        raise InvalidSpec(f"--count {count} is outside --min-count {lo} .. --max-count {hi}")
+    return {"minimum": lo, "maximum": hi, "default": count}
+
+
+# ------------------------------------------------------------------------- click plumbing
+def join_greedy(args: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Join the words after each option in ``names`` up to the next option into its one value,
+    so ``--scale out 2`` and ``--recurrence week sat sun`` work unquoted, as in az."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        i += 1
+        if name not in names:
+            out.append(arg)
+            continue
+        words = [value] if eq else []
+        while i < len(args) and not args[i].startswith("-"):
+            words.append(args[i])
+            i += 1
+        if not words:
+            raise click.UsageError(f"option {name} needs a value")
+        out.extend([name, " ".join(words)])
+    return out
+
+
+class GreedyCommand(click.Command):
+    """A command whose ``greedy`` options take several words (see ``join_greedy``)."""
+
+    def __init__(self, *args: Any, greedy: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.greedy = tuple(greedy)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            joined = join_greedy(args, self.greedy)
+        except click.UsageError as exc:
+            exc.ctx = ctx
+            raise
+        return super().parse_args(ctx, joined)
+
+
+def _resource_name(value: str) -> str:
+    """A scale set name, or an Azure-style resource id ending in it."""
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+resource_option = click.option(
+    "--resource",
+    "resource",
+    required=True,
+    callback=lambda _c, _p, v: _resource_name(v),
+    help="the scale set (name, or a resource id ending in it)",
+)
+profile_option = click.option(
+    "--profile-name",
+    help="profile to change; default: the default profile (no date, no recurrence)",
+)
+
+
+# ====================================================================== daemon read/write
+def _path(name: str) -> str:
+    return f"/scaleSets/{name}/autoscale"
+
+
+def _get(c: Ctx, name: str) -> dict[str, Any]:
+    try:
+        return dict(c.client.get(_path(name)))
+    except NotFound as exc:
+        if "autoscale" in exc.message:
+            raise NotFound(
+                f"{exc.message}; create one with 'localvmss autoscale create --resource {name} --count N'"
+            ) from None
+        raise
+
+
+def _put(c: Ctx, name: str, setting: dict[str, Any]) -> dict[str, Any]:
+    from localvmss.autoscale.settings import parse_autoscale_setting
+
+    setting.setdefault("targetResourceName", name)
+    parse_autoscale_setting(setting)  # the daemon's own checks, before anything is sent
+    return dict(c.client.put(_path(name), setting))
+
+
+def _find_profile(setting: dict[str, Any], name: str | None) -> dict[str, Any]:
+    profiles: list[dict[str, Any]] = setting.get("profiles", [])
+    if name is None:
+        for p in profiles:
+            if _is_default(p):
+                return p
+        raise NotFound(
+            "the autoscale setting has no default profile (one with neither date nor recurrence); "
+            "give --profile-name"
+        )
+    for match in (lambda p: p["name"] == name, lambda p: p["name"].lower() == name.lower()):
+        found = [p for p in profiles if match(p)]
+        if len(found) == 1:
+            return found[0]
+    raise NotFound(f"no profile {name!r}; profiles: {', '.join(repr(p['name']) for p in profiles)}")
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+# ================================================================================= output
+def _trigger_text(t: dict[str, Any]) -> str:
+    name = t.get("metricName") or "query"
+    text = f"{_AGG_WORD.get(t.get('timeAggregation', 'Average'), 'avg')} {name}"
+    dims = [
+        f"{d.get('DimensionName')} {'!=' if d.get('Operator') == 'NotEquals' else '=='} "
+        + " or ".join(map(str, d.get("Values", [])))
+        for d in t.get("dimensions") or []
+    ]
+    return f"{text} where {' and '.join(dims)}" if dims else text
+
+
+def _mode(profile: dict[str, Any]) -> str:
+    tt = profile.get("targetTracking")
+    if tt:
+        return f"target tracking: {_trigger_text(tt)} at {_number(tt.get('target'))}"
+    rules = profile.get("rules") or []
+    return f"{len(rules)} rule{'s' if len(rules) != 1 else ''}" if rules else "no rules (stays at default)"
+
+
+def _schedule(profile: dict[str, Any]) -> str:
+    fd = profile.get("fixedDate")
+    if fd:
+        return f"{fd.get('start')} .. {fd.get('end')} {fd.get('timeZone', 'UTC')}"
+    rec = profile.get("recurrence")
+    if rec:
+        s = rec.get("schedule", {})
+        days = " ".join(d[:3] for d in s.get("days", []))
+        times = ", ".join(f"{h:02d}:{m:02d}" for h in s.get("hours", []) for m in s.get("minutes", []))
+        return f"weekly {days} from {times} {s.get('timeZone', '')}".rstrip()
+    return "default (always, unless another profile applies)"
+
+
+def _kind(profile: dict[str, Any]) -> str:
+    if companion_for(profile.get("name", "")) is not None and profile.get("recurrence"):
+        return "default (end of weekly)"
+    return "fixed date" if profile.get("fixedDate") else "weekly" if profile.get("recurrence") else "default"
+
+
+Columns = list[tuple[str, Callable[[dict[str, Any]], Any]]]
+
+SETTING_COLUMNS: Columns = [
+    ("Resource", lambda s: s.get("targetResourceName")),
+    ("Enabled", lambda s: s.get("enabled", True)),
+    ("Profiles", lambda s: len(s.get("profiles", []))),
+    ("Min", lambda s: _default_of(s).get("capacity", {}).get("minimum")),
+    ("Max", lambda s: _default_of(s).get("capacity", {}).get("maximum")),
+    ("Default", lambda s: _default_of(s).get("capacity", {}).get("default")),
+    ("Scaling", lambda s: _mode(_default_of(s)) if _default_of(s) else ""),
+]
+
+PROFILE_COLUMNS: Columns = [
+    ("Name", lambda p: p["name"]),
+    ("Kind", _kind),
+    ("Min", lambda p: p["capacity"]["minimum"]),
+    ("Max", lambda p: p["capacity"]["maximum"]),
+    ("Default", lambda p: p["capacity"]["default"]),
+    ("Scaling", _mode),
+    ("Schedule", _schedule),
+]
+
+RULE_COLUMNS: Columns = [
+    ("Index", lambda r: r["index"]),
+    ("Metric", lambda r: _trigger_text(r["metricTrigger"])),
+    ("Operator", lambda r: _OP_SYMBOL.get(r["metricTrigger"]["operator"], r["metricTrigger"]["operator"])),
+    ("Threshold", lambda r: _number(r["metricTrigger"]["threshold"])),
+    ("Window", lambda r: r["metricTrigger"].get("timeWindow")),
+    ("Direction", lambda r: r["scaleAction"]["direction"]),
+    ("Type", lambda r: r["scaleAction"].get("type")),
+    ("Value", lambda r: r["scaleAction"].get("value")),
+    ("Cooldown", lambda r: r["scaleAction"].get("cooldown")),
+]
+
+SIMULATION_COLUMNS: Columns = [
+    ("At", lambda s: s["at"]),
+    ("From", lambda s: s["from"]),
+    ("To", lambda s: s["to"]),
+    ("Reason", lambda s: s["reason"]),
+]
+
+
+def _number(value: Any) -> Any:
+    """70.0 -> 70 for tables."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _default_of(setting: dict[str, Any]) -> dict[str, Any]:
+    return next((p for p in setting.get("profiles", []) if _is_default(p)), {})
+
+
+def _indexed(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"index": i, **r} for i, r in enumerate(rules)]
+
+
+# =============================================================================== commands
+@cli.group("autoscale")
+def autoscale() -> None:
+    """Autoscale a scale set, like 'az monitor autoscale': rules, schedules, target tracking.
+
+    \b
+    localvmss autoscale create --resource web --min-count 1 --max-count 5 --count 2
+    localvmss autoscale rule create --resource web --condition "Percentage CPU > 70 avg 5m" --scale out 1
+    localvmss autoscale rule create --resource web --condition "Percentage CPU < 25 avg 10m" --scale in 1
+    localvmss autoscale simulate --resource web --start now-2h --end now
+    """
+
+
+@autoscale.command("create")
+@resource_option
+@click.option("--count", type=int, required=True, help="default instance count (when no rule applies)")
+@click.option("--min-count", type=int, help="minimum instance count; default --count")
+@click.option("--max-count", type=int, help="maximum instance count; default --count")
+@click.option("--disabled", is_flag=True, help="create the setting switched off")
+@pass_ctx
+def as_create(
+    c: Ctx, resource: str, count: int, min_count: int | None, max_count: int | None, disabled: bool
+) -> None:
+    """Create the setting with one profile named "default" (fails if the set has one)."""
+    capacity = _capacity(count, min_count, max_count)
+    try:
+        c.client.get(_path(resource))
+    except NotFound:
+        pass
+    else:
+        raise Conflict(
+            f"scale set {resource!r} already has an autoscale setting; change it with "
+            f"'localvmss autoscale update' or remove it with 'localvmss autoscale delete'"
+        )
+    setting = {
+        "enabled": not disabled,
+        "targetResourceName": resource,
+        "profiles": [{"name": DEFAULT_PROFILE, "capacity": capacity, "rules": []}],
+    }
+    result = _put(c, resource, setting)
+    if capacity["minimum"] != capacity["maximum"]:
+        _warn(
+            "the set stays at --count until you add rules: 'localvmss autoscale rule create' "
+            "or 'localvmss autoscale target-tracking'"
+        )
+    emit(c, result, SETTING_COLUMNS)
+
+
+@autoscale.command("show")
+@resource_option
+@pass_ctx
+def as_show(c: Ctx, resource: str) -> None:
+    """Show the setting (the whole Azure-shaped JSON with -o json)."""
+    setting = _get(c, resource)
+    emit(c, setting, SETTING_COLUMNS)
+    if c.output != "json":
+        click.echo()
+        emit(c, setting.get("profiles", []), PROFILE_COLUMNS)
+
+
+@autoscale.command("update")
+@resource_option
+@click.option("--count", type=int, help="default instance count")
+@click.option("--min-count", type=int)
+@click.option("--max-count", type=int)
+@click.option("--enabled", type=click.BOOL, metavar="true|false", help="switch autoscale on or off")
+@pass_ctx
+def as_update(
+    c: Ctx,
+    resource: str,
+    count: int | None,
+    min_count: int | None,
+    max_count: int | None,
+    enabled: bool | None,
+) -> None:
+    """Change the default profile's capacity or switch the setting on or off.
+
+    As in az, when the default profile is fixed (min = max = count) and only --count is given,
+    min and max follow it. Weekly profiles' end companions get the same capacity.
+    """
+    if count is None and min_count is None and max_count is None and enabled is None:
+        raise InvalidSpec("nothing to update; give --count, --min-count, --max-count or --enabled")
+    for flag, value in (("--count", count), ("--min-count", min_count), ("--max-count", max_count)):
+        if value is not None and value < 0:
+            raise InvalidSpec(f"{flag} {value} must not be negative")
+    setting = _get(c, resource)
+    if enabled is not None:
+        setting["enabled"] = enabled
+    if count is not None or min_count is not None or max_count is not None:
+        profile = _find_profile(setting, None)
+        cap = profile["capacity"]
+        fixed = cap["minimum"] == cap["maximum"] == cap["default"]
+        if count is not None and fixed and min_count is None and max_count is None:
+            min_count = max_count = count
+        profile["capacity"] = _capacity(
+            cap["default"] if count is None else count,
+            cap["minimum"] if min_count is None else min_count,
+            cap["maximum"] if max_count is None else max_count,
+        )
+        sync_companions(setting)
+    emit(c, _put(c, resource, setting), SETTING_COLUMNS)
+
+
+@autoscale.command("delete")
+@resource_option
+@pass_ctx
+def as_delete(c: Ctx, resource: str) -> None:
+    """Delete the setting; the set keeps its current capacity."""
+    result = c.client.delete(_path(resource))
+    if c.output == "json":
+        emit(c, result)
+    else:
+        click.echo(f"autoscale setting of {resource} deleted")
+
+
+# ----------------------------------------------------------------------------------- rules
+@autoscale.group("rule")
+def rule_group() -> None:
+    """Scaling rules of a profile."""
+
+
+@rule_group.command("create", cls=GreedyCommand, greedy=("--scale",))
+@resource_option
+@click.option(
+    "--condition",
+    required=True,
+    metavar='"METRIC OP THRESHOLD AGG WINDOW"',
+    help='e.g. "Percentage CPU > 70 avg 5m"; OP one of > >= < <= == !=; AGG one of avg min max '
+    "total count last; WINDOW like 30s 5m 1h 1h30m; optional "
+    '"... where instance_id == 0 or 1 and host != h2"',
+)
+@click.option(
+    "--scale",
+    required=True,
+    metavar="out N|in N|out N%|in N%|to N",
+    help="out/in N: change by N instances; N%: by N percent; to N: set N (a scale-out rule; "
+    "'in to N' for a scale-in rule)",
+)
+@click.option(
+    "--cooldown",
+    default="5",
+    show_default=True,
+    help="minutes to wait after any scale action before this rule may act (or 30s, 2m ...)",
+)
+@click.option(
+    "--timegrain",
+    default="avg 1m",
+    show_default=True,
+    help="per-instance statistic and grain: avg|min|max|sum|count DURATION",
+)
+@click.option(
+    "--query",
+    metavar="PROMQL",
+    help="use a PromQL expression instead of a catalogue metric: write 'query' (or any label) as "
+    "the METRIC of --condition. The expression is run as written, with $scale_set replaced "
+    "by the set's name, and must return one number; AGG and WINDOW are kept on the rule and "
+    "name it, but the expression does its own aggregation",
+)
+@profile_option
+@pass_ctx
+def rule_create(
+    c: Ctx,
+    resource: str,
+    condition: str,
+    scale: str,
+    cooldown: str,
+    timegrain: str,
+    query: str | None,
+    profile_name: str | None,
+) -> None:
+    """Add a rule, like 'az monitor autoscale rule create'.
+
+    \b
+    --condition "Percentage CPU > 70 avg 5m" --scale out 2
+    --condition "Percentage CPU < 20 avg 10m" --scale in 1 --cooldown 10
+    --condition "Available Memory Bytes < 200000000 min 5m" --scale out 50%
+    --condition "queue > 100 avg 2m" --scale to 6 \\
+        --query 'sum(queue_depth{scale_set="$scale_set"})'
+
+    Rules of a profile with target tracking replace it (a profile has one or the other).
+    """
+    new_rule = build_rule(condition, scale, cooldown, timegrain, query)
+    setting = _get(c, resource)
+    profile = _find_profile(setting, profile_name)
+    if profile.get("targetTracking"):
+        _warn(f"profile {profile['name']!r} used target tracking; it now uses rules instead")
+        profile.pop("targetTracking")
+    profile.setdefault("rules", []).append(new_rule)
+    if _is_default(profile):
+        sync_companions(setting)
+    _put(c, resource, setting)
+    directions = {r["scaleAction"]["direction"] for r in profile["rules"]}
+    if "Increase" in directions and "Decrease" not in directions:
+        _warn(f"profile {profile['name']!r} has rules to scale out but none to scale in")
+    elif "Decrease" in directions and "Increase" not in directions:
+        _warn(f"profile {profile['name']!r} has rules to scale in but none to scale out")
+    emit(c, {"index": len(profile["rules"]) - 1, **new_rule}, RULE_COLUMNS)
+
+
+@rule_group.command("list")
+@resource_option
+@profile_option
+@pass_ctx
+def rule_list(c: Ctx, resource: str, profile_name: str | None) -> None:
+    """List a profile's rules with the index 'rule delete' takes."""
+    profile = _find_profile(_get(c, resource), profile_name)
+    emit(c, _indexed(profile.get("rules") or []), RULE_COLUMNS)
+    if c.output != "json" and profile.get("targetTracking"):
+        click.echo(f"profile {profile['name']!r} uses {_mode(profile)}")
+
+
+@rule_group.command("delete", cls=GreedyCommand, greedy=("--index",))
+@resource_option
+@click.option(
+    "--index",
+    "indexes",
+    required=True,
+    multiple=True,
+    help="index from 'rule list'; several (--index 0 2), or '*' for all",
+)
+@profile_option
+@pass_ctx
+def rule_delete(c: Ctx, resource: str, indexes: tuple[str, ...], profile_name: str | None) -> None:
+    """Delete rules by index."""
+    wanted: set[int] = set()
+    everything = False
+    for text in indexes:
+        for part in text.replace(",", " ").split():
+            if part == "*":
+                everything = True
+            elif part.isdigit():
+                wanted.add(int(part))
+            else:
+                raise InvalidSpec(f"--index {part!r} is not a rule index (0, 1, ... or *)")
+    setting = _get(c, resource)
+    profile = _find_profile(setting, profile_name)
+    rules = profile.get("rules") or []
+    missing = sorted(i for i in wanted if i >= len(rules))
+    if missing:
+        raise NotFound(
+            f"profile {profile['name']!r} has {len(rules)} rule(s), no index "
+            f"{', '.join(map(str, missing))}; see 'localvmss autoscale rule list'"
+        )
+    profile["rules"] = [] if everything else [r for i, r in enumerate(rules) if i not in wanted]
+    if _is_default(profile):
+        sync_companions(setting)
+    _put(c, resource, setting)
+    emit(c, _indexed(profile["rules"]), RULE_COLUMNS)
+
+
+# -------------------------------------------------------------------------------- profiles
+@autoscale.group("profile")
+def profile_group() -> None:
+    """Scheduled profiles: a fixed date window or a weekly recurrence."""
+
+
+@profile_group.command("create", cls=GreedyCommand, greedy=("--recurrence",))
+@resource_option
+@click.option("--name", "name", required=True, help="profile name")
+@click.option("--count", type=int, required=True, help="default instance count in this profile")
+@click.option("--min-count", type=int, help="default --count")
+@click.option("--max-count", type=int, help="default --count")
+@click.option(
+    "--recurrence",
+    metavar="week DAY [DAY ...]",
+    help="weekly profile on these days (mon tue wed thu fri sat sun); without it a fixed-date profile",
+)
+@click.option(
+    "--start", help="fixed: ISO date or date-time (2026-11-27T08:00); weekly: HH:MM (default 00:00)"
+)
+@click.option(
+    "--end",
+    help="fixed: ISO date or date-time; weekly: HH:MM (default 23:59), when the default "
+    "profile takes over again",
+)
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="IANA (Europe/Amsterdam) or Windows ('W. Europe Standard Time') time zone of the times",
+)
+@click.option(
+    "--copy-rules", metavar="PROFILE", help="start with the rules (or target tracking) of this profile"
+)
+@pass_ctx
+def profile_create(
+    c: Ctx,
+    resource: str,
+    name: str,
+    count: int,
+    min_count: int | None,
+    max_count: int | None,
+    recurrence: str | None,
+    start: str | None,
+    end: str | None,
+    timezone: str,
+    copy_rules: str | None,
+) -> None:
+    """Add a fixed-date or weekly profile, like 'az monitor autoscale profile create'.
+
+    \b
+    --name black-friday --count 8 --start 2026-11-27 --end 2026-11-28 --timezone "Eastern Standard Time"
+    --name office --count 4 --recurrence week mon tue wed thu fri --start 08:00 --end 18:00 \\
+        --timezone Europe/Amsterdam --copy-rules default
+
+    A weekly profile runs until the next weekly profile starts, so (as az and the portal do) a
+    companion profile named {"name": "default", "for": "<name>"} is added that starts at --end
+    and restores the default profile.
+    """
+    from localvmss.autoscale.settings import resolve_time_zone
+
+    capacity = _capacity(count, min_count, max_count)
+    try:
+        resolve_time_zone(timezone)
+    except ValueError as exc:
+        raise InvalidSpec(f"--timezone: {exc}") from None
+    if not name.strip() or len(name) > 256:
+        raise InvalidSpec("--name must be 1 to 256 characters")
+    days: list[str] | None = None
+    if recurrence is not None:
+        days = parse_recurrence(recurrence)
+        start_at = parse_clock(start, "--start") if start else (0, 0)
+        end_at = parse_clock(end, "--end") if end else (23, 59)
+        if start_at == end_at:
+            raise InvalidSpec("--end is the same as --start; the profile would never run")
+    else:
+        if not start or not end:
+            raise InvalidSpec(
+                "give --start and --end (a fixed-date profile) or --recurrence week DAY ... "
+                "(a weekly profile)"
+            )
+        fixed = {
+            "timeZone": timezone,
+            "start": parse_fixed_time(start, "--start"),
+            "end": parse_fixed_time(end, "--end"),
+        }
+        _validate_part("FixedDate", fixed, "fixed date")
+    setting = _get(c, resource)
+    if any(p["name"] == name for p in setting.get("profiles", [])):
+        raise Conflict(f"profile {name!r} exists; delete it first with 'localvmss autoscale profile delete'")
+    source = _find_profile(setting, copy_rules) if copy_rules else None
+    if days is not None:
+        new = recurring_profiles(
+            name, capacity, days, start_at, end_at, timezone, _find_profile(setting, None)
+        )
+    else:
+        new = [{"name": name, "capacity": capacity, "rules": [], "fixedDate": fixed}]
+    if source is not None:
+        new[0]["rules"] = copy.deepcopy(source.get("rules") or [])
+        if source.get("targetTracking"):
+            new[0]["targetTracking"] = copy.deepcopy(source["targetTracking"])
+    setting["profiles"].extend(new)
+    result = _put(c, resource, setting)
+    emit(c, [p for p in result.get("profiles", []) if p["name"] in {q["name"] for q in new}], PROFILE_COLUMNS)
+
+
+@profile_group.command("list")
+@resource_option
+@pass_ctx
+def profile_list(c: Ctx, resource: str) -> None:
+    """List the profiles."""
+    emit(c, _get(c, resource).get("profiles", []), PROFILE_COLUMNS)
+
+
+@profile_group.command("delete")
+@resource_option
+@click.option("--name", "name", required=True, help="profile name")
+@pass_ctx
+def profile_delete(c: Ctx, resource: str, name: str) -> None:
+    """Delete a profile (and, for a weekly one, its end companion)."""
+    setting = _get(c, resource)
+    target = _find_profile(setting, name)
+    if _is_default(target):
+        raise InvalidSpec(
+            f"{target['name']!r} is the default profile and cannot be deleted; "
+            f"'localvmss autoscale delete' removes the whole setting"
+        )
+    setting["profiles"] = [
+        p for p in setting["profiles"] if p is not target and companion_for(p["name"]) != target["name"]
+    ]
+    emit(c, _put(c, resource, setting).get("profiles", []), PROFILE_COLUMNS)
+
+
+# --------------------------------------------------------------------------- target tracking
+@autoscale.command("target-tracking")
+@resource_option
+@click.option("--metric", help='catalogue metric, e.g. "Percentage CPU" (or give --query)')
+@click.option(
+    "--query", metavar="PROMQL", help="PromQL returning the per-instance average ($scale_set replaced)"
+)
+@click.option("--target", type=float, help="the per-instance value to keep the metric near")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="no change while |metric/target - 1| <= tolerance",
+)
+@click.option("--window", default="2m", show_default=True, help="averaging window of the metric")
+@click.option("--timegrain", default="avg 1m", show_default=True, help="per-instance statistic and grain")
+@click.option(
+    "--scale-down-window",
+    default="5m",
+    show_default=True,
+    help="scale in only to the highest recommendation of this long (stabilisation)",
+)
+@click.option(
+    "--scale-up-window",
+    default="0s",
+    show_default=True,
+    help="scale out only to the lowest recommendation of this long",
+)
+@click.option("--remove", is_flag=True, help="remove target tracking (the profile then stays at its default)")
+@profile_option
+@pass_ctx
+def target_tracking(
+    c: Ctx,
+    resource: str,
+    metric: str | None,
+    query: str | None,
+    target: float | None,
+    tolerance: float,
+    window: str,
+    timegrain: str,
+    scale_down_window: str,
+    scale_up_window: str,
+    remove: bool,
+    profile_name: str | None,
+) -> None:
+    """Keep a metric near a target per instance, like a Kubernetes HPA (ours, not Azure's).
+
+    Sets the default profile's (or --profile-name's) targetTracking and REMOVES THAT PROFILE'S
+    RULES: a profile scales by rules or by target tracking, not both. The capacity limits stay.
+
+    \b
+    --metric "Percentage CPU" --target 50
+    --query 'avg(rate(http_requests_total{scale_set="$scale_set"}[1m]))' --target 100
+    """
+    tt: dict[str, Any] | None = None
+    if remove:
+        if metric or query or target is not None:
+            raise InvalidSpec("--remove takes no --metric, --query or --target")
+    else:
+        if target is None:
+            raise InvalidSpec("give --target (the per-instance value to keep the metric near)")
+        if (metric is None) == (query is None):
+            raise InvalidSpec("give either --metric NAME or --query PROMQL")
+        statistic, grain = parse_timegrain(timegrain)
+        tt = {
+            **({"query": query.strip()} if query is not None else {}),
+            **({"metricName": _canonical_metric(metric)} if metric is not None else {}),
+            "timeGrain": grain,
+            "statistic": statistic,
+            "timeWindow": iso_duration(parse_duration(window, "--window")),
+            "timeAggregation": "Average",
+            "target": target,
+            "tolerance": tolerance,
+            "scaleDownStabilizationWindow": iso_duration(
+                parse_duration(scale_down_window, "--scale-down-window")
+            ),
+            "scaleUpStabilizationWindow": iso_duration(parse_duration(scale_up_window, "--scale-up-window")),
+        }
+        _validate_part("TargetTracking", tt, "target tracking")
+    setting = _get(c, resource)
+    profile = _find_profile(setting, profile_name)
+    if tt is None:
+        if not profile.pop("targetTracking", None):
+            raise NotFound(f"profile {profile['name']!r} has no target tracking")
+    else:
+        if profile.get("rules"):
+            _warn(f"removed {len(profile['rules'])} rule(s) of profile {profile['name']!r}")
+        profile["rules"] = []
+        profile["targetTracking"] = tt
+    if _is_default(profile):
+        sync_companions(setting)
+    result = _put(c, resource, setting)
+    emit(c, _find_profile(result, profile["name"]), PROFILE_COLUMNS)
+
+
+def _canonical_metric(name: str) -> str:
+    from localvmss.autoscale.metrics_catalog import canonical_metric_name
+
+    try:
+        return canonical_metric_name(name)
+    except ValueError as exc:
+        raise InvalidSpec(f"--metric: {exc}") from None
+
+
+# -------------------------------------------------------------------------------- simulate
+@autoscale.command("simulate")
+@resource_option
+@click.option("--start", required=True, help="ISO-8601 (no offset = UTC), 'now' or 'now-2h'")
+@click.option("--end", default="now", show_default=True, help="ISO-8601, 'now' or 'now-30m'")
+@click.option(
+    "--step",
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds between evaluations; default the daemon's autoscale interval",
+)
+@click.option(
+    "--setting-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="replay this Azure-shaped setting JSON instead of the stored one",
+)
+@pass_ctx
+def simulate(
+    c: Ctx, resource: str, start: str, end: str, step: float | None, setting_file: str | None
+) -> None:
+    """Replay Prometheus's history: what the setting would have done between --start and --end."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    start_at = parse_moment(start, now, "--start")
+    end_at = parse_moment(end, now, "--end")
+    if end_at <= start_at:
+        raise InvalidSpec(f"--end {end_at.isoformat()} is not after --start {start_at.isoformat()}")
+    body: dict[str, Any] = {"start": start_at.isoformat(), "end": end_at.isoformat()}
+    if step is not None:
+        body["step"] = step
+    if setting_file:
+        try:
+            data = json.loads(Path(setting_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidSpec(f"--setting-file {setting_file}: not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise InvalidSpec(
+                f"--setting-file {setting_file}: must hold a JSON object (an autoscale setting)"
+            )
+        body["setting"] = data
+    steps = c.client.post(f"{_path(resource)}/simulate", body)["value"]
+    if c.output == "json":
+        emit(c, steps)
+    elif not steps:
+        click.echo(f"no scaling between {start_at.isoformat()} and {end_at.isoformat()}")
+    else:
+        emit(c, steps, SIMULATION_COLUMNS)
