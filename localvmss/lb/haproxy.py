@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -70,6 +71,14 @@ STATE_FILE = "lb-state.json"
 PID_FILE = "haproxy.pid"
 LOG_FILE = "haproxy.log"
 LOG_MAX_BYTES = 1 << 20
+
+_LOG_PREFIX = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(config\s*:\s*)?")
+_GENERIC_ALERTS = (
+    "Some protocols failed",
+    "Fatal errors",
+    "Error(s) found",
+    "exit-on-failure",
+)
 
 # Worst first: a set's instance shows the worst status over the set's backends.
 _STATUS_ORDER = ("MAINT", "DRAIN", "DOWN", "UP")
@@ -284,19 +293,35 @@ class LoadBalancer:
         with self._lock:
             return self._serving()
 
-    def _log_tail(self, lines: int = 5) -> str:
+    def _log_size(self) -> int:
         try:
-            text = self.log_path.read_text(errors="replace").splitlines()
+            return self.log_path.stat().st_size
         except OSError:
-            return ""
-        wanted = [ln.strip() for ln in text if "ALERT" in ln or "WARNING" in ln or "rror" in ln]
-        return " | ".join((wanted or text)[-lines:])
+            return 0
+
+    def _log_reason(self, since: int = 0) -> str:
+        """HAProxy's own specific complaints logged after byte ``since``, on one line."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "no HAProxy log"
+        alerts = []
+        for line in lines:
+            if not line.startswith("[ALERT]"):
+                continue
+            text = _LOG_PREFIX.sub("", line).strip()
+            if not any(g in text for g in _GENERIC_ALERTS):
+                alerts.append(text)
+        return "; ".join(alerts[:3]) or " | ".join(ln.strip() for ln in lines[-3:]) or "no reason logged"
 
     def _spawn(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        if self.log_path.exists() and self.log_path.stat().st_size > LOG_MAX_BYTES:
+        if self._log_size() > LOG_MAX_BYTES:
             self.log_path.rename(self.log_path.with_suffix(".log.1"))
+        since = self._log_size()
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [
@@ -318,8 +343,9 @@ class LoadBalancer:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
+                status = self._proc.returncode
                 raise HAProxyError(
-                    f"HAProxy exited with status {self._proc.returncode} while starting: {self._log_tail()}"
+                    f"HAProxy exited with status {status} while starting: {self._log_reason(since)}"
                 )
             if self._serving():
                 return
@@ -410,6 +436,7 @@ class LoadBalancer:
             self._converge(list(self._sets))
             return
         before = self.master.show_proc()
+        since = self._log_size()
         # Health and admin state of every server survive the reload through this file.
         atomic_write(self.server_state_path, self.admin.command("show servers state"))
         self.master.reload()
@@ -423,14 +450,14 @@ class LoadBalancer:
                 continue
             if info.failed_reloads > before.failed_reloads:
                 raise HAProxyError(
-                    f"HAProxy reload failed, still running the old configuration: {self._log_tail()}"
+                    f"HAProxy reload failed, still running the old configuration: {self._log_reason(since)}"
                 )
             new_workers = [w for w in info.workers if w not in before.workers]
             if info.reloads > before.reloads and new_workers:
                 break
         else:
             raise HAProxyError(
-                f"HAProxy reload did not finish within {self.start_timeout_s} s: {self._log_tail()}"
+                f"HAProxy reload did not finish within {self.start_timeout_s} s: {self._log_reason(since)}"
             )
         while time.monotonic() < deadline:
             try:

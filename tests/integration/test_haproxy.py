@@ -198,6 +198,12 @@ def test_kill_9_master_and_worker_then_ensure_running_restores(env: Env) -> None
     before = {i: s.status for i, s in env.lb.server_states("web").items()}
     assert before == {0: "UP", 1: "UP", 2: "MAINT"}
     assert env.lb.ensure_running() is False
+    # A dead worker takes the master down with it (HAProxy's exit-on-failure): restart.
+    env.remember_pids()
+    os.kill(env.lb.worker_pids()[0], signal.SIGKILL)
+    assert env.lb.ensure_running() is True
+    env.remember_pids()
+    assert set(env.lb.server_states("web")) == {0, 1, 2}
     master, workers = env.lb.master_pid, env.lb.worker_pids()
     assert master and workers
     env.remember_pids()
@@ -277,3 +283,26 @@ def test_nat_listener_reaches_the_right_backend(env: Env) -> None:
         get("127.0.0.1", ports[1], timeout=1)
     assert get("127.0.0.1", ports[2])[1] == "vm2"
     assert nat_port_for(spec, 3, [ports[0], ports[2]]) == ports[1]
+
+
+def test_a_new_daemon_adopts_the_running_haproxy(env: Env) -> None:
+    env.backend(0)
+    env.lb.apply("web", env.spec(), env.members([0]))  # apply starts HAProxy when needed
+    env.remember_pids()
+    master = env.lb.master_pid
+    again = LoadBalancer(env.lb.run_dir, HAPROXY, env.stats_port)  # as after a daemon restart
+    assert set(again.sets()) == {"web"} and again.members("web") == tuple(env.members([0]))
+    again.start()
+    assert again.master_pid == master
+    assert again.ensure_running() is False
+    assert set(again.server_states("web")) == {0}
+    assert env.names(2) == ["vm0", "vm0"]
+
+
+def test_start_failure_says_why(env: Env) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", env.stats_port))
+        taken.listen(1)
+        with pytest.raises(HAProxyError, match=f"cannot bind socket.*{env.stats_port}"):
+            env.lb.start()
+    assert env.lb.master_pid is None
