@@ -10,6 +10,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -306,3 +308,66 @@ def test_start_failure_says_why(env: Env) -> None:
         with pytest.raises(HAProxyError, match=f"cannot bind socket.*{env.stats_port}"):
             env.lb.start()
     assert env.lb.master_pid is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2 for a netns")
+def test_members_inside_a_network_namespace(tmp_path: Path) -> None:
+    """Guests live in a namespace here: servers carry ``namespace``, which "add server" refuses,
+    so new members go in through a config rewrite and a seamless reload instead."""
+    ns = f"lvmss-lbtest-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    run_dir = Path(tempfile.mkdtemp(prefix="lvmss-lb-", dir="/tmp"))
+    lb = LoadBalancer(run_dir, HAPROXY, free_port(), namespace=ns)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        ports = []
+        for i in range(2):
+            site = tmp_path / f"vm{i}"
+            site.mkdir()
+            (site / "index.html").write_text(f"ns-vm{i}\n")
+            (site / "healthz").write_text("ok\n")
+            port = 18000 + i
+            ports.append(port)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        sys.executable,
+                        "-m",
+                        "http.server",
+                        "-b",
+                        "127.0.0.1",
+                        "-d",
+                        str(site),
+                        str(port),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        frontend = free_port()
+        probe = HealthProbe("http", None, "/healthz", interval_seconds=1)
+        spec = LoadBalancerSpec((LbRule(frontend, ports[0]),), probe)
+        lb.apply("web", spec, [Member(0, "127.0.0.1")])
+        wait_until(
+            lambda: lb.server_states("web").get(0) is not None and lb.server_states("web")[0].status == "UP",
+            10,
+            "namespaced server UP",
+        )
+        assert get("127.0.0.1", frontend)[1] == "ns-vm0"
+        workers = lb.worker_pids()
+        spec2 = LoadBalancerSpec((LbRule(frontend, ports[0]), LbRule(free_port(), ports[1])), probe)
+        lb.apply("web", spec2, [Member(0, "127.0.0.1"), Member(1, "127.0.0.1")])
+        assert lb.worker_pids() != workers, "a namespaced member is added by a reload"
+        assert set(lb.server_states("web")) == {0, 1}
+    finally:
+        lb.stop()
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=5)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
