@@ -9,6 +9,9 @@ main thread. SIGTERM/SIGINT stop the API server, then every loop.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+from collections.abc import Iterator
 import logging
 import os
 import socket
@@ -20,7 +23,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from localvmss import __version__
+from localvmss import __version__, children
 from localvmss.api.app import create_app
 from localvmss.config import DaemonConfig, load_config
 from localvmss.errors import LocalVMSSError
@@ -74,6 +77,7 @@ class Daemon:
         self.balancer = HAProxyBalancer(self.cfg, self.store)
 
     def start(self) -> None:
+        children.reap_leftovers(self.cfg.state_dir)
         start_event_loop()
         self.inventory.prepare_all()
         for name, host in self.inventory.hosts.items():
@@ -120,6 +124,7 @@ class Daemon:
                 binary=self.cfg.prometheus_binary,
             )
             self.prometheus.start()
+            children.record(self.cfg.state_dir, "prometheus", self.prometheus.pid)
             url = self.prometheus.url
         log.info("prometheus at %s", url)
         self.prometheus_url = url
@@ -152,6 +157,7 @@ class Daemon:
             try:
                 self.sources.write_guest_targets(str(self.guest_sd_path))
                 if self.prometheus is not None and self.prometheus.ensure_running():
+                    children.record(self.cfg.state_dir, "prometheus", self.prometheus.pid)
                     log.warning("prometheus had stopped; restarted it")
                 if self.balancer is not None and self.balancer.ensure_running():
                     log.warning("haproxy had stopped; restarted it with its backends")
@@ -168,8 +174,15 @@ class Daemon:
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.bind((host, int(port)))
             sockets.append(tcp)
-        app = create_app(self.service, self.cfg.api_token, extras=getattr(self.service, "api_extras", None))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        app = create_app(self.service, self.cfg.api_token)
+        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
+
+        def stop(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            server.should_exit = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         _notify("READY=1")
         log.info("localvmssd %s serving on %s", __version__, self.cfg.api_socket)
         try:
@@ -191,6 +204,10 @@ class Daemon:
         _notify("STOPPING=1")
         self.stop_event.set()
         self.reconciler.wake()
+        # The supervisor restarts dead children: it must be gone before they are stopped.
+        for thread in self.threads:
+            if thread.name == "supervisor":
+                thread.join(15)
         if self.exporter is not None:
             self.exporter.stop()
         if self.prometheus is not None:
@@ -198,6 +215,16 @@ class Daemon:
         if self.balancer is not None:
             self.balancer.stop()
         self.store.close()
+        log.info("stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal capture: it re-raises SIGTERM after serving, which would kill the
+    process before the daemon stops its children; the daemon handles the signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _notify(message: str) -> None:

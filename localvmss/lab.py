@@ -138,7 +138,16 @@ def _claim_slot() -> int:
     """Take the first free slot; the lock file stays locked until this process ends."""
     locks = LAB_ROOT / "slots"
     locks.mkdir(parents=True, exist_ok=True)
+    # Labs that outlive their creator (the demo) hold their slot through their lab.json.
+    recorded = set()
+    for path in LAB_ROOT.glob("*/lab.json"):
+        try:
+            recorded.add(int(json.loads(path.read_text())["slot"]))
+        except (OSError, ValueError, KeyError):
+            continue
     for slot in range(MAX_SLOTS):
+        if slot in recorded:
+            continue
         fd = os.open(locks / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -53,6 +53,7 @@ class HealthMonitor:
             and i.desired_power == "running"
             and i.provisioning_state != ProvisioningState.DELETING.value
             and i.reimage_generation == i.applied_reimage
+            and i.restart_generation == i.applied_restart
         ]
         results = self._pool.map(
             lambda i: (i, probe_once(i.ip, specs[i.scale_set][0].health_probe)), targets  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ independent boots proceed in parallel.
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -177,6 +176,9 @@ class Reconciler:
         keys = {(i.scale_set, i.instance_id) for i in instances}
         report.orphans_removed = self._remove_orphans(observed, volumes, keys)
         sets = {s.name: s for s in self.store.scale_sets()}
+        # The load balancer learns first (e.g. scale-in victims stop taking new connections at
+        # once, all together), then the workers drain, remove and create.
+        self._finish_sets(sets, alive)
         for inst in instances:
             if not alive.get(inst.host, False):
                 continue
@@ -185,7 +187,6 @@ class Reconciler:
                 continue
             if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst, row):
                 report.submitted += 1
-        self._finish_sets(sets, alive)
         report.duration_s = time.monotonic() - started
         return report
 
@@ -336,10 +337,10 @@ class Reconciler:
                 break
         else:
             raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
-        while True:
-            mac = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
-            if mac not in taken_macs:
-                return mac, ip
+        # The MAC is derived from the address: an address reused later comes with the same MAC,
+        # so a DHCP lease the previous holder left in dnsmasq matches instead of blocking it.
+        mac = "52:54:00:%02x:%02x:%02x" % tuple(IPv4Address(ip).packed[1:])
+        return mac, ip
 
     def _allocate_nat_port(self, db: object, scale_set: str, spec: ScaleSetSpec) -> int | None:
         lb = spec.load_balancer or {}
@@ -406,6 +407,7 @@ class Reconciler:
             self.store.update_instance(
                 inst.scale_set, inst.instance_id,
                 applied_reimage=inst.reimage_generation, health="unknown", ready_at=None,
+                boot_started_at=time.time(),
                 provisioning_state=ProvisioningState.UPDATING.value, message="",
             )
             self._record_action("reimage", "ok")
@@ -436,7 +438,12 @@ class Reconciler:
         if before is not PowerState.RUNNING and inst.desired_power == "running":
             self._record_action("start_instance", "ok")
         if spec.health_probe is None and inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
-            self._settle(inst, ProvisioningState.SUCCEEDED)
+            # Nothing to probe: running is ready.
+            self.store.update_instance(
+                inst.scale_set, inst.instance_id, provisioning_state=ProvisioningState.SUCCEEDED.value,
+                ready_at=time.time(), message="",
+            )
+            return
         self._check_boot_timeout(inst)
 
     def _settle(self, inst: InstanceRow, state: ProvisioningState, message: str = "") -> None:
@@ -446,7 +453,8 @@ class Reconciler:
     def _check_boot_timeout(self, inst: InstanceRow) -> None:
         if inst.provisioning_state not in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
             return
-        if time.time() - inst.created_at < self.cfg.boot_timeout_s or inst.ready_at is not None:
+        started = inst.boot_started_at or inst.created_at
+        if time.time() - started < self.cfg.boot_timeout_s or inst.ready_at is not None:
             return
         self._settle(
             inst,

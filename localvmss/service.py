@@ -8,6 +8,7 @@ once with the provisioning state the caller can poll.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,8 @@ class Service:
         if row.deleting:
             raise Conflict(f"scale set {name!r} is being deleted")
         spec = ScaleSetSpec.model_validate(row.model)
+        if spec.load_balancer is not None and self.lb_validator is not None:
+            self.lb_validator(name, spec, capacity)  # e.g. a NAT pool too small for the new capacity
         if capacity > row.capacity:
             self._admit(spec, capacity - row.capacity)
         self.store.update_scale_set(name, capacity=capacity)
@@ -285,7 +288,10 @@ class Service:
         if action == "start":
             changes: dict[str, Any] = {"desired_power": "running"}
             if inst.desired_power != "running":
-                changes.update(health="unknown", provisioning_state=ProvisioningState.UPDATING.value, ready_at=None)
+                changes.update(
+                    health="unknown", provisioning_state=ProvisioningState.UPDATING.value, ready_at=None,
+                    boot_started_at=time.time(),
+                )
         elif action == "powerOff":
             changes = {"desired_power": "stopped"}
         elif action == "deallocate":
@@ -293,13 +299,23 @@ class Service:
         elif action == "restart":
             if inst.desired_power != "running":
                 raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
-            changes = {"restart_generation": inst.restart_generation + 1}
+            changes = {
+                "restart_generation": inst.restart_generation + 1,
+                "provisioning_state": ProvisioningState.UPDATING.value,
+                "health": "unknown",
+                "ready_at": None,
+                "boot_started_at": time.time(),
+            }
         else:  # reimage
             row = self.store.scale_set(inst.scale_set)
             changes = {
                 "reimage_generation": inst.reimage_generation + 1,
                 "model_version": row.model_version,
                 "desired_power": "running",
+                "provisioning_state": ProvisioningState.UPDATING.value,
+                "health": "unknown",
+                "ready_at": None,
+                "boot_started_at": time.time(),
             }
         self.store.update_instance(*key, **changes)
         self.store.log_activity(inst.scale_set, action, f"{action} requested for instance {inst.instance_id}")

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS instances (
     overrides TEXT NOT NULL DEFAULT '{}',            -- JSON: per-VM settings (Flexible)
     created_at REAL NOT NULL,
     ready_at REAL,
+    boot_started_at REAL,           -- when the current (re)boot began: the boot timeout counts from it
     PRIMARY KEY (scale_set, instance_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS instances_vm_name ON instances(vm_name) WHERE vm_name IS NOT NULL;
@@ -136,6 +137,7 @@ class InstanceRow:
     applied_restart: int = 0
     overrides: dict[str, Any] = field(default_factory=dict)
     ready_at: float | None = None
+    boot_started_at: float | None = None
 
     @property
     def domain_name(self) -> str:

@@ -118,6 +118,10 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def instance_view(name: str, instance_id: str) -> dict[str, Any]:
         return service.instance_view(name, instance_id)
 
+    @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/runCommand", tags=["instances"])
+    def run_command(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        return service.run_command(name, instance_id, body)
+
     @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/{action}", tags=["instances"], status_code=202)
     def instance_action(name: str, instance_id: str, action: str) -> dict[str, Any]:
         _check_action(action)
@@ -131,10 +135,6 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def set_action(name: str, action: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
         _check_action(action)
         return service.instance_action(name, action, _instance_ids(body))
-
-    @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/runCommand", tags=["instances"])
-    def run_command(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        return service.run_command(name, instance_id, body)
 
     @app.put("/scaleSets/{name}/autoscale", tags=["autoscale"])
     def put_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:

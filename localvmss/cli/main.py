@@ -24,7 +24,8 @@ from localvmss.cli.client import DEFAULT_SOCKET, ApiClient
 from localvmss.errors import InvalidSpec, LocalVMSSError
 
 err_console = Console(stderr=True)
-out_console = Console()
+# Tables are not cut to 80 columns when piped (scripts and tests read them too).
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 
 ACTION_NAMES = {"start": "start", "stop": "powerOff", "deallocate": "deallocate", "restart": "restart",
                 "reimage": "reimage"}
@@ -155,7 +156,7 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
     from localvmss.lb.spec import LoadBalancerSpec, parse_lb_rule, parse_nat_pool, parse_probe
 
     spec = LoadBalancerSpec(
-        rules=[parse_lb_rule(r) for r in lb_rules],
+        rules=tuple(parse_lb_rule(r) for r in lb_rules),
         probe=parse_probe(probe or "http:/healthz"),
         nat_pool=parse_nat_pool(nat_pool) if nat_pool else None,
     )
@@ -222,7 +223,8 @@ def create(c: Ctx, name: str, image: str | None, instance_count: int, vm_size: s
             from localvmss.lb.spec import parse_probe
 
             p = parse_probe(health_probe)
-            network["healthProbe"] = {"protocol": p.protocol, "port": p.port, "path": p.path}
+            backend = int(lb_rules[0].rsplit(":", 1)[-1]) if lb_rules else 80
+            network["healthProbe"] = {"protocol": p.protocol, "port": p.port or backend, "path": p.path}
         lb = _lb_json(lb_rules, health_probe, nat_pool)
         if lb is not None:
             network["loadBalancer"] = lb

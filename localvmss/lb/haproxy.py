@@ -132,6 +132,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+# How long remove() lets a member's open connections finish after drain() already waited.
+REMOVE_DRAIN_S = 10.0
+
+
 class LoadBalancer:
     """The one HAProxy of the daemon, and the desired state of every set on it.
 
@@ -472,9 +476,14 @@ class LoadBalancer:
 
     # ---- runtime convergence ---------------------------------------------------------------
     def _delete_server(self, backend: str, server: str, admin_state: AdminState) -> None:
-        """Maintenance, close what is left, delete: the order ``del server`` requires."""
-        if admin_state != "maint":
-            self.admin.set_state(backend, server, "maint")
+        """Maintenance, close what is left, delete: the order ``del server`` requires.
+
+        Always forced maintenance, even for a server that looks in maintenance: a server
+        ``disabled`` in the configuration is only in *config* maintenance (CMAINT), which
+        ``del server`` does not accept (HAProxy 2.6 checks SRV_ADMF_MAINT = FMAINT|IMAINT|RMAINT).
+        """
+        del admin_state
+        self.admin.set_state(backend, server, "maint")
         deadline = time.monotonic() + 3.0
         while True:
             if self.admin.server_sessions(backend, server):
@@ -662,8 +671,18 @@ class LoadBalancer:
             name = server_name(instance_id)
             if self._serving():
                 rows = {(r.backend, r.server): r for r in self.admin.servers()}
-                for port in st.spec.backend_ports():
-                    be = backend_name(set_name, port)
+                backends = [backend_name(set_name, port) for port in st.spec.backend_ports()]
+                # The worker serving now may be newer than the one drain() talked to (a reload
+                # in between starts servers from the config): drain here too, and let open
+                # connections finish before maintenance closes what is left.
+                for be in backends:
+                    row = rows.get((be, name))
+                    if row is not None and row.admin_state == "ready":
+                        self.admin.set_state(be, name, "drain")
+                deadline = time.monotonic() + REMOVE_DRAIN_S
+                while self._sessions(backends, name) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                for be in backends:
                     row = rows.get((be, name))
                     if row is not None:
                         self._delete_server(be, name, row.admin_state)

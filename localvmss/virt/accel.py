@@ -35,8 +35,8 @@ def probe_accelerator(host: Host, kernel_path: str, timeout_s: float = PROBE_TIM
         try:
             host.create_transient(domainxml.probe_domain_xml(name, "kvm", kernel_path))
         except LocalVMSSError as exc:
-            first_line = exc.message.splitlines()[0]
-            return AccelChoice("qemu", f"host {host.name}: KVM could not run a guest ({first_line}); using QEMU TCG")
+            detail = exc.message.splitlines()[0].rsplit("error: ", 1)[-1]
+            return AccelChoice("qemu", f"host {host.name}: KVM could not run a guest ({detail}); using QEMU TCG")
         while time.monotonic() - started < timeout_s:
             if not host.domain_exists(name):
                 took = time.monotonic() - started

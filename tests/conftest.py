@@ -1,0 +1,130 @@
+"""Test harness: one lab (two libvirt hosts in network namespaces), one base image and one
+daemon shared by the whole session; unique names per test; everything torn down at the end,
+and labs left by an interrupted run are removed first. Failing tests get the daemon log and
+the guests' serial consoles attached to their report.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localvmss.cli.client import ApiClient
+from localvmss.lab import collect_garbage
+from localvmss.testbed import DEFAULT_IMAGE_DIR, REPO, DaemonProcess, Testbed
+
+IMAGE_NAME = "base"
+_session: dict[str, object] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.fspath) or "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(scope="session")
+def image_dir() -> Path:
+    """The base image, built by `make` (scripts/setup); rebuilt here only if missing or stale."""
+    builder = REPO / "images" / "build-base"
+    check = subprocess.run([sys.executable, str(builder), "--check", str(DEFAULT_IMAGE_DIR)],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        subprocess.run([sys.executable, str(builder), "--out", str(DEFAULT_IMAGE_DIR)], check=True)
+    return DEFAULT_IMAGE_DIR
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    if os.geteuid() != 0:
+        pytest.fail("VM tests need root (network namespaces, libvirtd): run 'sudo make test'")
+    collect_garbage()
+    tb = Testbed(tag=f"t{os.getpid() % 100000}", host_count=2, zones=["1", "2"])
+    tb.up()
+    _session["testbed"] = tb
+    try:
+        yield tb
+    finally:
+        _session.pop("testbed", None)
+        tb.down()
+
+
+@pytest.fixture(scope="session")
+def daemon(testbed: Testbed, image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    state = tmp_path_factory.mktemp("localvmssd")
+    proc = testbed.daemon(state)
+    proc.start()
+    _session["daemon"] = proc
+    client = ApiClient(str(proc.socket_path))
+    client.put(f"/images/{IMAGE_NAME}", {"sourceDirectory": str(image_dir)})
+    client.close()
+    try:
+        yield proc
+    finally:
+        _session.pop("daemon", None)
+        try:
+            c = ApiClient(str(proc.socket_path), timeout=10)
+            for s in c.get("/scaleSets")["value"]:
+                for vm in c.get(f"/scaleSets/{s['name']}/virtualMachines")["value"]:
+                    if vm["name"] == vm.get("properties", {}).get("osProfile", {}).get("computerName"):
+                        c.delete(f"/virtualMachines/{vm['name']}")
+                c.delete(f"/scaleSets/{s['name']}")
+            c.close()
+        except Exception:
+            pass
+        proc.stop()
+
+
+@pytest.fixture
+def api(daemon: DaemonProcess) -> Iterator[ApiClient]:
+    client = ApiClient(str(daemon.socket_path))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def name() -> str:
+    """A unique, valid scale-set name per test."""
+    return f"s{uuid.uuid4().hex[:7]}"
+
+
+class Cli:
+    """Runs the real `localvmss` command against the test daemon."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.exe = str(Path(sys.executable).parent / "localvmss")
+        self.env = {**os.environ, "LOCALVMSS_SOCKET": str(socket_path)}
+
+    def __call__(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.exe, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+
+    def ok(self, *args: str, timeout: float = 600) -> str:
+        result = self(*args, timeout=timeout)
+        assert result.returncode == 0, f"localvmss {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture
+def cli(daemon: DaemonProcess) -> Cli:
+    return Cli(daemon.socket_path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when not in ("setup", "call") or not report.failed:
+        return
+    proc = _session.get("daemon")
+    if isinstance(proc, DaemonProcess):
+        report.sections.append(("localvmssd log (tail)", proc.log_tail(80)))
+    tb = _session.get("testbed")
+    if isinstance(tb, Testbed):
+        for where, text in tb.serial_logs().items():
+            report.sections.append((f"serial console {where}", text))

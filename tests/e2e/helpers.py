@@ -1,0 +1,76 @@
+"""Helpers for end-to-end tests: read what libvirt itself reports, fetch from guests."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from localvmss.cli.client import ApiClient
+from localvmss.testbed import Testbed
+from localvmss.virt.host import Host
+
+POOL = "lvmss-pool"
+
+
+def libvirt_view(testbed: Testbed, set_name: str) -> dict[str, Any]:
+    """Everything of a set that libvirt holds on every lab host: domains, volumes, DHCP hosts."""
+    assert testbed.lab is not None
+    prefix = f"lvmss-{set_name}-"
+    view: dict[str, Any] = {"domains": {}, "volumes": [], "reservations": []}
+    for lab_host in testbed.lab.hosts:
+        host = Host(lab_host.name, lab_host.socket_uri)
+        try:
+            for dom in host.owned_domains(prefix):
+                view["domains"][dom.name] = (lab_host.name, dom.power_state.value)
+            view["volumes"] += [v for v in host.volume_names(POOL, prefix)]
+            view["reservations"] += [
+                (mac, ip) for mac, ip in host.network_layout(lab_host.network_name)[4]
+            ]
+        finally:
+            host.close()
+    return view
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, str(exc)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def instances(api: ApiClient, set_name: str) -> list[dict[str, Any]]:
+    return list(api.get(f"/scaleSets/{set_name}/virtualMachines")["value"])
+
+
+def ips(api: ApiClient, set_name: str) -> dict[str, str]:
+    return {
+        i["instanceId"]: i["properties"]["networkProfile"]["privateIpAddress"] for i in instances(api, set_name)
+    }
+
+
+def uniform_body(capacity: int, image: str = "base", **props: Any) -> dict[str, Any]:
+    vmp = props.pop("virtualMachineProfile", None) or {
+        "storageProfile": {"imageReference": {"id": image}},
+        "osProfile": {},
+    }
+    return {"sku": {"name": "Standard_B1ls", "capacity": capacity},
+            "properties": {"orchestrationMode": "Uniform", "virtualMachineProfile": vmp, **props}}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True)

@@ -1,0 +1,170 @@
+"""Uniform scale sets end to end: the daemon as users run it, driven through the CLI and API,
+checked against what libvirt itself reports (never only the daemon's database)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from localvmss.cli.client import ApiClient
+from localvmss.errors import LocalVMSSError
+from localvmss.testbed import DaemonProcess, Testbed
+from tests.conftest import Cli
+from tests.e2e.helpers import http_get, instances, ips, libvirt_view, uniform_body, wait_until
+
+
+def _hostnames(api: ApiClient, name: str) -> dict[str, str]:
+    out = {}
+    for iid, ip in ips(api, name).items():
+        status, body = http_get(f"http://{ip}/")
+        assert status == 200, f"instance {iid} at {ip} answered {status}"
+        out[iid] = body
+    return out
+
+
+def test_create_scale_inspect_delete(cli: Cli, api: ApiClient, testbed: Testbed, name: str) -> None:
+    cli.ok("create", name, "--image", "base", "--instance-count", "2", "--computer-name-prefix", "web")
+    names = _hostnames(api, name)
+    assert names == {"0": "web000000", "1": "web000001"}
+
+    cli.ok("scale", name, "--new-capacity", "3")
+    names = _hostnames(api, name)
+    assert sorted(names) == ["0", "1", "2"] and names["2"] == "web000002"
+    view = libvirt_view(testbed, name)
+    assert sorted(view["domains"]) == [f"lvmss-{name}-{i}" for i in range(3)]
+    macs = {i["properties"]["networkProfile"]["macAddress"] for i in instances(api, name)}
+
+    cli.ok("scale", name, "--new-capacity", "1")
+    view = libvirt_view(testbed, name)
+    assert list(view["domains"]) == [f"lvmss-{name}-0"], "Default scale-in removes the highest ids"
+    assert sorted(view["volumes"]) == [f"lvmss-{name}-0-os.qcow2", f"lvmss-{name}-0-seed.iso"]
+    remaining_macs = {m for m, _ in view["reservations"]} & macs
+    assert len(remaining_macs) == 1, "the removed instances' DHCP reservations are released"
+
+    table = cli.ok("list-instances", name)
+    assert "web000000" in table and "web000001" not in table
+    shown = json.loads(cli.ok("-o", "json", "show", name))
+    assert shown["sku"]["capacity"] == 1 and shown["properties"]["orchestrationMode"] == "Uniform"
+
+    cli.ok("delete", name)
+    view = libvirt_view(testbed, name)
+    assert view["domains"] == {} and view["volumes"] == []
+    assert not ({m for m, _ in view["reservations"]} & macs)
+
+
+def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Testbed, name: str) -> None:
+    cli.ok("create", name, "--image", "base", "--instance-count", "1")
+    dom = f"lvmss-{name}-0"
+
+    def state() -> str | None:
+        found = libvirt_view(testbed, name)["domains"].get(dom)
+        return found[1] if found else None
+
+    assert state() == "running"
+    cli.ok("stop", name, "--instance-ids", "0")
+    wait_until(lambda: state() == "stopped", 60, "powerOff to stop the domain")
+    view = api.get(f"/scaleSets/{name}/virtualMachines/0/instanceView")
+    assert {"code": "PowerState/stopped", "displayStatus": "VM stopped"} in view["statuses"]
+
+    cli.ok("start", name, "--instance-ids", "0")
+    assert state() == "running"
+
+    cli.ok("deallocate", name, "--instance-ids", "0")
+    wait_until(lambda: state() is None, 60, "deallocate to remove the domain")
+    assert f"{dom}-os.qcow2" in libvirt_view(testbed, name)["volumes"], "deallocate keeps the disk"
+    marker = "reimage-marker"
+    cli.ok("start", name, "--instance-ids", "0")
+    ip = ips(api, name)["0"]
+    out = api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": f"touch /root/{marker}; hostname"})
+    assert out["exitCode"] == 0 and out["stdout"].strip() == api.get(
+        f"/scaleSets/{name}/virtualMachines/0")["properties"]["osProfile"]["computerName"]
+
+    uptime_before = float(api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand",
+                                   {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"])
+    cli.ok("restart", name, "--instance-ids", "0")
+    uptime_after = float(api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand",
+                                  {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"])
+    assert uptime_after < uptime_before + 1, "restart rebooted the guest"
+
+    cli.ok("reimage", name, "--instance-ids", "0")
+    out = api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": f"ls /root/{marker}"})
+    assert out["exitCode"] != 0, "reimage gives a fresh disk from the base image"
+    assert ips(api, name)["0"] == ip, "reimage keeps the address"
+
+    cli.ok("delete-instances", name, "--instance-ids", "0")
+    assert api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 0
+    assert libvirt_view(testbed, name)["domains"] == {}
+    cli.ok("delete", name)
+
+
+def test_kill9_during_scale_out_converges(daemon: DaemonProcess, testbed: Testbed, name: str) -> None:
+    api = ApiClient(str(daemon.socket_path))
+    api.put(f"/scaleSets/{name}", uniform_body(1))
+    wait_until(lambda: api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded", 300,
+               "the first instance")
+    api.patch(f"/scaleSets/{name}", {"sku": {"capacity": 4}})
+    # Kill the daemon while it is making the new instances (some defined, some not yet).
+    wait_until(lambda: len(libvirt_view(testbed, name)["domains"]) >= 2, 120, "scale-out to begin", 0.2)
+    daemon.kill9()
+    mid = libvirt_view(testbed, name)
+    daemon.start()
+    api = ApiClient(str(daemon.socket_path))
+    wait_until(
+        lambda: api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded"
+        and api.get(f"/scaleSets/{name}")["properties"]["readyCount"] == 4,
+        600, "convergence after restart",
+    )
+    view = libvirt_view(testbed, name)
+    ids = sorted(int(i["instanceId"]) for i in instances(api, name))
+    assert ids == [0, 1, 2, 3], f"no duplicates, no gaps in ids (mid-crash libvirt had {sorted(mid['domains'])})"
+    assert sorted(view["domains"]) == [f"lvmss-{name}-{i}" for i in ids]
+    assert all(state == "running" for _, state in view["domains"].values())
+    assert sorted(view["volumes"]) == sorted(
+        [f"lvmss-{name}-{i}-os.qcow2" for i in ids] + [f"lvmss-{name}-{i}-seed.iso" for i in ids]
+    ), "no orphan volumes"
+    api.delete(f"/scaleSets/{name}")
+    wait_until(lambda: libvirt_view(testbed, name)["domains"] == {}, 120, "delete")
+    api.close()
+
+
+@pytest.mark.parametrize(
+    ("set_name", "body", "expected"),
+    [
+        ("Bad_Name", uniform_body(1), "is invalid"),
+        ("x" * 40, uniform_body(1), "is invalid"),
+        ("a;rm", uniform_body(1), "is invalid"),
+        ("ok-name", uniform_body(1001), "from 0 to 1000"),
+        ("ok-name", uniform_body(-1), "from 0 to 1000"),
+        ("ok-name", uniform_body(1, image="nope"), "image 'nope' is unknown"),
+        ("ok-name", {**uniform_body(1), "sku": {"name": "Standard_Z9", "capacity": 1}}, "vmSize 'Standard_Z9'"),
+        ("ok-name", {"sku": {"capacity": 1}, "properties": {"orchestrationMode": "Uniform"}}, "required"),
+        ("ok-name", {**uniform_body(1), "bogus": 1}, "bogus"),
+        ("ok-name", ["not", "an", "object"], "JSON object"),
+        ("ok-name", uniform_body(1, platformFaultDomainCount=6), "from 1 to 5"),
+        ("ok-name", uniform_body(1, orchestrationMode="Sideways"), "orchestrationMode"),
+    ],
+)
+def test_bad_input_changes_nothing(api: ApiClient, set_name: str, body: object, expected: str) -> None:
+    before = api.get("/scaleSets")
+    with pytest.raises(LocalVMSSError) as err:
+        api.put(f"/scaleSets/{set_name}", body)
+    assert expected in err.value.message
+    assert api.get("/scaleSets") == before
+
+
+def test_bad_capacity_and_duplicates_change_nothing(cli: Cli, api: ApiClient, name: str) -> None:
+    cli.ok("create", name, "--image", "base", "--instance-count", "0")
+    dup = cli("create", name, "--image", "base", "--instance-count", "1")
+    assert dup.returncode == 4 and "already exists" in dup.stderr
+    for bad in ("1001", "-3"):
+        result = cli("scale", name, "--new-capacity", bad)
+        assert result.returncode == 2 and "from 0 to 1000" in result.stderr
+    huge = cli("scale", name, "--new-capacity", "1000")
+    assert huge.returncode == 6 and "not enough memory" in huge.stderr
+    assert api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 0
+    missing = cli("show", "does-not-exist")
+    assert missing.returncode == 3 and missing.stderr.count("\n") == 1
+    time.sleep(0.1)
+    cli.ok("delete", name)
