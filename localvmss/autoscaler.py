@@ -109,8 +109,9 @@ class Autoscaler:
         }
         details = {
             "profile": decision.profile,
-            "observations": [{"rule": o.rule, "value": o.value, "triggered": o.triggered}
-                             for o in decision.observations],
+            "observations": [
+                {"rule": o.rule, "value": o.value, "triggered": o.triggered} for o in decision.observations
+            ],
         }
         if decision.new_capacity != row.capacity:
             self.store.update_scale_set(scale_set, capacity=decision.new_capacity)
@@ -140,9 +141,7 @@ class Autoscaler:
         step = timedelta(seconds=step_s or self.interval_s)
         if (end - start) / step > MAX_SIMULATION_STEPS:
             raise InvalidSpec(f"that replay needs more than {MAX_SIMULATION_STEPS} steps; give a larger --step")
-        capacity = self.client.query_scalar(
-            f'localvmss_scale_set_capacity_desired{{scale_set="{scale_set}"}}', start
-        )
+        capacity = self.client.query_scalar(f'localvmss_scale_set_capacity_desired{{scale_set="{scale_set}"}}', start)
         current = int(capacity) if capacity is not None else self.store.scale_set(scale_set).capacity
         last_at: datetime | None = None
         last_dir: Any = None
@@ -151,15 +150,24 @@ class Autoscaler:
         at = start
         while at <= end:
             moment = at
+
+            def query(expr: str, when: datetime = moment) -> float | None:
+                return self.client.query_scalar(expr, when)
+
             decision = evaluate(
-                setting, current_capacity=current, now=moment,
-                query=lambda q: self.client.query_scalar(q, moment),
-                last_scale_action_at=last_at, last_direction=last_dir, history=history,
+                setting,
+                current_capacity=current,
+                now=moment,
+                query=query,
+                last_scale_action_at=last_at,
+                last_direction=last_dir,
+                history=history,
             )
             history = decision.history
             if decision.new_capacity != current:
-                out.append({"at": moment.isoformat(), "from": current, "to": decision.new_capacity,
-                            "reason": decision.reason})
+                out.append(
+                    {"at": moment.isoformat(), "from": current, "to": decision.new_capacity, "reason": decision.reason}
+                )
                 current = decision.new_capacity
                 last_at, last_dir = moment, decision.direction
             at += step

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-from collections.abc import Iterator
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,11 @@ class Daemon:
         self.autoscaler: Any = None
         self._setup_balancer()
         self.reconciler = Reconciler(
-            cfg, self.store, self.inventory, self.provisioner, self.balancer,
+            cfg,
+            self.store,
+            self.inventory,
+            self.provisioner,
+            self.balancer,
             on_action=lambda kind, result: self.metrics.action(kind, result),
         )
         self.monitor = HealthMonitor(self.store, cfg.health_interval_s, self.reconciler.wake)
@@ -95,6 +99,7 @@ class Daemon:
         if self.balancer is not None:
             self.balancer.start()
             self.service.lb_validator = self.balancer.validate
+            self.service.balancer = self.balancer
         self._start_prometheus(port)
         self._spawn("reconciler", self._reconcile_loop)
         self._spawn("health", self.monitor.run, self.stop_event)

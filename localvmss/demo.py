@@ -59,10 +59,24 @@ def up(count: int) -> int:
     for host in client.get("/hosts")["value"]:
         print(f"==> {host['accelerator']}")
     print(f"==> creating scale set 'demo' with {count} instances")
-    code = _cli("create", "demo", "--image", "base", "--instance-count", str(count),
-                "--lb-rule", f"{LB_PORT}:80", "--health-probe", "http:/healthz",
-                "--nat-pool", f"{NAT_START}-{NAT_START + 99}:22", "--ssh-key-value", f"{key}.pub",
-                "--computer-name-prefix", "demo")
+    code = _cli(
+        "create",
+        "demo",
+        "--image",
+        "base",
+        "--instance-count",
+        str(count),
+        "--lb-rule",
+        f"{LB_PORT}:80",
+        "--health-probe",
+        "http:/healthz",
+        "--nat-pool",
+        f"{NAT_START}-{NAT_START + 99}:22",
+        "--ssh-key-value",
+        f"{key}.pub",
+        "--computer-name-prefix",
+        "demo",
+    )
     if code != 0:
         print(f"localvmss demo: creating the scale set failed; daemon log: {daemon.log_path}", file=sys.stderr)
         return code
@@ -72,8 +86,10 @@ def up(count: int) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{LB_PORT}/", timeout=5) as resp:
             seen.add(resp.read().decode().strip())
     print(f"\n==> 20 requests to http://127.0.0.1:{LB_PORT}/ were answered by: {', '.join(sorted(seen))}")
-    info = {i["instanceId"]: i["properties"]["networkProfile"]["natPort"]
-            for i in client.get("/scaleSets/demo/virtualMachines")["value"]}
+    info = {
+        i["instanceId"]: i["properties"]["networkProfile"]["natPort"]
+        for i in client.get("/scaleSets/demo/virtualMachines")["value"]
+    }
     sock = daemon.socket_path
     print(f"""
 The demo scale set is serving. Try:

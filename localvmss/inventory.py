@@ -217,7 +217,11 @@ class Inventory:
         vols = image_volumes(image, manifest)
         host = self.hosts[host_name]
         with self._image_lock:
-            for vol, role, fmt in ((vols.disk, "disk", "qcow2"), (vols.kernel, "kernel", "raw"), (vols.initrd, "initrd", "raw")):
+            for vol, role, fmt in (
+                (vols.disk, "disk", "qcow2"),
+                (vols.kernel, "kernel", "raw"),
+                (vols.initrd, "initrd", "raw"),
+            ):
                 if vol is None or host.volume_exists(self.cfg.pool_name, vol):
                     continue
                 path = Path(source) / manifest[role]

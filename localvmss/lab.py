@@ -234,16 +234,39 @@ def _create_host(lab: Lab, k: int, short: str) -> LabHost:
     for other in range(1, HOSTS_PER_LAB + 1):
         if other != k:
             _run(
-                ["ip", "route", "replace", f"198.18.{16 * lab.slot + other}.0/24",
-                 "via", f"198.19.{lab.slot}.{10 + other}"],
+                [
+                    "ip",
+                    "route",
+                    "replace",
+                    f"198.18.{16 * lab.slot + other}.0/24",
+                    "via",
+                    f"198.19.{lab.slot}.{10 + other}",
+                ],
                 netns=netns,
             )
     _prepare_state_dir(state, host)
     log = open(state / "libvirtd.stderr", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private", "--",
-         sys.executable, "-m", "localvmss.lab", "_host-init", str(state)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            netns,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-m",
+            "localvmss.lab",
+            "_host-init",
+            str(state),
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     host.libvirtd_pid = proc.pid
     return host
@@ -278,9 +301,7 @@ def host_init(state_dir: str) -> None:
     for sub, target in BIND_DIRS.items():
         Path(target).mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "--bind", str(state / sub), target], check=True)
-    virtlogd = subprocess.Popen(
-        ["virtlogd", "-p", str(state / "run" / "virtlogd.pid")], stdin=subprocess.DEVNULL
-    )
+    virtlogd = subprocess.Popen(["virtlogd", "-p", str(state / "run" / "virtlogd.pid")], stdin=subprocess.DEVNULL)
     (state / "virtlogd.pid").write_text(str(virtlogd.pid))
     os.execvp("libvirtd", ["libvirtd", "--listen", "-p", str(state / "run" / "libvirtd.pid")])
 
@@ -369,7 +390,7 @@ def destroy_lab(lab: Lab) -> None:
 
 def collect_garbage() -> list[str]:
     """Tear down labs whose owner process is gone (an interrupted test run); returns their tags."""
-    removed = []
+    removed: list[str] = []
     if not LAB_ROOT.exists():
         return removed
     for path in LAB_ROOT.glob("*/lab.json"):
@@ -402,9 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             lab.save()
             print(json.dumps(asdict(lab), indent=2))
         elif args.cmd == "down":
-            lab = Lab.load(args.tag)
-            if lab is not None:
-                destroy_lab(lab)
+            found = Lab.load(args.tag)
+            if found is not None:
+                destroy_lab(found)
         elif args.cmd == "gc":
             for tag in collect_garbage():
                 print(f"removed stale lab {tag}")

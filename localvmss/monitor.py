@@ -47,7 +47,8 @@ class HealthMonitor:
             s.name: (ScaleSetSpec.model_validate(s.model), s.mode) for s in self.store.scale_sets() if not s.deleting
         }
         targets = [
-            i for i in self.store.instances()
+            i
+            for i in self.store.instances()
             if i.scale_set in specs
             and specs[i.scale_set][0].health_probe is not None
             and i.desired_power == "running"
@@ -55,9 +56,13 @@ class HealthMonitor:
             and i.reimage_generation == i.applied_reimage
             and i.restart_generation == i.applied_restart
         ]
-        results = self._pool.map(
-            lambda i: (i, probe_once(i.ip, specs[i.scale_set][0].health_probe)), targets  # type: ignore[arg-type]
-        )
+
+        def probe(inst: InstanceRow) -> tuple[InstanceRow, tuple[bool, str]]:
+            model = specs[inst.scale_set][0].health_probe
+            assert model is not None  # filtered above
+            return inst, probe_once(inst.ip, model)
+
+        results = self._pool.map(probe, targets)
         changed = False
         for inst, (ok, seen) in results:
             spec, mode = specs[inst.scale_set]
@@ -100,7 +105,8 @@ class HealthMonitor:
                     inst.scale_set, inst.instance_id, reimage_generation=inst.reimage_generation + 1
                 )
                 self.store.log_activity(
-                    inst.scale_set, "repair",
+                    inst.scale_set,
+                    "repair",
                     f"instance {inst.instance_id} unhealthy for {now - since:.0f} s ({seen}): reimaging it",
                 )
                 return True

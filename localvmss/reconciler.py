@@ -182,10 +182,10 @@ class Reconciler:
         for inst in instances:
             if not alive.get(inst.host, False):
                 continue
-            row = sets.get(inst.scale_set)
-            if row is None:
+            set_row = sets.get(inst.scale_set)
+            if set_row is None:
                 continue
-            if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst, row):
+            if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst, set_row):
                 report.submitted += 1
         report.duration_s = time.monotonic() - started
         return report
@@ -203,7 +203,9 @@ class Reconciler:
                     continue
                 if inst.health != "unhealthy":
                     self.store.update_instance(
-                        inst.scale_set, inst.instance_id, health="unhealthy",
+                        inst.scale_set,
+                        inst.instance_id,
+                        health="unhealthy",
                         message=f"host {host} does not answer",
                     )
                 row = self.store.scale_set(inst.scale_set)
@@ -212,7 +214,8 @@ class Reconciler:
                     # host comes back, its leftovers have no record and are removed as orphans.
                     self.store.delete_instance_row(inst.scale_set, inst.instance_id)
                     self.store.log_activity(
-                        inst.scale_set, "repair",
+                        inst.scale_set,
+                        "repair",
                         f"instance {inst.instance_id} lost with host {host}; replacing it on a host that answers",
                     )
 
@@ -257,8 +260,8 @@ class Reconciler:
         placements = planner.place_new(
             [_slot(i) for i in live], count, zones=spec.zones, fault_domain_count=spec.platform_fault_domain_count
         )
-        created = []
-        waiting = []
+        created: list[int] = []
+        waiting: list[str | None] = []
         with self.store.transaction() as db:
             for placement in placements:
                 host = self.host_for(spec, placement.zone, placement.fault_domain, alive)
@@ -272,19 +275,19 @@ class Reconciler:
                 self.store.insert_instance(db, inst)
                 created.append(iid)
         if created:
-            self.store.log_activity(row.name, "scale-out", f"creating instances {created} to reach capacity {row.capacity}")
+            self.store.log_activity(
+                row.name, "scale-out", f"creating instances {created} to reach capacity {row.capacity}"
+            )
         if waiting:
             self.store.update_scale_set(
-                row.name, message=f"{len(waiting)} instance(s) wait for an available host in zone(s) {sorted(set(map(str, waiting)))}"
+                row.name,
+                message=f"{len(waiting)} instance(s) wait for an available host in zone(s) "
+                f"{sorted(set(map(str, waiting)))}",
             )
 
-    def host_for(
-        self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]
-    ) -> str | None:
+    def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
         """Fault domain -> host: in 'host' mapping the n-th host of the zone, in 'numa' the first."""
-        candidates = sorted(
-            h for h in self.inv.hosts if alive.get(h) and (zone is None or self.inv.zone_of(h) == zone)
-        )
+        candidates = sorted(h for h in self.inv.hosts if alive.get(h) and (zone is None or self.inv.zone_of(h) == zone))
         if not candidates:
             return None
         if spec.fault_domain_mapping is FaultDomainMapping.NUMA:
@@ -325,7 +328,12 @@ class Reconciler:
 
     def _allocate_address(self, db: object, host: str) -> tuple[str, str]:
         """A MAC and an IP from the host network's DHCP range that nobody else holds."""
-        _gw, _mask, start, end, = self.inv.network_range(host)
+        (
+            _gw,
+            _mask,
+            start,
+            end,
+        ) = self.inv.network_range(host)
         taken_ips = {r[0] for r in db.execute("SELECT ip FROM instances WHERE host=?", (host,))}  # type: ignore[attr-defined]
         taken_macs = {r[0] for r in db.execute("SELECT mac FROM instances")}  # type: ignore[attr-defined]
         reserved = self.inv.host(host).network_layout(self.inv.network(host))[4]
@@ -339,7 +347,7 @@ class Reconciler:
             raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
         # The MAC is derived from the address: an address reused later comes with the same MAC,
         # so a DHCP lease the previous holder left in dnsmasq matches instead of blocking it.
-        mac = "52:54:00:%02x:%02x:%02x" % tuple(IPv4Address(ip).packed[1:])
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in IPv4Address(ip).packed[1:])
         return mac, ip
 
     def _allocate_nat_port(self, db: object, scale_set: str, spec: ScaleSetSpec) -> int | None:
@@ -405,10 +413,14 @@ class Reconciler:
             self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.reimage(inst, spec)
             self.store.update_instance(
-                inst.scale_set, inst.instance_id,
-                applied_reimage=inst.reimage_generation, health="unknown", ready_at=None,
+                inst.scale_set,
+                inst.instance_id,
+                applied_reimage=inst.reimage_generation,
+                health="unknown",
+                ready_at=None,
                 boot_started_at=time.time(),
-                provisioning_state=ProvisioningState.UPDATING.value, message="",
+                provisioning_state=ProvisioningState.UPDATING.value,
+                message="",
             )
             self._record_action("reimage", "ok")
             inst = self.store.instance(inst.scale_set, inst.instance_id)
@@ -440,15 +452,20 @@ class Reconciler:
         if spec.health_probe is None and inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             # Nothing to probe: running is ready.
             self.store.update_instance(
-                inst.scale_set, inst.instance_id, provisioning_state=ProvisioningState.SUCCEEDED.value,
-                ready_at=time.time(), message="",
+                inst.scale_set,
+                inst.instance_id,
+                provisioning_state=ProvisioningState.SUCCEEDED.value,
+                ready_at=time.time(),
+                message="",
             )
             return
         self._check_boot_timeout(inst)
 
     def _settle(self, inst: InstanceRow, state: ProvisioningState, message: str = "") -> None:
         if inst.provisioning_state != state.value or inst.message != message:
-            self.store.update_instance(inst.scale_set, inst.instance_id, provisioning_state=state.value, message=message)
+            self.store.update_instance(
+                inst.scale_set, inst.instance_id, provisioning_state=state.value, message=message
+            )
 
     def _check_boot_timeout(self, inst: InstanceRow) -> None:
         if inst.provisioning_state not in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
@@ -476,7 +493,9 @@ class Reconciler:
             elif (row.mode == OrchestrationMode.UNIFORM.value and len(live) != row.capacity) or states - {
                 ProvisioningState.SUCCEEDED.value
             }:
-                state = ProvisioningState.UPDATING if row.provisioning_state != "Creating" else ProvisioningState.CREATING
+                state = (
+                    ProvisioningState.UPDATING if row.provisioning_state != "Creating" else ProvisioningState.CREATING
+                )
             else:
                 state = ProvisioningState.SUCCEEDED
             changes: dict[str, object] = {}

@@ -50,8 +50,17 @@ def run_script(ip: str, key: paramiko.PKey, script: str, port: int = 22, timeout
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # fresh guests have fresh host keys
     try:
-        client.connect(ip, port=port, username="root", pkey=key, timeout=10, banner_timeout=10,
-                       auth_timeout=10, look_for_keys=False, allow_agent=False)
+        client.connect(
+            ip,
+            port=port,
+            username="root",
+            pkey=key,
+            timeout=10,
+            banner_timeout=10,
+            auth_timeout=10,
+            look_for_keys=False,
+            allow_agent=False,
+        )
         # The script goes to the guest's shell on stdin, never through a local shell.
         stdin, stdout, stderr = client.exec_command("sh -s", timeout=timeout_s)
         stdin.write(script)

@@ -46,6 +46,7 @@ class Service:
         self.rec = reconciler
         self.lb_validator: Any = None  # set by the daemon when HAProxy is enabled
         self.autoscaler: Any = None  # set by the daemon once Prometheus is known
+        self.balancer: Any = None
         self.management_key: Any = None
 
     # -- scale sets -------------------------------------------------------------------------
@@ -95,7 +96,10 @@ class Service:
                 f"orchestrationMode of {row.name!r} is {old.mode.value} and cannot be changed "
                 "(it is fixed when the scale set is created)"
             )
-        if old.fault_domain_mapping != spec.fault_domain_mapping or old.platform_fault_domain_count != spec.platform_fault_domain_count:
+        if (
+            old.fault_domain_mapping != spec.fault_domain_mapping
+            or old.platform_fault_domain_count != spec.platform_fault_domain_count
+        ):
             raise Conflict("platformFaultDomainCount and faultDomainMapping cannot be changed after creation")
         if old.zones != spec.zones:
             raise Conflict("zones cannot be changed after creation")
@@ -112,7 +116,8 @@ class Service:
             changes["model_version"] = row.model_version + 1
         self.store.update_scale_set(row.name, **changes)
         self.store.log_activity(
-            row.name, "update",
+            row.name,
+            "update",
             f"model updated (version {changes.get('model_version', row.model_version)}), capacity {new_capacity}",
         )
         self.rec.wake()
@@ -176,11 +181,15 @@ class Service:
                 continue
         if any(self.inv.hosts[h].uri.startswith(("qemu:///", "qemu+unix")) for h in available):
             free = min(free, psutil.virtual_memory().available * len(available))
-        booting = sum(
-            ScaleSetSpec.model_validate(self.store.scale_set(i.scale_set).model).memory_mib
-            for i in self.store.instances()
-            if i.provisioning_state == ProvisioningState.CREATING.value
-        ) * 1024 * 1024
+        booting = (
+            sum(
+                ScaleSetSpec.model_validate(self.store.scale_set(i.scale_set).model).memory_mib
+                for i in self.store.instances()
+                if i.provisioning_state == ProvisioningState.CREATING.value
+            )
+            * 1024
+            * 1024
+        )
         limit = int(free * self.cfg.memory_overcommit) - booting
         if need > limit:
             raise CapacityError(
@@ -225,9 +234,11 @@ class Service:
             "domainName": inst.domain_name,
             "domainType": self.inv.domain_type(inst.host),
             "statuses": [
-                {"code": f"ProvisioningState/{inst.provisioning_state.lower()}",
-                 "displayStatus": f"Provisioning {inst.provisioning_state.lower()}",
-                 "message": inst.message or None},
+                {
+                    "code": f"ProvisioningState/{inst.provisioning_state.lower()}",
+                    "displayStatus": f"Provisioning {inst.provisioning_state.lower()}",
+                    "message": inst.message or None,
+                },
                 {"code": f"PowerState/{power.value}", "displayStatus": f"VM {power.value}"},
             ],
             "vmHealth": {"status": {"code": f"HealthState/{inst.health}"}},
@@ -249,7 +260,8 @@ class Service:
         return {
             "instanceId": str(inst.instance_id),
             "name": inst.vm_name or f"{row.name}_{inst.instance_id}",
-            "id": f"/virtualMachines/{inst.vm_name}" if inst.vm_name
+            "id": f"/virtualMachines/{inst.vm_name}"
+            if inst.vm_name
             else f"/scaleSets/{row.name}/virtualMachines/{inst.instance_id}",
             "zones": [inst.zone] if inst.zone else [],
             "properties": props,
@@ -289,7 +301,9 @@ class Service:
             changes: dict[str, Any] = {"desired_power": "running"}
             if inst.desired_power != "running":
                 changes.update(
-                    health="unknown", provisioning_state=ProvisioningState.UPDATING.value, ready_at=None,
+                    health="unknown",
+                    provisioning_state=ProvisioningState.UPDATING.value,
+                    ready_at=None,
                     boot_started_at=time.time(),
                 )
         elif action == "powerOff":
@@ -337,14 +351,14 @@ class Service:
                     (ProvisioningState.DELETING.value, name, t.instance_id),
                 )
             if row.mode == OrchestrationMode.UNIFORM.value:
-                db.execute(
-                    "UPDATE scale_sets SET capacity=? WHERE name=?", (max(row.capacity - len(live), 0), name)
-                )
+                db.execute("UPDATE scale_sets SET capacity=? WHERE name=?", (max(row.capacity - len(live), 0), name))
         self.store.log_activity(name, "delete-instances", f"deleting instances {[t.instance_id for t in live]}")
         self.rec.wake()
         return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in live]}
 
-    def set_protection(self, name: str, instance_id: str, scale_in: bool | None, actions: bool | None) -> dict[str, Any]:
+    def set_protection(
+        self, name: str, instance_id: str, scale_in: bool | None, actions: bool | None
+    ) -> dict[str, Any]:
         inst = self.store.instance(name, _iid(instance_id))
         changes: dict[str, Any] = {}
         if scale_in is not None:
@@ -420,7 +434,11 @@ class Service:
         props = body.get("properties") or {}
         unknown = set(body) - {"properties", "zones", "location", "tags"}
         unknown |= set(props) - {
-            "virtualMachineScaleSet", "storageProfile", "hardwareProfile", "osProfile", "platformFaultDomain",
+            "virtualMachineScaleSet",
+            "storageProfile",
+            "hardwareProfile",
+            "osProfile",
+            "platformFaultDomain",
         }
         if unknown:
             raise InvalidSpec(f"unknown field(s) in virtual machine body: {sorted(unknown)}")
@@ -462,11 +480,15 @@ class Service:
         size_props = (props.get("hardwareProfile") or {}).get("vmSizeProperties") or {}
         size = resolve_size(size_name or spec.vm_size, size_props.get("vCPUsAvailable"), size_props.get("memoryMiB"))
         keys = [
-            k.get("keyData", "") for k in
-            (((props.get("osProfile") or {}).get("linuxConfiguration") or {}).get("ssh") or {}).get("publicKeys", [])
+            k.get("keyData", "")
+            for k in (((props.get("osProfile") or {}).get("linuxConfiguration") or {}).get("ssh") or {}).get(
+                "publicKeys", []
+            )
         ] or spec.ssh_public_keys
         fd = props.get("platformFaultDomain")
-        if fd is not None and (isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd < spec.platform_fault_domain_count):
+        if fd is not None and (
+            isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd < spec.platform_fault_domain_count
+        ):
             raise InvalidSpec(
                 f"platformFaultDomain {fd!r} must be from 0 to {spec.platform_fault_domain_count - 1} for this set"
             )
@@ -479,7 +501,9 @@ class Service:
             from localvmss.reconciler import _slot
 
             fd = planner.place_new(
-                [_slot(i) for i in current], 1, zones=[zone] if zone else [],
+                [_slot(i) for i in current],
+                1,
+                zones=[zone] if zone else [],
                 fault_domain_count=spec.platform_fault_domain_count,
             )[0].fault_domain
         self._admit(spec, 1, memory_mib=size.memory_mib)
@@ -531,11 +555,22 @@ class Service:
                     f"through the scale set (/scaleSets/{row.name}/virtualMachines/...)"
                 )
 
+    def reload_load_balancer(self) -> dict[str, Any]:
+        if self.balancer is None:
+            raise NotSupported("the load balancer is disabled in this daemon's configuration")
+        self.balancer.reload()
+        return {"status": "Reloaded"}
+
     # -- images, hosts, log -------------------------------------------------------------------
     def list_images(self) -> list[dict[str, Any]]:
         return [
-            {"name": name, "source": source, "kernel": manifest.get("kernel_version"),
-             "virtualSizeBytes": manifest.get("virtual_size_bytes"), "builtAt": manifest.get("built_at")}
+            {
+                "name": name,
+                "source": source,
+                "kernel": manifest.get("kernel_version"),
+                "virtualSizeBytes": manifest.get("virtual_size_bytes"),
+                "builtAt": manifest.get("built_at"),
+            }
             for name, (manifest, source) in self.store.images().items()
         ]
 
@@ -550,14 +585,23 @@ class Service:
         out = []
         for h in self.store.hosts():
             entry: dict[str, Any] = {
-                "name": h.name, "uri": h.uri, "zone": h.zone, "available": h.available,
-                "domainType": h.domain_type, "accelerator": h.accel_reason, "message": h.message,
+                "name": h.name,
+                "uri": h.uri,
+                "zone": h.zone,
+                "available": h.available,
+                "domainType": h.domain_type,
+                "accelerator": h.accel_reason,
+                "message": h.message,
             }
             if h.available:
                 try:
                     cap = self.inv.capacity(h.name)
-                    entry.update(cpus=cap.cpus, memoryBytes=cap.memory_bytes, freeMemoryBytes=cap.free_memory_bytes,
-                                 numaCells=len(cap.cells))
+                    entry.update(
+                        cpus=cap.cpus,
+                        memoryBytes=cap.memory_bytes,
+                        freeMemoryBytes=cap.free_memory_bytes,
+                        numaCells=len(cap.cells),
+                    )
                 except LocalVMSSError:
                     pass
             out.append(entry)
@@ -566,8 +610,7 @@ class Service:
     def activity(self, name: str) -> list[dict[str, Any]]:
         self.store.scale_set(name)
         return [
-            {"at": a.at, "kind": a.kind, "message": a.message, "details": a.details}
-            for a in self.store.activity(name)
+            {"at": a.at, "kind": a.kind, "message": a.message, "details": a.details} for a in self.store.activity(name)
         ]
 
 

@@ -384,7 +384,5 @@ class Store:
             )
 
     def activity(self, scale_set: str, limit: int = 200) -> list[ActivityRow]:
-        rows = self._query(
-            "SELECT * FROM activity_log WHERE scale_set=? ORDER BY id DESC LIMIT ?", (scale_set, limit)
-        )
+        rows = self._query("SELECT * FROM activity_log WHERE scale_set=? ORDER BY id DESC LIMIT ?", (scale_set, limit))
         return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]

@@ -39,8 +39,12 @@ def define_lab_network(host: LabHost) -> None:
     net = ipaddress.ip_network(host.guest_network)
     base = int(net.network_address)
     xml = network_xml(
-        host.network_name, host.bridge, str(ipaddress.ip_address(base + 1)), str(net.netmask),
-        str(ipaddress.ip_address(base + 10)), str(ipaddress.ip_address(base + 250)),
+        host.network_name,
+        host.bridge,
+        str(ipaddress.ip_address(base + 1)),
+        str(net.netmask),
+        str(ipaddress.ip_address(base + 10)),
+        str(ipaddress.ip_address(base + 250)),
     )
     h = Host(host.name, host.socket_uri)
     try:
@@ -70,7 +74,10 @@ class DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         client = ApiClient(str(self.socket_path), timeout=5.0)
         deadline = time.monotonic() + timeout_s

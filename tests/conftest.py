@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def image_dir() -> Path:
     """The base image, built by `make` (scripts/setup); rebuilt here only if missing or stale."""
     builder = REPO / "images" / "build-base"
-    check = subprocess.run([sys.executable, str(builder), "--check", str(DEFAULT_IMAGE_DIR)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(builder), "--check", str(DEFAULT_IMAGE_DIR)], capture_output=True, text=True
+    )
     if check.returncode != 0:
         subprocess.run([sys.executable, str(builder), "--out", str(DEFAULT_IMAGE_DIR)], check=True)
     return DEFAULT_IMAGE_DIR

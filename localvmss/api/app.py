@@ -37,9 +37,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     async def _bad_request(_req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return JSONResponse(
-            InvalidSpec(f"invalid request at {where}: {first.get('msg')}").to_json(), status_code=400
-        )
+        return JSONResponse(InvalidSpec(f"invalid request at {where}: {first.get('msg')}").to_json(), status_code=400)
 
     @app.middleware("http")
     async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -197,6 +195,10 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         if not isinstance(source, str) or set(body) - {"sourceDirectory"}:
             raise InvalidSpec('PUT /images/{name} takes {"sourceDirectory": "/absolute/path"}')
         return service.import_image(name, source)
+
+    @app.post("/loadBalancer/reload", tags=["loadBalancer"])
+    def reload_lb() -> dict[str, Any]:
+        return service.reload_load_balancer()
 
     @app.get("/hosts", tags=["hosts"])
     def list_hosts() -> dict[str, Any]:

@@ -249,9 +249,7 @@ def _cooldown_left(rule: Rule, now: datetime, last_at: datetime | None) -> timed
     return max(left, timedelta(0))
 
 
-def _projection_flaps(
-    out_rules: Sequence[tuple[Rule, float | None]], current: int, new: int
-) -> tuple[bool, str]:
+def _projection_flaps(out_rules: Sequence[tuple[Rule, float | None]], current: int, new: int) -> tuple[bool, str]:
     """Would scaling in to ``new`` make a scale-out rule fire? (Azure's flapping estimate.)"""
     for rule, value in out_rules:
         if value is None:
@@ -348,9 +346,7 @@ def evaluate(
     obs = [Observation(_describe_rule(r), v, f) for r, v, f in results]
 
     if all(v is None for _, v, _ in results) and cur < cap.default:
-        return decide(
-            cap.default, f"scale out {cur}->{cap.default}: no metric data; using the profile default", obs
-        )
+        return decide(cap.default, f"scale out {cur}->{cap.default}: no metric data; using the profile default", obs)
 
     # Scale out: any rule.
     out_fired = [(r, v) for r, v, f in results if f and r.scale_action.direction is ScaleDirection.INCREASE]

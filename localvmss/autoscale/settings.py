@@ -177,14 +177,10 @@ def _duration(low: timedelta, high: timedelta) -> Callable[[Any], timedelta]:
 
 _AS_ISO = PlainSerializer(_iso, return_type=str)
 # Azure allows PT1M..PT12H for grains and windows; PT15S is our floor so tests run quickly.
-GrainDuration = Annotated[
-    timedelta, BeforeValidator(_duration(timedelta(seconds=15), timedelta(hours=12))), _AS_ISO
-]
+GrainDuration = Annotated[timedelta, BeforeValidator(_duration(timedelta(seconds=15), timedelta(hours=12))), _AS_ISO]
 WindowDuration = GrainDuration
 CooldownDuration = Annotated[timedelta, BeforeValidator(_duration(timedelta(0), timedelta(days=7))), _AS_ISO]
-StabilizationDuration = Annotated[
-    timedelta, BeforeValidator(_duration(timedelta(0), timedelta(hours=1))), _AS_ISO
-]
+StabilizationDuration = Annotated[timedelta, BeforeValidator(_duration(timedelta(0), timedelta(hours=1))), _AS_ISO]
 
 
 # ------------------------------------------------------------------------------------- time zones
@@ -304,9 +300,7 @@ class Capacity(_Model):
         if self.minimum > self.maximum:
             raise ValueError(f"minimum {self.minimum} is greater than maximum {self.maximum}")
         if not self.minimum <= self.default <= self.maximum:
-            raise ValueError(
-                f"default {self.default} is outside [minimum {self.minimum}, maximum {self.maximum}]"
-            )
+            raise ValueError(f"default {self.default} is outside [minimum {self.minimum}, maximum {self.maximum}]")
         return self
 
     def clamp(self, value: int) -> int:
@@ -356,9 +350,7 @@ class MetricSource(_Model):
                         f"available: {', '.join(sorted(allowed))}"
                     )
         if self.time_window < self.time_grain:
-            raise ValueError(
-                f"timeWindow {_iso(self.time_window)} is shorter than timeGrain {_iso(self.time_grain)}"
-            )
+            raise ValueError(f"timeWindow {_iso(self.time_window)} is shorter than timeGrain {_iso(self.time_grain)}")
         return self
 
     @property
@@ -507,9 +499,7 @@ class AutoscaleSetting(_Model):
             raise ValueError(f"profile names must be unique; repeated: {', '.join(dupes)}")
         defaults = [p.name for p in self.profiles if p.is_default]
         if len(defaults) > 1:
-            raise ValueError(
-                f"only one profile may have neither fixedDate nor recurrence; found {', '.join(defaults)}"
-            )
+            raise ValueError(f"only one profile may have neither fixedDate nor recurrence; found {', '.join(defaults)}")
         if not defaults and not any(p.recurrence for p in self.profiles):
             raise ValueError("needs a default profile (one with neither fixedDate nor recurrence)")
         return self

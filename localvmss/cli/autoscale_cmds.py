@@ -179,9 +179,7 @@ def _dimensions(text: str, words: list[str]) -> list[dict[str, Any]]:
     i, n = 0, len(tokens)
 
     def is_value(k: int) -> bool:
-        return (
-            k < n and tokens[k] not in ("==", "!=", ",") and tokens[k].lower() not in ("or", "and", "where")
-        )
+        return k < n and tokens[k] not in ("==", "!=", ",") and tokens[k].lower() not in ("or", "and", "where")
 
     while True:
         if not is_value(i) or i + 1 >= n or tokens[i + 1] not in ("==", "!="):
@@ -202,9 +200,7 @@ def _dimensions(text: str, words: list[str]) -> list[dict[str, Any]]:
                 i += 2
                 continue
             raise InvalidSpec(f"condition {text!r}: unexpected {tokens[i]!r} in the where clause; {shape}")
-        out.append(
-            {"DimensionName": name, "Operator": "Equals" if op == "==" else "NotEquals", "Values": values}
-        )
+        out.append({"DimensionName": name, "Operator": "Equals" if op == "==" else "NotEquals", "Values": values})
         if i >= n:
             return out
 
@@ -229,9 +225,7 @@ def parse_condition(text: str, query: str | None = None) -> dict[str, Any]:
     words = _OPERATOR_RE.sub(r" \1 ", body).split()
     for word in words:
         if _OPERATOR_RE.fullmatch(word) and word not in OPERATORS:
-            raise InvalidSpec(
-                f"condition {raw!r}: operator {word!r} is not one of {_OPS}; expected {CONDITION_SHAPE}"
-            )
+            raise InvalidSpec(f"condition {raw!r}: operator {word!r} is not one of {_OPS}; expected {CONDITION_SHAPE}")
     where = next(
         (i for i, w in enumerate(words) if w.lower() == "where" and any(v in OPERATORS for v in words[:i])),
         None,
@@ -242,9 +236,7 @@ def parse_condition(text: str, query: str | None = None) -> dict[str, Any]:
     if at is None:
         raise InvalidSpec(f"condition {raw!r}: no comparison operator ({_OPS}); expected {CONDITION_SHAPE}")
     if at == 0:
-        raise InvalidSpec(
-            f"condition {raw!r}: no metric name before {words[0]!r}; expected {CONDITION_SHAPE}"
-        )
+        raise InvalidSpec(f"condition {raw!r}: no metric name before {words[0]!r}; expected {CONDITION_SHAPE}")
     if len(words) - at - 1 != 3:
         raise InvalidSpec(
             f"condition {raw!r}: expected <THRESHOLD> <AGG> <WINDOW> after {words[at]!r}, got "
@@ -321,9 +313,7 @@ def parse_scale(text: str) -> dict[str, Any]:
         raise InvalidSpec(f"--scale {raw!r}: {amount!r} is not a whole number; expected {SCALE_SHAPE}")
     value = int(amount)
     if kind == "ExactCount" and direction == "out" and value < 1:
-        raise InvalidSpec(
-            f"--scale {raw!r}: scaling out to {value} never happens; did you mean 'in to {value}'?"
-        )
+        raise InvalidSpec(f"--scale {raw!r}: scaling out to {value} never happens; did you mean 'in to {value}'?")
     if kind != "ExactCount" and value < 1:
         raise InvalidSpec(f"--scale {raw!r}: scaling by {value} does nothing; give at least 1")
     return {"direction": "Increase" if direction == "out" else "Decrease", "type": kind, "value": value}
@@ -387,9 +377,7 @@ def parse_recurrence(text: str) -> list[str]:
     for word in words[1:]:
         day = _DAY_BY_NAME.get(word.lower())
         if day is None:
-            raise InvalidSpec(
-                f"--recurrence {raw!r}: {word!r} is not a day (mon tue wed thu fri sat sun); {shape}"
-            )
+            raise InvalidSpec(f"--recurrence {raw!r}: {word!r} is not a day (mon tue wed thu fri sat sun); {shape}")
         days.add(day)
     return [d for d in WEEKDAYS if d in days]
 
@@ -410,8 +398,7 @@ def parse_fixed_time(text: str, what: str = "--start") -> str:
         value = datetime.fromisoformat(str(text).strip())
     except ValueError:
         raise InvalidSpec(
-            f"{what} {text!r} is not a date or date-time; expected ISO-8601 such as 2026-11-27 or "
-            f"2026-11-27T08:00"
+            f"{what} {text!r} is not a date or date-time; expected ISO-8601 such as 2026-11-27 or 2026-11-27T08:00"
         ) from None
     return value.isoformat()
 
@@ -488,9 +475,7 @@ def recurring_profiles(
 ) -> list[dict[str, Any]]:
     """A weekly profile and its companion that restores ``default`` at ``end`` (next day if overnight)."""
     if end == start:
-        raise InvalidSpec(
-            f"--end {end[0]:02d}:{end[1]:02d} is the same as --start; the profile would never run"
-        )
+        raise InvalidSpec(f"--end {end[0]:02d}:{end[1]:02d} is the same as --start; the profile would never run")
     end_days = list(days)
     if end < start:  # overnight: 22:00 -> 06:00 ends on the following days
         following = {WEEKDAYS[(WEEKDAYS.index(d) + 1) % 7] for d in days}
@@ -619,8 +604,7 @@ def _find_profile(setting: dict[str, Any], name: str | None) -> dict[str, Any]:
             if _is_default(p):
                 return p
         raise NotFound(
-            "the autoscale setting has no default profile (one with neither date nor recurrence); "
-            "give --profile-name"
+            "the autoscale setting has no default profile (one with neither date nor recurrence); give --profile-name"
         )
     for match in (lambda p: p["name"] == name, lambda p: p["name"].lower() == name.lower()):
         found = [p for p in profiles if match(p)]
@@ -747,9 +731,7 @@ def autoscale() -> None:
 @click.option("--max-count", type=int, help="maximum instance count; default --count")
 @click.option("--disabled", is_flag=True, help="create the setting switched off")
 @pass_ctx
-def as_create(
-    c: Ctx, resource: str, count: int, min_count: int | None, max_count: int | None, disabled: bool
-) -> None:
+def as_create(c: Ctx, resource: str, count: int, min_count: int | None, max_count: int | None, disabled: bool) -> None:
     """Create the setting with one profile named "default" (fails if the set has one)."""
     capacity = _capacity(count, min_count, max_count)
     try:
@@ -994,13 +976,10 @@ def profile_group() -> None:
     metavar="week DAY [DAY ...]",
     help="weekly profile on these days (mon tue wed thu fri sat sun); without it a fixed-date profile",
 )
-@click.option(
-    "--start", help="fixed: ISO date or date-time (2026-11-27T08:00); weekly: HH:MM (default 00:00)"
-)
+@click.option("--start", help="fixed: ISO date or date-time (2026-11-27T08:00); weekly: HH:MM (default 00:00)")
 @click.option(
     "--end",
-    help="fixed: ISO date or date-time; weekly: HH:MM (default 23:59), when the default "
-    "profile takes over again",
+    help="fixed: ISO date or date-time; weekly: HH:MM (default 23:59), when the default profile takes over again",
 )
 @click.option(
     "--timezone",
@@ -1008,9 +987,7 @@ def profile_group() -> None:
     show_default=True,
     help="IANA (Europe/Amsterdam) or Windows ('W. Europe Standard Time') time zone of the times",
 )
-@click.option(
-    "--copy-rules", metavar="PROFILE", help="start with the rules (or target tracking) of this profile"
-)
+@click.option("--copy-rules", metavar="PROFILE", help="start with the rules (or target tracking) of this profile")
 @pass_ctx
 def profile_create(
     c: Ctx,
@@ -1055,8 +1032,7 @@ def profile_create(
     else:
         if not start or not end:
             raise InvalidSpec(
-                "give --start and --end (a fixed-date profile) or --recurrence week DAY ... "
-                "(a weekly profile)"
+                "give --start and --end (a fixed-date profile) or --recurrence week DAY ... (a weekly profile)"
             )
         fixed = {
             "timeZone": timezone,
@@ -1069,9 +1045,7 @@ def profile_create(
         raise Conflict(f"profile {name!r} exists; delete it first with 'localvmss autoscale profile delete'")
     source = _find_profile(setting, copy_rules) if copy_rules else None
     if days is not None:
-        new = recurring_profiles(
-            name, capacity, days, start_at, end_at, timezone, _find_profile(setting, None)
-        )
+        new = recurring_profiles(name, capacity, days, start_at, end_at, timezone, _find_profile(setting, None))
     else:
         new = [{"name": name, "capacity": capacity, "rules": [], "fixedDate": fixed}]
     if source is not None:
@@ -1114,9 +1088,7 @@ def profile_delete(c: Ctx, resource: str, name: str) -> None:
 @autoscale.command("target-tracking")
 @resource_option
 @click.option("--metric", help='catalogue metric, e.g. "Percentage CPU" (or give --query)')
-@click.option(
-    "--query", metavar="PROMQL", help="PromQL returning the per-instance average ($scale_set replaced)"
-)
+@click.option("--query", metavar="PROMQL", help="PromQL returning the per-instance average ($scale_set replaced)")
 @click.option("--target", type=float, help="the per-instance value to keep the metric near")
 @click.option(
     "--tolerance",
@@ -1184,9 +1156,7 @@ def target_tracking(
             "timeAggregation": "Average",
             "target": target,
             "tolerance": tolerance,
-            "scaleDownStabilizationWindow": iso_duration(
-                parse_duration(scale_down_window, "--scale-down-window")
-            ),
+            "scaleDownStabilizationWindow": iso_duration(parse_duration(scale_down_window, "--scale-down-window")),
             "scaleUpStabilizationWindow": iso_duration(parse_duration(scale_up_window, "--scale-up-window")),
         }
         _validate_part("TargetTracking", tt, "target tracking")
@@ -1231,9 +1201,7 @@ def _canonical_metric(name: str) -> str:
     help="replay this Azure-shaped setting JSON instead of the stored one",
 )
 @pass_ctx
-def simulate(
-    c: Ctx, resource: str, start: str, end: str, step: float | None, setting_file: str | None
-) -> None:
+def simulate(c: Ctx, resource: str, start: str, end: str, step: float | None, setting_file: str | None) -> None:
     """Replay Prometheus's history: what the setting would have done between --start and --end."""
     now = datetime.now(UTC).replace(microsecond=0)
     start_at = parse_moment(start, now, "--start")
@@ -1249,9 +1217,7 @@ def simulate(
         except (OSError, ValueError) as exc:
             raise InvalidSpec(f"--setting-file {setting_file}: not readable JSON ({exc})") from None
         if not isinstance(data, dict):
-            raise InvalidSpec(
-                f"--setting-file {setting_file}: must hold a JSON object (an autoscale setting)"
-            )
+            raise InvalidSpec(f"--setting-file {setting_file}: must hold a JSON object (an autoscale setting)")
         body["setting"] = data
     steps = c.client.post(f"{_path(resource)}/simulate", body)["value"]
     if c.output == "json":

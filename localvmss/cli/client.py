@@ -30,16 +30,22 @@ _BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
 
 
 class ApiClient:
-    def __init__(self, socket_path: str = DEFAULT_SOCKET, url: str | None = None, token: str | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        socket_path: str = DEFAULT_SOCKET,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if url:
             self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
             self.where = url
         else:
             transport = httpx.HTTPTransport(uds=socket_path)
-            self._http = httpx.Client(transport=transport, base_url="http://localvmss", headers=headers,
-                                      timeout=timeout)
+            self._http = httpx.Client(
+                transport=transport, base_url="http://localvmss", headers=headers, timeout=timeout
+            )
             self.where = socket_path
 
     def close(self) -> None:

@@ -27,8 +27,13 @@ err_console = Console(stderr=True)
 # Tables are not cut to 80 columns when piped (scripts and tests read them too).
 out_console = Console(width=None if sys.stdout.isatty() else 200)
 
-ACTION_NAMES = {"start": "start", "stop": "powerOff", "deallocate": "deallocate", "restart": "restart",
-                "reimage": "reimage"}
+ACTION_NAMES = {
+    "start": "start",
+    "stop": "powerOff",
+    "deallocate": "deallocate",
+    "restart": "restart",
+    "reimage": "reimage",
+}
 
 
 class Ctx:
@@ -42,8 +47,13 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--socket", "socket_path", default=lambda: os.environ.get("LOCALVMSS_SOCKET", DEFAULT_SOCKET),
-              show_default=DEFAULT_SOCKET, help="daemon API unix socket")
+@click.option(
+    "--socket",
+    "socket_path",
+    default=lambda: os.environ.get("LOCALVMSS_SOCKET", DEFAULT_SOCKET),
+    show_default=DEFAULT_SOCKET,
+    help="daemon API unix socket",
+)
 @click.option("--url", default=lambda: os.environ.get("LOCALVMSS_URL"), help="daemon API over TCP instead")
 @click.option("--token", default=lambda: os.environ.get("LOCALVMSS_TOKEN"), help="bearer token for --url")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
@@ -170,7 +180,9 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
 @click.option("--vm-size", default="Standard_B1ls", show_default=True)
 @click.option("--vcpus", type=int)
 @click.option("--memory-mib", type=int)
-@click.option("--orchestration-mode", default="Uniform", show_default=True, help="Uniform (ScaleSetVM) or Flexible (VM)")
+@click.option(
+    "--orchestration-mode", default="Uniform", show_default=True, help="Uniform (ScaleSetVM) or Flexible (VM)"
+)
 @click.option("--computer-name-prefix")
 @click.option("--custom-data", type=click.Path(exists=True, dir_okay=False), help="file passed as cloud-init user-data")
 @click.option("--ssh-key-value", help="public key text or a file holding public keys")
@@ -188,23 +200,43 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
 @click.option("--automatic-repairs-grace-period", default="PT5M", show_default=True)
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
-def create(c: Ctx, name: str, image: str | None, instance_count: int, vm_size: str, vcpus: int | None,
-           memory_mib: int | None, orchestration_mode: str, computer_name_prefix: str | None,
-           custom_data: str | None, ssh_key_value: str | None, platform_fault_domain_count: int | None,
-           fault_domain_mapping: str | None, zones: tuple[str, ...], zone_balance: bool,
-           upgrade_policy_mode: str, max_batch_instance_percent: int, scale_in_policy: str,
-           lb_rules: tuple[str, ...], health_probe: str | None, nat_pool: str | None,
-           enable_automatic_repairs: bool, automatic_repairs_grace_period: str, no_wait: bool) -> None:
+def create(
+    c: Ctx,
+    name: str,
+    image: str | None,
+    instance_count: int,
+    vm_size: str,
+    vcpus: int | None,
+    memory_mib: int | None,
+    orchestration_mode: str,
+    computer_name_prefix: str | None,
+    custom_data: str | None,
+    ssh_key_value: str | None,
+    platform_fault_domain_count: int | None,
+    fault_domain_mapping: str | None,
+    zones: tuple[str, ...],
+    zone_balance: bool,
+    upgrade_policy_mode: str,
+    max_batch_instance_percent: int,
+    scale_in_policy: str,
+    lb_rules: tuple[str, ...],
+    health_probe: str | None,
+    nat_pool: str | None,
+    enable_automatic_repairs: bool,
+    automatic_repairs_grace_period: str,
+    no_wait: bool,
+) -> None:
     """Create a scale set."""
     flexible = orchestration_mode.strip().lower() in ("flexible", "vm")
     props: dict[str, Any] = {
         "orchestrationMode": orchestration_mode,
-        "upgradePolicy": {"mode": upgrade_policy_mode,
-                          "rollingUpgradePolicy": {"maxBatchInstancePercent": max_batch_instance_percent}},
+        "upgradePolicy": {
+            "mode": upgrade_policy_mode,
+            "rollingUpgradePolicy": {"maxBatchInstancePercent": max_batch_instance_percent},
+        },
         "scaleInPolicy": {"rules": [scale_in_policy]},
         "zoneBalance": zone_balance,
-        "automaticRepairsPolicy": {"enabled": enable_automatic_repairs,
-                                   "gracePeriod": automatic_repairs_grace_period},
+        "automaticRepairsPolicy": {"enabled": enable_automatic_repairs, "gracePeriod": automatic_repairs_grace_period},
     }
     if platform_fault_domain_count is not None:
         props["platformFaultDomainCount"] = platform_fault_domain_count
@@ -239,8 +271,10 @@ def create(c: Ctx, name: str, image: str | None, instance_count: int, vm_size: s
             "osProfile": os_profile,
             "networkProfile": network,
         }
-    body: dict[str, Any] = {"sku": {"name": vm_size, "capacity": 0 if flexible else instance_count},
-                            "properties": props}
+    body: dict[str, Any] = {
+        "sku": {"name": vm_size, "capacity": 0 if flexible else instance_count},
+        "properties": props,
+    }
     if zones:
         body["zones"] = list(zones)
     result = c.client.put(f"/scaleSets/{name}", body)
@@ -270,9 +304,11 @@ def show(c: Ctx, name: str) -> None:
     props = data["properties"]
     vmp = props.get("virtualMachineProfile") or {}
     lb = (vmp.get("networkProfile") or {}).get("loadBalancer")
-    click.echo(f"fault domains: {props['platformFaultDomainCount']} ({props['faultDomainMapping']}), "
-               f"zones: {data['zones'] or 'regional'}, scale-in: {props['scaleInPolicy']['rules'][0]}, "
-               f"model version: {props.get('modelVersion')}")
+    click.echo(
+        f"fault domains: {props['platformFaultDomainCount']} ({props['faultDomainMapping']}), "
+        f"zones: {data['zones'] or 'regional'}, scale-in: {props['scaleInPolicy']['rules'][0]}, "
+        f"model version: {props.get('modelVersion')}"
+    )
     if lb:
         click.echo(f"load balancer: {json.dumps(lb)}")
 
@@ -299,8 +335,15 @@ def scale(c: Ctx, name: str, new_capacity: int, no_wait: bool) -> None:
 @click.option("--orchestration-mode", help="(cannot be changed: given only to get the clear error)")
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
-def update(c: Ctx, name: str, image: str | None, custom_data: str | None, upgrade_policy_mode: str | None,
-           orchestration_mode: str | None, no_wait: bool) -> None:
+def update(
+    c: Ctx,
+    name: str,
+    image: str | None,
+    custom_data: str | None,
+    upgrade_policy_mode: str | None,
+    orchestration_mode: str | None,
+    no_wait: bool,
+) -> None:
     """Update the model (a new model version) or the upgrade policy."""
     current = c.client.get(f"/scaleSets/{name}")
     body = {k: current[k] for k in ("sku", "zones")}
@@ -357,22 +400,28 @@ def list_instances(c: Ctx, name: str) -> None:
 @pass_ctx
 def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
     """Live state of one instance (or all) as libvirt reports it."""
-    ids = [instance_id] if instance_id else [
-        i["instanceId"] for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
-    ]
+    ids = (
+        [instance_id]
+        if instance_id
+        else [i["instanceId"] for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]]
+    )
     views = [{"instanceId": i, **c.client.get(f"/scaleSets/{name}/virtualMachines/{i}/instanceView")} for i in ids]
-    emit(c, views if not instance_id else views[0], [
-        ("InstanceId", lambda v: v["instanceId"]),
-        ("ComputerName", lambda v: v["computerName"]),
-        ("Host", lambda v: v["host"]),
-        ("Zone", lambda v: v["zone"]),
-        ("FD", lambda v: v["platformFaultDomain"]),
-        ("UD", lambda v: v["platformUpdateDomain"]),
-        ("Accel", lambda v: v["domainType"]),
-        ("Power", lambda v: _status(v, "PowerState/")),
-        ("Provisioning", lambda v: _status(v, "ProvisioningState/")),
-        ("Health", lambda v: v["vmHealth"]["status"]["code"].split("/")[1]),
-    ])
+    emit(
+        c,
+        views if not instance_id else views[0],
+        [
+            ("InstanceId", lambda v: v["instanceId"]),
+            ("ComputerName", lambda v: v["computerName"]),
+            ("Host", lambda v: v["host"]),
+            ("Zone", lambda v: v["zone"]),
+            ("FD", lambda v: v["platformFaultDomain"]),
+            ("UD", lambda v: v["platformUpdateDomain"]),
+            ("Accel", lambda v: v["domainType"]),
+            ("Power", lambda v: _status(v, "PowerState/")),
+            ("Provisioning", lambda v: _status(v, "ProvisioningState/")),
+            ("Health", lambda v: v["vmHealth"]["status"]["code"].split("/")[1]),
+        ],
+    )
 
 
 def _action_command(cli_name: str, api_action: str) -> None:
@@ -382,8 +431,9 @@ def _action_command(cli_name: str, api_action: str) -> None:
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
     def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
-        result = c.client.post(f"/scaleSets/{name}/{api_action}",
-                               {"instanceIds": list(instance_ids)} if instance_ids else {})
+        result = c.client.post(
+            f"/scaleSets/{name}/{api_action}", {"instanceIds": list(instance_ids)} if instance_ids else {}
+        )
         if not no_wait and api_action in ("start", "reimage", "restart"):
             time.sleep(1.0)
             wait_for_set(c, name)
@@ -414,8 +464,9 @@ def delete_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: 
 @pass_ctx
 def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
     """Bring instances to the latest model (manual upgrade policy)."""
-    result = c.client.post(f"/scaleSets/{name}/manualUpgrade",
-                           {"instanceIds": list(instance_ids)} if instance_ids else {})
+    result = c.client.post(
+        f"/scaleSets/{name}/manualUpgrade", {"instanceIds": list(instance_ids)} if instance_ids else {}
+    )
     if not no_wait:
         time.sleep(1.0)
         wait_for_set(c, name)
@@ -428,13 +479,21 @@ def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: 
 @click.option("--protect-from-scale-in", type=bool)
 @click.option("--protect-from-scale-set-actions", type=bool)
 @pass_ctx
-def set_protection(c: Ctx, name: str, instance_id: str, protect_from_scale_in: bool | None,
-                   protect_from_scale_set_actions: bool | None) -> None:
+def set_protection(
+    c: Ctx, name: str, instance_id: str, protect_from_scale_in: bool | None, protect_from_scale_set_actions: bool | None
+) -> None:
     """Instance protection (az vmss update --protect-from-scale-in ...)."""
-    policy = {k: v for k, v in (("protectFromScaleIn", protect_from_scale_in),
-                                ("protectFromScaleSetActions", protect_from_scale_set_actions)) if v is not None}
-    result = c.client.patch(f"/scaleSets/{name}/virtualMachines/{instance_id}",
-                            {"properties": {"protectionPolicy": policy}})
+    policy = {
+        k: v
+        for k, v in (
+            ("protectFromScaleIn", protect_from_scale_in),
+            ("protectFromScaleSetActions", protect_from_scale_set_actions),
+        )
+        if v is not None
+    }
+    result = c.client.patch(
+        f"/scaleSets/{name}/virtualMachines/{instance_id}", {"properties": {"protectionPolicy": policy}}
+    )
     emit(c, result, INSTANCE_COLUMNS)
 
 
@@ -461,11 +520,15 @@ def connection_info(c: Ctx, name: str) -> None:
 @pass_ctx
 def activity_log(c: Ctx, name: str) -> None:
     """What the set did and why (scale, autoscale, repair ...)."""
-    emit(c, c.client.get(f"/scaleSets/{name}/activityLog")["value"], [
-        ("Time", lambda a: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))),
-        ("Kind", lambda a: a["kind"]),
-        ("Message", lambda a: a["message"]),
-    ])
+    emit(
+        c,
+        c.client.get(f"/scaleSets/{name}/activityLog")["value"],
+        [
+            ("Time", lambda a: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))),
+            ("Kind", lambda a: a["kind"]),
+            ("Message", lambda a: a["message"]),
+        ],
+    )
 
 
 @cli.command("run-command")
@@ -495,10 +558,16 @@ def image() -> None:
 @image.command("list")
 @pass_ctx
 def image_list(c: Ctx) -> None:
-    emit(c, c.client.get("/images")["value"], [
-        ("Name", lambda i: i["name"]), ("Kernel", lambda i: i["kernel"]),
-        ("VirtualSize", lambda i: f"{(i['virtualSizeBytes'] or 0) >> 20} MiB"), ("Source", lambda i: i["source"]),
-    ])
+    emit(
+        c,
+        c.client.get("/images")["value"],
+        [
+            ("Name", lambda i: i["name"]),
+            ("Kernel", lambda i: i["kernel"]),
+            ("VirtualSize", lambda i: f"{(i['virtualSizeBytes'] or 0) >> 20} MiB"),
+            ("Source", lambda i: i["source"]),
+        ],
+    )
 
 
 @image.command("import")
@@ -530,12 +599,33 @@ def host() -> None:
 @host.command("list")
 @pass_ctx
 def host_list(c: Ctx) -> None:
-    emit(c, c.client.get("/hosts")["value"], [
-        ("Name", lambda h: h["name"]), ("URI", lambda h: h["uri"]), ("Zone", lambda h: h["zone"]),
-        ("Available", lambda h: h["available"]), ("Accel", lambda h: h["domainType"]),
-        ("CPUs", lambda h: h.get("cpus")), ("FreeMiB", lambda h: (h.get("freeMemoryBytes") or 0) >> 20),
-        ("NUMA", lambda h: h.get("numaCells")), ("Why", lambda h: h["accelerator"] or h["message"]),
-    ])
+    emit(
+        c,
+        c.client.get("/hosts")["value"],
+        [
+            ("Name", lambda h: h["name"]),
+            ("URI", lambda h: h["uri"]),
+            ("Zone", lambda h: h["zone"]),
+            ("Available", lambda h: h["available"]),
+            ("Accel", lambda h: h["domainType"]),
+            ("CPUs", lambda h: h.get("cpus")),
+            ("FreeMiB", lambda h: (h.get("freeMemoryBytes") or 0) >> 20),
+            ("NUMA", lambda h: h.get("numaCells")),
+            ("Why", lambda h: h["accelerator"] or h["message"]),
+        ],
+    )
+
+
+@cli.group("lb")
+def lb() -> None:
+    """The HAProxy load balancer."""
+
+
+@lb.command("reload")
+@pass_ctx
+def lb_reload(c: Ctx) -> None:
+    """Seamless reload of HAProxy (connections are kept, every server stays)."""
+    emit(c, c.client.post("/loadBalancer/reload"))
 
 
 # -- Flexible-mode VMs --------------------------------------------------------------------------
@@ -554,8 +644,17 @@ def vm() -> None:
 @click.option("--ssh-key-value")
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
-def vm_create(c: Ctx, name: str, vmss: str, image: str | None, size: str | None,
-              platform_fault_domain: int | None, zone: str | None, ssh_key_value: str | None, no_wait: bool) -> None:
+def vm_create(
+    c: Ctx,
+    name: str,
+    vmss: str,
+    image: str | None,
+    size: str | None,
+    platform_fault_domain: int | None,
+    zone: str | None,
+    ssh_key_value: str | None,
+    no_wait: bool,
+) -> None:
     props: dict[str, Any] = {"virtualMachineScaleSet": {"id": f"/scaleSets/{vmss}"}}
     if image:
         props["storageProfile"] = {"imageReference": {"id": image}}

@@ -43,9 +43,13 @@ class HAProxyBalancer:
 
     def ensure_running(self) -> bool:
         restarted = self.lb.ensure_running()
-        if restarted:
-            children.record(self.cfg.state_dir, "haproxy", self.lb.master_pid)
+        # Any path may have restarted it (a sync that found it dead, too): record who runs now.
+        children.record(self.cfg.state_dir, "haproxy", self.lb.master_pid)
+        self.lb.save_server_state()
         return restarted
+
+    def reload(self) -> None:
+        self.lb.reload()
 
     def validate(self, set_name: str, spec: ScaleSetSpec, capacity: int) -> dict[str, object]:
         """Parse and check the set's LB model against HAProxy's current ports; InvalidSpec if bad."""
@@ -54,10 +58,7 @@ class HAProxyBalancer:
         return to_json(self.lb.check_spec(set_name, lb_spec, max_capacity=max(need, 1)))
 
     def sync(self, scale_set: str, spec: ScaleSetSpec, instances: list[InstanceRow]) -> None:
-        members = [
-            Member(i.instance_id, i.ip, ready=_ready(i), nat_port=i.nat_port)
-            for i in instances
-        ]
+        members = [Member(i.instance_id, i.ip, ready=_ready(i), nat_port=i.nat_port) for i in instances]
         self.lb.apply(scale_set, from_json(spec.load_balancer), members)
 
     def drain(self, scale_set: str, instance_id: int, timeout_s: float) -> None:

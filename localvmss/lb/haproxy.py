@@ -348,9 +348,7 @@ class LoadBalancer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 status = self._proc.returncode
-                raise HAProxyError(
-                    f"HAProxy exited with status {status} while starting: {self._log_reason(since)}"
-                )
+                raise HAProxyError(f"HAProxy exited with status {status} while starting: {self._log_reason(since)}")
             if self._serving():
                 return
             time.sleep(0.05)
@@ -370,12 +368,28 @@ class LoadBalancer:
             self._spawn()
             self._converge(list(self._sets))
 
+    def _processes_with_our_config(self) -> set[int]:
+        found = set()
+        needle = str(self.config_path).encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if needle in fh.read():
+                        found.add(int(entry))
+            except OSError:
+                continue
+        return found
+
     def _terminate(self, timeout_s: float = 5.0) -> None:
         """Stop our master and its workers by pid: TERM, then KILL after ``timeout_s``."""
         pid = self.master_pid
         if pid:
             self.worker_pids()
-        workers = set(self._known_workers)
+        # Every process running our configuration is ours: a worker orphaned by a killed master
+        # would otherwise keep its SO_REUSEPORT listeners and share (then drop) connections.
+        workers = set(self._known_workers) | self._processes_with_our_config()
         self._known_workers = set()
         if pid is not None:
             try:
@@ -426,6 +440,13 @@ class LoadBalancer:
             self._spawn()
             self._converge(list(self._sets))
             return True
+
+    def save_server_state(self) -> None:
+        """Refresh the server-state file, so a reload started outside the daemon (an operator's
+        master-CLI ``reload`` or SIGUSR2) restores current server states, not stale ones."""
+        with self._lock:
+            if self._serving():
+                atomic_write(self.server_state_path, self.admin.command("show servers state"))
 
     def reload(self) -> None:
         """Seamless reload through the master CLI; raises HAProxyError if the new config failed."""

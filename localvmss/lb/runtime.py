@@ -81,9 +81,7 @@ def unix_command(path: Path | str, cmd: str, *, timeout_s: float = 5.0) -> str:
             chunks.append(data)
         return b"".join(chunks).decode("utf-8", "replace")
     except TimeoutError:
-        raise HAProxyUnavailable(
-            f"HAProxy socket {path} did not answer {cmd.split()[0]!r} in {timeout_s} s"
-        ) from None
+        raise HAProxyUnavailable(f"HAProxy socket {path} did not answer {cmd.split()[0]!r} in {timeout_s} s") from None
     except OSError as exc:
         raise HAProxyUnavailable(f"HAProxy socket {path} failed during {cmd.split()[0]!r}: {exc}") from None
     finally:
@@ -200,9 +198,7 @@ class RuntimeClient:
         )
 
     def shutdown_sessions(self, backend: str, server: str) -> None:
-        self._action(
-            f"shutdown sessions server {backend}/{server}", f"closing sessions of {backend}/{server}"
-        )
+        self._action(f"shutdown sessions server {backend}/{server}", f"closing sessions of {backend}/{server}")
 
     def del_server(self, backend: str, server: str) -> None:
         """``del server``: HAProxy requires maintenance and no connections (else it refuses)."""
@@ -250,9 +246,7 @@ class RuntimeClient:
         try:
             return int(info["Pid"])
         except (KeyError, ValueError):
-            raise HAProxyUnavailable(
-                f"HAProxy socket {self.socket_path} gave no pid in 'show info'"
-            ) from None
+            raise HAProxyUnavailable(f"HAProxy socket {self.socket_path} gave no pid in 'show info'") from None
 
 
 @dataclass

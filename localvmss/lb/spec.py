@@ -59,9 +59,7 @@ def check_probe_path(path: object) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidSpec(f"probe path {path!r} must start with '/'")
     if _BAD_PATH_CHARS.search(path):
-        raise InvalidSpec(
-            f"probe path {path!r} must not contain whitespace, quotes, '#', '\\' or control characters"
-        )
+        raise InvalidSpec(f"probe path {path!r} must not contain whitespace, quotes, '#', '\\' or control characters")
     if len(path) > PATH_MAX or not _PATH_PATTERN.match(path):
         raise InvalidSpec(f"probe path {path!r} must be a URL path of at most {PATH_MAX} URL-safe characters")
     return path
@@ -195,9 +193,7 @@ class Member:
         try:
             ipaddress.ip_address(self.address)
         except (ValueError, TypeError):
-            raise InvalidSpec(
-                f"instance {self.instance_id} address {self.address!r} is not an IP address"
-            ) from None
+            raise InvalidSpec(f"instance {self.instance_id} address {self.address!r} is not an IP address") from None
         if not isinstance(self.ready, bool):
             raise InvalidSpec(f"instance {self.instance_id} ready flag {self.ready!r} must be a boolean")
         if self.nat_port is not None:
@@ -217,9 +213,7 @@ def validate_members(spec: LoadBalancerSpec, members: Iterable[Member]) -> tuple
         ids.add(m.instance_id)
         if spec.nat_pool is None:
             if m.nat_port is not None:
-                raise InvalidSpec(
-                    f"instance {m.instance_id} has NAT port {m.nat_port} but the set has no NAT pool"
-                )
+                raise InvalidSpec(f"instance {m.instance_id} has NAT port {m.nat_port} but the set has no NAT pool")
             continue
         if m.nat_port is None:
             raise InvalidSpec(f"instance {m.instance_id} has no NAT port but the set has a NAT pool")
@@ -286,9 +280,7 @@ def parse_lb_rule(text: str) -> LbRule:
         port = _parse_int(parts[0], "rule port")
         return LbRule(port, port)
     if len(parts) != 2:
-        raise InvalidSpec(
-            f"load-balancing rule {text!r} must look like FRONTEND_PORT:BACKEND_PORT, e.g. 80:80"
-        )
+        raise InvalidSpec(f"load-balancing rule {text!r} must look like FRONTEND_PORT:BACKEND_PORT, e.g. 80:80")
     return LbRule(_parse_int(parts[0], "rule frontend port"), _parse_int(parts[1], "rule backend port"))
 
 
@@ -368,8 +360,7 @@ def to_json(spec: LoadBalancerSpec) -> dict[str, Any]:
     body: dict[str, Any] = {
         "frontendIPConfiguration": {"privateIPAddress": spec.bind_address},
         "loadBalancingRules": [
-            {"protocol": "Tcp", "frontendPort": r.frontend_port, "backendPort": r.backend_port}
-            for r in spec.rules
+            {"protocol": "Tcp", "frontendPort": r.frontend_port, "backendPort": r.backend_port} for r in spec.rules
         ],
         "probes": [probe],
         "inboundNatPools": [],
@@ -426,7 +417,8 @@ def from_json(body: object) -> LoadBalancerSpec:
                 check_port(_required(item, "backendPort", f"loadBalancingRules[{i}]"), "backendPort"),
             )
         )
-    probes = _list(data.get("probes"), "probes")
+    # No probe given: a TCP connect to each rule's backend port, as Azure's default would be.
+    probes = _list(data.get("probes"), "probes") or [{"protocol": "Tcp"}]
     if len(probes) != 1:
         raise InvalidSpec(f"probes must hold exactly one probe, got {len(probes)}")
     p = _obj(probes[0], "probes[0]")

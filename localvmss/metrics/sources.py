@@ -38,8 +38,9 @@ class Sources:
                 if inst is None:
                     continue
                 samples.append(
-                    InstanceSample(inst.scale_set, inst.instance_id, host, inst.fault_domain,
-                                   parse_domain_stats(name, values))
+                    InstanceSample(
+                        inst.scale_set, inst.instance_id, host, inst.fault_domain, parse_domain_stats(name, values)
+                    )
                 )
         return samples
 

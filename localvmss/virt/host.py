@@ -322,38 +322,41 @@ class Host:
 
         return self._call(f"reading network {name}", read)
 
-    def reserve_address(self, network: str, mac: str, ip: str, hostname: str) -> None:
-        """Add a DHCP host entry (live and persistent); an identical existing entry is fine."""
-        if (mac, ip) in self.network_layout(network)[4]:
-            return
-        xml = domainxml.dhcp_host_xml(mac, ip, hostname)
-        self._call(
-            f"reserving {ip} for {mac} in network {network}",
-            lambda c: c.networkLookupByName(network).update(
-                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+    def _update_dhcp_host(self, network: str, command: int, xml: str, doing: str) -> None:
+        """Change one DHCP host entry, live and persistent."""
+
+        def update(conn: libvirt.virConnect) -> None:
+            conn.networkLookupByName(network).update(
+                command,
                 libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
                 -1,
                 xml,
                 libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-            ),
+            )
+
+        self._call(doing, update)
+
+    def reserve_address(self, network: str, mac: str, ip: str, hostname: str) -> None:
+        """Add a DHCP host entry (live and persistent); an identical existing entry is fine."""
+        if (mac, ip) in self.network_layout(network)[4]:
+            return
+        self._update_dhcp_host(
+            network,
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            domainxml.dhcp_host_xml(mac, ip, hostname),
+            f"reserving {ip} for {mac} in network {network}",
         )
 
     def release_address(self, network: str, mac: str) -> None:
         """Remove the DHCP host entry of ``mac``; one already gone counts as released."""
         for entry_mac, entry_ip in self.network_layout(network)[4]:
-            if entry_mac.lower() != mac.lower():
-                continue
-            xml = etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode")
-            self._call(
-                f"releasing {entry_ip} in network {network}",
-                lambda c, xml=xml: c.networkLookupByName(network).update(
+            if entry_mac.lower() == mac.lower():
+                self._update_dhcp_host(
+                    network,
                     libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
-                    -1,
-                    xml,
-                    libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
-                ),
-            )
+                    etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode"),
+                    f"releasing {entry_ip} in network {network}",
+                )
 
     # -- domains ----------------------------------------------------------------------------
     def define_domain(self, xml: str) -> None:

@@ -47,9 +47,7 @@ EMPTY_USER_DATA = b"#cloud-config\n"
 MIN_SEED_BYTES = 256 * 1024
 
 
-def build_nocloud_seed(
-    instance_id: str, hostname: str, ssh_public_keys: list[str], user_data: bytes | None
-) -> bytes:
+def build_nocloud_seed(instance_id: str, hostname: str, ssh_public_keys: list[str], user_data: bytes | None) -> bytes:
     """Return a NoCloud seed ISO (label ``cidata``, Joliet + Rock Ridge) as bytes.
 
     ``user_data`` is stored unchanged (the busybox guest runs it once per instance-id when it starts
@@ -96,17 +94,14 @@ def normalize_ssh_public_key(key: str) -> str:
     if len(raw) < 4 or raw[4 : 4 + struct.unpack(">I", raw[:4])[0]] != key_type.encode():
         raise InvalidSpec(f"SSH public key data does not hold a {key_type} key (truncated or mixed up?)")
     if comment is not None and not _COMMENT.fullmatch(comment):
-        raise InvalidSpec(
-            "SSH public key comment may hold only letters, digits, spaces and @._+=:,/()- (at most 200)"
-        )
+        raise InvalidSpec("SSH public key comment may hold only letters, digits, spaces and @._+=:,/()- (at most 200)")
     return f"{key_type} {blob}" + (f" {comment}" if comment else "")
 
 
 def _check_name(what: str, value: str) -> None:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidSpec(
-            f"{what} {value!r} is invalid: use 1-63 lowercase letters, digits and '-', "
-            "starting with a letter or digit"
+            f"{what} {value!r} is invalid: use 1-63 lowercase letters, digits and '-', starting with a letter or digit"
         )
 
 
@@ -116,9 +111,7 @@ def _iso(files: dict[str, bytes]) -> bytes:
     for name, data in files.items():
         # ISO9660 names are upper case without '-'; Rock Ridge and Joliet carry the real name.
         iso_name = "/" + name.replace("-", "").upper() + ".;1"
-        iso.add_fp(
-            io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path=f"/{name}", file_mode=0o100444
-        )
+        iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path=f"/{name}", file_mode=0o100444)
     out = io.BytesIO()
     iso.write_fp(out)
     iso.close()

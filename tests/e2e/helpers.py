@@ -26,9 +26,7 @@ def libvirt_view(testbed: Testbed, set_name: str) -> dict[str, Any]:
             for dom in host.owned_domains(prefix):
                 view["domains"][dom.name] = (lab_host.name, dom.power_state.value)
             view["volumes"] += [v for v in host.volume_names(POOL, prefix)]
-            view["reservations"] += [
-                (mac, ip) for mac, ip in host.network_layout(lab_host.network_name)[4]
-            ]
+            view["reservations"] += [(mac, ip) for mac, ip in host.network_layout(lab_host.network_name)[4]]
         finally:
             host.close()
     return view
@@ -58,9 +56,7 @@ def instances(api: ApiClient, set_name: str) -> list[dict[str, Any]]:
 
 
 def ips(api: ApiClient, set_name: str) -> dict[str, str]:
-    return {
-        i["instanceId"]: i["properties"]["networkProfile"]["privateIpAddress"] for i in instances(api, set_name)
-    }
+    return {i["instanceId"]: i["properties"]["networkProfile"]["privateIpAddress"] for i in instances(api, set_name)}
 
 
 def uniform_body(capacity: int, image: str = "base", **props: Any) -> dict[str, Any]:
@@ -68,8 +64,10 @@ def uniform_body(capacity: int, image: str = "base", **props: Any) -> dict[str, 
         "storageProfile": {"imageReference": {"id": image}},
         "osProfile": {},
     }
-    return {"sku": {"name": "Standard_B1ls", "capacity": capacity},
-            "properties": {"orchestrationMode": "Uniform", "virtualMachineProfile": vmp, **props}}
+    return {
+        "sku": {"name": "Standard_B1ls", "capacity": capacity},
+        "properties": {"orchestrationMode": "Uniform", "virtualMachineProfile": vmp, **props},
+    }
 
 
 def dumps(value: Any) -> str:

@@ -78,14 +78,19 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
     cli.ok("start", name, "--instance-ids", "0")
     ip = ips(api, name)["0"]
     out = api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": f"touch /root/{marker}; hostname"})
-    assert out["exitCode"] == 0 and out["stdout"].strip() == api.get(
-        f"/scaleSets/{name}/virtualMachines/0")["properties"]["osProfile"]["computerName"]
+    assert (
+        out["exitCode"] == 0
+        and out["stdout"].strip()
+        == api.get(f"/scaleSets/{name}/virtualMachines/0")["properties"]["osProfile"]["computerName"]
+    )
 
-    uptime_before = float(api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand",
-                                   {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"])
+    uptime_before = float(
+        api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"]
+    )
     cli.ok("restart", name, "--instance-ids", "0")
-    uptime_after = float(api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand",
-                                  {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"])
+    uptime_after = float(
+        api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": "cut -d' ' -f1 /proc/uptime"})["stdout"]
+    )
     assert uptime_after < uptime_before + 1, "restart rebooted the guest"
 
     cli.ok("reimage", name, "--instance-ids", "0")
@@ -102,8 +107,11 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
 def test_kill9_during_scale_out_converges(daemon: DaemonProcess, testbed: Testbed, name: str) -> None:
     api = ApiClient(str(daemon.socket_path))
     api.put(f"/scaleSets/{name}", uniform_body(1))
-    wait_until(lambda: api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded", 300,
-               "the first instance")
+    wait_until(
+        lambda: api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded",
+        300,
+        "the first instance",
+    )
     api.patch(f"/scaleSets/{name}", {"sku": {"capacity": 4}})
     # Kill the daemon while it is making the new instances (some defined, some not yet).
     wait_until(lambda: len(libvirt_view(testbed, name)["domains"]) >= 2, 120, "scale-out to begin", 0.2)
@@ -112,9 +120,12 @@ def test_kill9_during_scale_out_converges(daemon: DaemonProcess, testbed: Testbe
     daemon.start()
     api = ApiClient(str(daemon.socket_path))
     wait_until(
-        lambda: api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded"
-        and api.get(f"/scaleSets/{name}")["properties"]["readyCount"] == 4,
-        600, "convergence after restart",
+        lambda: (
+            api.get(f"/scaleSets/{name}")["properties"]["provisioningState"] == "Succeeded"
+            and api.get(f"/scaleSets/{name}")["properties"]["readyCount"] == 4
+        ),
+        600,
+        "convergence after restart",
     )
     view = libvirt_view(testbed, name)
     ids = sorted(int(i["instanceId"]) for i in instances(api, name))

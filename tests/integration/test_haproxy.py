@@ -74,12 +74,8 @@ class Env:
         self.backends[instance_id] = b
         return b
 
-    def spec(
-        self, *, nat_pool: NatPool | None = None, extra_rules: tuple[LbRule, ...] = ()
-    ) -> LoadBalancerSpec:
-        probe = HealthProbe(
-            "http", None, "/healthz", interval_seconds=1, healthy_threshold=2, unhealthy_threshold=2
-        )
+    def spec(self, *, nat_pool: NatPool | None = None, extra_rules: tuple[LbRule, ...] = ()) -> LoadBalancerSpec:
+        probe = HealthProbe("http", None, "/healthz", interval_seconds=1, healthy_threshold=2, unhealthy_threshold=2)
         rules = (LbRule(self.frontend_port, self.backend_port), *extra_rules)
         return LoadBalancerSpec(rules, probe, nat_pool)
 
@@ -153,9 +149,7 @@ def test_scale_2_to_4_to_1_under_load_loses_nothing(env: Env) -> None:
     assert load.failed == 0, dict(load.errors)
     assert load.sent > 100
     assert remaining == {3: 0, 2: 0, 1: 0}
-    assert after - before == type(after)({"vm0": (after - before)["vm0"]}), (
-        "removed members still got traffic"
-    )
+    assert after - before == type(after)({"vm0": (after - before)["vm0"]}), "removed members still got traffic"
     assert env.lb.worker_pids() == workers, "membership changes must not reload HAProxy"
     assert set(env.lb.server_states("web")) == {0}
     assert "server i1 " not in env.lb.config_path.read_text()
@@ -176,9 +170,7 @@ def test_reload_under_load_loses_nothing(env: Env) -> None:
             env.remember_pids()
             time.sleep(0.5)
         # A new rule is a new frontend: a configuration change that needs a reload.
-        env.lb.apply(
-            "web", env.spec(extra_rules=(LbRule(second_port, env.backend_port),)), env.members([0, 1])
-        )
+        env.lb.apply("web", env.spec(extra_rules=(LbRule(second_port, env.backend_port),)), env.members([0, 1]))
         env.remember_pids()
         time.sleep(0.5)
     print(f"\nreloads: sent {load.sent}, failed {load.failed}, per backend {dict(load.seen)}")
@@ -211,9 +203,7 @@ def test_kill_9_master_and_worker_then_ensure_running_restores(env: Env) -> None
     env.remember_pids()
     for pid in [master, *workers]:
         os.kill(pid, signal.SIGKILL)
-    wait_until(
-        lambda: not any(_alive(p) for p in [*workers]) and env.lb.master_pid is None, 5, "haproxy dead"
-    )
+    wait_until(lambda: not any(_alive(p) for p in [*workers]) and env.lb.master_pid is None, 5, "haproxy dead")
     assert env.lb.ensure_running() is True
     env.remember_pids()
     assert env.lb.master_pid not in (None, master)

@@ -324,9 +324,7 @@ def test_apply_action(direction: str, kind: str, value: int, current: int, expec
         (10.0, 4, timedelta(minutes=6), "out", 3, "scale in 4->3"),
     ],
 )
-def test_cooldown(
-    cpu: float, cur: int, since: timedelta, last_dir: Any, expected_cap: int, reason_part: str
-) -> None:
+def test_cooldown(cpu: float, cur: int, since: timedelta, last_dir: Any, expected_cap: int, reason_part: str) -> None:
     d = evaluate(
         setting(STANDARD),
         current_capacity=cur,

@@ -31,8 +31,7 @@ def trigger(**fields: Any) -> MetricTrigger:
 
 
 HOST_CPU = (
-    '100 * rate(localvmss_instance_cpu_seconds_total{scale_set="web"}[1m])'
-    ' / localvmss_instance_vcpus{scale_set="web"}'
+    '100 * rate(localvmss_instance_cpu_seconds_total{scale_set="web"}[1m]) / localvmss_instance_vcpus{scale_set="web"}'
 )
 GUEST_CPU = (
     '100 * sum by (scale_set, instance_id) (rate(node_cpu_seconds_total{job="localvmss-guest",mode!="idle",'
@@ -61,8 +60,7 @@ GUEST_CPU = (
         ({"statistic": "Max"}, f"avg(avg_over_time(({HOST_CPU})[5m:1m]))"),
         (
             {"statistic": "Count"},
-            'avg(avg_over_time((count_over_time(localvmss_instance_cpu_seconds_total{scale_set="web"}[1m]))'
-            "[5m:1m]))",
+            'avg(avg_over_time((count_over_time(localvmss_instance_cpu_seconds_total{scale_set="web"}[1m]))[5m:1m]))',
         ),
         ({"metricName": "Guest Percentage CPU"}, f"avg(avg_over_time(({GUEST_CPU})[5m:1m]))"),
         # gauges: the statistic is *_over_time within the grain
@@ -218,11 +216,7 @@ def _labels(instance: str, **extra: str) -> str:
 
 
 def _guest(instance: str, cpu: str, mode: str) -> str:
-    return (
-        "{"
-        + f'job="localvmss-guest",scale_set="web",instance_id="{instance}",cpu="{cpu}",mode="{mode}"'
-        + "}"
-    )
+    return "{" + f'job="localvmss-guest",scale_set="web",instance_id="{instance}",cpu="{cpu}",mode="{mode}"' + "}"
 
 
 # 15 s steps, 41 samples = 10 minutes; evaluated at 10m.

@@ -17,9 +17,7 @@ def cap(n: int) -> dict[str, int]:
     return {"minimum": n, "maximum": n, "default": n}
 
 
-def recurring(
-    name: str, tz: str, days: list[str], hours: list[int], minutes: list[int], n: int
-) -> dict[str, Any]:
+def recurring(name: str, tz: str, days: list[str], hours: list[int], minutes: list[int], n: int) -> dict[str, Any]:
     return {
         "name": name,
         "capacity": cap(n),
@@ -169,9 +167,7 @@ DEFAULT_AND_FIXED = make(
     {"name": "regular", "capacity": cap(2)},
     fixed("sale", "W. Europe Standard Time", "2024-06-01T09:00:00", "2024-06-01T17:00:00", 6),
     fixed("utc-window", None, "2024-06-02T00:00:00Z", "2024-06-02T01:00:00Z", 7),
-    fixed(
-        "offset-window", "Tokyo Standard Time", "2024-06-03T00:00:00+00:00", "2024-06-03T01:00:00+00:00", 8
-    ),
+    fixed("offset-window", "Tokyo Standard Time", "2024-06-03T00:00:00+00:00", "2024-06-03T01:00:00+00:00", 8),
 )
 
 

@@ -141,9 +141,7 @@ def test_load_drop_is_stabilised_for_the_window() -> None:
     for minute in range(-3, 8):
         now = NOW + timedelta(minutes=minute)
         metric = 50.0 if minute < 0 else 20.0 * 6 / current  # total load fixed, spread over the set
-        res = recommend(
-            current=current, metric=metric, target=50.0, minimum=1, maximum=10, now=now, history=history
-        )
+        res = recommend(current=current, metric=metric, target=50.0, minimum=1, maximum=10, now=now, history=history)
         history = res.history
         current = res.desired
         seen.append(current)
@@ -210,14 +208,10 @@ def test_engine_target_tracking_scale_down_is_stabilised() -> None:
     s = tt_setting(scaleDownStabilizationWindow="PT3M")
     d1 = evaluate(s, current_capacity=4, now=NOW, query=lambda _q: 50.0)
     assert d1.direction == "none" and "keep 4" in d1.reason
-    d2 = evaluate(
-        s, current_capacity=4, now=NOW + timedelta(minutes=1), query=lambda _q: 10.0, history=d1.history
-    )
+    d2 = evaluate(s, current_capacity=4, now=NOW + timedelta(minutes=1), query=lambda _q: 10.0, history=d1.history)
     assert (d2.new_capacity, d2.direction) == (4, "none")
     assert "stabilised to 4" in d2.reason
-    d3 = evaluate(
-        s, current_capacity=4, now=NOW + timedelta(minutes=3), query=lambda _q: 10.0, history=d2.history
-    )
+    d3 = evaluate(s, current_capacity=4, now=NOW + timedelta(minutes=3), query=lambda _q: 10.0, history=d2.history)
     assert (d3.new_capacity, d3.direction) == (1, "in")
 
 

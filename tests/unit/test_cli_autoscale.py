@@ -384,9 +384,7 @@ def test_build_rule_is_azure_shaped_and_valid() -> None:
     setting = parse_autoscale_setting(
         {
             "targetResourceName": "web",
-            "profiles": [
-                {"name": "default", "capacity": {"minimum": 1, "maximum": 5, "default": 1}, "rules": [rule]}
-            ],
+            "profiles": [{"name": "default", "capacity": {"minimum": 1, "maximum": 5, "default": 1}, "rules": [rule]}],
         }
     )
     assert setting.profiles[0].rules[0].scale_action.cooldown == timedelta(minutes=5)
@@ -735,9 +733,7 @@ def no_http(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return calls
 
 
-def run_main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["localvmss", *args])
     code = 0
     try:
@@ -1031,9 +1027,7 @@ BAD_BEFORE_HTTP = [
 ]
 
 
-@pytest.mark.parametrize(
-    "args,fragment", BAD_BEFORE_HTTP, ids=lambda v: " ".join(v) if isinstance(v, list) else v
-)
+@pytest.mark.parametrize("args,fragment", BAD_BEFORE_HTTP, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
 def test_bad_input_exits_2_before_any_request(
     args: list[str],
     fragment: str,
@@ -1138,15 +1132,11 @@ class FakeDaemon:
 @pytest.fixture
 def daemon(monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
     fake = FakeDaemon()
-    monkeypatch.setattr(
-        ApiClient, "request", lambda self, method, path, body=None: fake.request(method, path, body)
-    )
+    monkeypatch.setattr(ApiClient, "request", lambda self, method, path, body=None: fake.request(method, path, body))
     return fake
 
 
-def az(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
+def az(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return run_main(monkeypatch, capsys, "-o", "json", "autoscale", *args)
 
 
@@ -1173,9 +1163,7 @@ def test_create_show_update_delete(
         "2",
     )
     assert got["enabled"] is True and got["targetResourceName"] == "web"
-    assert got["profiles"] == [
-        {"name": "default", "capacity": {"minimum": 1, "maximum": 5, "default": 2}, "rules": []}
-    ]
+    assert got["profiles"] == [{"name": "default", "capacity": {"minimum": 1, "maximum": 5, "default": 2}, "rules": []}]
     code, _, err = az(monkeypatch, capsys, "create", "--resource", "web", "--count", "2")
     assert code == 4 and "already has an autoscale setting" in err  # Conflict, nothing written
     assert daemon.puts() == 1
@@ -1210,9 +1198,7 @@ def test_create_for_unknown_set(
     assert code == 3 and "scale set 'nope' not found" in err
 
 
-def test_rules(
-    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_rules(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     ok(
         monkeypatch,
         capsys,
@@ -1286,9 +1272,7 @@ def test_rules(
     # the stored setting behaves as intended in the engine
     setting = parse_autoscale_setting(daemon.settings["web"])
     values = {"busy": 9.0}
-    decision = evaluate(
-        setting, current_capacity=1, now=NOW, query=lambda q: values["busy"] if "busy" in q else 50.0
-    )
+    decision = evaluate(setting, current_capacity=1, now=NOW, query=lambda q: values["busy"] if "busy" in q else 50.0)
     assert decision.new_capacity == 4
 
     code, _, err = az(monkeypatch, capsys, "rule", "delete", "--resource", "web", "--index", "7")
@@ -1417,9 +1401,7 @@ def test_profiles_and_companions(
     )
     profiles = {p["name"]: p for p in daemon.settings["web"]["profiles"]}
     companion = profiles[ac.companion_name("default", "office")]
-    assert (
-        companion["capacity"] == profiles["default"]["capacity"] == {"minimum": 1, "maximum": 6, "default": 2}
-    )
+    assert companion["capacity"] == profiles["default"]["capacity"] == {"minimum": 1, "maximum": 6, "default": 2}
     assert companion["rules"] == profiles["default"]["rules"] and len(companion["rules"]) == 2
     assert len(profiles["office"]["rules"]) == 1  # other profiles keep their own
     # rules of a named profile
@@ -1538,9 +1520,7 @@ def test_simulate(
         "--setting-file",
         str(setting_file),
     )
-    assert code == 0 and out.startswith(
-        "no scaling between 2026-03-10T10:00:00+00:00 and 2026-03-10T11:00:00+00:00"
-    )
+    assert code == 0 and out.startswith("no scaling between 2026-03-10T10:00:00+00:00 and 2026-03-10T11:00:00+00:00")
     assert daemon.calls[-1] == (
         "POST",
         "/scaleSets/web/autoscale/simulate",
@@ -1559,18 +1539,14 @@ def test_simulate(
             "reason": "scale out 1->3: avg Percentage CPU 91 > 70 over PT5M (profile default)",
         }
     ]
-    code, out, _ = run_main(
-        monkeypatch, capsys, "autoscale", "simulate", "--resource", "web", "--start", "now-1h"
-    )
+    code, out, _ = run_main(monkeypatch, capsys, "autoscale", "simulate", "--resource", "web", "--start", "now-1h")
     assert code == 0
     assert "2026-03-10T10:05:00+00:00" in out and "scale out 1->3" in out and "From" in out
     assert set(daemon.calls[-1][2]) == {"start", "end"}
     assert ok(monkeypatch, capsys, "simulate", "--resource", "web", "--start", "now-1h") == daemon.simulated
 
 
-def test_tables(
-    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_tables(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from localvmss.cli import main as main_module
 
     monkeypatch.setattr(main_module.out_console, "width", 200)  # one line per row, whatever the terminal

@@ -157,9 +157,7 @@ def test_failing_source_exposes_nothing_but_keeps_the_page() -> None:
 
 def test_scale_set_metrics() -> None:
     registry = CollectorRegistry()
-    registry.register(
-        ScaleSetCollector(lambda: [ScaleSetSample("web", 3, 2, 1), ScaleSetSample("api", 1, 1, 1)])
-    )
+    registry.register(ScaleSetCollector(lambda: [ScaleSetSample("web", 3, 2, 1), ScaleSetSample("api", 1, 1, 1)]))
     page = _exposition(registry)
 
     def by_set(name: str) -> dict[str, float]:

@@ -118,9 +118,7 @@ def test_added_input_is_stale(tmp_path: Path) -> None:
 
 
 def run_check(directory: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(BUILD_BASE), "--check", str(directory)], capture_output=True, text=True
-    )
+    return subprocess.run([sys.executable, str(BUILD_BASE), "--check", str(directory)], capture_output=True, text=True)
 
 
 def test_cli_reports_one_line_and_exit_1(tmp_path: Path) -> None:

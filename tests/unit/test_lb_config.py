@@ -271,9 +271,7 @@ def test_parse_servers_state_and_admin_masks() -> None:
         ("b1", "i2", "18082"),
     ]
     assert [admin_state_of(int(r["srv_admin_state"])) for r in rows] == ["drain", "maint"]
-    assert (
-        admin_state_of(0) == "ready" and admin_state_of(0x04) == "maint" and admin_state_of(0x09) == "maint"
-    )
+    assert admin_state_of(0) == "ready" and admin_state_of(0x04) == "maint" and admin_state_of(0x09) == "maint"
 
 
 def test_parse_stat_csv() -> None:

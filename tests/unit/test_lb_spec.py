@@ -210,9 +210,7 @@ def test_spec_accepts_a_list_of_rules_and_stays_hashable() -> None:
 
 
 def spec_with(rules: list[str], nat: str | None = None, probe: HealthProbe = HTTP) -> LoadBalancerSpec:
-    return LoadBalancerSpec(
-        tuple(parse_lb_rule(r) for r in rules), probe, parse_nat_pool(nat) if nat else None
-    )
+    return LoadBalancerSpec(tuple(parse_lb_rule(r) for r in rules), probe, parse_nat_pool(nat) if nat else None)
 
 
 def test_validate_accepts_a_good_spec() -> None:
@@ -321,7 +319,6 @@ def test_json_is_azure_shaped_with_flat_compat_keys() -> None:
     ("body", "fragment"),
     [
         ([], "JSON object"),
-        ({"probes": []}, "exactly one probe"),
         ({"probes": [{"protocol": "Tcp", "port": 22}] * 2}, "exactly one probe"),
         ({"probes": [{"protocol": "Udp", "port": 53}]}, "Tcp or Http"),
         ({"probes": [{"protocol": "Tcp", "port": "22"}]}, "probe port"),

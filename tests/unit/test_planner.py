@@ -357,9 +357,7 @@ slot_strategy = st.lists(
 def test_property_scale_in_never_picks_protected(
     raw: list[tuple[str | None, int, float, bool, bool]], count: int, policy: ScaleInPolicy
 ) -> None:
-    existing = [
-        Slot(i, z, fd, c, protected_from_scale_in=p, healthy=h) for i, (z, fd, c, p, h) in enumerate(raw)
-    ]
+    existing = [Slot(i, z, fd, c, protected_from_scale_in=p, healthy=h) for i, (z, fd, c, p, h) in enumerate(raw)]
     chosen = choose_scale_in(existing, count, policy=policy)
     protected = {s.instance_id for s in existing if s.protected_from_scale_in}
     removable = len(existing) - len(protected)
