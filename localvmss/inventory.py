@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from localvmss.config import DaemonConfig, HostConfig
-from localvmss.errors import HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
+from localvmss.errors import Conflict, HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
 from localvmss.model import OBJECT_PREFIX, validate_name
 from localvmss.store import HostRow, Store
 from localvmss.virt.accel import probe_accelerator
@@ -84,7 +84,9 @@ class Inventory:
         self.cfg = cfg
         self.store = store
         self.configs: dict[str, HostConfig] = {h.name: h for h in cfg.hosts}
-        self.hosts: dict[str, Host] = {h.name: Host(h.name, h.uri) for h in cfg.hosts}
+        for added in store.added_hosts():
+            self.configs.setdefault(added["name"], HostConfig(**added))
+        self.hosts: dict[str, Host] = {name: Host(name, h.uri) for name, h in self.configs.items()}
         self._domain_types: dict[str, str] = {}
         self._networks: dict[str, tuple[str, str, str, str]] = {}
         self._image_lock = threading.Lock()
@@ -151,7 +153,7 @@ class Inventory:
         """Ping every host; prepare hosts that came back. Returns name -> available."""
         result = {}
         rows = {h.name: h for h in self.store.hosts()}
-        for name, host in self.hosts.items():
+        for name, host in list(self.hosts.items()):
             alive = host.ping()
             was = rows.get(name)
             if alive and (was is None or not was.available or name not in self._networks):
@@ -164,6 +166,50 @@ class Inventory:
                 self._record(name, available=False, message=f"host {name} ({host.uri}) does not answer")
             result[name] = alive
         return result
+
+    def add_host(self, host_cfg: HostConfig, timeout_s: float = 15.0) -> None:
+        """Join a host: it must answer, have the network and take the images, or nothing changes."""
+        validate_name(host_cfg.name, "host name")
+        if host_cfg.name in self.hosts:
+            raise Conflict(f"host {host_cfg.name!r} is already in the inventory")
+        host = Host(host_cfg.name, host_cfg.uri)
+        failure: list[str] = []
+
+        def connect() -> None:
+            try:
+                host.connect()
+            except LocalVMSSError as exc:
+                failure.append(exc.message)
+
+        probe = threading.Thread(target=connect, daemon=True)
+        probe.start()
+        probe.join(timeout_s)
+        if probe.is_alive() or failure:
+            host.close()
+            why = failure[0] if failure else f"no answer within {timeout_s:.0f} s"
+            raise InvalidSpec(f"host {host_cfg.name} ({host_cfg.uri}) does not answer: {why}; nothing was added")
+        self.configs[host_cfg.name] = host_cfg
+        self.hosts[host_cfg.name] = host
+        try:
+            self.prepare(host_cfg.name)
+        except LocalVMSSError as exc:
+            self.configs.pop(host_cfg.name, None)
+            self.hosts.pop(host_cfg.name, None)
+            self.store.delete_host(host_cfg.name)
+            host.close()
+            raise InvalidSpec(f"host {host_cfg.name} cannot be used: {exc.message}; nothing was added") from None
+        self.store.put_added_host(host_cfg.name, asdict(host_cfg))
+
+    def remove_host(self, name: str, in_use: bool) -> None:
+        if name not in self.hosts:
+            raise NotFound(f"host {name!r} is not in the inventory")
+        if name in {h.name for h in self.cfg.hosts}:
+            raise Conflict(f"host {name!r} is defined in the configuration file; remove it there")
+        if in_use:
+            raise Conflict(f"host {name!r} still holds instances; delete or move them first")
+        self.hosts.pop(name).close()
+        self.configs.pop(name, None)
+        self.store.delete_host(name)
 
     def available(self) -> list[str]:
         return [h.name for h in self.store.hosts() if h.available and h.name in self.hosts]

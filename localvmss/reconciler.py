@@ -29,10 +29,11 @@ from localvmss.model import (
     OrchestrationMode,
     PowerState,
     ProvisioningState,
+    UpgradeMode,
     update_domain_for,
 )
 from localvmss.provision import Provisioner
-from localvmss.spec import ScaleSetSpec
+from localvmss.spec import ScaleSetSpec, check_iso_duration
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Reconciler:
         self._in_flight: dict[tuple[str, int | str], Future[None]] = {}
         self._lock = threading.Lock()
         self._host_down_since: dict[str, float] = {}
+        self._batch_done: dict[str, float] = {}
         self.action_hook = on_action  # callable(kind, result) for metrics
         self.last_report = PassReport()
 
@@ -237,6 +239,7 @@ class Reconciler:
             return
         spec = ScaleSetSpec.model_validate(row.model)
         live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
+        self._plan_upgrade(row, spec, live)
         diff = row.capacity - len(live)
         if diff > 0:
             self._create_records(row, spec, live, diff, alive)
@@ -254,6 +257,69 @@ class Reconciler:
                     message=f"{-diff - len(victims)} instance(s) could not be removed: protected from scale-in",
                 )
 
+    def _plan_upgrade(self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow]) -> None:
+        """Automatic: every outdated instance at once. Rolling: one batch at a time, by update
+        domain, the next only when the previous is healthy again and the unhealthy share is low."""
+        mode = spec.upgrade_policy.mode
+        outdated = [i for i in live if i.model_version < row.model_version]
+        if not outdated or mode is UpgradeMode.MANUAL:
+            return
+        busy = [
+            i
+            for i in live
+            if i.reimage_generation != i.applied_reimage
+            or i.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value)
+        ]
+        if mode is UpgradeMode.AUTOMATIC:
+            targets = [i.instance_id for i in outdated if i not in busy]
+        else:
+            if busy:
+                self._batch_done.pop(row.name, None)
+                return
+            policy = spec.upgrade_policy.rolling_upgrade_policy
+            pause = check_iso_duration(policy.pause_time_between_batches, "pauseTimeBetweenBatches")
+            done_at = self._batch_done.setdefault(row.name, time.time())
+            if time.time() - done_at < pause:
+                return
+            slots = [_slot(i) for i in live]
+            if planner.unhealthy_limit_exceeded(
+                slots, max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent
+            ):
+                self.store.update_scale_set(
+                    row.name,
+                    message="rolling upgrade paused: more instances unhealthy than maxUnhealthyInstancePercent",
+                )
+                return
+            batches = planner.upgrade_batches(
+                slots,
+                target_version=row.model_version,
+                fault_domain_count=spec.platform_fault_domain_count,
+                max_batch_instance_percent=policy.max_batch_instance_percent,
+                max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent,
+                prioritize_unhealthy=policy.prioritize_unhealthy_instances,
+            )
+            targets = batches[0] if batches else []
+        if not targets:
+            return
+        now = time.time()
+        for iid in targets:
+            inst = next(i for i in live if i.instance_id == iid)
+            self.store.update_instance(
+                row.name,
+                iid,
+                reimage_generation=inst.reimage_generation + 1,
+                model_version=row.model_version,
+                provisioning_state=ProvisioningState.UPDATING.value,
+                health="unknown",
+                ready_at=None,
+                boot_started_at=now,
+            )
+        self.store.log_activity(
+            row.name,
+            "upgrade",
+            f"{mode.value.lower()} upgrade of instances {targets} to model version {row.model_version}",
+        )
+
     def _create_records(
         self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow], count: int, alive: dict[str, bool]
     ) -> None:
@@ -264,13 +330,21 @@ class Reconciler:
         waiting: list[str | None] = []
         with self.store.transaction() as db:
             for placement in placements:
-                host = self.host_for(spec, placement.zone, placement.fault_domain, alive)
+                zone = placement.zone
+                host = self.host_for(spec, zone, placement.fault_domain, alive)
+                if host is None and spec.zones and not spec.zone_balance:
+                    # Best-effort balance (zoneBalance=false): use a zone that has a host now.
+                    for other in spec.zones:
+                        host = self.host_for(spec, other, placement.fault_domain, alive)
+                        if host is not None:
+                            zone = other
+                            break
                 if host is None:
                     waiting.append(placement.zone)
                     continue
                 iid = self.store.allocate_instance_id(db, row.name)
                 inst = self.new_instance_row(
-                    db, row, spec, iid, host, placement.zone, placement.fault_domain, index=len(live) + len(created)
+                    db, row, spec, iid, host, zone, placement.fault_domain, index=len(live) + len(created)
                 )
                 self.store.insert_instance(db, inst)
                 created.append(iid)
@@ -449,6 +523,10 @@ class Reconciler:
             )
         if before is not PowerState.RUNNING and inst.desired_power == "running":
             self._record_action("start_instance", "ok")
+        if inst.desired_power != "running":
+            # Defined and not started (a Flexible VM created stopped): nothing to wait for.
+            self._settle(inst, ProvisioningState.SUCCEEDED)
+            return
         if spec.health_probe is None and inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             # Nothing to probe: running is ready.
             self.store.update_instance(

@@ -439,6 +439,7 @@ class Service:
             "hardwareProfile",
             "osProfile",
             "platformFaultDomain",
+            "initialPowerState",
         }
         if unknown:
             raise InvalidSpec(f"unknown field(s) in virtual machine body: {sorted(unknown)}")
@@ -506,7 +507,11 @@ class Service:
                 zones=[zone] if zone else [],
                 fault_domain_count=spec.platform_fault_domain_count,
             )[0].fault_domain
-        self._admit(spec, 1, memory_mib=size.memory_mib)
+        initial = props.get("initialPowerState", "running")
+        if initial not in ("running", "stopped"):
+            raise InvalidSpec(f"initialPowerState {initial!r} must be 'running' or 'stopped' (defined, not started)")
+        if initial == "running":
+            self._admit(spec, 1, memory_mib=size.memory_mib)
         alive = {h: True for h in self.inv.available()}
         host = self.rec.host_for(spec, zone, fd, alive)
         if host is None:
@@ -520,6 +525,7 @@ class Service:
             inst = self.rec.new_instance_row(
                 db, row, spec, iid, host, zone, fd, index=len(current), vm_name=vm_name, overrides=overrides
             )
+            inst.desired_power = initial
             self.store.insert_instance(db, inst)
         self.store.log_activity(set_name, "vm-create", f"VM {vm_name} created in fault domain {fd} on {host}")
         self.rec.wake()
@@ -580,6 +586,26 @@ class Service:
             raise InvalidSpec(f"image directory {directory!r} must be an absolute path on the daemon's machine")
         self.inv.import_image(name, path)
         return {"name": name, "source": str(path)}
+
+    def add_host(self, name: str, body: Any) -> dict[str, Any]:
+        from localvmss.config import HostConfig
+
+        if not isinstance(body, dict) or set(body) - {"uri", "zone", "network"} or not isinstance(body.get("uri"), str):
+            raise InvalidSpec('PUT /hosts/{name} takes {"uri": "qemu+ssh://...", "zone"?: "1", "network"?: "default"}')
+        zone = body.get("zone")
+        if zone is not None and (not isinstance(zone, str) or not zone):
+            raise InvalidSpec("zone must be a non-empty string")
+        self.inv.add_host(
+            HostConfig(
+                name=name, uri=body["uri"], zone=zone, network=body.get("network", "default"), serial_log_read_dir=None
+            )
+        )
+        self.rec.wake()
+        return next(h for h in self.list_hosts() if h["name"] == name)
+
+    def remove_host(self, name: str) -> None:
+        in_use = any(i.host == name for i in self.store.instances())
+        self.inv.remove_host(name, in_use)
 
     def list_hosts(self) -> list[dict[str, Any]]:
         out = []

@@ -79,6 +79,10 @@ CREATE TABLE IF NOT EXISTS hosts (
     available INTEGER NOT NULL DEFAULT 1,
     message TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS added_hosts (   -- hosts added through the API (config-file hosts are not here)
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS autoscale (
     scale_set TEXT PRIMARY KEY,
     setting TEXT NOT NULL,
@@ -340,6 +344,14 @@ class Store:
     def delete_host(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM hosts WHERE name=?", (name,))
+            db.execute("DELETE FROM added_hosts WHERE name=?", (name,))
+
+    def put_added_host(self, name: str, config: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO added_hosts (name, config) VALUES (?, ?)", (name, json.dumps(config)))
+
+    def added_hosts(self) -> list[dict[str, Any]]:
+        return [json.loads(r["config"]) for r in self._query("SELECT config FROM added_hosts ORDER BY name")]
 
     # -- autoscale and activity log ---------------------------------------------------------
     def put_autoscale(self, scale_set: str, setting: dict[str, Any]) -> None:

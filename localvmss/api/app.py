@@ -200,6 +200,15 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def reload_lb() -> dict[str, Any]:
         return service.reload_load_balancer()
 
+    @app.put("/hosts/{name}", tags=["hosts"])
+    def add_host(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        return service.add_host(name, body)
+
+    @app.delete("/hosts/{name}", tags=["hosts"])
+    def remove_host(name: str) -> dict[str, Any]:
+        service.remove_host(name)
+        return {"status": "Deleted"}
+
     @app.get("/hosts", tags=["hosts"])
     def list_hosts() -> dict[str, Any]:
         return {"value": service.list_hosts()}

@@ -628,6 +628,28 @@ def lb_reload(c: Ctx) -> None:
     emit(c, c.client.post("/loadBalancer/reload"))
 
 
+@host.command("add")
+@click.argument("name")
+@click.option("--uri", required=True, help="libvirt URI, e.g. qemu+ssh://root@rack2/system")
+@click.option("--zone")
+@click.option("--network", default="default", show_default=True, help="libvirt network with a DHCP range")
+@pass_ctx
+def host_add(c: Ctx, name: str, uri: str, zone: str | None, network: str) -> None:
+    """Add a libvirt host to the inventory (it must answer)."""
+    body: dict[str, Any] = {"uri": uri, "network": network}
+    if zone:
+        body["zone"] = zone
+    emit(c, c.client.put(f"/hosts/{name}", body))
+
+
+@host.command("remove")
+@click.argument("name")
+@pass_ctx
+def host_remove(c: Ctx, name: str) -> None:
+    """Remove a host added with 'host add' (it must hold no instances)."""
+    emit(c, c.client.delete(f"/hosts/{name}"))
+
+
 # -- Flexible-mode VMs --------------------------------------------------------------------------
 @cli.group("vm")
 def vm() -> None:
@@ -642,6 +664,7 @@ def vm() -> None:
 @click.option("--platform-fault-domain", type=int)
 @click.option("--zone")
 @click.option("--ssh-key-value")
+@click.option("--no-start", is_flag=True, help="define the VM but do not start it")
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
 def vm_create(
@@ -653,9 +676,13 @@ def vm_create(
     platform_fault_domain: int | None,
     zone: str | None,
     ssh_key_value: str | None,
+    no_start: bool,
     no_wait: bool,
 ) -> None:
+    """Create a VM into a Flexible scale set (the only way a VM joins a set)."""
     props: dict[str, Any] = {"virtualMachineScaleSet": {"id": f"/scaleSets/{vmss}"}}
+    if no_start:
+        props["initialPowerState"] = "stopped"
     if image:
         props["storageProfile"] = {"imageReference": {"id": image}}
     if size:
