@@ -172,6 +172,7 @@ class Testbed:
             "scrape_interval_s": 2.0,
             "reconcile_interval_s": 2.0,
             "health_interval_s": 1.0,
+            "autoscale_interval_s": 2.0,
         }
         values.update(settings)
         lines = ["# written by localvmss.testbed"]

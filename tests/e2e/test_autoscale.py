@@ -1,0 +1,141 @@
+"""Autoscale from real CPU load through a real Prometheus, on real VMs.
+
+Rules are made with the CLI exactly as a user would (`localvmss autoscale ...`); load is real
+CPU burnt inside the guest (its /cgi-bin/burn), measured by libvirt, exported by the daemon,
+scraped by the daemon's Prometheus and evaluated through PromQL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from localvmss.cli.client import ApiClient
+from localvmss.errors import LocalVMSSError
+from localvmss.testbed import DaemonProcess
+from tests.conftest import Cli
+from tests.e2e.helpers import http_get, ips, uniform_body, wait_until
+
+
+def _prometheus(daemon: DaemonProcess) -> str:
+    port = next(
+        line.split("=")[1].strip()
+        for line in daemon.config_path.read_text().splitlines()
+        if line.startswith("prometheus_port")
+    )
+    return f"http://127.0.0.1:{port}"
+
+
+def _query(daemon: DaemonProcess, expr: str) -> list[dict]:
+    resp = httpx.get(f"{_prometheus(daemon)}/api/v1/query", params={"query": expr}, timeout=10)
+    return list(resp.json()["data"]["result"])
+
+
+def _activity(api: ApiClient, name: str, kind: str) -> list[dict]:
+    return [a for a in api.get(f"/scaleSets/{name}/activityLog")["value"] if a["kind"] == kind]
+
+
+def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: DaemonProcess, name: str) -> None:
+    cli.ok("create", name, "--image", "base", "--instance-count", "1")
+    cli.ok("autoscale", "create", "--resource", name, "--min-count", "1", "--max-count", "2", "--count", "1")
+    cli.ok("autoscale", "rule", "create", "--resource", name, "--condition", "Percentage CPU > 50 avg 30s",
+           "--scale", "out", "1", "--cooldown", "1", "--timegrain", "avg 15s")
+    cli.ok("autoscale", "rule", "create", "--resource", name, "--condition", "Percentage CPU < 15 avg 30s",
+           "--scale", "in", "1", "--cooldown", "1", "--timegrain", "avg 15s")
+    rules = json.loads(cli.ok("-o", "json", "autoscale", "rule", "list", "--resource", name))
+    assert len(rules) == 2
+
+    # The guest and the daemon's exporter are scraped before load starts.
+    wait_until(lambda: _query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [], 60,
+               "instance metrics in Prometheus")
+    wait_until(lambda: _query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [], 60,
+               "guest metrics scraped through file_sd")
+    settled = time.time()
+    wait_until(lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 1 and time.time() - settled > 35, 60,
+               "a quiet window")
+
+    ip = ips(api, name)["0"]
+    load_started = time.time()
+    status, _ = http_get(f"http://{ip}/cgi-bin/burn?seconds=75&cpus=1")
+    assert status == 200
+    try:
+        wait_until(lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 2, 120, "scale-out from CPU load", 0.5)
+    except AssertionError as exc:
+        seen = [(round(a["at"] - load_started), a["message"]) for a in api.get(f"/scaleSets/{name}/activityLog")["value"]]
+        raise AssertionError(f"{exc}; activity: {seen}") from None
+    out = _activity(api, name, "autoscale")[-1]
+    reaction = out["at"] - load_started
+    print(f"\nautoscale reaction from load onset to scale-out decision: {reaction:.1f} s "
+          f"(rule window 30 s, scrape interval 2 s): {out['message']}")
+    assert out["message"].startswith("scale out 1->2") and "Percentage CPU" in out["message"], out
+    assert "> 50" in out["message"]
+    wait_until(lambda: api.get(f"/scaleSets/{name}")["properties"]["readyCount"] == 2, 300, "the second instance")
+
+    # When the burn ends, the average falls and the set scales back in.
+    wait_until(lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 1, 240, "scale-in after the load", 1)
+    back = _activity(api, name, "autoscale")[-1]
+    print(f"scale-in decision: {back['message']}")
+    assert back["message"].startswith("scale in 2->1") and "< 15" in back["message"], back
+    observed = back["details"]["observations"]
+    assert observed and all(o["value"] is not None for o in observed)
+
+    # The replay of that history through `autoscale simulate` finds the same scale-out.
+    start = datetime.fromtimestamp(load_started - 40, UTC)
+    end = datetime.now(UTC)
+    replay = api.post(f"/scaleSets/{name}/autoscale/simulate",
+                      {"start": start.isoformat(), "end": end.isoformat(), "step": 5})["value"]
+    assert any(r["from"] == 1 and r["to"] == 2 for r in replay), replay
+    table = cli.ok("autoscale", "simulate", "--resource", name, "--start", start.isoformat(),
+                   "--end", end.isoformat(), "--step", "5")
+    assert "1" in table and "2" in table
+    log = cli.ok("activity-log", name)
+    assert "scale out 1->2" in log and "scale in 2->1" in log
+    cli.ok("delete", name)
+
+
+def test_haproxy_and_daemon_metrics_reach_prometheus(daemon: DaemonProcess) -> None:
+    wait_until(lambda: _query(daemon, 'up{job="haproxy"} == 1') != [], 60, "HAProxy's own exporter scraped")
+    assert _query(daemon, "haproxy_process_uptime_seconds") != []
+    wait_until(lambda: _query(daemon, "localvmss_reconcile_duration_seconds_count") != [], 30, "daemon metrics")
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [{"metricTrigger": {"metricName": "Bogus Metric", "operator": "GreaterThan",
+                                                     "threshold": 1, "timeWindow": "PT1M"},
+                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
+                                                   "cooldown": "PT1M"}}]}]}, "Bogus Metric"),
+        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [{"metricTrigger": {"metricName": "Percentage CPU", "operator": "GreaterThan",
+                                                     "threshold": 1, "timeWindow": "5 minutes"},
+                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
+                                                   "cooldown": "PT1M"}}]}]}, "ISO-8601"),
+        ({"profiles": [{"name": "d", "capacity": {"minimum": 4, "maximum": 3, "default": 3}}]}, "minimum"),
+        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 9}}]}, "default"),
+        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [{"metricTrigger": {"query": "rate(foo[", "operator": "GreaterThan",
+                                                     "threshold": 1, "timeWindow": "PT1M"},
+                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
+                                                   "cooldown": "PT1M"}}]}]}, "PromQL rejected by Prometheus"),
+    ],
+)
+def test_bad_autoscale_settings_change_nothing(api: ApiClient, name: str, setting: dict, expected: str) -> None:
+    api.put(f"/scaleSets/{name}", uniform_body(0))
+    try:
+        with pytest.raises(LocalVMSSError) as err:
+            api.put(f"/scaleSets/{name}/autoscale", setting)
+        assert err.value.code == "InvalidParameter" and expected in err.value.message, err.value.message
+        with pytest.raises(LocalVMSSError) as missing:
+            api.get(f"/scaleSets/{name}/autoscale")
+        assert missing.value.code == "NotFound"
+    finally:
+        api.delete(f"/scaleSets/{name}")
+
+
+_ = timedelta
