@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -55,8 +55,13 @@ def _backend_names(port: int, tries: int = 40) -> set[str]:
     return seen
 
 
-@pytest.fixture
-def lb_set(cli: Cli, api: ApiClient, name: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def lb_set(daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One set of 2 behind HAProxy shared by this module's tests (each leaves it at 2 healthy
+    instances; the scaling test runs last)."""
+    cli = Cli(daemon.socket_path)
+    name = f"lb{uuid.uuid4().hex[:6]}"
+    tmp_path = tmp_path_factory.mktemp("lbkeys")
     port = free_port()
     nat_start = _free_range(10)
     keyfile = tmp_path / "id"
@@ -81,25 +86,6 @@ def lb_set(cli: Cli, api: ApiClient, name: str, tmp_path: Path) -> Iterator[dict
     )
     yield {"name": name, "port": port, "nat_start": nat_start, "key": str(keyfile)}
     cli("delete", name)
-
-
-def test_traffic_reaches_every_instance_and_scaling_drops_nothing(cli: Cli, api: ApiClient, lb_set) -> None:
-    name, port = lb_set["name"], lb_set["port"]
-    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
-    with Load(port) as load:
-        time.sleep(2)
-        cli.ok("scale", name, "--new-capacity", "4")
-        wait_until(lambda: len(_backend_names(port, 20)) == 4, 60, "4 instances in rotation")
-        cli.ok("scale", name, "--new-capacity", "1")
-        time.sleep(2)
-    result = load.result
-    print(
-        f"\nLB scale 2->4->1 under load: sent {result.sent}, failed {result.failed}, per backend {dict(result.answers)}"
-    )
-    assert result.sent > 100
-    assert result.failed == 0, f"failed requests: {result.failures}"
-    assert set(result.answers) >= {"lb000000", "lb000001", "lb000002", "lb000003"}
-    assert _backend_names(port) == {"lb000000"}
 
 
 def test_haproxy_reloaded_and_killed_keeps_servers(
@@ -173,6 +159,25 @@ def test_ssh_through_nat_pool_reaches_the_right_instance(cli: Cli, api: ApiClien
         _, out, _ = client.exec_command("hostname")
         assert out.read().decode().strip() == inst["properties"]["osProfile"]["computerName"]
         client.close()
+
+
+def test_traffic_reaches_every_instance_and_scaling_drops_nothing(cli: Cli, api: ApiClient, lb_set) -> None:
+    name, port = lb_set["name"], lb_set["port"]
+    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
+    with Load(port) as load:
+        time.sleep(2)
+        cli.ok("scale", name, "--new-capacity", "4")
+        wait_until(lambda: len(_backend_names(port, 20)) == 4, 60, "4 instances in rotation")
+        cli.ok("scale", name, "--new-capacity", "1")
+        time.sleep(2)
+    result = load.result
+    print(
+        f"\nLB scale 2->4->1 under load: sent {result.sent}, failed {result.failed}, per backend {dict(result.answers)}"
+    )
+    assert result.sent > 100
+    assert result.failed == 0, f"failed requests: {result.failures}"
+    assert set(result.answers) >= {"lb000000", "lb000001", "lb000002", "lb000003"}
+    assert _backend_names(port) == {"lb000000"}
 
 
 @pytest.mark.parametrize(
