@@ -10,8 +10,8 @@ SSH NAT pool 127.0.0.1:50000+ -> :22, waits until it serves, and prints how to r
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +22,7 @@ from pathlib import Path
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.lab import Lab, LabError, destroy_lab
-from localvmss.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed
+from localvmss.testbed import DEFAULT_IMAGE_DIR, Testbed
 
 TAG = "demo"
 STATE = Path("/var/lib/localvmss-demo")
@@ -139,6 +139,7 @@ def down(quiet: bool = False) -> int:
         except LabError as exc:
             print(f"localvmss demo: {exc}", file=sys.stderr)
             return 1
+    shutil.rmtree(STATE, ignore_errors=True)
     if not quiet:
         print("demo removed")
     return 0
@@ -157,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"localvmss demo: {exc}", file=sys.stderr)
         return 1
 
-
-_ = (json, DaemonProcess)
 
 if __name__ == "__main__":
     sys.exit(main())
