@@ -186,8 +186,13 @@ class Inventory:
         probe.join(timeout_s)
         if probe.is_alive() or failure:
             host.close()
-            why = failure[0] if failure else f"no answer within {timeout_s:.0f} s"
-            raise InvalidSpec(f"host {host_cfg.name} ({host_cfg.uri}) does not answer: {why}; nothing was added")
+            # Host.connect's message already names the host and says it does not answer.
+            why = (
+                failure[0]
+                if failure
+                else f"host {host_cfg.name} ({host_cfg.uri}) does not answer within {timeout_s:.0f} s"
+            )
+            raise InvalidSpec(f"{why}; nothing was added")
         self.configs[host_cfg.name] = host_cfg
         self.hosts[host_cfg.name] = host
         try:

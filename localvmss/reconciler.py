@@ -21,7 +21,7 @@ from typing import Protocol
 
 from localvmss import planner
 from localvmss.config import DaemonConfig
-from localvmss.errors import HostUnavailable, LocalVMSSError
+from localvmss.errors import HostUnavailable, LocalVMSSError, NotFound
 from localvmss.inventory import Inventory
 from localvmss.model import (
     OBJECT_PREFIX,
@@ -35,6 +35,7 @@ from localvmss.model import (
 from localvmss.provision import Provisioner
 from localvmss.spec import ScaleSetSpec, check_iso_duration
 from localvmss.store import InstanceRow, ScaleSetRow, Store
+from localvmss.virt.domainxml import read_macs
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +461,18 @@ class Reconciler:
 
     def _remove_orphan_domain(self, host: str, name: str) -> None:
         log.info("removing orphan domain %s on %s", name, host)
-        self.inv.host(host).undefine(name)
+        h = self.inv.host(host)
+        try:
+            macs = read_macs(h.domain_xml(name))
+        except NotFound:
+            macs = []
+        h.undefine(name)
+        # Its DHCP reservation goes too (e.g. an instance lost with its host and re-created
+        # elsewhere), unless an instance with a record holds that MAC on this host.
+        held = {i.mac.lower() for i in self.store.instances() if i.host == host}
+        for mac in macs:
+            if mac not in held:
+                h.release_address(self.inv.network(host), mac)
         self._record_action("remove_orphan", "ok")
 
     def _remove_orphan_volume(self, host: str, volume: str) -> None:

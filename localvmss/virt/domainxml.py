@@ -156,6 +156,12 @@ def read_ownership(domain_xml: str) -> Ownership | None:
         return None
 
 
+def read_macs(domain_xml: str) -> list[str]:
+    """MAC addresses of a domain's network interfaces, lower case."""
+    root = etree.fromstring(domain_xml.encode())
+    return [m.get("address", "").lower() for m in root.iterfind("devices/interface/mac") if m.get("address")]
+
+
 def network_xml(name: str, bridge: str, gateway: str, netmask: str, dhcp_start: str, dhcp_end: str) -> str:
     """A routed-to-nowhere network: bridge + dnsmasq DHCP, no NAT (``forward mode='open'``).
 
