@@ -148,6 +148,39 @@ def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 18
     raise LocalVMSSError(f"scale set {name} did not converge within {timeout_s:.0f} s (still running; check 'show')")
 
 
+class _ValuesOption(click.Option):
+    """An option taking every value up to the next option, like az's ``--zones 1 2 3``."""
+
+    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
+        super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if opt is None:
+                continue
+            original = opt.process
+
+            def process(value: str, state: Any, original: Any = original) -> None:
+                values = [value]
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    values.append(state.rargs.pop(0))
+                original(tuple(values), state)
+
+            opt.process = process
+
+    def type_cast_value(self, ctx: click.Context, value: Any) -> tuple[str, ...]:
+        out: list[str] = []
+
+        def flatten(item: Any) -> None:
+            if isinstance(item, tuple | list):
+                for inner in item:
+                    flatten(inner)
+            elif item is not None:
+                out.append(str(item))
+
+        flatten(value)
+        return tuple(out)
+
+
 # -- scale sets -------------------------------------------------------------------------------
 def _read_key(value: str | None) -> list[str]:
     if not value:
@@ -188,7 +221,7 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
 @click.option("--ssh-key-value", help="public key text or a file holding public keys")
 @click.option("--platform-fault-domain-count", type=int)
 @click.option("--fault-domain-mapping", type=click.Choice(["host", "numa"]))
-@click.option("--zones", multiple=True, help="zone; repeat for several")
+@click.option("--zones", cls=_ValuesOption, multiple=True, help="zones, as in az: --zones 1 2 3")
 @click.option("--zone-balance", is_flag=True)
 @click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]), default="Manual")
 @click.option("--max-batch-instance-percent", type=int, default=20, show_default=True)
