@@ -122,6 +122,7 @@ class DaemonProcess:
 
 @dataclass
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
     tag: str
     host_count: int = 1
     root: Path = Path("/var/lib/localvmss-lab")
