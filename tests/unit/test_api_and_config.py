@@ -1,0 +1,74 @@
+"""The API's transport rules and error shape, and the configuration file's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from localvmss.api.app import create_app
+from localvmss.config import config_from_dict, load_config
+from localvmss.errors import InvalidSpec
+
+
+def test_tcp_requests_need_the_bearer_token() -> None:
+    client = TestClient(create_app(None, token="s3cret"))  # type: ignore[arg-type]
+    assert client.get("/healthz").status_code == 401
+    assert client.get("/healthz", headers={"Authorization": "Bearer nope"}).status_code == 401
+    ok = client.get("/healthz", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()["status"] == "ok"
+
+
+def test_tcp_is_closed_without_a_configured_token() -> None:
+    client = TestClient(create_app(None, token=None))  # type: ignore[arg-type]
+    assert client.get("/healthz", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_openapi_document_lists_the_azure_shaped_routes() -> None:
+    client = TestClient(create_app(None, token="t"))  # type: ignore[arg-type]
+    doc = client.get("/openapi.json", headers={"Authorization": "Bearer t"}).json()
+    for path in (
+        "/scaleSets/{name}",
+        "/scaleSets/{name}/virtualMachines/{instance_id}/instanceView",
+        "/virtualMachines/{vm_name}",
+        "/scaleSets/{name}/autoscale",
+        "/hosts/{name}",
+    ):
+        assert path in doc["paths"], path
+
+
+def test_unknown_action_is_a_clear_404() -> None:
+    client = TestClient(create_app(None, token="t"))  # type: ignore[arg-type]
+    resp = client.post("/scaleSets/web/explode", headers={"Authorization": "Bearer t"}, json={})
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "NotFound" and "explode" in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"api_tcp": "127.0.0.1:8470"}, "api_token"),
+        ({"bogus": 1}, "unknown configuration key"),
+        ({"hosts": []}, "at least one"),
+        ({"hosts": [{"name": "a", "uri": "qemu:///system"}, {"name": "a", "uri": "qemu:///system"}]}, "unique"),
+        ({"hosts": [{"name": "Bad Name"}]}, "host name"),
+        ({"hosts": [{"name": "a", "color": "red"}]}, "bad [[hosts]] entry"),
+    ],
+)
+def test_bad_configuration_is_refused(data: dict, expected: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        config_from_dict(data)
+    assert expected in err.value.message
+
+
+def test_configuration_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('state_dir = "/tmp/x"\n[[hosts]]\nname = "h1"\nuri = "qemu+tcp://198.19.0.11/system"\nzone = "1"\n')
+    cfg = load_config(path)
+    assert str(cfg.state_dir) == "/tmp/x" and cfg.hosts[0].zone == "1"
+    path.write_text("state_dir = [")
+    with pytest.raises(InvalidSpec, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(InvalidSpec, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
