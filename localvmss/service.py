@@ -71,6 +71,7 @@ class Service:
 
     def put_set(self, name: str, body: Any) -> tuple[dict[str, Any], bool]:
         """Create or update; returns (view, created)."""
+        self._check_mode_unchanged(name, body)
         spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
         if spec.load_balancer is not None and self.lb_validator is not None:
             spec.load_balancer = self.lb_validator(name, spec, capacity)
@@ -86,6 +87,22 @@ class Service:
             self.rec.wake()
             return self.get_set(name), True
         return self._update_set(existing, spec, capacity, body), False
+
+    def _check_mode_unchanged(self, name: str, body: Any) -> None:
+        """The mode is fixed at creation: say so before any check that depends on the mode
+        (otherwise Uniform->Flexible is refused for its sku.capacity, Flexible->Uniform for its
+        missing model, and the user never learns the real reason)."""
+        props = body.get("properties") if isinstance(body, dict) else None
+        try:
+            row = self.store.scale_set(name)
+            requested = OrchestrationMode.parse((props or {}).get("orchestrationMode", "Uniform"))
+        except (NotFound, InvalidSpec, AttributeError):
+            return  # a new set, or a body the parser reports on
+        if requested.value != row.mode:
+            raise Conflict(
+                f"orchestrationMode of {name!r} is {row.mode} and cannot be changed "
+                "(it is fixed when the scale set is created)"
+            )
 
     def _update_set(self, row: ScaleSetRow, spec: ScaleSetSpec, capacity: int, body: Any) -> dict[str, Any]:
         if row.deleting:
@@ -521,6 +538,15 @@ class Service:
 
         build_nocloud_seed("check", vm_name, keys, None)  # validates the keys before anything is written
         with self.store.transaction() as db:
+            # Checked again where it is atomic: concurrent PUTs must not take the set past the limit.
+            held = db.execute("SELECT COUNT(*) FROM instances WHERE scale_set=?", (set_name,)).fetchone()[0]
+            if held >= FLEXIBLE_MAX_VMS:
+                raise CapacityError(
+                    f"scale set {set_name!r} already holds {held} VMs; VM orchestration mode allows at most "
+                    f"{FLEXIBLE_MAX_VMS}"
+                )
+            if db.execute("SELECT 1 FROM instances WHERE vm_name=?", (vm_name,)).fetchone():
+                raise Conflict(f"virtual machine {vm_name!r} already exists; VM updates are not supported")
             iid = self.store.allocate_instance_id(db, set_name)
             inst = self.rec.new_instance_row(
                 db, row, spec, iid, host, zone, fd, index=len(current), vm_name=vm_name, overrides=overrides
