@@ -20,6 +20,7 @@ UNIFORM_MAX_CAPACITY = 1000
 FLEXIBLE_MAX_VMS = 200
 UNIFORM_FAULT_DOMAINS = (1, 5)
 FLEXIBLE_FAULT_DOMAINS = (2, 3)
+FLEXIBLE_ZONAL_FAULT_DOMAINS = 5
 UPDATE_DOMAIN_COUNT = 5
 
 # Every libvirt object localvmss owns carries this prefix, so ownership is readable from libvirt.
@@ -140,12 +141,16 @@ def check_capacity(capacity: object, mode: OrchestrationMode) -> int:
     return capacity
 
 
-def check_fault_domain_count(count: object, mode: OrchestrationMode) -> int:
-    """Fault domain ranges of the seed documents: Uniform 1-5, Flexible 2 or 3."""
+def check_fault_domain_count(count: object, mode: OrchestrationMode, zonal: bool = False) -> int:
+    """Fault domain ranges of the seed documents: Uniform 1-5; Flexible 2 or 3 for a regional
+    set, and 5 for a set in an availability zone ("2 of 3 ... en 5 voor beschikbaarheidszone")."""
     low, high = UNIFORM_FAULT_DOMAINS if mode is OrchestrationMode.UNIFORM else FLEXIBLE_FAULT_DOMAINS
+    if mode is OrchestrationMode.FLEXIBLE and zonal and count == FLEXIBLE_ZONAL_FAULT_DOMAINS:
+        return FLEXIBLE_ZONAL_FAULT_DOMAINS
     if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
+        extra = f" (or {FLEXIBLE_ZONAL_FAULT_DOMAINS} in a zone)" if mode is OrchestrationMode.FLEXIBLE else ""
         raise InvalidSpec(
-            f"platformFaultDomainCount {count!r} must be from {low} to {high} in {mode} orchestration mode"
+            f"platformFaultDomainCount {count!r} must be from {low} to {high}{extra} in {mode} orchestration mode"
         )
     return count
 

@@ -200,10 +200,12 @@ def parse_scale_set_body(name: str, body: Any, known_images: set[str]) -> tuple[
     capacity = check_capacity(sku.capacity if sku.capacity is not None else 0, mode)
     vmp = props.virtual_machine_profile
     default_fd = 1 if mode is OrchestrationMode.UNIFORM else 2
-    fd_count = check_fault_domain_count(
-        props.platform_fault_domain_count if props.platform_fault_domain_count is not None else default_fd, mode
-    )
     zones = [str(z) for z in (az.zones or [])]
+    fd_count = check_fault_domain_count(
+        props.platform_fault_domain_count if props.platform_fault_domain_count is not None else default_fd,
+        mode,
+        zonal=len(zones) == 1,
+    )
     if len(set(zones)) != len(zones):
         raise InvalidSpec(f"zones {zones} contain duplicates")
     if mode is OrchestrationMode.FLEXIBLE:

@@ -42,21 +42,58 @@ def _activity(api: ApiClient, name: str, kind: str) -> list[dict]:
 def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: DaemonProcess, name: str) -> None:
     cli.ok("create", name, "--image", "base", "--instance-count", "1")
     cli.ok("autoscale", "create", "--resource", name, "--min-count", "1", "--max-count", "2", "--count", "1")
-    cli.ok("autoscale", "rule", "create", "--resource", name, "--condition", "Percentage CPU > 50 avg 30s",
-           "--scale", "out", "1", "--cooldown", "1", "--timegrain", "avg 15s")
-    cli.ok("autoscale", "rule", "create", "--resource", name, "--condition", "Percentage CPU < 15 avg 30s",
-           "--scale", "in", "1", "--cooldown", "1", "--timegrain", "avg 15s")
+    cli.ok(
+        "autoscale",
+        "rule",
+        "create",
+        "--resource",
+        name,
+        "--condition",
+        "Percentage CPU > 50 avg 30s",
+        "--scale",
+        "out",
+        "1",
+        "--cooldown",
+        "1",
+        "--timegrain",
+        "avg 15s",
+    )
+    cli.ok(
+        "autoscale",
+        "rule",
+        "create",
+        "--resource",
+        name,
+        "--condition",
+        "Percentage CPU < 15 avg 30s",
+        "--scale",
+        "in",
+        "1",
+        "--cooldown",
+        "1",
+        "--timegrain",
+        "avg 15s",
+    )
     rules = json.loads(cli.ok("-o", "json", "autoscale", "rule", "list", "--resource", name))
     assert len(rules) == 2
 
     # The guest and the daemon's exporter are scraped before load starts.
-    wait_until(lambda: _query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [], 60,
-               "instance metrics in Prometheus")
-    wait_until(lambda: _query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [], 60,
-               "guest metrics scraped through file_sd")
+    wait_until(
+        lambda: _query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [],
+        60,
+        "instance metrics in Prometheus",
+    )
+    wait_until(
+        lambda: _query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [],
+        60,
+        "guest metrics scraped through file_sd",
+    )
     settled = time.time()
-    wait_until(lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 1 and time.time() - settled > 35, 60,
-               "a quiet window")
+    wait_until(
+        lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 1 and time.time() - settled > 35,
+        60,
+        "a quiet window",
+    )
 
     ip = ips(api, name)["0"]
     load_started = time.time()
@@ -65,12 +102,16 @@ def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: Daemo
     try:
         wait_until(lambda: api.get(f"/scaleSets/{name}")["sku"]["capacity"] == 2, 120, "scale-out from CPU load", 0.5)
     except AssertionError as exc:
-        seen = [(round(a["at"] - load_started), a["message"]) for a in api.get(f"/scaleSets/{name}/activityLog")["value"]]
+        seen = [
+            (round(a["at"] - load_started), a["message"]) for a in api.get(f"/scaleSets/{name}/activityLog")["value"]
+        ]
         raise AssertionError(f"{exc}; activity: {seen}") from None
     out = _activity(api, name, "autoscale")[-1]
     reaction = out["at"] - load_started
-    print(f"\nautoscale reaction from load onset to scale-out decision: {reaction:.1f} s "
-          f"(rule window 30 s, scrape interval 2 s): {out['message']}")
+    print(
+        f"\nautoscale reaction from load onset to scale-out decision: {reaction:.1f} s "
+        f"(rule window 30 s, scrape interval 2 s): {out['message']}"
+    )
     assert out["message"].startswith("scale out 1->2") and "Percentage CPU" in out["message"], out
     assert "> 50" in out["message"]
     wait_until(lambda: api.get(f"/scaleSets/{name}")["properties"]["readyCount"] == 2, 300, "the second instance")
@@ -86,11 +127,22 @@ def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: Daemo
     # The replay of that history through `autoscale simulate` finds the same scale-out.
     start = datetime.fromtimestamp(load_started - 40, UTC)
     end = datetime.now(UTC)
-    replay = api.post(f"/scaleSets/{name}/autoscale/simulate",
-                      {"start": start.isoformat(), "end": end.isoformat(), "step": 5})["value"]
+    replay = api.post(
+        f"/scaleSets/{name}/autoscale/simulate", {"start": start.isoformat(), "end": end.isoformat(), "step": 5}
+    )["value"]
     assert any(r["from"] == 1 and r["to"] == 2 for r in replay), replay
-    table = cli.ok("autoscale", "simulate", "--resource", name, "--start", start.isoformat(),
-                   "--end", end.isoformat(), "--step", "5")
+    table = cli.ok(
+        "autoscale",
+        "simulate",
+        "--resource",
+        name,
+        "--start",
+        start.isoformat(),
+        "--end",
+        end.isoformat(),
+        "--step",
+        "5",
+    )
     assert "1" in table and "2" in table
     log = cli.ok("activity-log", name)
     assert "scale out 1->2" in log and "scale in 2->1" in log
@@ -106,23 +158,89 @@ def test_haproxy_and_daemon_metrics_reach_prometheus(daemon: DaemonProcess) -> N
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [{"metricTrigger": {"metricName": "Bogus Metric", "operator": "GreaterThan",
-                                                     "threshold": 1, "timeWindow": "PT1M"},
-                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
-                                                   "cooldown": "PT1M"}}]}]}, "Bogus Metric"),
-        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [{"metricTrigger": {"metricName": "Percentage CPU", "operator": "GreaterThan",
-                                                     "threshold": 1, "timeWindow": "5 minutes"},
-                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
-                                                   "cooldown": "PT1M"}}]}]}, "ISO-8601"),
+        (
+            {
+                "profiles": [
+                    {
+                        "name": "d",
+                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [
+                            {
+                                "metricTrigger": {
+                                    "metricName": "Bogus Metric",
+                                    "operator": "GreaterThan",
+                                    "threshold": 1,
+                                    "timeWindow": "PT1M",
+                                },
+                                "scaleAction": {
+                                    "direction": "Increase",
+                                    "type": "ChangeCount",
+                                    "value": 1,
+                                    "cooldown": "PT1M",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            "Bogus Metric",
+        ),
+        (
+            {
+                "profiles": [
+                    {
+                        "name": "d",
+                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [
+                            {
+                                "metricTrigger": {
+                                    "metricName": "Percentage CPU",
+                                    "operator": "GreaterThan",
+                                    "threshold": 1,
+                                    "timeWindow": "5 minutes",
+                                },
+                                "scaleAction": {
+                                    "direction": "Increase",
+                                    "type": "ChangeCount",
+                                    "value": 1,
+                                    "cooldown": "PT1M",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            "ISO-8601",
+        ),
         ({"profiles": [{"name": "d", "capacity": {"minimum": 4, "maximum": 3, "default": 3}}]}, "minimum"),
         ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 9}}]}, "default"),
-        ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [{"metricTrigger": {"query": "rate(foo[", "operator": "GreaterThan",
-                                                     "threshold": 1, "timeWindow": "PT1M"},
-                                   "scaleAction": {"direction": "Increase", "type": "ChangeCount", "value": 1,
-                                                   "cooldown": "PT1M"}}]}]}, "PromQL rejected by Prometheus"),
+        (
+            {
+                "profiles": [
+                    {
+                        "name": "d",
+                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
+                        "rules": [
+                            {
+                                "metricTrigger": {
+                                    "query": "rate(foo[",
+                                    "operator": "GreaterThan",
+                                    "threshold": 1,
+                                    "timeWindow": "PT1M",
+                                },
+                                "scaleAction": {
+                                    "direction": "Increase",
+                                    "type": "ChangeCount",
+                                    "value": 1,
+                                    "cooldown": "PT1M",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            "PromQL rejected by Prometheus",
+        ),
     ],
 )
 def test_bad_autoscale_settings_change_nothing(api: ApiClient, name: str, setting: dict, expected: str) -> None:

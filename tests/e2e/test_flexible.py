@@ -338,7 +338,7 @@ def test_fault_domain_count_range(api: ApiClient, name: str, mode: str, count: i
         body = uniform_body(0, platformFaultDomainCount=count)
     if not accepted:
         err = _refused(api.put, f"/scaleSets/{name}", body)
-        expected = "from 2 to 3 in Flexible" if mode == "Flexible" else "from 1 to 5 in Uniform"
+        expected = "from 2 to 3 (or 5 in a zone) in Flexible" if mode == "Flexible" else "from 1 to 5 in Uniform"
         assert isinstance(err, InvalidSpec) and expected in err.message, err.message
         assert not _exists(api, f"/scaleSets/{name}")
         return
@@ -348,12 +348,11 @@ def test_fault_domain_count_range(api: ApiClient, name: str, mode: str, count: i
         _remove_set(api, name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product gap: the seed gives Flexible fault domains as '2 of 3 op basis van regionale ondersteuning "
-    "en 5 voor beschikbaarheidszone'; localvmss refuses 5 for a zonal Flexible set",
-)
 def test_fault_domain_count_five_in_a_zone_flexible(api: ApiClient, name: str) -> None:
+    """The seed: Flexible fault domains are '2 of 3 op basis van regionale ondersteuning en 5 voor
+    beschikbaarheidszone': 5 is accepted for a set in one zone (and refused for a regional one)."""
+    err = _refused(api.put, f"/scaleSets/{name}", flex_body(platformFaultDomainCount=5))
+    assert isinstance(err, InvalidSpec) and "in a zone" in err.message
     try:
         created = api.put(f"/scaleSets/{name}", {**flex_body(platformFaultDomainCount=5), "zones": ["1"]})
         assert created["properties"]["platformFaultDomainCount"] == 5
