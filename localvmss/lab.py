@@ -198,7 +198,7 @@ def create_lab(tag: str, host_count: int = 1) -> Lab:
             lab.hosts.append(host)
             lab.save()
         for host in lab.hosts:
-            _wait_libvirtd(host)
+            wait_libvirtd(host)
     except BaseException:
         destroy_lab(lab)
         raise
@@ -245,31 +245,39 @@ def _create_host(lab: Lab, k: int, short: str) -> LabHost:
                 netns=netns,
             )
     _prepare_state_dir(state, host)
-    log = open(state / "libvirtd.stderr", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            netns,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            sys.executable,
-            "-m",
-            "localvmss.lab",
-            "_host-init",
-            str(state),
-        ],
-        stdout=log,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    host.libvirtd_pid = proc.pid
+    start_libvirtd(host)
     return host
+
+
+def start_libvirtd(host: LabHost) -> int:
+    """Start the host's virtlogd + libvirtd in its namespaces (also to bring a stopped host back);
+    records and returns libvirtd's pid. The caller saves the lab."""
+    state = Path(host.state_dir)
+    with open(state / "libvirtd.stderr", "ab") as log:
+        proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                sys.executable,
+                "-m",
+                "localvmss.lab",
+                "_host-init",
+                str(state),
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    host.libvirtd_pid = proc.pid
+    return proc.pid
 
 
 def _prepare_state_dir(state: Path, host: LabHost) -> None:
@@ -306,7 +314,7 @@ def host_init(state_dir: str) -> None:
     os.execvp("libvirtd", ["libvirtd", "--listen", "-p", str(state / "run" / "libvirtd.pid")])
 
 
-def _wait_libvirtd(host: LabHost, timeout: float = 30.0) -> None:
+def wait_libvirtd(host: LabHost, timeout: float = 30.0) -> None:
     sock = Path(host.state_dir) / "run" / "libvirt-sock"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

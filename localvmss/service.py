@@ -69,8 +69,15 @@ class Service:
         }
         return spec_to_azure(row.name, spec, row.capacity, extra)
 
-    def put_set(self, name: str, body: Any) -> tuple[dict[str, Any], bool]:
-        """Create or update; returns (view, created)."""
+    def put_set(self, name: str, body: Any, create_only: bool = False) -> tuple[dict[str, Any], bool]:
+        """Create or update; returns (view, created). ``create_only``: an existing set is a Conflict."""
+        if create_only:
+            try:
+                self.store.scale_set(name)
+            except NotFound:
+                pass
+            else:
+                raise Conflict(f"scale set {name!r} already exists; use 'scale' or 'update' to change it")
         self._check_mode_unchanged(name, body)
         spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
         if spec.load_balancer is not None and self.lb_validator is not None:

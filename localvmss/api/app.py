@@ -37,7 +37,11 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     async def _bad_request(_req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", []))
-        return JSONResponse(InvalidSpec(f"invalid request at {where}: {first.get('msg')}").to_json(), status_code=400)
+        if tuple(first.get("loc", ())) == ("body",):
+            message = "request body must be a JSON object"
+        else:
+            message = f"invalid request at {where}: {first.get('msg')}"
+        return JSONResponse(InvalidSpec(message).to_json(), status_code=400)
 
     @app.middleware("http")
     async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -63,8 +67,9 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return {"value": service.list_sets()}
 
     @app.put("/scaleSets/{name}", tags=["scaleSets"], status_code=200)
-    def put_set(name: str, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        view, created = service.put_set(name, body)
+    def put_set(name: str, request: Request, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        # PUT is create-or-update, as in Azure; "If-None-Match: *" makes it create-only.
+        view, created = service.put_set(name, body, create_only=request.headers.get("if-none-match") == "*")
         response.status_code = 201 if created else 200
         return view
 

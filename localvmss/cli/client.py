@@ -51,9 +51,9 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         try:
-            resp = self._http.request(method, path, json=body)
+            resp = self._http.request(method, path, json=body, headers=headers)
         except httpx.TransportError as exc:
             raise errors.DaemonUnreachable(
                 f"cannot reach localvmssd at {self.where} ({exc}); is it running? (systemctl status localvmssd)"
@@ -72,8 +72,8 @@ class ApiClient:
     def get(self, path: str) -> Any:
         return self.request("GET", path)
 
-    def put(self, path: str, body: Any) -> Any:
-        return self.request("PUT", path, body)
+    def put(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        return self.request("PUT", path, body, headers)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body if body is not None else {})

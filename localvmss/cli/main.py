@@ -310,7 +310,7 @@ def create(
     }
     if zones:
         body["zones"] = list(zones)
-    result = c.client.put(f"/scaleSets/{name}", body)
+    result = c.client.put(f"/scaleSets/{name}", body, headers={"If-None-Match": "*"})
     if not no_wait:
         wait_for_set(c, name)
         result = c.client.get(f"/scaleSets/{name}")

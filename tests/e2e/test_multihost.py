@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from lxml import etree
 
 from localvmss.cli.client import ApiClient
-from localvmss.lab import LabHost, _wait_libvirtd
+from localvmss.lab import LabHost, start_libvirtd, wait_libvirtd
 from localvmss.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
@@ -302,34 +301,11 @@ def _restart_libvirtd(testbed: Testbed, lab_host: LabHost) -> float:
     assert testbed.lab is not None
     state = Path(lab_host.state_dir)
     started = time.monotonic()
-    with open(state / "libvirtd.stderr", "ab") as log:
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                lab_host.netns,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                sys.executable,
-                "-m",
-                "localvmss.lab",
-                "_host-init",
-                str(state),
-            ],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    lab_host.libvirtd_pid = proc.pid
+    pid = start_libvirtd(lab_host)
     testbed.lab.save()
-    _wait_libvirtd(lab_host, timeout=60)
+    wait_libvirtd(lab_host, timeout=60)
     tail = (state / "libvirtd.stderr").read_text(errors="replace").strip().splitlines()[-3:]
-    print(f"{lab_host.name}: libvirtd restarted as pid {proc.pid}; its log ends: {tail}")
+    print(f"{lab_host.name}: libvirtd restarted as pid {pid}; its log ends: {tail}")
     return started
 
 

@@ -725,7 +725,7 @@ def test_join_greedy_needs_a_value() -> None:
 def no_http(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
 
-    def request(self: ApiClient, method: str, path: str, body: Any = None) -> Any:
+    def request(self: ApiClient, method: str, path: str, body: Any = None, headers: Any = None) -> Any:
         calls.append((method, path))
         raise AssertionError(f"unexpected request {method} {path}")
 
@@ -1104,7 +1104,7 @@ class FakeDaemon:
         self.calls: list[tuple[str, str, Any]] = []
         self.simulated: list[dict[str, Any]] = []
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, headers: Any = None) -> Any:
         self.calls.append((method, path, copy.deepcopy(body)))
         parts = path.strip("/").split("/")
         assert parts[0] == "scaleSets" and parts[2] == "autoscale", path
@@ -1132,7 +1132,9 @@ class FakeDaemon:
 @pytest.fixture
 def daemon(monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
     fake = FakeDaemon()
-    monkeypatch.setattr(ApiClient, "request", lambda self, method, path, body=None: fake.request(method, path, body))
+    monkeypatch.setattr(
+        ApiClient, "request", lambda self, method, path, body=None, headers=None: fake.request(method, path, body)
+    )
     return fake
 
 
