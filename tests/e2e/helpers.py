@@ -72,3 +72,12 @@ def uniform_body(capacity: int, image: str = "base", **props: Any) -> dict[str, 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True)
+
+
+def settled_sets(api: ApiClient) -> dict[str, object]:
+    """Sets and their models, leaving out any still being deleted by an earlier test."""
+    return {
+        s["name"]: (s["sku"], s["properties"]["virtualMachineProfile"])
+        for s in api.get("/scaleSets")["value"]
+        if s["properties"]["provisioningState"] != "Deleting"
+    }

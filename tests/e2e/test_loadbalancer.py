@@ -18,7 +18,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.testbed import DaemonProcess, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import http_get, instances, uniform_body, wait_until
+from tests.e2e.helpers import http_get, instances, settled_sets, uniform_body, wait_until
 from tests.e2e.load import Load
 
 
@@ -223,8 +223,8 @@ def test_traffic_reaches_every_instance_and_scaling_drops_nothing(cli: Cli, api:
 def test_bad_lb_input_changes_nothing(api: ApiClient, name: str, lb: dict, expected: str) -> None:
     body = uniform_body(3)
     body["properties"]["virtualMachineProfile"]["networkProfile"] = {"loadBalancer": lb}
-    before = api.get("/scaleSets")
+    before = settled_sets(api)
     with pytest.raises(LocalVMSSError) as err:
         api.put(f"/scaleSets/{name}", body)
     assert err.value.code == "InvalidParameter" and expected in err.value.message, err.value.message
-    assert api.get("/scaleSets") == before
+    assert settled_sets(api) == before

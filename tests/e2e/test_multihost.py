@@ -28,7 +28,7 @@ from localvmss.lab import LabHost, start_libvirtd, wait_libvirtd
 from localvmss.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
-from tests.e2e.helpers import POOL, http_get, instances, libvirt_view, uniform_body, wait_until
+from tests.e2e.helpers import POOL, http_get, instances, libvirt_view, settled_sets, uniform_body, wait_until
 from tests.e2e.load import Load
 
 
@@ -134,11 +134,11 @@ def _with(body: dict[str, Any], **top: Any) -> dict[str, Any]:
 def test_bad_placement_input_changes_nothing(
     daemon: DaemonProcess, api: ApiClient, name: str, body: dict[str, Any], expected: str
 ) -> None:
-    before = api.get("/scaleSets")
+    before = settled_sets(api)
     status, answer = _raw(daemon, "PUT", f"/scaleSets/{name}", body)
     assert status == 400, (status, answer)
     assert answer["error"]["code"] == "InvalidParameter" and expected in answer["error"]["message"], answer
-    assert api.get("/scaleSets") == before
+    assert settled_sets(api) == before
     assert _raw(daemon, "GET", f"/scaleSets/{name}")[0] == 404
 
 

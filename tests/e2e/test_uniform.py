@@ -12,7 +12,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.testbed import DaemonProcess, Testbed
 from tests.conftest import Cli
-from tests.e2e.helpers import http_get, instances, ips, libvirt_view, uniform_body, wait_until
+from tests.e2e.helpers import http_get, instances, ips, libvirt_view, settled_sets, uniform_body, wait_until
 
 
 def _hostnames(api: ApiClient, name: str) -> dict[str, str]:
@@ -136,8 +136,16 @@ def test_kill9_during_scale_out_converges(daemon: DaemonProcess, testbed: Testbe
         [f"lvmss-{name}-{i}-os.qcow2" for i in ids] + [f"lvmss-{name}-{i}-seed.iso" for i in ids]
     ), "no orphan volumes"
     api.delete(f"/scaleSets/{name}")
-    wait_until(lambda: libvirt_view(testbed, name)["domains"] == {}, 120, "delete")
+    wait_until(lambda: libvirt_view(testbed, name)["domains"] == {} and not _exists(api, name), 120, "delete")
     api.close()
+
+
+def _exists(api: ApiClient, name: str) -> bool:
+    try:
+        api.get(f"/scaleSets/{name}")
+        return True
+    except LocalVMSSError:
+        return False
 
 
 @pytest.mark.parametrize(
@@ -158,11 +166,12 @@ def test_kill9_during_scale_out_converges(daemon: DaemonProcess, testbed: Testbe
     ],
 )
 def test_bad_input_changes_nothing(api: ApiClient, set_name: str, body: object, expected: str) -> None:
-    before = api.get("/scaleSets")
+    before = settled_sets(api)
     with pytest.raises(LocalVMSSError) as err:
         api.put(f"/scaleSets/{set_name}", body)
     assert expected in err.value.message
-    assert api.get("/scaleSets") == before
+    assert settled_sets(api) == before
+    assert not _exists(api, set_name) or set_name in before
 
 
 def test_bad_capacity_and_duplicates_change_nothing(cli: Cli, api: ApiClient, name: str) -> None:
