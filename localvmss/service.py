@@ -60,6 +60,13 @@ class Service:
         spec = ScaleSetSpec.model_validate(row.model)
         instances = self.store.instances(row.name)
         state = ProvisioningState.DELETING.value if row.deleting else row.provisioning_state
+        live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
+        settling = any(i.provisioning_state != ProvisioningState.SUCCEEDED.value for i in instances) or (
+            row.mode == OrchestrationMode.UNIFORM.value and len(live) != row.capacity
+        )
+        if state == ProvisioningState.SUCCEEDED.value and settling:
+            # The reconciler has not recorded it yet, but the set is not converged: say so.
+            state = ProvisioningState.UPDATING.value
         extra = {
             "provisioningState": state,
             "message": row.message,
@@ -162,7 +169,7 @@ class Service:
             self.lb_validator(name, spec, capacity)  # e.g. a NAT pool too small for the new capacity
         if capacity > row.capacity:
             self._admit(spec, capacity - row.capacity)
-        self.store.update_scale_set(name, capacity=capacity)
+        self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
         self.store.log_activity(name, "scale", f"capacity {row.capacity} -> {capacity} (requested)")
         self.rec.wake()
         return self.get_set(name)
