@@ -155,92 +155,24 @@ def test_haproxy_and_daemon_metrics_reach_prometheus(daemon: DaemonProcess) -> N
     wait_until(lambda: _query(daemon, "localvmss_reconcile_duration_seconds_count") != [], 30, "daemon metrics")
 
 
+def _one_rule_setting(**trigger: object) -> dict:
+    """A valid setting with one scale-out rule whose metric trigger is ``trigger`` (plus defaults)."""
+    metric = {"operator": "GreaterThan", "threshold": 1, "timeWindow": "PT1M", **trigger}
+    action = {"direction": "Increase", "type": "ChangeCount", "value": 1, "cooldown": "PT1M"}
+    capacity = {"minimum": 1, "maximum": 3, "default": 1}
+    return {
+        "profiles": [{"name": "d", "capacity": capacity, "rules": [{"metricTrigger": metric, "scaleAction": action}]}]
+    }
+
+
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        (
-            {
-                "profiles": [
-                    {
-                        "name": "d",
-                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [
-                            {
-                                "metricTrigger": {
-                                    "metricName": "Bogus Metric",
-                                    "operator": "GreaterThan",
-                                    "threshold": 1,
-                                    "timeWindow": "PT1M",
-                                },
-                                "scaleAction": {
-                                    "direction": "Increase",
-                                    "type": "ChangeCount",
-                                    "value": 1,
-                                    "cooldown": "PT1M",
-                                },
-                            }
-                        ],
-                    }
-                ]
-            },
-            "Bogus Metric",
-        ),
-        (
-            {
-                "profiles": [
-                    {
-                        "name": "d",
-                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [
-                            {
-                                "metricTrigger": {
-                                    "metricName": "Percentage CPU",
-                                    "operator": "GreaterThan",
-                                    "threshold": 1,
-                                    "timeWindow": "5 minutes",
-                                },
-                                "scaleAction": {
-                                    "direction": "Increase",
-                                    "type": "ChangeCount",
-                                    "value": 1,
-                                    "cooldown": "PT1M",
-                                },
-                            }
-                        ],
-                    }
-                ]
-            },
-            "ISO-8601",
-        ),
+        (_one_rule_setting(metricName="Bogus Metric"), "Bogus Metric"),
+        (_one_rule_setting(metricName="Percentage CPU", timeWindow="5 minutes"), "ISO-8601"),
         ({"profiles": [{"name": "d", "capacity": {"minimum": 4, "maximum": 3, "default": 3}}]}, "minimum"),
         ({"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 3, "default": 9}}]}, "default"),
-        (
-            {
-                "profiles": [
-                    {
-                        "name": "d",
-                        "capacity": {"minimum": 1, "maximum": 3, "default": 1},
-                        "rules": [
-                            {
-                                "metricTrigger": {
-                                    "query": "rate(foo[",
-                                    "operator": "GreaterThan",
-                                    "threshold": 1,
-                                    "timeWindow": "PT1M",
-                                },
-                                "scaleAction": {
-                                    "direction": "Increase",
-                                    "type": "ChangeCount",
-                                    "value": 1,
-                                    "cooldown": "PT1M",
-                                },
-                            }
-                        ],
-                    }
-                ]
-            },
-            "PromQL rejected by Prometheus",
-        ),
+        (_one_rule_setting(query="rate(foo["), "PromQL rejected by Prometheus"),
     ],
 )
 def test_bad_autoscale_settings_change_nothing(api: ApiClient, name: str, setting: dict, expected: str) -> None:
