@@ -7,6 +7,7 @@ doing, so nothing above this layer sees a ``libvirtError`` or a ``virDomain``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from localvmss.virt import domainxml
 from localvmss.virt.domainxml import Ownership
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _NOT_FOUND = {
     libvirt.VIR_ERR_NO_DOMAIN,
@@ -30,7 +32,16 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_STORAGE_POOL,
     libvirt.VIR_ERR_NO_NETWORK,
 }
-_UNREACHABLE = {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
+# libvirt's words when a call finds its connection already closed: the request never left.
+NEVER_SENT_MESSAGE = "client socket is closed"
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 5  # libvirt's own default: a host silent for ~30 s is gone
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "I/O error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file from the host",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by localvmss",
+}
 
 _STATE_MAP = {
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
@@ -97,6 +108,8 @@ class Host:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._lifecycle_callback: Callable[[str, int], None] | None = None
+        self._events_conn: libvirt.virConnect | None = None  # the connection that has them
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
@@ -114,11 +127,24 @@ class Host:
                 raise HostUnavailable(f"host {self.name} ({self.uri}) does not answer: {exc}") from None
             if _event_loop_started:
                 try:
-                    conn.setKeepAlive(5, 3)
+                    conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+                    conn.registerCloseCallback(self._on_close, None)
                 except libvirt.libvirtError:
                     pass
             self._conn = conn
+            try:
+                self._register_lifecycle(conn)
+            except libvirt.libvirtError as exc:
+                # Events only wake the reconciler early; its periodic pass still sees everything.
+                log.warning("host %s: no lifecycle events on the new connection: %s", self.name, exc)
             return conn
+            return conn
+
+    def _on_close(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+        """libvirt tells why a connection ended; the next call reconnects."""
+        if reason == libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+            return
+        log.warning("connection to host %s (%s) closed: %s", self.name, self.uri, _CLOSE_REASONS.get(reason, reason))
 
     def close(self) -> None:
         with self._lock:
@@ -129,31 +155,53 @@ class Host:
                     pass
                 self._conn = None
 
-    def _call(self, doing: str, fn: Callable[[libvirt.virConnect], T]) -> T:
-        conn = self.connect()
-        try:
-            return fn(conn)
-        except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code in _NOT_FOUND:
-                raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
-            if code in _UNREACHABLE and not self._alive():
-                raise HostUnavailable(f"host {self.name} stopped answering while {doing}: {exc}") from None
-            raise VirtError(f"{doing} on host {self.name} failed: {exc.get_error_message()}", code) from None
+    def _forget(self, conn: libvirt.virConnect) -> None:
+        """Drop a connection that died, unless another thread already replaced it."""
+        with self._lock:
+            if self._conn is conn:
+                self._conn = None
 
-    def _alive(self) -> bool:
+    def _call(self, doing: str, fn: Callable[[libvirt.virConnect], T], idempotent: bool = True) -> T:
+        """Run ``fn`` on the connection; a connection that turns out to be dead is replaced and
+        the call made once more when that is safe: always when libvirt never sent the request
+        (the socket was already closed), otherwise only for calls that may be repeated."""
+        for attempt in (1, 2):
+            conn = self.connect()
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as exc:
+                code = exc.get_error_code()
+                if code in _NOT_FOUND:
+                    raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
+                if self._alive(conn):
+                    raise VirtError(f"{doing} on host {self.name} failed: {exc.get_error_message()}", code) from None
+                self._forget(conn)
+                never_sent = NEVER_SENT_MESSAGE in (exc.get_error_message() or "")
+                if attempt == 1 and (never_sent or idempotent):
+                    log.warning(
+                        "host %s: connection lost while %s (%s); reconnecting and trying again",
+                        self.name,
+                        doing,
+                        exc.get_error_message(),
+                    )
+                    continue
+                raise HostUnavailable(f"host {self.name} stopped answering while {doing}: {exc}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _alive(conn: libvirt.virConnect) -> bool:
         try:
-            return bool(self._conn is not None and self._conn.isAlive())
+            return bool(conn.isAlive())
         except libvirt.libvirtError:
             return False
 
     def ping(self) -> bool:
-        """True if the host answers a cheap call."""
+        """True if the host answers a cheap call. A failure never closes the connection under
+        other threads: ``_call`` already dropped it if it is dead."""
         try:
             self._call("asking for the hostname", lambda c: c.getHostname())
             return True
         except (HostUnavailable, VirtError):
-            self.close()
             return False
 
     # -- capacity ---------------------------------------------------------------------------
@@ -334,7 +382,7 @@ class Host:
                 libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG,
             )
 
-        self._call(doing, update)
+        self._call(doing, update, idempotent=False)
 
     def reserve_address(self, network: str, mac: str, ip: str, hostname: str) -> None:
         """Add a DHCP host entry (live and persistent); an identical existing entry is fine."""
@@ -363,7 +411,7 @@ class Host:
         self._call("defining a domain", lambda c: c.defineXML(xml))
 
     def create_transient(self, xml: str) -> None:
-        self._call("starting a transient domain", lambda c: c.createXML(xml, 0))
+        self._call("starting a transient domain", lambda c: c.createXML(xml, 0), idempotent=False)
 
     def domain_exists(self, name: str) -> bool:
         try:
@@ -410,7 +458,7 @@ class Host:
             pass
 
     def reboot(self, name: str) -> None:
-        self._call(f"restarting {name}", lambda c: c.lookupByName(name).reset(0))
+        self._call(f"restarting {name}", lambda c: c.lookupByName(name).reset(0), idempotent=False)
 
     def undefine(self, name: str) -> None:
         """Power off and remove the definition; a domain already gone counts as removed."""
@@ -435,8 +483,10 @@ class Host:
                 try:
                     own = domainxml.read_ownership(dom.XMLDesc(0))
                     state = _STATE_MAP.get(dom.state()[0], PowerState.UNKNOWN)
-                except libvirt.libvirtError:
-                    continue  # vanished while we looked
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # vanished while we looked
+                    raise  # never a partial listing: a missing domain would look deleted
                 if own is not None:
                     result.append(OwnedDomain(name, own, state))
             return result
@@ -456,17 +506,22 @@ class Host:
         return self._call("reading domain statistics", stats)
 
     def register_lifecycle_events(self, callback: Callable[[str, int], None]) -> None:
-        """Call ``callback(domain_name, event)`` on lifecycle events (needs the event loop)."""
+        """Call ``callback(domain_name, event)`` on lifecycle events (needs the event loop); the
+        registration is made again on every new connection, so events survive a reconnect."""
+        self._lifecycle_callback = callback
+        self._call("registering for domain events", self._register_lifecycle)
 
-        def register(conn: libvirt.virConnect) -> None:
-            conn.domainEventRegisterAny(
-                None,
-                libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                lambda _c, dom, event, _detail, _opaque: callback(dom.name(), event),
-                None,
-            )
-
-        self._call("registering for domain events", register)
+    def _register_lifecycle(self, conn: libvirt.virConnect) -> None:
+        callback = self._lifecycle_callback
+        if callback is None or self._events_conn is conn:
+            return
+        conn.domainEventRegisterAny(
+            None,
+            libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+            lambda _c, dom, event, _detail, _opaque: callback(dom.name(), event),
+            None,
+        )
+        self._events_conn = conn
 
     @contextmanager
     def transient_guard(self, name: str) -> Iterator[None]:
