@@ -43,6 +43,7 @@ class DaemonConfig:
     max_parallel_boots: int = 4
     boot_timeout_s: float = 300.0
     drain_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 60.0  # a graceful power-off waits this long, then powers off hard
     health_interval_s: float = 2.0
     exporter_address: str = "127.0.0.1"
     exporter_port: int = 9464
@@ -75,6 +76,23 @@ def load_config(path: Path | None = None) -> DaemonConfig:
     return config_from_dict(data)
 
 
+def _check_type(key: str, value: Any, default: Any) -> None:
+    """A value must have its default's type (a whole number is a fine float); durations and
+    counts are never negative."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, int | float):
+        ok = isinstance(value, int | float) and (isinstance(value, int) or isinstance(default, float))
+        if ok and value < 0:
+            raise InvalidSpec(f"configuration key {key!r} must not be negative, not {value!r}")
+    elif isinstance(default, str | Path) or default is None:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise InvalidSpec(f"configuration key {key!r} has the wrong type: {value!r}")
+
+
 def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
     cfg = DaemonConfig()
     known = set(cfg.__dataclass_fields__)
@@ -84,6 +102,7 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
         if key not in known:
             raise InvalidSpec(f"unknown configuration key {key!r}")
         current = getattr(cfg, key)
+        _check_type(key, value, current)
         setattr(cfg, key, Path(value) if isinstance(current, Path) else value)
     if "hosts" in data:
         hosts = []

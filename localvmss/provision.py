@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 
 from localvmss.config import DaemonConfig
+from localvmss.errors import NotFound
 from localvmss.inventory import Inventory, image_volumes
 from localvmss.model import PowerState
 from localvmss.spec import ScaleSetSpec
@@ -50,6 +52,9 @@ class Provisioner:
         self.cfg = cfg
         self.inv = inventory
         self.management_public_key = management_public_key
+        # domain -> when its guest was asked to shut down. Only in memory: after a daemon restart
+        # the guest is simply asked again.
+        self._shutdown_asked: dict[str, float] = {}
 
     def _image_for(self, spec: ScaleSetSpec, inst: InstanceRow) -> str:
         image = inst.overrides.get("image") or spec.image
@@ -115,29 +120,58 @@ class Provisioner:
             )
         )
 
-    def converge_power(self, inst: InstanceRow) -> None:
-        """Make the domain's power state what the record asks for."""
+    def converge_power(self, inst: InstanceRow) -> bool:
+        """One step toward the power state the record asks for; True once it is there (a graceful
+        power-off takes several passes: see ``power_off``)."""
         host = self.inv.host(inst.host)
         if inst.desired_power == "running":
             host.start(inst.domain_name)
-        elif inst.desired_power == "stopped":
-            host.destroy(inst.domain_name)
-        elif inst.desired_power == "deallocated":
+            return True
+        if not self.power_off(inst):
+            return False
+        if inst.desired_power == "deallocated":
             # Compute released (no domain), disk and address kept.
             host.undefine(inst.domain_name)
+        return True
+
+    def power_off(self, inst: InstanceRow) -> bool:
+        """Azure's power-off, without blocking a worker: the first call presses the guest's ACPI
+        power button; later calls report whether it is off, and once ``shutdown_timeout_s`` has
+        passed (or at once with skipShutdown) the domain is powered off hard. True once it is off."""
+        host = self.inv.host(inst.host)
+        name = inst.domain_name
+        try:
+            running = host.power_state(name) is PowerState.RUNNING
+        except NotFound:
+            running = False
+        asked = self._shutdown_asked.get(name)
+        if not running:
+            self._shutdown_asked.pop(name, None)
+            return True
+        timeout = self.cfg.shutdown_timeout_s
+        if inst.skip_shutdown or timeout <= 0:
+            host.destroy(name)
+        elif asked is None:
+            host.shutdown(name)
+            self._shutdown_asked[name] = time.monotonic()
+            return False
+        elif time.monotonic() - asked < timeout:
+            return False
+        else:
+            log.warning("%s did not shut down within %.0f s; powering it off", name, timeout)
+            host.destroy(name)
+        self._shutdown_asked.pop(name, None)
+        return True
+
+    def shutdown_pending(self, inst: InstanceRow) -> bool:
+        """True while a guest has been asked to shut down and has not yet."""
+        return inst.domain_name in self._shutdown_asked
 
     def power_state(self, inst: InstanceRow) -> PowerState:
         host = self.inv.host(inst.host)
         if not host.domain_exists(inst.domain_name):
             return PowerState.DEALLOCATED
         return host.power_state(inst.domain_name)
-
-    def restart(self, inst: InstanceRow) -> None:
-        host = self.inv.host(inst.host)
-        if host.power_state(inst.domain_name) is PowerState.RUNNING:
-            host.reboot(inst.domain_name)
-        else:
-            host.start(inst.domain_name)
 
     def reimage(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
         """Fresh overlay and seed from the base image; same id, address and name."""

@@ -510,26 +510,31 @@ class Reconciler:
             )
             self._record_action("reimage", "ok")
             inst = self.store.instance(inst.scale_set, inst.instance_id)
-        if inst.desired_power == "deallocated":
-            self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
-            self.prov.converge_power(inst)
-            self._settle(inst, ProvisioningState.SUCCEEDED)
-            return
-        if self.inv.host(inst.host).domain_exists(inst.domain_name) and inst.desired_power == "stopped":
-            self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
-            self.prov.converge_power(inst)
-            self._settle(inst, ProvisioningState.SUCCEEDED)
+        if inst.desired_power == "deallocated" or (
+            inst.desired_power == "stopped" and self.inv.host(inst.host).domain_exists(inst.domain_name)
+        ):
+            # stop / deallocate: out of rotation first, then the guest shuts down (several passes).
+            if not self.prov.shutdown_pending(inst):
+                self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
+            if self.prov.converge_power(inst):
+                self._settle(inst, ProvisioningState.SUCCEEDED)
+                if inst.skip_shutdown:
+                    self.store.update_instance(inst.scale_set, inst.instance_id, skip_shutdown=False)
             return
         was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
         self.prov.ensure_artifacts(inst, spec)
         if not was_defined:
             self._record_action("define_instance", "ok")
         before = self.prov.power_state(inst)
+        if inst.restart_generation > inst.applied_restart and before is PowerState.RUNNING:
+            # Azure's restart: the guest shuts down (ACPI), then starts again.
+            if not self.prov.shutdown_pending(inst):
+                self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
+            if not self.prov.power_off(inst):
+                return  # still shutting down: the next pass looks again
+            self._record_action("restart_instance", "ok")
         self.prov.converge_power(inst)
         if inst.restart_generation > inst.applied_restart:
-            if before is PowerState.RUNNING:
-                self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
-                self.prov.restart(inst)
             self.store.update_instance(
                 inst.scale_set, inst.instance_id, applied_restart=inst.restart_generation, health="unknown"
             )

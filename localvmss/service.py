@@ -255,7 +255,7 @@ class Service:
 
     def _instance_view(self, row: ScaleSetRow, inst: InstanceRow, live: bool) -> dict[str, Any]:
         spec = ScaleSetSpec.model_validate(row.model)
-        power = self._power(inst) if live else _intended_power(inst)
+        power = _shown_power(inst, self._power(inst)) if live else _intended_power(inst)
         view: dict[str, Any] = {
             "platformFaultDomain": inst.fault_domain,
             "platformUpdateDomain": inst.update_domain,
@@ -298,10 +298,11 @@ class Service:
             "properties": props,
         }
 
-    def instance_action(self, name: str, action: str, instance_ids: list[str] | None) -> dict[str, Any]:
+    def instance_action(
+        self, name: str, action: str, instance_ids: list[str] | None, skip_shutdown: bool = False
+    ) -> dict[str, Any]:
         """start/powerOff/deallocate/restart/reimage/delete on some (or all) instances of a Uniform set."""
-        if action not in INSTANCE_ACTIONS:
-            raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
+        _check_action_options(action, skip_shutdown)
         row = self.store.scale_set(name)
         if row.mode == OrchestrationMode.FLEXIBLE.value:
             raise NotSupported(
@@ -311,7 +312,7 @@ class Service:
         if action == "delete":
             return self.delete_instances(name, [str(i.instance_id) for i in targets])
         for inst in targets:
-            self._apply_action(inst, action)
+            self._apply_action(inst, action, skip_shutdown)
         self.rec.wake()
         return {"status": "Accepted", "instanceIds": [str(i.instance_id) for i in targets]}
 
@@ -320,7 +321,7 @@ class Service:
             return [i for i in self.store.instances(name) if i.provisioning_state != ProvisioningState.DELETING.value]
         return [self.store.instance(name, _iid(i)) for i in instance_ids]
 
-    def _apply_action(self, inst: InstanceRow, action: str) -> None:
+    def _apply_action(self, inst: InstanceRow, action: str, skip_shutdown: bool = False) -> None:
         if inst.protect_actions and action in ("powerOff", "deallocate", "reimage", "restart"):
             raise Conflict(
                 f"instance {inst.instance_id} is protected from scale-set actions; remove the protection first"
@@ -338,9 +339,9 @@ class Service:
                     boot_started_at=time.time(),
                 )
         elif action == "powerOff":
-            changes = {"desired_power": "stopped"}
+            changes = {"desired_power": "stopped", "skip_shutdown": skip_shutdown}
         elif action == "deallocate":
-            changes = {"desired_power": "deallocated"}
+            changes = {"desired_power": "deallocated", "skip_shutdown": False}
         elif action == "restart":
             if inst.desired_power != "running":
                 raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
@@ -582,13 +583,12 @@ class Service:
                 out.append(self._instance_view(self.store.scale_set(inst.scale_set), inst, live=False))
         return out
 
-    def vm_action(self, vm_name: str, action: str) -> dict[str, Any]:
-        if action not in INSTANCE_ACTIONS:
-            raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
+    def vm_action(self, vm_name: str, action: str, skip_shutdown: bool = False) -> dict[str, Any]:
+        _check_action_options(action, skip_shutdown)
         inst = self.store.instance_by_vm_name(vm_name)
         if action == "delete":
             return self.delete_instances(inst.scale_set, [str(inst.instance_id)])
-        self._apply_action(inst, action)
+        self._apply_action(inst, action, skip_shutdown)
         self.rec.wake()
         return {"status": "Accepted", "name": vm_name}
 
@@ -688,6 +688,23 @@ def _iid(value: str | int) -> int:
     if iid < 0:
         raise InvalidSpec(f"instance id {value!r} must not be negative")
     return iid
+
+
+def _check_action_options(action: str, skip_shutdown: bool) -> None:
+    if action not in INSTANCE_ACTIONS:
+        raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
+    if skip_shutdown and action != "powerOff":
+        raise InvalidSpec(f"skipShutdown applies only to powerOff, not to {action}")
+
+
+def _shown_power(inst: InstanceRow, actual: PowerState) -> PowerState:
+    """Azure's transitional states: a running guest asked to stop is 'stopping' (or
+    'deallocating') until it is off."""
+    if actual is PowerState.RUNNING and inst.desired_power == "stopped":
+        return PowerState.STOPPING
+    if actual is PowerState.RUNNING and inst.desired_power == "deallocated":
+        return PowerState.DEALLOCATING
+    return actual
 
 
 def _intended_power(inst: InstanceRow) -> PowerState:

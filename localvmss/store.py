@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS instances (
     applied_reimage INTEGER NOT NULL DEFAULT 0,
     restart_generation INTEGER NOT NULL DEFAULT 0,
     applied_restart INTEGER NOT NULL DEFAULT 0,
+    skip_shutdown INTEGER NOT NULL DEFAULT 0,        -- the pending power-off skips the guest shutdown
     overrides TEXT NOT NULL DEFAULT '{}',            -- JSON: per-VM settings (Flexible)
     created_at REAL NOT NULL,
     ready_at REAL,
@@ -139,6 +140,7 @@ class InstanceRow:
     applied_reimage: int = 0
     restart_generation: int = 0
     applied_restart: int = 0
+    skip_shutdown: bool = False
     overrides: dict[str, Any] = field(default_factory=dict)
     ready_at: float | None = None
     boot_started_at: float | None = None
@@ -174,6 +176,25 @@ class ActivityRow:
 _INSTANCE_COLUMNS = [f.name for f in fields(InstanceRow)]
 
 
+def _schema_columns() -> dict[str, dict[str, str]]:
+    """table -> column -> its definition, read from SCHEMA by SQLite itself (an in-memory copy)."""
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(SCHEMA)
+        tables = [r[0] for r in mem.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out: dict[str, dict[str, str]] = {}
+        for table in tables:
+            out[table] = {}
+            for _cid, name, ctype, notnull, default, _pk in mem.execute(f"PRAGMA table_info({table})"):
+                definition = ctype + (" NOT NULL" if notnull else "")
+                if default is not None:
+                    definition += f" DEFAULT {default}"
+                out[table][name] = definition
+        return out
+    finally:
+        mem.close()
+
+
 class Store:
     """Thread-safe access to the state database; one connection, one writer at a time."""
 
@@ -187,6 +208,17 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A store made by an older localvmss gets the columns added since (with their defaults):
+        ``CREATE TABLE IF NOT EXISTS`` leaves an existing table as it was."""
+        wanted = _schema_columns()
+        for table, columns in wanted.items():
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -260,6 +292,7 @@ class Store:
         data["overrides"] = json.loads(data["overrides"])
         data["protect_scale_in"] = bool(data["protect_scale_in"])
         data["protect_actions"] = bool(data["protect_actions"])
+        data["skip_shutdown"] = bool(data["skip_shutdown"])
         return InstanceRow(**data)
 
     def instances(self, scale_set: str | None = None) -> list[InstanceRow]:

@@ -126,18 +126,30 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return service.run_command(name, instance_id, body)
 
     @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/{action}", tags=["instances"], status_code=202)
-    def instance_action(name: str, instance_id: str, action: str) -> dict[str, Any]:
+    def instance_action(
+        name: str,
+        instance_id: str,
+        action: str,
+        skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
+    ) -> dict[str, Any]:
         _check_action(action)
-        return service.instance_action(name, action, [instance_id])
+        skip = _flag("skipShutdown", skipShutdown)
+        return service.instance_action(name, action, [instance_id], skip)
 
     @app.post("/scaleSets/{name}/manualUpgrade", tags=["scaleSets"], status_code=202)
     def manual_upgrade(name: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
         return service.update_instances(name, _instance_ids(body))
 
     @app.post("/scaleSets/{name}/{action}", tags=["scaleSets"], status_code=202)
-    def set_action(name: str, action: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
+    def set_action(
+        name: str,
+        action: str,
+        body: dict[str, Any] = Body(default={}),
+        skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
+    ) -> dict[str, Any]:
         _check_action(action)
-        return service.instance_action(name, action, _instance_ids(body))
+        skip = _flag("skipShutdown", skipShutdown)
+        return service.instance_action(name, action, _instance_ids(body), skip)
 
     @app.put("/scaleSets/{name}/autoscale", tags=["autoscale"])
     def put_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
@@ -184,10 +196,15 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return service.vm_action(vm_name, "delete")
 
     @app.post("/virtualMachines/{vm_name}/{action}", tags=["virtualMachines"], status_code=202)
-    def vm_action(vm_name: str, action: str) -> dict[str, Any]:
+    def vm_action(
+        vm_name: str,
+        action: str,
+        skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
+    ) -> dict[str, Any]:
         _check_action(action)
+        skip = _flag("skipShutdown", skipShutdown)
         service.check_uniform_instance_via_vm_api(vm_name)
-        return service.vm_action(vm_name, action)
+        return service.vm_action(vm_name, action, skip)
 
     # -- images and hosts -----------------------------------------------------------------------
     @app.get("/images", tags=["images"])
@@ -226,6 +243,15 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
 def _check_action(action: str) -> None:
     if action not in ACTIONS:
         raise NotFound(f"no action {action!r}; actions are {', '.join(sorted(ACTIONS))}")
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """Azure's boolean query parameters: true or false, nothing else."""
+    if value is None or value.lower() == "false":
+        return False
+    if value.lower() == "true":
+        return True
+    raise InvalidSpec(f"{name} must be true or false, not {value!r}")
 
 
 def _instance_ids(body: dict[str, Any]) -> list[str] | None:

@@ -457,19 +457,64 @@ def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
     )
 
 
+# What an action's wait ends on when it is about power, not readiness.
+POWER_REACHED = {"powerOff": "stopped", "deallocate": "deallocated"}
+
+
+def wait_for_power(c: Ctx, views: dict[str, str], want: str, timeout_s: float = 1800.0) -> None:
+    """Poll instance views (label -> API path) until each shows PowerState/``want``; a graceful
+    power-off lasts until the guest has shut down (at most the daemon's shutdown_timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    with err_console.status(f"waiting for {want}") as status:
+        while time.monotonic() < deadline:
+            states = {label: _status(_view_of(c.client.get(path)), "PowerState/") for label, path in views.items()}
+            done = sum(1 for s in states.values() if s == want)
+            if done == len(states):
+                err_console.print(f"{done} instance(s) {want} in {time.monotonic() - started:.0f} s")
+                return
+            pending = ", ".join(f"{label} {s}" for label, s in states.items() if s != want)
+            status.update(f"{done}/{len(states)} {want}, {time.monotonic() - started:.0f} s: {pending}")
+            time.sleep(1.0)
+    raise LocalVMSSError(f"instances did not reach {want} within {timeout_s:.0f} s (still going; check 'show')")
+
+
+def _view_of(body: dict[str, Any]) -> dict[str, Any]:
+    """An instanceView body, or the instanceView inside a VM resource."""
+    return dict((body.get("properties") or {}).get("instanceView") or body)
+
+
+def _skip_shutdown_option(api_action: str) -> Callable[[Any], Any]:
+    if api_action != "powerOff":
+        return lambda f: f
+    return click.option(
+        "--skip-shutdown", is_flag=True, help="power off at once, without asking the guest to shut down"
+    )
+
+
+def _action_path(path: str, skip_shutdown: bool) -> str:
+    return f"{path}?skipShutdown=true" if skip_shutdown else path
+
+
 def _action_command(cli_name: str, api_action: str) -> None:
     @cli.command(cli_name, help=f"{cli_name.capitalize()} instances (all unless --instance-ids).")
     @click.argument("name")
     @click.option("--instance-ids", multiple=True, help="instance id; repeat for several; default all")
+    @_skip_shutdown_option(api_action)
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
-    def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
+    def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool, skip_shutdown: bool = False) -> None:
         result = c.client.post(
-            f"/scaleSets/{name}/{api_action}", {"instanceIds": list(instance_ids)} if instance_ids else {}
+            _action_path(f"/scaleSets/{name}/{api_action}", skip_shutdown),
+            {"instanceIds": list(instance_ids)} if instance_ids else {},
         )
         if not no_wait and api_action in ("start", "reimage", "restart"):
             time.sleep(1.0)
             wait_for_set(c, name)
+        elif not no_wait and api_action in POWER_REACHED:
+            ids = result.get("instanceIds") or []
+            views = {i: f"/scaleSets/{name}/virtualMachines/{i}/instanceView" for i in ids}
+            wait_for_power(c, views, POWER_REACHED[api_action])
         emit(c, result)
 
 
@@ -751,12 +796,17 @@ def vm_show(c: Ctx, name: str) -> None:
 def _vm_action(cli_name: str, api_action: str) -> None:
     @vm.command(cli_name, help=f"{cli_name.capitalize()} a VM.")
     @click.argument("name")
+    @_skip_shutdown_option(api_action)
+    @click.option("--no-wait", is_flag=True)
     @pass_ctx
-    def command(c: Ctx, name: str) -> None:
+    def command(c: Ctx, name: str, no_wait: bool, skip_shutdown: bool = False) -> None:
         if api_action == "delete":
             emit(c, c.client.delete(f"/virtualMachines/{name}"))
-        else:
-            emit(c, c.client.post(f"/virtualMachines/{name}/{api_action}"))
+            return
+        result = c.client.post(_action_path(f"/virtualMachines/{name}/{api_action}", skip_shutdown))
+        if not no_wait and api_action in POWER_REACHED:
+            wait_for_power(c, {name: f"/virtualMachines/{name}"}, POWER_REACHED[api_action])
+        emit(c, result)
 
 
 for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,17 @@ def test_create_scale_inspect_delete(cli: Cli, api: ApiClient, testbed: Testbed,
     assert not ({m for m, _ in view["reservations"]} & macs)
 
 
+CLEAN_SHUTDOWN = "localvmss-guest: shut down cleanly"
+
+
+def _serial_log(testbed: Testbed, api: ApiClient, name: str, iid: int = 0) -> str:
+    """The guest's serial console since its last start (libvirt truncates it on each start)."""
+    view = api.get(f"/scaleSets/{name}/virtualMachines/{iid}/instanceView")
+    host = next(h for h in testbed.lab.hosts if h.name == view["host"]) if testbed.lab else None
+    assert host is not None, "the testbed has lab hosts"
+    return Path(host.state_dir, "log", "qemu", f"{view['domainName']}-serial.log").read_text(errors="replace")
+
+
 def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Testbed, name: str) -> None:
     cli.ok("create", name, "--image", "base", "--instance-count", "1")
     dom = f"lvmss-{name}-0"
@@ -63,11 +75,25 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
         return found[1] if found else None
 
     assert state() == "running"
-    cli.ok("stop", name, "--instance-ids", "0")
-    wait_until(lambda: state() == "stopped", 60, "powerOff to stop the domain")
+    # A file written without sync: a graceful stop keeps it (the guest syncs as it shuts down).
+    wrote = api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": "echo kept > /root/unsynced"})
+    assert wrote["exitCode"] == 0, wrote
+    stopped = cli("stop", name, "--instance-ids", "0")
+    assert stopped.returncode == 0 and "1 instance(s) stopped" in stopped.stderr, stopped.stderr
+    assert state() == "stopped", "the CLI waits until the guest is off"
+    assert CLEAN_SHUTDOWN in _serial_log(testbed, api, name), "stop shuts the guest down, not only off"
     view = api.get(f"/scaleSets/{name}/virtualMachines/0/instanceView")
     assert {"code": "PowerState/stopped", "displayStatus": "VM stopped"} in view["statuses"]
 
+    cli.ok("start", name, "--instance-ids", "0")
+    assert state() == "running"
+    kept = api.post(f"/scaleSets/{name}/virtualMachines/0/runCommand", {"script": "cat /root/unsynced"})
+    assert kept["stdout"].strip() == "kept", kept
+
+    cli.ok("stop", name, "--instance-ids", "0", "--skip-shutdown")
+    assert state() == "stopped"
+    log = _serial_log(testbed, api, name)
+    assert "localvmss-guest: ready" in log and CLEAN_SHUTDOWN not in log, "--skip-shutdown powers off at once"
     cli.ok("start", name, "--instance-ids", "0")
     assert state() == "running"
 

@@ -45,6 +45,23 @@ def test_unknown_action_is_a_clear_404() -> None:
     assert resp.json()["error"]["code"] == "NotFound" and "explode" in resp.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("value", ["yes", "1", "", "TRUE!"])
+@pytest.mark.parametrize(
+    "path", ["/scaleSets/web/powerOff", "/scaleSets/web/virtualMachines/0/powerOff", "/virtualMachines/vm1/powerOff"]
+)
+def test_skip_shutdown_takes_only_true_or_false(path: str, value: str) -> None:
+    """Refused before the service is reached (there is none here): nothing can change."""
+    client = TestClient(create_app(None, token="t"))  # type: ignore[arg-type]
+    resp = client.post(path, params={"skipShutdown": value}, headers={"Authorization": "Bearer t"}, json={})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "InvalidParameter" and "skipShutdown must be true or false" in resp.text
+
+
+def test_whole_numbers_are_fine_durations() -> None:
+    cfg = config_from_dict({"shutdown_timeout_s": 5, "drain_timeout_s": 0})
+    assert cfg.shutdown_timeout_s == 5 and cfg.drain_timeout_s == 0
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -54,6 +71,12 @@ def test_unknown_action_is_a_clear_404() -> None:
         ({"hosts": [{"name": "a", "uri": "qemu:///system"}, {"name": "a", "uri": "qemu:///system"}]}, "unique"),
         ({"hosts": [{"name": "Bad Name"}]}, "host name"),
         ({"hosts": [{"name": "a", "color": "red"}]}, "bad [[hosts]] entry"),
+        ({"shutdown_timeout_s": "soon"}, "wrong type"),
+        ({"shutdown_timeout_s": -1}, "must not be negative"),
+        ({"max_parallel_boots": 2.5}, "wrong type"),
+        ({"haproxy_enabled": "yes"}, "wrong type"),
+        ({"kvm_probe": 1}, "wrong type"),
+        ({"api_socket": 7}, "wrong type"),
     ],
 )
 def test_bad_configuration_is_refused(data: dict, expected: str) -> None:

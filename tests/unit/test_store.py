@@ -66,3 +66,32 @@ def test_duplicates_and_missing_are_reported(tmp_path: Path) -> None:
         store.scale_set("nope")
     with pytest.raises(NotFound):
         store.instance("web", 7)
+
+
+def test_a_store_from_an_older_version_gets_the_new_columns(tmp_path: Path) -> None:
+    """An instances table made before ``skip_shutdown`` existed is completed, rows kept."""
+    import sqlite3
+
+    from localvmss.store import SCHEMA
+
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace("    skip_shutdown INTEGER NOT NULL DEFAULT 0,", "")
+    assert old_schema != SCHEMA, "the test must really drop the column"
+    db = sqlite3.connect(path)
+    db.executescript(old_schema)
+    db.execute(
+        "INSERT INTO scale_sets (name, mode, model, capacity, provisioning_state, created_at, updated_at)"
+        " VALUES ('web', 'Uniform', '{}', 1, 'Succeeded', 0, 0)"
+    )
+    db.execute(
+        "INSERT INTO instances (scale_set, instance_id, host, fault_domain, update_domain, mac, ip, model_version,"
+        " desired_power, provisioning_state, created_at) VALUES ('web', 0, 'h1', 0, 0, 'm', 'i', 1, 'running',"
+        " 'Succeeded', 0)"
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    inst = store.instance("web", 0)
+    assert inst.skip_shutdown is False and inst.host == "h1"
+    store.update_instance("web", 0, skip_shutdown=True)
+    assert store.instance("web", 0).skip_shutdown is True
