@@ -94,11 +94,15 @@ class DaemonProcess:
             client.close()
         raise RuntimeError(f"localvmssd did not answer within {timeout_s:.0f} s: {self.log_tail(5)}")
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40, *, problems_only: bool = False) -> str:
+        """The log's last lines; with ``problems_only`` its last WARNING/ERROR lines."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        if problems_only:
+            text = [line for line in text if " WARNING " in line or " ERROR " in line]
+        return "\n".join(text[-lines:])
 
     @property
     def pid(self) -> int | None:

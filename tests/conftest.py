@@ -129,3 +129,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if isinstance(tb, Testbed):
         for where, text in tb.serial_logs().items():
             report.sections.append((f"serial console {where}", text))
+    if isinstance(proc, DaemonProcess):
+        # Last, so that a shortened CI excerpt (which keeps the end) still shows them.
+        report.sections.append(("localvmssd warnings and errors", proc.log_tail(30, problems_only=True)))

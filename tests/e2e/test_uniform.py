@@ -81,6 +81,7 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
     stopped = cli("stop", name, "--instance-ids", "0")
     assert stopped.returncode == 0 and "1 instance(s) stopped" in stopped.stderr, stopped.stderr
     assert state() == "stopped", "the CLI waits until the guest is off"
+    print(f"\ngraceful stop: {stopped.stderr.strip().splitlines()[-1]}")
     assert CLEAN_SHUTDOWN in _serial_log(testbed, api, name), "stop shuts the guest down, not only off"
     view = api.get(f"/scaleSets/{name}/virtualMachines/0/instanceView")
     assert {"code": "PowerState/stopped", "displayStatus": "VM stopped"} in view["statuses"]
