@@ -120,48 +120,47 @@ class Provisioner:
             )
         )
 
-    def converge_power(self, inst: InstanceRow) -> bool:
-        """One step toward the power state the record asks for; True once it is there (a graceful
-        power-off takes several passes: see ``power_off``)."""
+    def converge_power(self, inst: InstanceRow) -> str | None:
+        """One step toward the power state the record asks for: None while a graceful power-off is
+        still under way (see ``power_off``), else what happened ("" when nothing worth telling)."""
         host = self.inv.host(inst.host)
         if inst.desired_power == "running":
             host.start(inst.domain_name)
-            return True
-        if not self.power_off(inst):
-            return False
-        if inst.desired_power == "deallocated":
+            return ""
+        outcome = self.power_off(inst)
+        if outcome is not None and inst.desired_power == "deallocated":
             # Compute released (no domain), disk and address kept.
             host.undefine(inst.domain_name)
-        return True
+        return outcome
 
-    def power_off(self, inst: InstanceRow) -> bool:
+    def power_off(self, inst: InstanceRow) -> str | None:
         """Azure's power-off, without blocking a worker: the first call presses the guest's ACPI
-        power button; later calls report whether it is off, and once ``shutdown_timeout_s`` has
-        passed (or at once with skipShutdown) the domain is powered off hard. True once it is off."""
+        power button; later calls look whether it is off, and once ``shutdown_timeout_s`` has
+        passed (or at once with skipShutdown) the domain is powered off hard. None while waiting;
+        once off, how it went ("" if it was already off)."""
         host = self.inv.host(inst.host)
         name = inst.domain_name
         try:
             running = host.power_state(name) is PowerState.RUNNING
         except NotFound:
             running = False
-        asked = self._shutdown_asked.get(name)
+        asked = self._shutdown_asked.pop(name, None)
         if not running:
-            self._shutdown_asked.pop(name, None)
-            return True
+            return f"the guest shut down in {time.monotonic() - asked:.1f} s" if asked is not None else ""
         timeout = self.cfg.shutdown_timeout_s
         if inst.skip_shutdown or timeout <= 0:
             host.destroy(name)
-        elif asked is None:
+            return "powered off without a guest shutdown"
+        if asked is None:
             host.shutdown(name)
             self._shutdown_asked[name] = time.monotonic()
-            return False
-        elif time.monotonic() - asked < timeout:
-            return False
-        else:
-            log.warning("%s did not shut down within %.0f s; powering it off", name, timeout)
-            host.destroy(name)
-        self._shutdown_asked.pop(name, None)
-        return True
+            return None
+        if time.monotonic() - asked < timeout:
+            self._shutdown_asked[name] = asked
+            return None
+        log.warning("%s did not shut down within %.0f s; powering it off", name, timeout)
+        host.destroy(name)
+        return f"the guest did not shut down within {timeout:.0f} s: powered off hard"
 
     def shutdown_pending(self, inst: InstanceRow) -> bool:
         """True while a guest has been asked to shut down and has not yet."""

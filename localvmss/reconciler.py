@@ -516,10 +516,17 @@ class Reconciler:
             # stop / deallocate: out of rotation first, then the guest shuts down (several passes).
             if not self.prov.shutdown_pending(inst):
                 self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
-            if self.prov.converge_power(inst):
+            outcome = self.prov.converge_power(inst)
+            if outcome is not None:
                 self._settle(inst, ProvisioningState.SUCCEEDED)
                 if inst.skip_shutdown:
                     self.store.update_instance(inst.scale_set, inst.instance_id, skip_shutdown=False)
+                if outcome:
+                    self.store.log_activity(
+                        inst.scale_set,
+                        inst.desired_power,
+                        f"instance {inst.instance_id} {inst.desired_power}: {outcome}",
+                    )
             return
         was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
         self.prov.ensure_artifacts(inst, spec)
@@ -530,8 +537,11 @@ class Reconciler:
             # Azure's restart: the guest shuts down (ACPI), then starts again.
             if not self.prov.shutdown_pending(inst):
                 self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
-            if not self.prov.power_off(inst):
+            outcome = self.prov.power_off(inst)
+            if outcome is None:
                 return  # still shutting down: the next pass looks again
+            if outcome:
+                self.store.log_activity(inst.scale_set, "restart", f"instance {inst.instance_id} restarting: {outcome}")
             self._record_action("restart_instance", "ok")
         self.prov.converge_power(inst)
         if inst.restart_generation > inst.applied_restart:

@@ -338,10 +338,14 @@ class Service:
                     ready_at=None,
                     boot_started_at=time.time(),
                 )
-        elif action == "powerOff":
-            changes = {"desired_power": "stopped", "skip_shutdown": skip_shutdown}
-        elif action == "deallocate":
-            changes = {"desired_power": "deallocated", "skip_shutdown": False}
+        elif action in ("powerOff", "deallocate"):
+            # A guest that is off has no health (the monitor probes running instances only).
+            changes = {
+                "desired_power": "stopped" if action == "powerOff" else "deallocated",
+                "skip_shutdown": skip_shutdown and action == "powerOff",
+                "health": "unknown",
+                "ready_at": None,
+            }
         elif action == "restart":
             if inst.desired_power != "running":
                 raise Conflict(f"instance {inst.instance_id} is not running; start it instead")

@@ -4,6 +4,7 @@ checked against what libvirt itself reports (never only the daemon's database)."
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
     assert CLEAN_SHUTDOWN in _serial_log(testbed, api, name), "stop shuts the guest down, not only off"
     view = api.get(f"/scaleSets/{name}/virtualMachines/0/instanceView")
     assert {"code": "PowerState/stopped", "displayStatus": "VM stopped"} in view["statuses"]
+    assert view["vmHealth"]["status"]["code"].endswith("/unknown"), "a guest that is off has no health"
 
     cli.ok("start", name, "--instance-ids", "0")
     assert state() == "running"
@@ -93,6 +95,9 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
 
     cli.ok("stop", name, "--instance-ids", "0", "--skip-shutdown")
     assert state() == "stopped"
+    said = [e["message"] for e in api.get(f"/scaleSets/{name}/activityLog")["value"]]
+    assert any(re.fullmatch(r"instance 0 stopped: the guest shut down in [\d.]+ s", m) for m in said), said
+    assert "instance 0 stopped: powered off without a guest shutdown" in said, said
     log = _serial_log(testbed, api, name)
     assert "localvmss-guest: ready" in log and CLEAN_SHUTDOWN not in log, "--skip-shutdown powers off at once"
     cli.ok("start", name, "--instance-ids", "0")
