@@ -515,7 +515,12 @@ def _action_command(cli_name: str, api_action: str) -> None:
             ids = result.get("instanceIds") or []
             views = {i: f"/scaleSets/{name}/virtualMachines/{i}/instanceView" for i in ids}
             wait_for_power(c, views, POWER_REACHED[api_action])
-        emit(c, result)
+        if no_wait or c.output == "json":
+            emit(c, result)
+        else:  # what the action left behind, as list-instances shows it
+            touched = set(result.get("instanceIds") or [])
+            listed = c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+            emit(c, [i for i in listed if i["instanceId"] in touched], INSTANCE_COLUMNS)
 
 
 for _cli_name, _api in ACTION_NAMES.items():
@@ -806,7 +811,10 @@ def _vm_action(cli_name: str, api_action: str) -> None:
         result = c.client.post(_action_path(f"/virtualMachines/{name}/{api_action}", skip_shutdown))
         if not no_wait and api_action in POWER_REACHED:
             wait_for_power(c, {name: f"/virtualMachines/{name}"}, POWER_REACHED[api_action])
-        emit(c, result)
+        if no_wait or c.output == "json":
+            emit(c, result)
+        else:
+            emit(c, c.client.get(f"/virtualMachines/{name}"), INSTANCE_COLUMNS)
 
 
 for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():

@@ -82,6 +82,8 @@ def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Test
     stopped = cli("stop", name, "--instance-ids", "0")
     assert stopped.returncode == 0 and "1 instance(s) stopped" in stopped.stderr, stopped.stderr
     assert state() == "stopped", "the CLI waits until the guest is off"
+    row = next(line for line in stopped.stdout.splitlines() if f"{name}_0" in line)
+    assert " stopped " in row and " unknown " in row, f"the CLI shows the instance as it left it: {row!r}"
     print(f"\ngraceful stop: {stopped.stderr.strip().splitlines()[-1]}")
     assert CLEAN_SHUTDOWN in _serial_log(testbed, api, name), "stop shuts the guest down, not only off"
     view = api.get(f"/scaleSets/{name}/virtualMachines/0/instanceView")
