@@ -116,6 +116,15 @@ def cli(daemon: DaemonProcess) -> Cli:
     return Cli(daemon.socket_path)
 
 
+def _haproxy_abnormal(proc: DaemonProcess, lines: int = 15) -> str:
+    """HAProxy logs only abnormal connections (dontlog-normal), with their termination state."""
+    try:
+        text = (proc.log_path.parent / "haproxy" / "haproxy.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join([ln for ln in text.splitlines() if "] lvmss-" in ln and "lvmss-stats" not in ln][-lines:])
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
@@ -130,5 +139,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for where, text in tb.serial_logs().items():
             report.sections.append((f"serial console {where}", text))
     if isinstance(proc, DaemonProcess):
+        report.sections.append(("HAProxy: connections that ended abnormally", _haproxy_abnormal(proc)))
         # Last, so that a shortened CI excerpt (which keeps the end) still shows them.
         report.sections.append(("localvmssd warnings and errors", proc.log_tail(30, problems_only=True)))

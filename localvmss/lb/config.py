@@ -234,6 +234,9 @@ def render_config(
         f"    server-state-file {run / SERVER_STATE_FILE}",
         f"    hard-stop-after {HARD_STOP_AFTER}",
         "    maxconn 4096",
+        # Into haproxy.log (HAProxy's stderr): only connections that ended abnormally, with
+        # HAProxy's termination state (see dontlog-normal below), so a dropped one can be traced.
+        "    log stderr format raw local0 info",
         "",
         "defaults",
         "    mode tcp",
@@ -245,6 +248,9 @@ def render_config(
         "    retries 2",
         "    option redispatch",
         "    load-server-state-from-file global",
+        "    log global",
+        "    option tcplog",
+        "    option dontlog-normal",
         "",
         "frontend lvmss-stats",
         "    mode http",

@@ -668,10 +668,17 @@ class LoadBalancer:
             time.sleep(0.1)
 
     def _sessions(self, backends: list[str], server: str) -> int:
+        """Open connections to the server in every worker: after a reload the old worker still
+        serves the connections it had, and the new worker's figures do not include them."""
+        try:
+            per_worker = self.master.stats_of_every_worker()
+        except HAProxyUnavailable:
+            per_worker = [self.admin.show_stat()]
         total = 0
-        for row in self.admin.show_stat():
-            if row.get("svname") == server and row.get("pxname") in backends:
-                total += int(row.get("scur") or 0)
+        for rows in per_worker:
+            for row in rows:
+                if row.get("svname") == server and row.get("pxname") in backends:
+                    total += int(row.get("scur") or 0)
         return total
 
     def undrain(self, set_name: str, instance_id: int) -> None:

@@ -58,9 +58,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:300]
 
 
-def unix_command(path: Path | str, cmd: str, *, timeout_s: float = 5.0) -> str:
-    """Send one command line and read the reply until HAProxy closes the connection."""
-    _check_words(cmd)
+def unix_command(path: Path | str, cmd: str, *, timeout_s: float = 5.0, checked: bool = False) -> str:
+    """Send one command line and read the reply until HAProxy closes the connection.
+    ``checked``: the caller has already checked every word it did not make itself."""
+    if not checked:
+        _check_words(cmd)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
@@ -296,6 +298,25 @@ class MasterClient:
 
     def show_proc(self) -> ProcInfo:
         return parse_show_proc(self.command("show proc"))
+
+    def worker_command(self, pid: int, cmd: str) -> str:
+        """A runtime-API command for one worker, also a leaving one (``@!<pid>``): after a
+        reload the old worker still carries its open connections and only it can count them."""
+        _check_words(cmd)
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise HAProxyError(f"not a worker pid: {pid!r}")
+        return unix_command(self.socket_path, f"@!{pid} {cmd}", timeout_s=self.timeout_s, checked=True)
+
+    def stats_of_every_worker(self) -> list[list[dict[str, str]]]:
+        """``show stat`` of the current and every old worker (one that exits meanwhile is skipped)."""
+        info = self.show_proc()
+        out = []
+        for pid in [*info.workers, *info.old_workers]:
+            try:
+                out.append(parse_stat_csv(self.worker_command(pid, "show stat")))
+            except HAProxyUnavailable:
+                continue
+        return out
 
     def reload(self) -> None:
         """Ask the master to re-execute itself with the config file; it closes the connection."""

@@ -50,6 +50,7 @@ global
     server-state-file /run/lvmss/server-state
     hard-stop-after 60s
     maxconn 4096
+    log stderr format raw local0 info
 
 defaults
     mode tcp
@@ -60,6 +61,9 @@ defaults
     retries 2
     option redispatch
     load-server-state-from-file global
+    log global
+    option tcplog
+    option dontlog-normal
 
 frontend lvmss-stats
     mode http
