@@ -157,6 +157,9 @@ class Reconciler:
         started = time.monotonic()
         report = PassReport()
         alive = self.inv.refresh_availability()
+        # Records as they were before libvirt is looked at: a worker may delete a record (after
+        # removing its objects) while this pass observes, and those objects are no orphans.
+        known_before = {(i.scale_set, i.instance_id) for i in self.store.instances()}
         observed: dict[str, dict[str, object]] = {}
         volumes: dict[str, list[str]] = {}
         for host, ok in alive.items():
@@ -176,7 +179,7 @@ class Reconciler:
                 report.errors.append(exc.message)
                 self.store.update_scale_set(row.name, message=exc.message[:500])
         instances = self.store.instances()
-        keys = {(i.scale_set, i.instance_id) for i in instances}
+        keys = {(i.scale_set, i.instance_id) for i in instances} | known_before
         report.orphans_removed = self._remove_orphans(observed, volumes, keys)
         sets = {s.name: s for s in self.store.scale_sets()}
         # The load balancer learns first (e.g. scale-in victims stop taking new connections at

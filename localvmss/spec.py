@@ -301,6 +301,13 @@ def spec_to_azure(
 ) -> dict[str, Any]:
     """The Azure-shaped view of a stored scale set."""
     vm_profile: dict[str, Any] | None = None
+    network = {
+        "healthProbe": spec.health_probe.model_dump() if spec.health_probe else None,
+        "loadBalancer": spec.load_balancer,
+    }
+    if spec.image is None and spec.load_balancer:
+        # A Flexible set without a model can still put its VMs behind a load balancer.
+        vm_profile = {"networkProfile": network}
     if spec.image is not None:
         vm_profile = {
             "storageProfile": {"imageReference": {"id": spec.image}},
@@ -314,10 +321,7 @@ def spec_to_azure(
                 },
                 "customData": "(set)" if spec.custom_data else None,
             },
-            "networkProfile": {
-                "healthProbe": spec.health_probe.model_dump() if spec.health_probe else None,
-                "loadBalancer": spec.load_balancer,
-            },
+            "networkProfile": network,
         }
     props: dict[str, Any] = {
         "orchestrationMode": spec.mode.value,
