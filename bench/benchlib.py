@@ -7,9 +7,12 @@ Every guest is reached from the host namespace, which routes to the lab's guest 
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -18,13 +21,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localvmss.inventory import read_manifest
 from localvmss.lab import LabHost
+from localvmss.testbed import DEFAULT_IMAGE_DIR
 from localvmss.virt.domainxml import InstanceDomain, build_domain_xml
 from localvmss.virt.host import Host
 from localvmss.virt.seed import build_nocloud_seed
 
 # Never through a proxy from the environment: guests are only reachable directly.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def start(bench: str, description: str) -> tuple[Path, dict[str, Any]] | None:
+    """Every bench's start: its --image-dir argument and the root check. Returns (image dir,
+    manifest), or None after saying why it cannot run."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print(f"{bench}: run as root (lab namespaces and libvirtd)", file=sys.stderr)
+        return None
+    return args.image_dir, read_manifest(args.image_dir)
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:

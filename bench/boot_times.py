@@ -7,8 +7,6 @@ only; compare them as ratios within one run (the machines are shared, absolute s
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 import uuid
@@ -18,9 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 
-from localvmss.inventory import read_manifest  # noqa: E402
 from localvmss.lab import LabHost  # noqa: E402
-from localvmss.testbed import DEFAULT_IMAGE_DIR, Testbed  # noqa: E402
+from localvmss.testbed import Testbed  # noqa: E402
 from localvmss.virt.accel import probe_accelerator  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
 
@@ -47,15 +44,12 @@ def boot_batch(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("boot_times: run as root (lab namespaces and libvirtd)", file=sys.stderr)
+    started = benchlib.start("boot_times", __doc__.splitlines()[0])
+    if started is None:
         return 2
-    manifest = read_manifest(args.image_dir)
+    image_dir, manifest = started
     print(f"base image {manifest.get('name')} (kernel {manifest.get('kernel_version')})")
-    for line in benchlib.image_sizes(args.image_dir, manifest):
+    for line in benchlib.image_sizes(image_dir, manifest):
         print(line)
 
     testbed = Testbed(tag="benchboot", host_count=1)
@@ -65,7 +59,7 @@ def main() -> int:
         host = Host(lab_host.name, lab_host.socket_uri)
         try:
             host.ensure_pool(POOL, f"/var/lib/libvirt/{POOL}")
-            base = benchlib.upload_image(host, POOL, args.image_dir, manifest, "bench")
+            base = benchlib.upload_image(host, POOL, image_dir, manifest, "bench")
             choice = probe_accelerator(host, base.kernel_path)
             print(f"accelerator: {choice.domain_type} ({choice.reason})")
             one = boot_batch(host, lab_host, base, choice.domain_type, 1)

@@ -16,7 +16,6 @@ Prints figures only.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -33,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 from localvmss.cli.client import ApiClient  # noqa: E402
-from localvmss.inventory import read_manifest  # noqa: E402
 from localvmss.lab import LabHost  # noqa: E402
-from localvmss.testbed import DEFAULT_IMAGE_DIR, Testbed  # noqa: E402
+from localvmss.testbed import Testbed  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
 
 PLAIN_POOL = "lvmss-plain"
@@ -143,13 +141,10 @@ def ratio(a: dict[str, float], b: dict[str, float], count: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("scale_out: run as root (lab namespaces and libvirtd)", file=sys.stderr)
+    started = benchlib.start("scale_out", __doc__.splitlines()[0])
+    if started is None:
         return 2
-    manifest = read_manifest(args.image_dir)
+    image_dir, manifest = started
     workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
     testbed = Testbed(tag="benchscale", host_count=1)
     daemon = None
@@ -161,13 +156,13 @@ def main() -> int:
         api = ApiClient(str(daemon.socket_path), timeout=600)
         host = Host(lab_host.name, lab_host.socket_uri)
         try:
-            api.put("/images/base", {"sourceDirectory": str(args.image_dir)})
+            api.put("/images/base", {"sourceDirectory": str(image_dir)})
             h = next(x for x in api.get("/hosts")["value"] if x["name"] == lab_host.name)
             domain_type = h["domainType"] or "qemu"
             print(f"accelerator: {domain_type} ({h['accelerator']})")
 
             host.ensure_pool(PLAIN_POOL, f"/var/lib/libvirt/{PLAIN_POOL}")
-            base = benchlib.upload_image(host, PLAIN_POOL, args.image_dir, manifest, "plainbase")
+            base = benchlib.upload_image(host, PLAIN_POOL, image_dir, manifest, "plainbase")
 
             set_name = f"bench{uuid.uuid4().hex[:6]}"
             api.put(f"/scaleSets/{set_name}", uniform_body(0))

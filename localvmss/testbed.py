@@ -194,15 +194,27 @@ class Testbed:
         config = self.write_config(state_dir, **settings)
         return DaemonProcess(config, state_dir / "api.sock", state_dir / "localvmssd.log")
 
+    def serial_log(self, host_name: str, domain: str) -> str:
+        """One guest's serial console since its last start (libvirt truncates it on each start)."""
+        host = next((h for h in self.lab.hosts if h.name == host_name), None) if self.lab else None
+        if host is None:
+            raise LookupError(f"no lab host {host_name!r}")
+        return (_serial_dir(host) / f"{domain}-serial.log").read_text(errors="replace")
+
     def serial_logs(self) -> dict[str, str]:
         """Every guest serial log of the lab (for failure reports)."""
         out: dict[str, str] = {}
         if self.lab is None:
             return out
         for host in self.lab.hosts:
-            for path in sorted(Path(host.state_dir, "log", "qemu").glob("*-serial.log")):
+            for path in sorted(_serial_dir(host).glob("*-serial.log")):
                 out[f"{host.name}/{path.name}"] = path.read_text(errors="replace")[-4000:]
         return out
+
+
+def _serial_dir(host: LabHost) -> Path:
+    """Where the lab host's libvirt writes guest serial logs, seen from outside its namespace."""
+    return Path(host.state_dir, "log", "qemu")
 
 
 def in_namespace(lab_host: LabHost, args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

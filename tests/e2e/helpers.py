@@ -81,3 +81,13 @@ def settled_sets(api: ApiClient) -> dict[str, object]:
         for s in api.get("/scaleSets")["value"]
         if s["properties"]["provisioningState"] != "Deleting"
     }
+
+
+def backend_names(port: int, tries: int = 40) -> set[str]:
+    """The hostnames that answer ``tries`` requests through a load-balancer frontend on loopback."""
+    seen = set()
+    for _ in range(tries):
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        if status == 200:
+            seen.add(body)
+    return seen

@@ -42,7 +42,7 @@ from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSErro
 from localvmss.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
-from tests.e2e.helpers import POOL, http_get, instances, libvirt_view, uniform_body, wait_until
+from tests.e2e.helpers import POOL, backend_names, http_get, instances, libvirt_view, uniform_body, wait_until
 
 NOT_IN_VM_MODE = "not supported in VM (Flexible) orchestration mode"
 
@@ -110,15 +110,6 @@ def _power(vm: dict[str, Any]) -> str:
     return next(
         s["code"].split("/")[1] for s in vm["properties"]["instanceView"]["statuses"] if s["code"].startswith("Power")
     )
-
-
-def _backend_names(port: int, tries: int) -> set[str]:
-    seen = set()
-    for _ in range(tries):
-        status, body = http_get(f"http://127.0.0.1:{port}/")
-        if status == 200:
-            seen.add(body)
-    return seen
 
 
 def _uptime(api: ApiClient, set_name: str, instance_id: str) -> float:
@@ -427,7 +418,7 @@ def test_adding_vms_flexible_explicitly_into_fault_domains_behind_the_lb(
     assert sorted(fd_hosts) == [0, 1, 2], "three VMs into an empty set with 3 fault domains: one in each"
     assert fd_hosts[0] != fd_hosts[1], "neighbouring fault domains are different libvirt hosts"
     # The set's load balancer serves every VM.
-    wait_until(lambda: _backend_names(flex["port"], 15) == set(vms), 90, "all three VMs in the LB rotation")
+    wait_until(lambda: backend_names(flex["port"], 15) == set(vms), 90, "all three VMs in the LB rotation")
 
 
 def test_adding_vms_uniform_from_model_and_capacity(uni: str, api: ApiClient, cli: Cli) -> None:
@@ -516,7 +507,7 @@ def test_lifecycle_flexible_vm_managed_on_its_own(
     up_after = _uptime(api, name, iid)
     assert up_after < up_before + 1, f"the guest rebooted (uptime {up_before:.0f} s -> {up_after:.0f} s)"
     assert _domain_state(testbed, name, dom) == "running"
-    wait_until(lambda: _backend_names(flex["port"], 15) == set(flex["vms"]), 90, "the VM back in rotation")
+    wait_until(lambda: backend_names(flex["port"], 15) == set(flex["vms"]), 90, "the VM back in rotation")
 
 
 def test_lifecycle_uniform_instances_only_through_the_set(uni: str, api: ApiClient, cli: Cli, testbed: Testbed) -> None:

@@ -18,7 +18,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.testbed import DaemonProcess, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import http_get, instances, settled_sets, uniform_body, wait_until
+from tests.e2e.helpers import backend_names, instances, settled_sets, uniform_body, wait_until
 from tests.e2e.load import Load
 
 
@@ -44,15 +44,6 @@ def _bindable(port: int) -> bool:
             return True
         except OSError:
             return False
-
-
-def _backend_names(port: int, tries: int = 40) -> set[str]:
-    seen = set()
-    for _ in range(tries):
-        status, body = http_get(f"http://127.0.0.1:{port}/")
-        if status == 200:
-            seen.add(body)
-    return seen
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +83,7 @@ def test_haproxy_reloaded_and_killed_keeps_servers(
     daemon: DaemonProcess, cli: Cli, api: ApiClient, lb_set: dict[str, Any]
 ) -> None:
     port = lb_set["port"]
-    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
+    wait_until(lambda: backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
     # Reloads under load through the daemon (`localvmss lb reload`, the path every config change
     # takes) lose no request and keep every server.
     with Load(port) as load:
@@ -110,7 +101,7 @@ def test_haproxy_reloaded_and_killed_keeps_servers(
     for pid in [master, *workers]:
         os.kill(pid, signal.SIGKILL)
     started = time.monotonic()
-    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "haproxy restored", 0.2)
+    wait_until(lambda: backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "haproxy restored", 0.2)
     print(f"HAProxy restored with both servers {time.monotonic() - started:.1f} s after kill -9")
     wait_until(lambda: _haproxy_master(daemon) != master, 10, "the daemon to record the new master")
 
@@ -130,13 +121,13 @@ def _children_of(pid: int) -> list[int]:
 
 def test_unhealthy_instance_leaves_rotation_and_returns(api: ApiClient, lb_set) -> None:
     name, port = lb_set["name"], lb_set["port"]
-    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
+    wait_until(lambda: backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
     api.post(f"/scaleSets/{name}/virtualMachines/1/runCommand", {"script": "rm -f /run/localvmss/healthz"})
-    wait_until(lambda: _backend_names(port, 20) == {"lb000000"}, 60, "instance 1 out of rotation")
+    wait_until(lambda: backend_names(port, 20) == {"lb000000"}, 60, "instance 1 out of rotation")
     health = api.get(f"/scaleSets/{name}/virtualMachines/1/instanceView")["vmHealth"]["status"]["code"]
     assert health == "HealthState/unhealthy"
     api.post(f"/scaleSets/{name}/virtualMachines/1/runCommand", {"script": "echo ok > /run/localvmss/healthz"})
-    wait_until(lambda: _backend_names(port, 20) == {"lb000000", "lb000001"}, 60, "instance 1 back in rotation")
+    wait_until(lambda: backend_names(port, 20) == {"lb000000", "lb000001"}, 60, "instance 1 back in rotation")
 
 
 def test_ssh_through_nat_pool_reaches_the_right_instance(cli: Cli, api: ApiClient, lb_set) -> None:
@@ -163,11 +154,11 @@ def test_ssh_through_nat_pool_reaches_the_right_instance(cli: Cli, api: ApiClien
 
 def test_traffic_reaches_every_instance_and_scaling_drops_nothing(cli: Cli, api: ApiClient, lb_set) -> None:
     name, port = lb_set["name"], lb_set["port"]
-    wait_until(lambda: _backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
+    wait_until(lambda: backend_names(port, 10) == {"lb000000", "lb000001"}, 60, "both instances in rotation")
     with Load(port) as load:
         time.sleep(2)
         cli.ok("scale", name, "--new-capacity", "4")
-        wait_until(lambda: len(_backend_names(port, 20)) == 4, 60, "4 instances in rotation")
+        wait_until(lambda: len(backend_names(port, 20)) == 4, 60, "4 instances in rotation")
         cli.ok("scale", name, "--new-capacity", "1")
         time.sleep(2)
     result = load.result
@@ -177,7 +168,7 @@ def test_traffic_reaches_every_instance_and_scaling_drops_nothing(cli: Cli, api:
     assert result.sent > 100
     assert result.failed == 0, f"failed requests: {result.failures}"
     assert set(result.answers) >= {"lb000000", "lb000001", "lb000002", "lb000003"}
-    assert _backend_names(port) == {"lb000000"}
+    assert backend_names(port) == {"lb000000"}
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -60,11 +59,8 @@ CLEAN_SHUTDOWN = "localvmss-guest: shut down cleanly"
 
 
 def _serial_log(testbed: Testbed, api: ApiClient, name: str, iid: int = 0) -> str:
-    """The guest's serial console since its last start (libvirt truncates it on each start)."""
     view = api.get(f"/scaleSets/{name}/virtualMachines/{iid}/instanceView")
-    host = next(h for h in testbed.lab.hosts if h.name == view["host"]) if testbed.lab else None
-    assert host is not None, "the testbed has lab hosts"
-    return Path(host.state_dir, "log", "qemu", f"{view['domainName']}-serial.log").read_text(errors="replace")
+    return testbed.serial_log(view["host"], view["domainName"])
 
 
 def test_instance_actions_change_libvirt(cli: Cli, api: ApiClient, testbed: Testbed, name: str) -> None:
