@@ -1,8 +1,10 @@
-"""Child processes the daemon owns (Prometheus, HAProxy), recorded by pid file.
+"""The data plane's processes the daemon started (Prometheus; HAProxy keeps its own pid file),
+recorded by pid file so that they outlive the daemon.
 
-If the daemon is killed (kill -9), its children outlive it and hold their ports. At the next
-start the daemon stops exactly those processes: the pid file names them, and a process counts
-as ours only if its command line mentions our state directory (a reused pid is left alone).
+HAProxy and Prometheus keep serving while the daemon stops, crashes or is upgraded: a new daemon
+adopts the processes recorded here instead of stopping them. A pid counts as ours only while its
+command line mentions our state directory (a reused pid is left alone). They are stopped only
+on purpose: ``localvmssd --stop-data-plane``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ def _dir(state_dir: Path) -> Path:
 
 
 def record(state_dir: Path, name: str, pid: int | None) -> None:
+    """Remember ``pid`` as the process ``name``, written then renamed (never half a file)."""
     if pid:
-        (_dir(state_dir) / f"{name}.pid").write_text(str(pid))
+        path = _dir(state_dir) / f"{name}.pid"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(str(pid))
+        os.replace(tmp, path)
 
 
 def _cmdline(pid: int) -> str:
@@ -34,23 +40,26 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def reap_leftovers(state_dir: Path) -> list[str]:
-    """Stop children a previous daemon left behind; returns what was stopped."""
-    stopped = []
-    for pidfile in sorted(_dir(state_dir).glob("*.pid")):
-        try:
-            pid = int(pidfile.read_text().strip())
-        except ValueError:
-            pidfile.unlink()
-            continue
-        if str(state_dir) in _cmdline(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _cmdline(pid):
-                time.sleep(0.1)
-            if _cmdline(pid):
-                os.kill(pid, signal.SIGKILL)
-            stopped.append(f"{pidfile.stem} (pid {pid})")
-            log.warning("stopped %s left by a previous daemon (pid %d)", pidfile.stem, pid)
-        pidfile.unlink()
-    return stopped
+def recorded(state_dir: Path, name: str) -> int | None:
+    """The pid recorded for ``name`` if that process still runs and is ours, else None."""
+    try:
+        pid = int((_dir(state_dir) / f"{name}.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if str(state_dir) in _cmdline(pid) else None
+
+
+def stop(state_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the recorded process (SIGKILL after ``timeout_s``); True if one was running."""
+    pid = recorded(state_dir, name)
+    (_dir(state_dir) / f"{name}.pid").unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and str(state_dir) in _cmdline(pid):
+        time.sleep(0.1)
+    if str(state_dir) in _cmdline(pid):
+        os.kill(pid, signal.SIGKILL)
+    log.info("stopped %s (pid %d)", name, pid)
+    return True

@@ -4,12 +4,18 @@ exporter, Prometheus and autoscaler together and serves the REST API.
 Threads: the reconcile loop, the health monitor, libvirt's event loop (events only wake the
 reconciler), a supervisor (HAProxy, Prometheus, guest scrape targets) and the API server in the
 main thread. SIGTERM/SIGINT stop the API server, then every loop.
+
+The data plane never depends on the control plane: HAProxy and Prometheus keep running when the
+daemon stops or crashes, and the next daemon adopts them; only ``--stop-data-plane`` stops them.
+One daemon per state directory: a lock taken before anything else is touched turns a second
+daemon away before it can disturb the first one's processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -26,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from localvmss import __version__, children
 from localvmss.api.app import create_app
 from localvmss.config import DaemonConfig, load_config
-from localvmss.errors import LocalVMSSError
+from localvmss.errors import Conflict, LocalVMSSError
 from localvmss.inventory import Inventory
 from localvmss.metrics.exporter import DaemonMetrics, InstanceCollector, ScaleSetCollector, start_exporter
 from localvmss.metrics.sources import Sources
@@ -40,6 +46,27 @@ from localvmss.virt.host import start_event_loop
 
 log = logging.getLogger("localvmssd")
 
+LOCK_FILE = "localvmssd.lock"
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold an exclusive lock on the state directory for the life of the process; returns its fd.
+    Raises Conflict naming the daemon that holds it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise Conflict(
+            f"another localvmssd (pid {holder}) is using state directory {state_dir}; nothing was touched"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
 
 class Daemon:
     """Everything the daemon runs; ``start()`` then ``serve()``; tests may drive parts directly."""
@@ -47,7 +74,7 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig) -> None:
         self.cfg = cfg
         self.stop_event = threading.Event()
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_state_dir(cfg.state_dir)  # before anything else is touched
         self.store = Store(cfg.db_path)
         self.inventory = Inventory(cfg, self.store)
         self.management_key = ManagementKey(cfg.state_dir)
@@ -81,7 +108,6 @@ class Daemon:
         self.balancer = HAProxyBalancer(self.cfg, self.store)
 
     def start(self) -> None:
-        children.reap_leftovers(self.cfg.state_dir)
         start_event_loop()
         self.inventory.prepare_all()
         for name, host in self.inventory.hosts.items():
@@ -101,7 +127,8 @@ class Daemon:
             self.service.lb_validator = self.balancer.validate
             self.service.balancer = self.balancer
         self._start_prometheus(port)
-        self._spawn("reconciler", self._reconcile_loop)
+        self.reconciler.pass_hook = self._count_pass
+        self._spawn("reconciler", self.reconciler.run, self.stop_event)
         self._spawn("health", self.monitor.run, self.stop_event)
         self._spawn("supervisor", self._supervise)
         if self.autoscaler is not None:
@@ -128,7 +155,9 @@ class Daemon:
                 extra_static=extra,
                 binary=self.cfg.prometheus_binary,
             )
-            self.prometheus.start()
+            left = children.recorded(self.cfg.state_dir, "prometheus")
+            if left is None or not self.prometheus.adopt(left):
+                self.prometheus.start()
             children.record(self.cfg.state_dir, "prometheus", self.prometheus.pid)
             url = self.prometheus.url
         log.info("prometheus at %s", url)
@@ -143,19 +172,10 @@ class Daemon:
         thread.start()
         self.threads.append(thread)
 
-    def _reconcile_loop(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                with self.metrics.time_reconcile():
-                    self.reconciler.last_report = self.reconciler.pass_once()
-                for error in self.reconciler.last_report.errors:
-                    self.metrics.error("reconcile")
-                    log.debug("pass error: %s", error)
-            except Exception as exc:
-                self.metrics.error(exc)
-                log.exception("reconcile pass failed")
-            self.reconciler._wake.wait(self.cfg.reconcile_interval_s)
-            self.reconciler._wake.clear()
+    def _count_pass(self, report: Any) -> None:
+        self.metrics.observe_reconcile(report.duration_s)
+        for _ in report.errors:
+            self.metrics.error("reconcile")
 
     def _supervise(self) -> None:
         while not self.stop_event.wait(2.0):
@@ -180,7 +200,10 @@ class Daemon:
             tcp.bind((host, int(port)))
             sockets.append(tcp)
         app = create_app(self.service, self.cfg.api_token)
-        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        # No proxy headers: who is a local client must not be decided by what a client claims.
+        server = _Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False, forwarded_allow_ips="")
+        )
 
         def stop(signum: int, _frame: object) -> None:
             log.info("signal %d: stopping", signum)
@@ -206,21 +229,20 @@ class Daemon:
         return sock
 
     def shutdown(self) -> None:
+        """Stop the control plane only: HAProxy and Prometheus keep serving for the next daemon.
+        Loops first, then the workers (bounded), and the store last, so no worker writes to a
+        closed database."""
         _notify("STOPPING=1")
         self.stop_event.set()
         self.reconciler.wake()
-        # The supervisor restarts dead children: it must be gone before they are stopped.
         for thread in self.threads:
-            if thread.name == "supervisor":
-                thread.join(15)
+            thread.join(15)
+        self.reconciler.stop()
         if self.exporter is not None:
             self.exporter.stop()
-        if self.prometheus is not None:
-            self.prometheus.stop()
-        if self.balancer is not None:
-            self.balancer.stop()
         self.store.close()
-        log.info("stopped")
+        os.close(self._lock_fd)
+        log.info("stopped (HAProxy and Prometheus keep running)")
 
 
 class _Server(uvicorn.Server):
@@ -247,10 +269,55 @@ def _notify(message: str) -> None:
             pass
 
 
+def stop_data_plane(cfg: DaemonConfig) -> list[str]:
+    """Stop the HAProxy and Prometheus of this state directory (for good: an uninstall, the
+    demo's teardown). Refused while a daemon runs on it, which would only start them again."""
+    fd = lock_state_dir(cfg.state_dir)
+    try:
+        stopped = []
+        from localvmss.lb.haproxy import LoadBalancer
+
+        lb = LoadBalancer(cfg.state_dir / "haproxy", cfg.haproxy_binary, cfg.haproxy_stats_port)
+        if lb.master_pid is not None or lb.is_running():
+            stopped.append("haproxy")
+        lb.stop()
+        if children.stop(cfg.state_dir, "prometheus"):
+            stopped.append("prometheus")
+        return stopped
+    finally:
+        os.close(fd)
+
+
+def _database_command(cfg: DaemonConfig, check: bool, backup: Path | None) -> int:
+    store = Store(cfg.db_path)
+    try:
+        if backup is not None:
+            store.backup(backup)
+            print(f"localvmssd: state database {cfg.db_path} backed up to {backup}")
+        if check:
+            problems = store.check()
+            if problems:
+                print(
+                    f"localvmssd: state database {cfg.db_path} is damaged: {'; '.join(problems[:5])}", file=sys.stderr
+                )
+                return 1
+            print(f"localvmssd: state database {cfg.db_path} is sound")
+        return 0
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localvmssd", description="localvmss daemon")
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     parser.add_argument("--debug", action="store_true", help="verbose logs with tracebacks")
+    parser.add_argument(
+        "--stop-data-plane",
+        action="store_true",
+        help="stop the HAProxy and Prometheus this state directory's daemon left running, then exit",
+    )
+    parser.add_argument("--check-db", action="store_true", help="check the state database's integrity, then exit")
+    parser.add_argument("--backup-db", type=Path, metavar="PATH", help="write a consistent copy of the state database")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
@@ -259,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config)
+        if args.stop_data_plane:
+            stopped = stop_data_plane(cfg)
+            print(f"localvmssd: stopped {', '.join(stopped) or 'nothing (none was running)'}")
+            return 0
+        if args.check_db or args.backup_db:
+            return _database_command(cfg, args.check_db, args.backup_db)
         daemon = Daemon(cfg)
         daemon.start()
     except LocalVMSSError as exc:

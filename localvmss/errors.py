@@ -81,6 +81,23 @@ class VirtError(LocalVMSSError):
         self.libvirt_code = libvirt_code
 
 
+class HostBusy(LocalVMSSError):
+    """A host answered but refused for now (a pool job running, a domain in transition): busy is
+    not down, so the caller skips or retries the step and never treats the host as lost."""
+
+    http_status = 503
+    exit_code = 7
+    code = "HostBusy"
+
+
+class StoreError(LocalVMSSError):
+    """The state database cannot be read or written (corrupt, full, read-only)."""
+
+    http_status = 503
+    exit_code = 11
+    code = "StateStoreUnavailable"
+
+
 class DaemonUnreachable(LocalVMSSError):
     exit_code = 9
     code = "DaemonUnreachable"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localvmss.config import DaemonConfig, HostConfig
-from localvmss.errors import Conflict, HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
+from localvmss.errors import Conflict, HostBusy, HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
 from localvmss.model import OBJECT_PREFIX, validate_name
 from localvmss.store import HostRow, Store
 from localvmss.virt.accel import probe_accelerator
@@ -50,26 +50,69 @@ def image_volumes(name: str, manifest: dict[str, Any]) -> ImageVolumes:
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and verify an image directory (files present, checksums match); raises InvalidSpec."""
+    """Read and verify an image directory; raises InvalidSpec.
+
+    Every file the manifest names (disk, kernel, initrd and the keys of "files") must be a plain
+    relative name that stays inside the directory (no absolute path, '..', hidden part or symlink
+    leading out): otherwise an import would upload any file the daemon (root) can read into a
+    volume guests can read. Every file that is used (disk, kernel, initrd) must have its sha256
+    in "files" and match it, so a file's content must be known in advance to be imported at all.
+    """
+    root = directory.resolve()
+
+    def inside(name: object, what: str) -> Path:
+        parts = name.split("/") if isinstance(name, str) else []
+        plain = (
+            isinstance(name, str)
+            and name.isascii()
+            and all(ch.isalnum() or ch in "_.+-/" for ch in name)
+            and 0 < len(name) <= 255
+            and all(part and not part.startswith(".") for part in parts)
+        )
+        if not plain:
+            raise InvalidSpec(
+                f"image {directory}: {what} {name!r} must be a relative file name inside the directory "
+                "(letters, digits and _.+-/, no absolute path, '..' or hidden parts)"
+            )
+        resolved = (root / str(name)).resolve()
+        if not resolved.is_relative_to(root):
+            raise InvalidSpec(f"image {directory}: {what} {name} leads outside the image directory (a symlink?)")
+        if not resolved.is_file():
+            raise InvalidSpec(f"image {directory}: {what} file {name} is missing")
+        return resolved
+
     path = directory / MANIFEST
     if not path.is_file():
         raise InvalidSpec(f"{directory} is not an image directory: {MANIFEST} is missing (build one with 'make image')")
+    if not path.resolve().is_relative_to(root):
+        raise InvalidSpec(f"image {directory}: {MANIFEST} leads outside the image directory (a symlink?)")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidSpec(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise InvalidSpec(f"{path} must hold a JSON object")
     for key in ("disk", "format"):
         if key not in manifest:
             raise InvalidSpec(f"{path} has no {key!r}")
     if manifest["format"] != "qcow2":
         raise InvalidSpec(f"image format {manifest['format']!r} is not supported; localvmss needs qcow2 base images")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise InvalidSpec(f"{path}: 'files' must map file names to sha256 checksums")
     for role in ("disk", "kernel", "initrd"):
         file = manifest.get(role)
-        if file and not (directory / file).is_file():
-            raise InvalidSpec(f"image {directory}: {role} file {file} is missing")
-    for file, digest in manifest.get("files", {}).items():
+        if role != "disk" and not file:
+            continue  # no kernel or initrd: the disk boots itself (image_volumes reads it so too)
+        inside(file, role)
+        if file not in files:
+            raise InvalidSpec(f"image {directory}: {role} file {file} has no sha256 in 'files'; rebuild the image")
+    for file, digest in files.items():
+        resolved = inside(file, "file")
+        if not isinstance(digest, str) or len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+            raise InvalidSpec(f"image {directory}: the checksum of {file} is not a sha256 (64 lowercase hex digits)")
         h = hashlib.sha256()
-        with open(directory / file, "rb") as fh:
+        with open(resolved, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         if h.hexdigest() != digest:
@@ -89,6 +132,7 @@ class Inventory:
         self.hosts: dict[str, Host] = {name: Host(name, h.uri) for name, h in self.configs.items()}
         self._domain_types: dict[str, str] = {}
         self._networks: dict[str, tuple[str, str, str, str]] = {}
+        self._reservations: dict[str, list[tuple[str, str]]] = {}  # host -> DHCP (mac, ip) entries
         self._image_lock = threading.Lock()
 
     # -- hosts ------------------------------------------------------------------------------
@@ -105,8 +149,9 @@ class Inventory:
         host = self.hosts[name]
         cfg = self.configs[name]
         host.ensure_pool(self.cfg.pool_name, self.cfg.pool_path)
-        gateway, netmask, start, end, _ = host.network_layout(cfg.network)
+        gateway, netmask, start, end, reserved = host.network_layout(cfg.network)
         self._networks[name] = (gateway, netmask, start, end)
+        self._reservations[name] = reserved
         for image_name, (manifest, source) in self.store.images().items():
             self.ensure_image(name, image_name, manifest, source)
         self._choose_accelerator(name)
@@ -150,7 +195,11 @@ class Inventory:
             self.store.put_host(row)
 
     def refresh_availability(self) -> dict[str, bool]:
-        """Ping every host; prepare hosts that came back. Returns name -> available."""
+        """Ping every host; prepare hosts that came back. Returns name -> available.
+
+        Only a host that does not answer is unavailable. One that answers but is busy (its pool
+        has a job running) stays available if it was prepared before; a host never prepared
+        waits for a pass in which preparing it succeeds."""
         result = {}
         rows = {h.name: h for h in self.store.hosts()}
         for name, host in list(self.hosts.items()):
@@ -159,6 +208,11 @@ class Inventory:
             if alive and (was is None or not was.available or name not in self._networks):
                 try:
                     self.prepare(name)
+                except HostBusy as exc:
+                    alive = name in self._networks
+                    log.info("host %s is busy while being prepared (%s); trying again next pass", name, exc.message)
+                    if alive and was is not None and not was.available:
+                        self._record(name, available=True, message="")
                 except LocalVMSSError as exc:
                     alive = False
                     self._record(name, available=False, message=exc.message)
@@ -166,6 +220,15 @@ class Inventory:
                 self._record(name, available=False, message=f"host {name} ({host.uri}) does not answer")
             result[name] = alive
         return result
+
+    def refresh_reservations(self, name: str) -> None:
+        """Re-read the host network's DHCP reservations (outside any store transaction)."""
+        self._reservations[name] = self.host(name).network_layout(self.network(name))[4]
+
+    def reservations(self, name: str) -> list[tuple[str, str]]:
+        """The host network's DHCP (mac, ip) reservations as last read: no libvirt call, so it
+        is safe inside a store transaction."""
+        return list(self._reservations.get(name, []))
 
     def add_host(self, host_cfg: HostConfig, timeout_s: float = 15.0) -> None:
         """Join a host: it must answer, have the network and take the images, or nothing changes."""
@@ -273,14 +336,54 @@ class Inventory:
                 (vols.kernel, "kernel", "raw"),
                 (vols.initrd, "initrd", "raw"),
             ):
-                if vol is None or host.volume_exists(self.cfg.pool_name, vol):
+                if vol is None:
                     continue
                 path = Path(source) / manifest[role]
+                digest = str(manifest.get("files", {}).get(manifest[role], ""))
+                if self._volume_complete(host_name, vol, path, digest):
+                    continue
                 if not path.is_file():
                     raise InvalidSpec(f"image {image}: {path} is gone; import the image again")
                 log.info("uploading %s of image %s to host %s", role, image, host_name)
+                self.store.forget_upload(host_name, vol)
                 host.upload_file(self.cfg.pool_name, vol, str(path), fmt)
+                self.store.record_upload(host_name, vol, digest)
         return vols
+
+    def _volume_complete(self, host_name: str, vol: str, path: Path, digest: str) -> bool:
+        """An image volume is used only once its upload is known to have finished: recorded
+        when it did, or (a volume from before such records, or cut short by a crash) read back
+        and matched against the manifest's checksum. A volume that fails is uploaded again."""
+        host = self.hosts[host_name]
+        if not host.volume_exists(self.cfg.pool_name, vol):
+            return False
+        if self.store.upload_done(host_name, vol) is not None:
+            return True
+        if digest and path.is_file():
+            if host.volume_sha256(self.cfg.pool_name, vol, path.stat().st_size) == digest:
+                self.store.record_upload(host_name, vol, digest)
+                return True
+        log.warning(
+            "volume %s on host %s is incomplete or does not match its checksum; uploading it again", vol, host_name
+        )
+        return False
+
+    def upload_bytes(self, host_name: str, vol: str, data: bytes) -> None:
+        """A small raw volume (a NoCloud seed), recorded complete only after the upload finished."""
+        self.store.forget_upload(host_name, vol)
+        self.host(host_name).upload_bytes(self.cfg.pool_name, vol, data, "raw")
+        self.store.record_upload(host_name, vol, hashlib.sha256(data).hexdigest())
+
+    def volume_ready(self, host_name: str, vol: str) -> bool:
+        """The volume exists and its upload finished (a partial one counts as missing)."""
+        return self.store.upload_done(host_name, vol) is not None and self.host(host_name).volume_exists(
+            self.cfg.pool_name, vol
+        )
+
+    def delete_volume(self, host_name: str, vol: str) -> None:
+        """Delete a volume (already gone counts as deleted) and forget its upload record."""
+        self.host(host_name).delete_volume(self.cfg.pool_name, vol)
+        self.store.forget_upload(host_name, vol)
 
     def image(self, name: str) -> tuple[dict[str, Any], str]:
         images = self.store.images()

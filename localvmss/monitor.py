@@ -60,13 +60,19 @@ class HealthMonitor:
         def probe(inst: InstanceRow) -> tuple[InstanceRow, tuple[bool, str]]:
             model = specs[inst.scale_set][0].health_probe
             assert model is not None  # filtered above
-            return inst, probe_once(inst.ip, model)
+            try:
+                return inst, probe_once(inst.ip, model)
+            except Exception as exc:  # noqa: BLE001 - one instance's probe must not end the pass
+                return inst, (False, f"probe could not be made: {type(exc).__name__}: {exc}")
 
         results = self._pool.map(probe, targets)
         changed = False
         for inst, (ok, seen) in results:
             spec, mode = specs[inst.scale_set]
-            changed |= self._record(inst, ok, seen, spec, mode)
+            try:
+                changed |= self._record(inst, ok, seen, spec, mode)
+            except Exception:  # noqa: BLE001 - the other instances are still recorded
+                log.exception("recording the health of %s failed", inst.domain_name)
         if changed:
             self.on_change()
 
@@ -82,8 +88,9 @@ class HealthMonitor:
             if inst.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
                 changes.update(provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=now, message="")
             if changes:
-                self.store.update_instance(inst.scale_set, inst.instance_id, **changes)
-                return True
+                # Only if nothing was asked of the instance since this probe's snapshot (a
+                # delete or restart meanwhile must not be overwritten by "ready").
+                return self.store.record_status(inst.scale_set, inst.instance_id, inst.generation, **changes)
             return False
         fails = self._fails.get(key, 0) + 1
         self._fails[key] = fails
@@ -91,7 +98,10 @@ class HealthMonitor:
             return False  # still booting: not ready is not unhealthy
         if fails >= FAILS_TO_UNHEALTHY and inst.health != "unhealthy":
             self._unhealthy_since[key] = now
-            self.store.update_instance(inst.scale_set, inst.instance_id, health="unhealthy", message=seen)
+            if not self.store.record_status(
+                inst.scale_set, inst.instance_id, inst.generation, health="unhealthy", message=seen[:500]
+            ):
+                return False
             self.store.log_activity(inst.scale_set, "health", f"instance {inst.instance_id} unhealthy: {seen}")
             return True
         since = self._unhealthy_since.setdefault(key, now) if inst.health == "unhealthy" else None

@@ -70,13 +70,14 @@ class Provisioner:
         manifest, source = self.inv.image(image)
         vols = self.inv.ensure_image(inst.host, image, manifest, source)
         host.create_overlay(pool, os_volume(inst), vols.disk)
-        if not host.volume_exists(pool, seed_volume(inst)):
+        if not self.inv.volume_ready(inst.host, seed_volume(inst)):
+            # Also when a seed exists but its upload never finished (a crash): it is made again.
             user_data = base64.b64decode(spec.custom_data) if spec.custom_data else None
             keys = list(inst.overrides.get("ssh_public_keys") or spec.ssh_public_keys)
             if self.management_public_key:
                 keys.append(self.management_public_key)
             seed = build_nocloud_seed(inst.domain_name, computer_name(spec, inst), keys, user_data)
-            host.upload_bytes(pool, seed_volume(inst), seed, "raw")
+            self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
         host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))
         if not host.domain_exists(inst.domain_name):
             host.define_domain(self.domain_xml(inst, spec))
@@ -176,14 +177,14 @@ class Provisioner:
         """Fresh overlay and seed from the base image; same id, address and name."""
         host = self.inv.host(inst.host)
         host.undefine(inst.domain_name)
-        host.delete_volume(self.cfg.pool_name, os_volume(inst))
-        host.delete_volume(self.cfg.pool_name, seed_volume(inst))
+        self.inv.delete_volume(inst.host, os_volume(inst))
+        self.inv.delete_volume(inst.host, seed_volume(inst))
         self.ensure_artifacts(inst, spec)
 
     def remove(self, inst: InstanceRow) -> None:
         """Domain, disks, seed and address reservation; anything already gone counts as removed."""
         host = self.inv.host(inst.host)
         host.undefine(inst.domain_name)
-        host.delete_volume(self.cfg.pool_name, os_volume(inst))
-        host.delete_volume(self.cfg.pool_name, seed_volume(inst))
+        self.inv.delete_volume(inst.host, os_volume(inst))
+        self.inv.delete_volume(inst.host, seed_volume(inst))
         host.release_address(self.inv.network(inst.host), inst.mac)

@@ -1,11 +1,22 @@
 """The level-triggered reconcile loop: observe libvirt -> plan -> apply -> record.
 
 Each pass compares the whole desired state (the store) with what libvirt reports and converges
-them. API writes and libvirt events only wake the loop. Order matters for crash safety:
-libvirt is observed *before* the store is read, and records are always written before libvirt
-objects are made, so an object without a record is an orphan and is removed, and a record
+them. API writes, libvirt events and real changes made by workers wake the loop; a pass with
+nothing to do submits nothing, and the loop then rests for ``reconcile_interval_s``. Order
+matters for crash safety: libvirt is observed *before* the store is read, and records are always
+written before libvirt objects are made, so an object without a record is an orphan, and a record
 without objects is simply made again. Per-instance work runs on a bounded worker pool so
-independent boots proceed in parallel.
+independent boots proceed in parallel; a failing instance is retried with exponential backoff.
+
+The control plane never destroys the data plane:
+- a host that does not answer is not a host whose guests are gone: its instances keep their
+  records, addresses and NAT ports; after ``host_lost_grace_s`` a Uniform set creates
+  replacements on hosts that answer, *in addition*, and when the host answers again the surplus
+  is scaled in by the set's scale-in policy;
+- a host that answers but is busy (a pool job, a domain in transition) stays available; the
+  steps that met the busy object wait for a later pass;
+- an orphan (a libvirt object with our ownership and no record) is removed only after it was
+  seen so, while its host answered, for ``orphan_grace_s``, and the removal is logged.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -21,7 +33,7 @@ from typing import Protocol
 
 from localvmss import planner
 from localvmss.config import DaemonConfig
-from localvmss.errors import HostUnavailable, LocalVMSSError, NotFound
+from localvmss.errors import HostUnavailable, LocalVMSSError, NotFound, StoreError
 from localvmss.inventory import Inventory
 from localvmss.model import (
     OBJECT_PREFIX,
@@ -36,11 +48,37 @@ from localvmss.provision import Provisioner
 from localvmss.spec import ScaleSetSpec, check_iso_duration
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 from localvmss.virt.domainxml import read_macs
+from localvmss.virt.host import OwnedDomain
 
 log = logging.getLogger(__name__)
 
-INSTANCE_VOLUME = re.compile(rf"^{re.escape(OBJECT_PREFIX)}(?P<set>[a-z0-9-]+)-(?P<id>\d+)-(os\.qcow2|seed\.iso)$")
-HOST_LOST_GRACE_S = 20.0
+INSTANCE_VOLUME = re.compile(rf"{re.escape(OBJECT_PREFIX)}(?P<set>[a-z0-9-]+)-(?P<id>[0-9]+)-(os\.qcow2|seed\.iso)")
+HOST_LOST_GRACE_S = 20.0  # a host silent this long gets its Uniform instances replaced elsewhere
+ORPHAN_GRACE_S = 30.0  # an orphan must be seen this long, while its host answers, before removal
+BACKOFF_MAX_S = 300.0  # a failing instance is retried at most this far apart
+POOL_REFRESH_S = 300.0  # how often a pool is refreshed to see files changed behind libvirt's back
+
+
+def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None) -> bool:
+    """Whether a worker has anything to do for the instance, judged from this pass's observation
+    of its host (``None``: not observed, so a worker looks for itself). A converged instance
+    costs no libvirt call and no worker."""
+    if domains is None:
+        return True
+    if inst.provisioning_state in (
+        ProvisioningState.CREATING.value,
+        ProvisioningState.UPDATING.value,
+        ProvisioningState.DELETING.value,
+    ):
+        return True
+    if inst.reimage_generation != inst.applied_reimage or inst.restart_generation != inst.applied_restart:
+        return True
+    dom = domains.get(inst.domain_name)
+    if inst.desired_power == "running":
+        return dom is None or dom.power_state is not PowerState.RUNNING
+    if inst.desired_power == "stopped":
+        return dom is None or dom.power_state is not PowerState.STOPPED
+    return dom is not None  # deallocated: no domain
 
 
 class Balancer(Protocol):
@@ -88,19 +126,33 @@ class Reconciler:
         provisioner: Provisioner,
         balancer: Balancer | None = None,
         on_action: object = None,
+        *,
+        host_lost_grace_s: float = HOST_LOST_GRACE_S,
+        orphan_grace_s: float = ORPHAN_GRACE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.inv = inventory
         self.prov = provisioner
         self.balancer: Balancer = balancer or NoBalancer()
+        self.host_lost_grace_s = host_lost_grace_s
+        self.orphan_grace_s = orphan_grace_s
+        self.clock = clock
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_parallel_boots, thread_name_prefix="converge")
         self._in_flight: dict[tuple[str, int | str], Future[None]] = {}
         self._lock = threading.Lock()
         self._host_down_since: dict[str, float] = {}
+        self._lost_told: set[str] = set()
+        self._orphan_seen: dict[tuple[str, str], float] = {}  # (host, object) -> first seen as orphan
+        self._failures: dict[tuple[str, int | str], tuple[int, float]] = {}  # key -> (count, retry at)
+        self._pool_refreshed: dict[str, float] = {}
         self._batch_done: dict[str, float] = {}
+        self._stopping = False
+        self._last_errors: list[str] = []
         self.action_hook = on_action  # callable(kind, result) for metrics
+        self.pass_hook: Callable[[PassReport], None] | None = None  # metrics of every pass
         self.last_report = PassReport()
 
     # -- loop -------------------------------------------------------------------------------
@@ -108,44 +160,96 @@ class Reconciler:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
+        """The loop: a pass, then rest until woken or ``reconcile_interval_s`` passed."""
         while not stop.is_set():
+            self._wake.clear()
             try:
                 self.last_report = self.pass_once()
+                if self.pass_hook is not None:
+                    self.pass_hook(self.last_report)
+                self._log_errors(self.last_report.errors)
             except Exception:  # a pass must never kill the loop; the next one retries
                 log.exception("reconcile pass failed")
             self._wake.wait(self.cfg.reconcile_interval_s)
-            self._wake.clear()
+
+    def _log_errors(self, errors: list[str]) -> None:
+        """Each distinct set of pass errors is logged once, not once a pass."""
+        if errors != self._last_errors:
+            for error in errors:
+                log.warning("reconcile: %s", error)
+            self._last_errors = list(errors)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Let running workers finish (bounded), drop queued ones: called before the store closes."""
+        self._stopping = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            running = list(self._in_flight.values())
+        for future in running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                future.result(timeout=remaining)
+            except Exception:  # noqa: BLE001 - reported by _guarded already
+                pass
 
     def _record_action(self, kind: str, result: str) -> None:
         hook = self.action_hook
         if callable(hook):
             hook(kind, result)
 
-    def _submit(self, key: tuple[str, int | str], fn: object, *args: object) -> bool:
+    def _submit(self, key: tuple[str, int | str], fn: Callable[..., bool], *args: object) -> bool:
+        """Run ``fn(*args)`` on the worker pool unless it already runs for ``key`` or is backing
+        off after a failure; True if submitted."""
         with self._lock:
+            if self._stopping:
+                return False
             running = self._in_flight.get(key)
             if running is not None and not running.done():
+                return False
+            failed = self._failures.get(key)
+            if failed is not None and self.clock() < failed[1]:
                 return False
             future = self._pool.submit(self._guarded, key, fn, *args)
             self._in_flight[key] = future
             return True
 
-    def _guarded(self, key: tuple[str, int | str], fn: object, *args: object) -> None:
+    def _backoff(self, key: tuple[str, int | str]) -> float:
+        """Record one more failure of ``key``; returns the delay before it is tried again."""
+        with self._lock:
+            count = self._failures.get(key, (0, 0.0))[0] + 1
+            delay = min(BACKOFF_MAX_S, max(self.cfg.reconcile_interval_s, 1.0) * 2 ** (count - 1))
+            self._failures[key] = (count, self.clock() + delay)
+            return delay
+
+    def _guarded(self, key: tuple[str, int | str], fn: Callable[..., bool], *args: object) -> None:
+        """One worker run. Only a run that changed something wakes the loop at once: a finished
+        run that changed nothing must not start the next pass (the loop would never rest)."""
+        changed = False
         try:
-            fn(*args)  # type: ignore[operator]
+            changed = bool(fn(*args))
+            with self._lock:
+                self._failures.pop(key, None)
+        except StoreError:
+            if not self._stopping:
+                log.warning("%s: %s", key, "state database unavailable")
+            self._backoff(key)
         except LocalVMSSError as exc:
-            log.warning("%s: %s", key, exc.message)
+            delay = self._backoff(key)
+            log.warning("%s: %s (next try in %.0f s)", key, exc.message, delay)
             self._record_action(getattr(fn, "__name__", "action"), "error")
             if isinstance(key[1], int):
                 try:
-                    self.store.update_instance(key[0], key[1], message=exc.message[:500])
+                    self.store.record_status(key[0], key[1], message=exc.message[:500])
                 except LocalVMSSError:
                     pass
         except Exception:
+            self._backoff(key)
             log.exception("%s failed", key)
             self._record_action(getattr(fn, "__name__", "action"), "error")
-        finally:
+        if changed:
             self.wake()
 
     def idle(self) -> bool:
@@ -157,21 +261,16 @@ class Reconciler:
         started = time.monotonic()
         report = PassReport()
         alive = self.inv.refresh_availability()
+        now = self.clock()
+        self._track_hosts(alive, now)
         # Records as they were before libvirt is looked at: a worker may delete a record (after
         # removing its objects) while this pass observes, and those objects are no orphans.
         known_before = {(i.scale_set, i.instance_id) for i in self.store.instances()}
-        observed: dict[str, dict[str, object]] = {}
+        observed: dict[str, dict[str, OwnedDomain]] = {}
         volumes: dict[str, list[str]] = {}
         for host, ok in alive.items():
-            if not ok:
-                continue
-            try:
-                observed[host] = {d.name: d for d in self.inv.host(host).owned_domains()}
-                volumes[host] = self.inv.host(host).volume_names(self.cfg.pool_name)
-            except LocalVMSSError as exc:
-                report.errors.append(exc.message)
-                alive[host] = False
-        self._track_host_loss(alive)
+            if ok:
+                self._observe(host, now, observed, volumes, report)
         for row in self.store.scale_sets():
             try:
                 self._plan_records(row, alive)
@@ -180,50 +279,90 @@ class Reconciler:
                 self.store.update_scale_set(row.name, message=exc.message[:500])
         instances = self.store.instances()
         keys = {(i.scale_set, i.instance_id) for i in instances} | known_before
-        report.orphans_removed = self._remove_orphans(observed, volumes, keys)
+        report.orphans_removed = self._remove_orphans(observed, volumes, keys, now)
         sets = {s.name: s for s in self.store.scale_sets()}
         # The load balancer learns first (e.g. scale-in victims stop taking new connections at
         # once, all together), then the workers drain, remove and create.
         self._finish_sets(sets, alive)
         for inst in instances:
-            if not alive.get(inst.host, False):
+            if not alive.get(inst.host, False) or inst.scale_set not in sets:
                 continue
-            set_row = sets.get(inst.scale_set)
-            if set_row is None:
+            if not needs_work(inst, observed.get(inst.host)):
                 continue
-            if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst, set_row):
+            if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst):
                 report.submitted += 1
         report.duration_s = time.monotonic() - started
         return report
 
-    def _track_host_loss(self, alive: dict[str, bool]) -> None:
-        """Instances on a host that stopped answering are unhealthy; after a grace period, lost."""
-        now = time.time()
+    def _observe(
+        self,
+        host: str,
+        now: float,
+        observed: dict[str, dict[str, OwnedDomain]],
+        volumes: dict[str, list[str]],
+        report: PassReport,
+    ) -> None:
+        """One host's domains, volumes and DHCP reservations, in bulk. A host that answers but
+        fails a listing (busy) stays available; only its orphan check waits for a later pass."""
+        h = self.inv.host(host)
+        try:
+            domains = {d.name: d for d in h.owned_domains()}
+            refresh = now - self._pool_refreshed.get(host, 0.0) >= POOL_REFRESH_S
+            names = h.volume_names(self.cfg.pool_name, refresh=refresh)
+            if refresh:
+                self._pool_refreshed[host] = now
+            self.inv.refresh_reservations(host)
+        except LocalVMSSError as exc:
+            report.errors.append(exc.message)
+            return
+        observed[host] = domains
+        volumes[host] = names
+
+    def _track_hosts(self, alive: dict[str, bool], now: float) -> None:
+        """Unreachable is not gone: a silent host's instances keep their records; the activity
+        log says when a host stopped answering, when replacements start, and when it is back."""
         for host, ok in alive.items():
+            on_host = [i for i in self.store.instances() if i.host == host]
             if ok:
-                self._host_down_since.pop(host, None)
+                since = self._host_down_since.pop(host, None)
+                if since is not None:
+                    self._host_news(
+                        on_host,
+                        f"host {host} answers again after {now - since:.0f} s; its instances are back "
+                        "(a surplus from replacements is scaled in by the scale-in policy)",
+                    )
                 continue
-            since = self._host_down_since.setdefault(host, now)
-            for inst in self.store.instances():
-                if inst.host != host:
-                    continue
-                if inst.health != "unhealthy":
-                    self.store.update_instance(
-                        inst.scale_set,
-                        inst.instance_id,
-                        health="unhealthy",
-                        message=f"host {host} does not answer",
+            if host not in self._host_down_since:
+                self._host_down_since[host] = now
+                for inst in on_host:
+                    self.store.record_status(
+                        inst.scale_set, inst.instance_id, message=f"host {host} does not answer; the guest is kept"
                     )
-                row = self.store.scale_set(inst.scale_set)
-                if now - since >= HOST_LOST_GRACE_S and row.mode == OrchestrationMode.UNIFORM.value:
-                    # Forget it: the set will re-create it on a host that answers; when the lost
-                    # host comes back, its leftovers have no record and are removed as orphans.
-                    self.store.delete_instance_row(inst.scale_set, inst.instance_id)
-                    self.store.log_activity(
-                        inst.scale_set,
-                        "repair",
-                        f"instance {inst.instance_id} lost with host {host}; replacing it on a host that answers",
-                    )
+                self._host_news(on_host, f"host {host} does not answer; its instances are kept (state unknown)")
+            elif now - self._host_down_since[host] >= self.host_lost_grace_s and host not in self._lost_told:
+                self._lost_told.add(host)
+                self._host_news(
+                    on_host,
+                    f"host {host} unreachable for {self.host_lost_grace_s:.0f} s: creating replacements on hosts "
+                    "that answer, in addition; its instances are kept",
+                )
+        for host in list(self._lost_told):
+            if alive.get(host):
+                self._lost_told.discard(host)
+
+    def _host_news(self, on_host: list[InstanceRow], message: str) -> None:
+        log.warning("%s", message)
+        by_set: dict[str, list[int]] = {}
+        for inst in on_host:
+            by_set.setdefault(inst.scale_set, []).append(inst.instance_id)
+        for scale_set, ids in by_set.items():
+            self.store.log_activity(scale_set, "host", f"{message}: instances {ids}")
+
+    def unreachable(self, host: str) -> bool:
+        """True once the host has not answered for ``host_lost_grace_s``: its instances do not
+        count toward capacity (replacements are made) but keep their records."""
+        since = self._host_down_since.get(host)
+        return since is not None and self.clock() - since >= self.host_lost_grace_s
 
     # -- planning records -------------------------------------------------------------------
     def _plan_records(self, row: ScaleSetRow, alive: dict[str, bool]) -> None:
@@ -242,7 +381,13 @@ class Reconciler:
         if row.mode != OrchestrationMode.UNIFORM.value:
             return
         spec = ScaleSetSpec.model_validate(row.model)
-        live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
+        # Instances of a host silent past its grace keep their records but do not count: the
+        # set makes replacements elsewhere, and scales the surplus in once the host is back.
+        live = [
+            i
+            for i in instances
+            if i.provisioning_state != ProvisioningState.DELETING.value and not self.unreachable(i.host)
+        ]
         self._plan_upgrade(row, spec, live)
         diff = row.capacity - len(live)
         if diff > 0:
@@ -282,8 +427,8 @@ class Reconciler:
                 return
             policy = spec.upgrade_policy.rolling_upgrade_policy
             pause = check_iso_duration(policy.pause_time_between_batches, "pauseTimeBetweenBatches")
-            done_at = self._batch_done.setdefault(row.name, time.time())
-            if time.time() - done_at < pause:
+            done_at = self._batch_done.setdefault(row.name, self.clock())
+            if self.clock() - done_at < pause:
                 return
             slots = [_slot(i) for i in live]
             if planner.unhealthy_limit_exceeded(
@@ -305,7 +450,7 @@ class Reconciler:
             targets = batches[0] if batches else []
         if not targets:
             return
-        now = time.time()
+        now = self.clock()
         for iid in targets:
             inst = next(i for i in live if i.instance_id == iid)
             self.store.update_instance(
@@ -400,12 +545,14 @@ class Reconciler:
             model_version=row.model_version,
             desired_power="running",
             provisioning_state=ProvisioningState.CREATING.value,
-            created_at=time.time(),
+            created_at=self.clock(),
             overrides=dict(overrides or {}),
         )
 
     def _allocate_address(self, db: object, host: str) -> tuple[str, str]:
-        """A MAC and an IP from the host network's DHCP range that nobody else holds."""
+        """A MAC and an IP from the host network's DHCP range that nobody else holds. Runs inside
+        the store's transaction, so it makes no libvirt call: the network's reservations come
+        from the inventory's copy, refreshed every pass and on every change we make."""
         (
             _gw,
             _mask,
@@ -414,7 +561,7 @@ class Reconciler:
         ) = self.inv.network_range(host)
         taken_ips = {r[0] for r in db.execute("SELECT ip FROM instances WHERE host=?", (host,))}  # type: ignore[attr-defined]
         taken_macs = {r[0] for r in db.execute("SELECT mac FROM instances")}  # type: ignore[attr-defined]
-        reserved = self.inv.host(host).network_layout(self.inv.network(host))[4]
+        reserved = self.inv.reservations(host)
         taken_ips |= {ip for mac, ip in reserved if mac not in taken_macs}
         first, last = int(IPv4Address(start)), int(IPv4Address(end))
         for n in range(first, last + 1):
@@ -446,24 +593,55 @@ class Reconciler:
 
     # -- orphans ----------------------------------------------------------------------------
     def _remove_orphans(
-        self, observed: dict[str, dict[str, object]], volumes: dict[str, list[str]], keys: set[tuple[str, int]]
+        self,
+        observed: dict[str, dict[str, OwnedDomain]],
+        volumes: dict[str, list[str]],
+        keys: set[tuple[str, int]],
+        now: float,
     ) -> int:
-        removed = 0
+        """Submit the removal of objects that carry our ownership, have no record, and have been
+        seen so in every pass for ``orphan_grace_s`` while their host answered (a host that has
+        just come back waits that long too). Returns how many removals were submitted."""
+        seen_now: set[tuple[str, str]] = set()
+        candidates: list[tuple[str, str, str]] = []  # (host, object, kind)
         for host, domains in observed.items():
             for name, dom in domains.items():
-                own = dom.ownership  # type: ignore[attr-defined]
-                if (own.scale_set, own.instance_id) not in keys:
-                    if self._submit(("orphan", f"{host}/{name}"), self._remove_orphan_domain, host, name):
-                        removed += 1
+                if (dom.ownership.scale_set, dom.ownership.instance_id) not in keys:
+                    candidates.append((host, name, "domain"))
             for vol in volumes.get(host, []):
-                m = INSTANCE_VOLUME.match(vol)
-                if m and (m["set"], int(m["id"])) not in keys:
-                    if self._submit(("orphan", f"{host}/{vol}"), self._remove_orphan_volume, host, vol):
-                        removed += 1
+                m = INSTANCE_VOLUME.fullmatch(vol)
+                # A volume whose domain exists is in use, whoever owns that domain.
+                in_use = f"{OBJECT_PREFIX}{m['set']}-{m['id']}" in domains if m else True
+                if m and not in_use and (m["set"], int(m["id"])) not in keys:
+                    candidates.append((host, vol, "volume"))
+        removed = 0
+        for host, name, kind in candidates:
+            seen_now.add((host, name))
+            first = self._orphan_seen.setdefault((host, name), now)
+            if now - first < self.orphan_grace_s:
+                continue
+            if kind == "domain":
+                dom = observed[host][name]
+                log.warning(
+                    "removing orphan domain %s on %s (%s): it carries localvmss ownership (set %s, instance %d) "
+                    "but has no record, and has been seen so for %.0f s",
+                    name,
+                    host,
+                    dom.power_state.value,
+                    dom.ownership.scale_set,
+                    dom.ownership.instance_id,
+                    now - first,
+                )
+                submitted = self._submit(("orphan", f"{host}/{name}"), self._remove_orphan_domain, host, name)
+            else:
+                log.warning("removing orphan volume %s on %s: no record for %.0f s", name, host, now - first)
+                submitted = self._submit(("orphan", f"{host}/{name}"), self._remove_orphan_volume, host, name)
+            removed += int(submitted)
+        # "Seen so in every pass": an object not seen as an orphan now starts from zero again.
+        self._orphan_seen = {k: v for k, v in self._orphan_seen.items() if k in seen_now}
         return removed
 
-    def _remove_orphan_domain(self, host: str, name: str) -> None:
-        log.info("removing orphan domain %s on %s", name, host)
+    def _remove_orphan_domain(self, host: str, name: str) -> bool:
         h = self.inv.host(host)
         try:
             macs = read_macs(h.domain_xml(name))
@@ -476,43 +654,48 @@ class Reconciler:
         for mac in macs:
             if mac not in held:
                 h.release_address(self.inv.network(host), mac)
+        self.inv.refresh_reservations(host)
         self._record_action("remove_orphan", "ok")
+        return False
 
-    def _remove_orphan_volume(self, host: str, volume: str) -> None:
-        log.info("removing orphan volume %s on %s", volume, host)
-        self.inv.host(host).delete_volume(self.cfg.pool_name, volume)
+    def _remove_orphan_volume(self, host: str, volume: str) -> bool:
+        self.inv.delete_volume(host, volume)
         self._record_action("remove_orphan", "ok")
+        return False
 
     # -- converging one instance ------------------------------------------------------------
-    def _converge_instance(self, inst: InstanceRow, row: ScaleSetRow) -> None:
-        # Re-read: the snapshot may be a pass old.
+    def _converge_instance(self, inst: InstanceRow) -> bool:
+        """One step of one instance toward its record; True if it changed something (the loop
+        then looks again at once). Observations are written for the generation read here, so
+        an intent that arrives meanwhile (a delete during a drain) is never overwritten."""
         try:
-            inst = self.store.instance(inst.scale_set, inst.instance_id)
-        except LocalVMSSError:
-            return
-        spec = ScaleSetSpec.model_validate(self.store.scale_set(inst.scale_set).model)
+            inst = self.store.instance(inst.scale_set, inst.instance_id)  # the snapshot may be a pass old
+            spec = ScaleSetSpec.model_validate(self.store.scale_set(inst.scale_set).model)
+        except NotFound:
+            return False
         if inst.provisioning_state == ProvisioningState.DELETING.value:
             self.balancer.drain_and_remove(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.remove(inst)
+            self.inv.refresh_reservations(inst.host)
             self.store.delete_instance_row(inst.scale_set, inst.instance_id)
             self._record_action("delete_instance", "ok")
             log.info("instance %s removed", inst.domain_name)
-            return
+            return True
         if inst.reimage_generation > inst.applied_reimage:
             self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.reimage(inst, spec)
-            self.store.update_instance(
-                inst.scale_set,
-                inst.instance_id,
-                applied_reimage=inst.reimage_generation,
+            # What was done is a fact whatever was asked meanwhile; the state only if still current.
+            self.store.record_status(inst.scale_set, inst.instance_id, applied_reimage=inst.reimage_generation)
+            self._status(
+                inst,
                 health="unknown",
                 ready_at=None,
-                boot_started_at=time.time(),
+                boot_started_at=self.clock(),
                 provisioning_state=ProvisioningState.UPDATING.value,
                 message="",
             )
             self._record_action("reimage", "ok")
-            inst = self.store.instance(inst.scale_set, inst.instance_id)
+            return True  # the next pass boots it
         if inst.desired_power == "deallocated" or (
             inst.desired_power == "stopped" and self.inv.host(inst.host).domain_exists(inst.domain_name)
         ):
@@ -520,71 +703,68 @@ class Reconciler:
             if not self.prov.shutdown_pending(inst):
                 self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             outcome = self.prov.converge_power(inst)
-            if outcome is not None:
-                self._settle(inst, ProvisioningState.SUCCEEDED)
-                if inst.skip_shutdown:
-                    self.store.update_instance(inst.scale_set, inst.instance_id, skip_shutdown=False)
-                if outcome:
-                    self.store.log_activity(
-                        inst.scale_set,
-                        inst.desired_power,
-                        f"instance {inst.instance_id} {inst.desired_power}: {outcome}",
-                    )
-            return
+            if outcome is None:
+                return False
+            changed = self._status(
+                inst, provisioning_state=ProvisioningState.SUCCEEDED.value, message="", skip_shutdown=False
+            )
+            if outcome:
+                self.store.log_activity(
+                    inst.scale_set, inst.desired_power, f"instance {inst.instance_id} {inst.desired_power}: {outcome}"
+                )
+            return changed or bool(outcome)
         was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
         self.prov.ensure_artifacts(inst, spec)
         if not was_defined:
+            self.inv.refresh_reservations(inst.host)
             self._record_action("define_instance", "ok")
         before = self.prov.power_state(inst)
-        if inst.restart_generation > inst.applied_restart and before is PowerState.RUNNING:
+        restarting = inst.restart_generation > inst.applied_restart
+        if restarting and before is PowerState.RUNNING:
             # Azure's restart: the guest shuts down (ACPI), then starts again.
             if not self.prov.shutdown_pending(inst):
                 self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             outcome = self.prov.power_off(inst)
             if outcome is None:
-                return  # still shutting down: the next pass looks again
+                return False  # still shutting down: the next pass looks again
             if outcome:
                 self.store.log_activity(inst.scale_set, "restart", f"instance {inst.instance_id} restarting: {outcome}")
             self._record_action("restart_instance", "ok")
         self.prov.converge_power(inst)
-        if inst.restart_generation > inst.applied_restart:
-            self.store.update_instance(
-                inst.scale_set, inst.instance_id, applied_restart=inst.restart_generation, health="unknown"
-            )
+        changed = not was_defined
+        if restarting:
+            self.store.record_status(inst.scale_set, inst.instance_id, applied_restart=inst.restart_generation)
+            changed = True
         if before is not PowerState.RUNNING and inst.desired_power == "running":
             self._record_action("start_instance", "ok")
+            changed = True
         if inst.desired_power != "running":
             # Defined and not started (a Flexible VM created stopped): nothing to wait for.
-            self._settle(inst, ProvisioningState.SUCCEEDED)
-            return
+            return self._status(inst, provisioning_state=ProvisioningState.SUCCEEDED.value, message="") or changed
         if spec.health_probe is None and inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             # Nothing to probe: running is ready.
-            self.store.update_instance(
-                inst.scale_set,
-                inst.instance_id,
-                provisioning_state=ProvisioningState.SUCCEEDED.value,
-                ready_at=time.time(),
-                message="",
-            )
-            return
-        self._check_boot_timeout(inst)
+            self._status(inst, provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=self.clock(), message="")
+            return True
+        return self._check_boot_timeout(inst) or changed
 
-    def _settle(self, inst: InstanceRow, state: ProvisioningState, message: str = "") -> None:
-        if inst.provisioning_state != state.value or inst.message != message:
-            self.store.update_instance(
-                inst.scale_set, inst.instance_id, provisioning_state=state.value, message=message
-            )
+    def _status(self, inst: InstanceRow, **changes: object) -> bool:
+        """Record what was observed, only where it differs and only if the instance's intent is
+        still the one ``inst`` was read with; True if something was written."""
+        differ = {k: v for k, v in changes.items() if getattr(inst, k) != v}
+        if not differ:
+            return False
+        return self.store.record_status(inst.scale_set, inst.instance_id, inst.generation, **differ)
 
-    def _check_boot_timeout(self, inst: InstanceRow) -> None:
+    def _check_boot_timeout(self, inst: InstanceRow) -> bool:
         if inst.provisioning_state not in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
-            return
+            return False
         started = inst.boot_started_at or inst.created_at
-        if time.time() - started < self.cfg.boot_timeout_s or inst.ready_at is not None:
-            return
-        self._settle(
+        if self.clock() - started < self.cfg.boot_timeout_s or inst.ready_at is not None:
+            return False
+        return self._status(
             inst,
-            ProvisioningState.FAILED,
-            f"not healthy within {self.cfg.boot_timeout_s:.0f} s of creation; see the serial console log",
+            provisioning_state=ProvisioningState.FAILED.value,
+            message=f"not healthy within {self.cfg.boot_timeout_s:.0f} s of creation; see the serial console log",
         )
 
     # -- set-level state and load balancer ---------------------------------------------------

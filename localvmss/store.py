@@ -5,6 +5,12 @@ moment loses nothing acknowledged. Instance ids come from a per-set counter bump
 transaction that creates the instance record, so ids are monotonic and never reused, and a
 record always exists before any libvirt object is made for it (the reconciler deletes libvirt
 objects that have no record: no orphans).
+
+What is asked for and what is observed are written apart, as Kubernetes controllers do: every
+change of intent (``update_instance``: the API, a scale-in, an upgrade, a repair) bumps the row's
+``generation``; observations (``record_status``: a worker, the health monitor) name the
+generation they acted on and are dropped when it moved on meanwhile, so a stale snapshot never
+overwrites newer intent. SQLite failures (corrupt, full, read-only) become one ``StoreError``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from localvmss.errors import Conflict, NotFound
+from localvmss.errors import Conflict, NotFound, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scale_sets (
@@ -62,7 +68,14 @@ CREATE TABLE IF NOT EXISTS instances (
     created_at REAL NOT NULL,
     ready_at REAL,
     boot_started_at REAL,           -- when the current (re)boot began: the boot timeout counts from it
+    generation INTEGER NOT NULL DEFAULT 0,           -- bumped by every change of intent
     PRIMARY KEY (scale_set, instance_id)
+);
+CREATE TABLE IF NOT EXISTS uploads (         -- volumes whose upload finished (a partial one is not here)
+    host TEXT NOT NULL,
+    volume TEXT NOT NULL,
+    digest TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (host, volume)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS instances_vm_name ON instances(vm_name) WHERE vm_name IS NOT NULL;
 CREATE TABLE IF NOT EXISTS images (
@@ -144,6 +157,7 @@ class InstanceRow:
     overrides: dict[str, Any] = field(default_factory=dict)
     ready_at: float | None = None
     boot_started_at: float | None = None
+    generation: int = 0
 
     @property
     def domain_name(self) -> str:
@@ -174,6 +188,26 @@ class ActivityRow:
 
 
 _INSTANCE_COLUMNS = [f.name for f in fields(InstanceRow)]
+# What observers (workers, the health monitor) may write: never what the user asked for.
+STATUS_COLUMNS = frozenset(
+    {
+        "health",
+        "message",
+        "provisioning_state",
+        "ready_at",
+        "boot_started_at",
+        "applied_reimage",
+        "applied_restart",
+        "skip_shutdown",
+    }
+)
+
+
+def _check_columns(changes: dict[str, Any]) -> None:
+    """Column names come from our code, never from input; refuse anything else loudly."""
+    unknown = set(changes) - set(_INSTANCE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown instance columns {sorted(unknown)}")
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -202,13 +236,55 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._add_missing_columns()
+        self._closed = False
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._add_missing_columns()
+        except sqlite3.Error as exc:
+            raise self._error("opening", exc) from None
+
+    def _error(self, doing: str, exc: sqlite3.Error) -> StoreError:
+        """One line for a person: what failed, why, and what to do."""
+        text = str(exc)
+        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+            hint = "it is corrupt: restore a backup (localvmssd --backup-db makes one) or move it away"
+        elif "full" in text:
+            hint = "the disk is full: free space in its directory"
+        elif "readonly" in text or "read-only" in text:
+            hint = "it is read-only: check the file's permissions and the file system"
+        else:
+            hint = "see 'localvmssd --check-db'"
+        return StoreError(f"state database {self.path}: {doing} failed ({text}); {hint}")
+
+    def check(self) -> list[str]:
+        """SQLite's own integrity check: [] when the database is sound, else its complaints."""
+        try:
+            rows = self._query("PRAGMA integrity_check")
+        except StoreError as exc:
+            return [exc.message]
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
+    def backup(self, target: str | Path) -> None:
+        """A consistent copy while the daemon runs (SQLite's online backup), written then renamed."""
+        target = Path(target)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:
+            with self._lock:
+                out = sqlite3.connect(str(tmp))
+                try:
+                    self._db.backup(out)
+                finally:
+                    out.close()
+            tmp.replace(target)
+        except sqlite3.Error as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error(f"backing up to {target}", exc) from None
 
     def _add_missing_columns(self) -> None:
         """A store made by an older localvmss gets the columns added since (with their defaults):
@@ -222,23 +298,48 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; everything inside is applied whole or not at all."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._check_open()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error("starting a write", exc) from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error("writing", exc) from None
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise self._error("committing", exc) from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"state database {self.path} is closed (the daemon is stopping)")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return list(self._db.execute(sql, args))
+            self._check_open()
+            try:
+                return list(self._db.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise self._error("reading", exc) from None
 
     # -- scale sets -------------------------------------------------------------------------
     @staticmethod
@@ -332,14 +433,32 @@ class Store:
         db.execute(f"INSERT INTO instances ({cols}) VALUES ({marks})", [data[c] for c in _INSTANCE_COLUMNS])
 
     def update_instance(self, scale_set: str, instance_id: int, **changes: Any) -> None:
+        """A change of intent (what is asked of the instance): bumps its generation, so any
+        observation made before it is dropped by ``record_status``."""
         if "overrides" in changes:
             changes["overrides"] = json.dumps(changes["overrides"])
-        cols = ", ".join(f"{k}=?" for k in changes)
+        _check_columns(changes)
+        cols = ", ".join([*(f"{k}=?" for k in changes), "generation=generation+1"])
         with self.transaction() as db:
             db.execute(
                 f"UPDATE instances SET {cols} WHERE scale_set=? AND instance_id=?",
                 (*changes.values(), scale_set, instance_id),
             )
+
+    def record_status(self, scale_set: str, instance_id: int, generation: int | None = None, **changes: Any) -> bool:
+        """An observation (health, readiness, what a worker did). With ``generation`` it is
+        written only if no intent changed since that generation was read; True if written."""
+        if not changes:
+            return True
+        bad = set(changes) - STATUS_COLUMNS
+        if bad:
+            raise ValueError(f"record_status cannot write intent columns {sorted(bad)}")
+        cols = ", ".join(f"{k}=?" for k in changes)
+        where = "scale_set=? AND instance_id=?" + ("" if generation is None else " AND generation=?")
+        args: tuple[Any, ...] = (scale_set, instance_id) + (() if generation is None else (generation,))
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE instances SET {cols} WHERE {where}", (*changes.values(), *args))
+            return cur.rowcount > 0
 
     def delete_instance_row(self, scale_set: str, instance_id: int) -> None:
         with self.transaction() as db:
@@ -386,6 +505,20 @@ class Store:
     def added_hosts(self) -> list[dict[str, Any]]:
         return [json.loads(r["config"]) for r in self._query("SELECT config FROM added_hosts ORDER BY name")]
 
+    # -- uploads ----------------------------------------------------------------------------
+    def upload_done(self, host: str, volume: str) -> str | None:
+        """The digest recorded when the volume's upload finished, or None if it never did."""
+        rows = self._query("SELECT digest FROM uploads WHERE host=? AND volume=?", (host, volume))
+        return str(rows[0]["digest"]) if rows else None
+
+    def record_upload(self, host: str, volume: str, digest: str = "") -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO uploads (host, volume, digest) VALUES (?,?,?)", (host, volume, digest))
+
+    def forget_upload(self, host: str, volume: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM uploads WHERE host=? AND volume=?", (host, volume))
+
     # -- autoscale and activity log ---------------------------------------------------------
     def put_autoscale(self, scale_set: str, setting: dict[str, Any]) -> None:
         with self.transaction() as db:
@@ -431,3 +564,67 @@ class Store:
     def activity(self, scale_set: str, limit: int = 200) -> list[ActivityRow]:
         rows = self._query("SELECT * FROM activity_log WHERE scale_set=? ORDER BY id DESC LIMIT ?", (scale_set, limit))
         return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]
+
+    # -- requests (validation helper) --
+    def _intent_sql(self, changes: dict[str, Any]) -> str:
+        """``col=?, ...`` for a change of intent, bumping the row's generation when it has one."""
+        unknown = set(changes) - set(_INSTANCE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown instance columns {sorted(unknown)}")
+        cols = [f"{k}=?" for k in changes]
+        if "generation" in _INSTANCE_COLUMNS:
+            cols.append("generation=generation+1")
+        return ", ".join(cols)
+
+    def update_instances(self, changes: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Several changes of intent (a multi-instance action) in one transaction: every instance
+        changes or none does. NotFound if an instance is gone meanwhile."""
+        with self.transaction() as db:
+            for scale_set, instance_id, values in changes:
+                values = dict(values)
+                if "overrides" in values:
+                    values["overrides"] = json.dumps(values["overrides"])
+                cur = db.execute(
+                    f"UPDATE instances SET {self._intent_sql(values)} WHERE scale_set=? AND instance_id=?",
+                    (*values.values(), scale_set, instance_id),
+                )
+                if cur.rowcount == 0:
+                    raise NotFound(f"instance {instance_id} of scale set {scale_set!r} does not exist")
+
+    def mark_instances_deleting(
+        self, scale_set: str, instance_ids: list[int], *, state: str, lower_capacity: bool
+    ) -> list[int]:
+        """Delete-instances as one read-modify-write: mark the instances ``state`` (Deleting) and
+        lower the set's capacity by as many, reading the capacity in the same transaction (two
+        concurrent deletes must not both start from the old capacity). Every id must exist and
+        none be protected from scale-set actions, else nothing changes (NotFound, Conflict).
+        Instances already being deleted are left alone; returns the ids newly marked."""
+        with self.transaction() as db:
+            row = db.execute("SELECT capacity FROM scale_sets WHERE name=?", (scale_set,)).fetchone()
+            if row is None:
+                raise NotFound(f"scale set {scale_set!r} does not exist")
+            marked: list[int] = []
+            for iid in instance_ids:
+                inst = db.execute(
+                    "SELECT provisioning_state, protect_actions FROM instances WHERE scale_set=? AND instance_id=?",
+                    (scale_set, iid),
+                ).fetchone()
+                if inst is None:
+                    raise NotFound(f"instance {iid} of scale set {scale_set!r} does not exist")
+                if inst["provisioning_state"] == state or iid in marked:
+                    continue
+                if inst["protect_actions"]:
+                    raise Conflict(f"instance {iid} is protected from scale-set actions; remove the protection first")
+                marked.append(iid)
+            for iid in marked:
+                db.execute(
+                    f"UPDATE instances SET {self._intent_sql({'provisioning_state': state})} "
+                    "WHERE scale_set=? AND instance_id=?",
+                    (state, scale_set, iid),
+                )
+            if lower_capacity and marked:
+                db.execute(
+                    "UPDATE scale_sets SET capacity=?, updated_at=? WHERE name=?",
+                    (max(int(row["capacity"]) - len(marked), 0), time.time(), scale_set),
+                )
+            return marked

@@ -195,6 +195,14 @@ def _duration(seconds: float) -> str:
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def _split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -241,6 +249,7 @@ class PrometheusServer:
         self.log_path = self.data_dir / "prometheus.log"
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._adopted: int | None = None  # a Prometheus a previous daemon started
         self._log: IO[bytes] | None = None
         self._lock = threading.RLock()
 
@@ -314,10 +323,34 @@ class PrometheusServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        if self._proc is not None:
+            return self._proc.pid
+        return self._adopted
 
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._adopted is not None and str(self.config_path) in _cmdline(self._adopted)
+
+    def adopt(self, pid: int) -> bool:
+        """Take over a Prometheus a previous daemon started with this configuration (it kept
+        scraping while no daemon ran); True if it runs, is ours and answers."""
+        with self._lock:
+            cmdline = _cmdline(pid)
+            if str(self.config_path) not in cmdline:
+                return False
+            match = re.search(r"--web\.listen-address=(\S+)", cmdline)
+            if match is None:
+                return False
+            self.port = _split_listen(match.group(1))[1]
+            self._adopted = pid
+            with PrometheusClient(self.url, timeout=2.0) as probe:
+                if not probe.ready():
+                    self._adopted = None
+                    return False
+            log.info("adopted prometheus pid %d on port %d", pid, self.port)
+            self.reload()  # the configuration may have changed while no daemon ran
+            return True
 
     def client(self, timeout: float = 10.0) -> PrometheusClient:
         return PrometheusClient(self.url, timeout=timeout)
@@ -408,6 +441,7 @@ class PrometheusServer:
             if self._proc is not None:
                 log.warning("prometheus pid %d exited with %s; restarting", self._proc.pid, self._proc.returncode)
                 self._proc = None
+            self._adopted = None
             self.start()
             return True
 
@@ -427,6 +461,16 @@ class PrometheusServer:
                 )
 
     def _terminate(self, timeout: float = 10.0) -> None:
+        if self._proc is None and self._adopted is not None:
+            pid, self._adopted = self._adopted, None
+            if str(self.config_path) in _cmdline(pid):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline and str(self.config_path) in _cmdline(pid):
+                    time.sleep(0.1)
+                if str(self.config_path) in _cmdline(pid):
+                    os.kill(pid, signal.SIGKILL)
+            return
         proc = self._proc
         if proc is None:
             return

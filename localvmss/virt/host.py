@@ -7,6 +7,7 @@ doing, so nothing above this layer sees a ``libvirtError`` or a ``virDomain``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import libvirt
 from lxml import etree
 
-from localvmss.errors import HostUnavailable, NotFound, VirtError
+from localvmss.errors import HostBusy, HostUnavailable, NotFound, VirtError
 from localvmss.model import OBJECT_PREFIX, PowerState
 from localvmss.virt import domainxml
 from localvmss.virt.domainxml import Ownership
@@ -32,6 +33,17 @@ _NOT_FOUND = {
     libvirt.VIR_ERR_NO_STORAGE_POOL,
     libvirt.VIR_ERR_NO_NETWORK,
 }
+# libvirt's answers that mean "busy, ask again later", not "broken": a pool refresh while a
+# volume is being built or uploaded, a domain whose state-change lock another call holds.
+_BUSY_CODES = {libvirt.VIR_ERR_OPERATION_TIMEOUT}
+_BUSY_MESSAGES = ("asynchronous jobs running", "cannot acquire state change lock", "Timed out during operation")
+
+
+def is_busy(code: int, message: str) -> bool:
+    """True when libvirt refused because the object is busy (retry later; the host is fine)."""
+    return code in _BUSY_CODES or any(m in message for m in _BUSY_MESSAGES)
+
+
 # libvirt's words when a call finds its connection already closed: the request never left.
 NEVER_SENT_MESSAGE = "client socket is closed"
 KEEPALIVE_INTERVAL_S = 5
@@ -138,7 +150,6 @@ class Host:
                 # Events only wake the reconciler early; its periodic pass still sees everything.
                 log.warning("host %s: no lifecycle events on the new connection: %s", self.name, exc)
             return conn
-            return conn
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
         """libvirt tells why a connection ended; the next call reconnects."""
@@ -173,6 +184,8 @@ class Host:
                 code = exc.get_error_code()
                 if code in _NOT_FOUND:
                     raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
+                if is_busy(code, exc.get_error_message() or ""):
+                    raise HostBusy(f"{doing} on host {self.name}: busy ({exc.get_error_message()})") from None
                 if self._alive(conn):
                     raise VirtError(f"{doing} on host {self.name} failed: {exc.get_error_message()}", code) from None
                 self._forget(conn)
@@ -201,6 +214,8 @@ class Host:
         try:
             self._call("asking for the hostname", lambda c: c.getHostname())
             return True
+        except HostBusy:
+            return True  # it answered
         except (HostUnavailable, VirtError):
             return False
 
@@ -241,7 +256,7 @@ class Host:
                 pool.setAutostart(1)
             if not pool.isActive():
                 pool.create(0)
-            pool.refresh(0)
+            _refresh_unless_busy(pool)
 
         self._call(f"preparing storage pool {name}", ensure)
 
@@ -257,13 +272,39 @@ class Host:
             f"looking up volume {name}", lambda c: c.storagePoolLookupByName(pool).storageVolLookupByName(name).path()
         )
 
-    def volume_names(self, pool: str, prefix: str = OBJECT_PREFIX) -> list[str]:
+    def volume_names(self, pool: str, prefix: str = OBJECT_PREFIX, refresh: bool = False) -> list[str]:
+        """Volumes whose name has ``prefix``. libvirt's list already holds every volume made
+        through libvirt, so no refresh is needed to see our own; ``refresh`` also picks up files
+        changed behind libvirt's back, and is skipped (not failed) while the pool is busy."""
+
         def names(conn: libvirt.virConnect) -> list[str]:
             p = conn.storagePoolLookupByName(pool)
-            p.refresh(0)
+            if refresh:
+                _refresh_unless_busy(p)
             return [n for n in p.listVolumes() if n.startswith(prefix)]
 
         return self._call(f"listing volumes of pool {pool}", names)
+
+    def volume_sha256(self, pool: str, name: str, length: int) -> str:
+        """sha256 of the volume's first ``length`` bytes, read back through libvirt (works for
+        remote hosts): how an upload is verified when no record says it completed."""
+
+        def digest(conn: libvirt.virConnect) -> str:
+            vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+            if int(vol.info()[1]) < length:
+                return ""
+            h = hashlib.sha256()
+            stream = conn.newStream(0)
+            vol.download(stream, 0, length, 0)
+            try:
+                stream.recvAll(lambda _s, data, _o: h.update(data), None)
+                stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+            return h.hexdigest()
+
+        return self._call(f"reading back volume {name}", digest)
 
     def upload_file(self, pool: str, name: str, path: str, fmt: str) -> None:
         """Create a volume from a local file through libvirt's stream API (works for remote hosts)."""
@@ -530,6 +571,16 @@ class Host:
             yield
         finally:
             self.destroy(name)
+
+
+def _refresh_unless_busy(pool: libvirt.virStoragePool) -> None:
+    """Refresh a pool; a pool busy with a volume job keeps its current list (busy is not down)."""
+    try:
+        pool.refresh(0)
+    except libvirt.libvirtError as exc:
+        if not is_busy(exc.get_error_code(), exc.get_error_message() or ""):
+            raise
+        log.info("pool %s is busy (%s); using its current volume list", pool.name(), exc.get_error_message())
 
 
 def _prefix_to_mask(prefix: int) -> str:

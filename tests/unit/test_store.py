@@ -95,3 +95,81 @@ def test_a_store_from_an_older_version_gets_the_new_columns(tmp_path: Path) -> N
     assert inst.skip_shutdown is False and inst.host == "h1"
     store.update_instance("web", 0, skip_shutdown=True)
     assert store.instance("web", 0).skip_shutdown is True
+
+
+def test_record_status_checks_the_generation(tmp_path: Path) -> None:
+    """A stale observation (read before a newer intent) is dropped; a current one is written."""
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 1, "Creating")
+    with store.transaction() as db:
+        iid = _instance(store, db, "web")
+    seen = store.instance("web", iid)
+    store.update_instance("web", iid, provisioning_state="Deleting")  # intent arrives meanwhile
+    assert store.record_status("web", iid, seen.generation, provisioning_state="Succeeded", health="healthy") is False
+    assert (store.instance("web", iid).provisioning_state, store.instance("web", iid).health) == ("Deleting", "unknown")
+    now = store.instance("web", iid)
+    assert store.record_status("web", iid, now.generation, health="healthy") is True
+    assert store.instance("web", iid).health == "healthy"
+    assert store.instance("web", iid).generation == now.generation, "observations do not bump the generation"
+
+
+def test_record_status_refuses_intent_columns(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 1, "Creating")
+    with store.transaction() as db:
+        iid = _instance(store, db, "web")
+    with pytest.raises(ValueError, match="intent columns"):
+        store.record_status("web", iid, desired_power="stopped")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"this is not a database at all, just bytes" * 100, "is corrupt"),
+        (b"SQLite format 3\x00" + b"\xff" * 4000, "state database"),
+    ],
+)
+def test_a_corrupt_database_is_one_clear_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    from localvmss.errors import StoreError
+
+    path = tmp_path / "state.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as info:
+        Store(path)
+    assert expected in info.value.message
+    assert "\n" not in info.value.message
+    assert str(path) in info.value.message
+
+
+def test_a_full_disk_is_one_clear_line_and_nothing_half_written(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" (max_page_count stands in for a full file system)."""
+    from localvmss.errors import StoreError
+
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 1, "Creating")
+    pages = store._query("PRAGMA page_count")[0][0]
+    store._query(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(StoreError) as info:
+        store.log_activity("web", "x", "y" * 200_000)
+    assert "disk is full" in info.value.message
+    assert [a.message for a in store.activity("web")] == []
+    assert store.scale_set("web").capacity == 1, "the store still reads"
+
+
+def test_check_and_backup(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 3, "Creating")
+    assert store.check() == []
+    store.backup(tmp_path / "copy.db")
+    copy = Store(tmp_path / "copy.db")
+    assert copy.scale_set("web").capacity == 3
+    assert copy.check() == []
+
+
+def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    from localvmss.errors import StoreError
+
+    store = Store(tmp_path / "s.db")
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.scale_sets()

@@ -1,0 +1,455 @@
+"""The reconciler's decisions, with the real store, inventory and provisioner over recording fake
+hosts (tests/unit/fakehost.py): what it writes, what it asks libvirt for, and what it leaves alone.
+
+The cases pin the promise that the control plane never destroys the data plane: a host that does
+not answer keeps its guests and records, a busy host is not a dead one, orphans wait for a grace
+period, a stale observation never overwrites newer intent, and a converged set costs no work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localvmss.config import DaemonConfig, HostConfig
+from localvmss.errors import VirtError
+from localvmss.inventory import Inventory
+from localvmss.model import PowerState, ProvisioningState
+from localvmss.provision import Provisioner
+from localvmss.reconciler import Reconciler, needs_work
+from localvmss.spec import parse_scale_set_body
+from localvmss.store import InstanceRow, Store
+from localvmss.virt.domainxml import InstanceDomain, Ownership, build_domain_xml
+from localvmss.virt.host import OwnedDomain
+from tests.unit.fakehost import BULK_CALLS, FakeDomain, FakeHost
+
+GRACE = 20.0
+ORPHAN_GRACE = 30.0
+
+
+@dataclass
+class Clock:
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingBalancer:
+    """Records what the reconciler asks of the load balancer; ``on_drain`` lets a test act
+    while a drain is under way (as an API request would)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.on_drain: Any = None
+
+    def sync(self, scale_set: str, spec: Any, instances: list[InstanceRow]) -> None:
+        self.calls.append(("sync", scale_set))
+
+    def drain(self, scale_set: str, instance_id: int, timeout_s: float) -> None:
+        self.calls.append(("drain", instance_id))
+        if self.on_drain is not None:
+            self.on_drain(instance_id)
+
+    def drain_and_remove(self, scale_set: str, instance_id: int, timeout_s: float) -> None:
+        self.calls.append(("remove", instance_id))
+
+    def remove_set(self, scale_set: str) -> None:
+        self.calls.append(("remove_set", scale_set))
+
+
+@dataclass
+class Env:
+    store: Store
+    inv: Inventory
+    rec: Reconciler
+    hosts: dict[str, FakeHost]
+    clock: Clock
+    balancer: RecordingBalancer
+
+    def converge(self, passes: int = 1, guests_answer: bool = True) -> None:
+        """Passes, each followed by its workers; guests that run answer their health probe
+        (recorded as the health monitor records it, so nothing is sent on a network)."""
+        for _ in range(passes):
+            self.rec.pass_once()
+            deadline = time.monotonic() + 10
+            while not self.rec.idle():
+                assert time.monotonic() < deadline, "workers did not finish"
+                time.sleep(0.005)
+            if guests_answer:
+                self.probe_running_guests()
+
+    def probe_running_guests(self) -> None:
+        for inst in self.store.instances():
+            host = self.hosts[inst.host]
+            dom = host.domains.get(inst.domain_name)
+            if not host.answering or dom is None or dom.state is not PowerState.RUNNING:
+                continue
+            if inst.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
+                self.store.record_status(
+                    inst.scale_set,
+                    inst.instance_id,
+                    inst.generation,
+                    provisioning_state=ProvisioningState.SUCCEEDED.value,
+                    health="healthy",
+                    ready_at=self.clock(),
+                )
+
+    def create_set(self, name: str, capacity: int, fault_domains: int = 1, **props: Any) -> None:
+        body = {
+            "sku": {"name": "Standard_B1ls", "capacity": capacity},
+            "properties": {
+                "orchestrationMode": "Uniform",
+                "platformFaultDomainCount": fault_domains,
+                "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "base"}}, "osProfile": {}},
+                **props,
+            },
+        }
+        spec, cap = parse_scale_set_body(name, body, {"base"})
+        self.store.insert_scale_set(name, spec.mode.value, spec.model_dump(mode="json"), cap, "Creating")
+
+    def instances(self, name: str) -> list[InstanceRow]:
+        return self.store.instances(name)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    image = tmp_path / "image"
+    image.mkdir()
+    files = {"disk.qcow2": b"qcow2-base", "vmlinux": b"kernel", "initrd.img": b"initrd"}
+    for file, data in files.items():
+        (image / file).write_bytes(data)
+    manifest = {
+        "disk": "disk.qcow2",
+        "format": "qcow2",
+        "kernel": "vmlinux",
+        "initrd": "initrd.img",
+        "cmdline": "console=ttyS0",
+        "files": {f: hashlib.sha256(d).hexdigest() for f, d in files.items()},
+    }
+    (image / "image.json").write_text(json.dumps(manifest))
+    cfg = DaemonConfig(
+        state_dir=tmp_path / "state",
+        hosts=[HostConfig(name="h1", zone=None), HostConfig(name="h2", zone=None)],
+        kvm_probe=False,
+        reconcile_interval_s=2.0,
+        shutdown_timeout_s=0.0,
+    )
+    store = Store(tmp_path / "state.db")
+    store.put_image("base", manifest, str(image))
+    inv = Inventory(cfg, store)
+    hosts = {name: FakeHost(name) for name in ("h1", "h2")}
+    for name, fake in hosts.items():
+        fake.network = ("198.18.0.1", "255.255.255.0", f"198.18.{name[1]}.10", f"198.18.{name[1]}.250")
+        inv.hosts[name] = fake  # type: ignore[assignment]
+    inv.prepare_all()
+    clock = Clock()
+    balancer = RecordingBalancer()
+    rec = Reconciler(
+        cfg,
+        store,
+        inv,
+        Provisioner(cfg, inv),
+        balancer,
+        host_lost_grace_s=GRACE,
+        orphan_grace_s=ORPHAN_GRACE,
+        clock=clock,
+    )
+    e = Env(store, inv, rec, hosts, clock, balancer)
+    yield e
+    rec.stop(timeout_s=1)
+    store.close()
+
+
+def running(host: FakeHost) -> set[str]:
+    return {n for n, d in host.domains.items() if d.state is PowerState.RUNNING}
+
+
+def all_running(env: Env) -> set[str]:
+    return running(env.hosts["h1"]) | running(env.hosts["h2"])
+
+
+# -- create, steady state, delete ---------------------------------------------------------------
+
+
+def test_create_defines_starts_and_reserves_each_instance(env: Env) -> None:
+    env.create_set("web", 2, fault_domains=2)
+    env.converge(2)
+    insts = env.instances("web")
+    assert [i.instance_id for i in insts] == [0, 1]
+    assert {i.host for i in insts} == {"h1", "h2"}, "two fault domains land on two hosts"
+    assert all(i.provisioning_state == ProvisioningState.SUCCEEDED.value for i in insts)
+    assert all_running(env) == {"lvmss-web-0", "lvmss-web-1"}
+    for inst in insts:
+        host = env.hosts[inst.host]
+        assert (inst.mac, inst.ip) in host.reservations
+        assert {f"lvmss-web-{inst.instance_id}-os.qcow2", f"lvmss-web-{inst.instance_id}-seed.iso"} <= set(
+            host.volumes
+        )
+
+
+def test_a_converged_set_costs_no_per_instance_call_and_no_worker(env: Env) -> None:
+    env.create_set("web", 3)
+    env.converge(3)
+    for host in env.hosts.values():
+        host.clear_calls()
+    env.rec._wake.clear()
+    report = env.rec.pass_once()
+    assert report.submitted == 0
+    for host in env.hosts.values():
+        assert set(host.verbs()) <= BULK_CALLS, f"{host.name}: {host.verbs()}"
+    assert not env.rec._wake.is_set(), "a pass with nothing to do must not wake the loop again"
+
+
+@pytest.mark.parametrize(
+    ("state", "desired", "observed", "pending", "expected"),
+    [
+        ("Succeeded", "running", PowerState.RUNNING, False, False),
+        ("Succeeded", "running", PowerState.STOPPED, False, True),  # died behind our back: start it
+        ("Succeeded", "running", None, False, True),  # domain gone: define it again
+        ("Succeeded", "stopped", PowerState.STOPPED, False, False),
+        ("Succeeded", "stopped", PowerState.RUNNING, False, True),  # still shutting down
+        ("Succeeded", "deallocated", None, False, False),
+        ("Succeeded", "deallocated", PowerState.STOPPED, False, True),
+        ("Creating", "running", PowerState.RUNNING, False, True),  # boot timeout is watched
+        ("Deleting", "running", PowerState.RUNNING, False, True),
+        ("Succeeded", "running", PowerState.RUNNING, True, True),  # a reimage is asked for
+        ("Failed", "running", PowerState.RUNNING, False, False),
+    ],
+)
+def test_needs_work(state: str, desired: str, observed: PowerState | None, pending: bool, expected: bool) -> None:
+    inst = InstanceRow(
+        scale_set="web",
+        instance_id=0,
+        host="h1",
+        fault_domain=0,
+        update_domain=0,
+        mac="52:54:00:00:00:01",
+        ip="198.18.0.10",
+        model_version=1,
+        desired_power=desired,
+        provisioning_state=state,
+        created_at=0.0,
+        reimage_generation=1 if pending else 0,
+    )
+    domains = {} if observed is None else {"lvmss-web-0": OwnedDomain("lvmss-web-0", Ownership("web", 0, 1), observed)}
+    assert needs_work(inst, domains) is expected
+    assert needs_work(inst, None) is True, "an instance whose host was not observed is looked at"
+
+
+def test_scale_in_deletes_objects_then_the_record(env: Env) -> None:
+    env.create_set("web", 3)
+    env.converge(2)
+    env.store.update_scale_set("web", capacity=1)
+    env.converge(3)
+    assert [i.instance_id for i in env.instances("web")] == [0]
+    assert all_running(env) == {"lvmss-web-0"}
+    assert ("remove", 2) in env.balancer.calls and ("remove", 1) in env.balancer.calls
+    leftovers = [v for h in env.hosts.values() for v in h.volumes if v.startswith(("lvmss-web-1", "lvmss-web-2"))]
+    assert leftovers == []
+
+
+# -- unreachable is not gone; busy is not down -----------------------------------------------------
+
+
+def test_unreachable_host_keeps_its_guests_and_records_then_surplus_is_scaled_in(env: Env) -> None:
+    env.create_set("web", 2, fault_domains=2)
+    env.converge(2)
+    before = {(i.instance_id, i.host, i.ip, i.mac) for i in env.instances("web")}
+    h2 = env.hosts["h2"]
+    guest = next(iter(running(h2)))
+    h2.answering = False
+
+    env.converge(1)
+    env.clock.advance(GRACE / 2)
+    env.converge(1)
+    assert {(i.instance_id, i.host, i.ip, i.mac) for i in env.instances("web")} == before, "inside the grace"
+
+    env.clock.advance(GRACE)
+    env.converge(2)
+    after = env.instances("web")
+    assert before <= {(i.instance_id, i.host, i.ip, i.mac) for i in after}, "no record lost"
+    replacements = [i for i in after if i.instance_id >= 2]
+    assert len(replacements) == 1 and replacements[0].host == "h1", "capacity held on the host that answers"
+
+    h2.answering = True
+    env.converge(3)
+    final = env.instances("web")
+    assert len(final) == 2, "the surplus is scaled in once the host answers again"
+    assert guest in running(h2), "the guest of the host that came back was never destroyed"
+    assert not [v for v, _ in h2.calls if v in ("destroy", "undefine", "delete_volume", "release_address")]
+    log = " | ".join(a.message for a in env.store.activity("web"))
+    assert "host h2 does not answer" in log and "creating replacements" in log and "answers again" in log
+
+
+def test_flexible_vms_on_an_unreachable_host_are_kept_without_replacement(env: Env) -> None:
+    env.create_set("web", 1, fault_domains=1)
+    env.converge(2)
+    host = env.instances("web")[0].host
+    env.hosts[host].answering = False
+    env.store.update_scale_set("web", mode="Flexible")
+    env.clock.advance(GRACE * 2)
+    env.converge(2)
+    assert [i.instance_id for i in env.instances("web")] == [0]
+
+
+@pytest.mark.parametrize("busy_verb", ["volume_names", "owned_domains", "network_layout", "ensure_pool"])
+def test_a_busy_host_stays_available_and_loses_nothing(env: Env, busy_verb: str) -> None:
+    env.create_set("web", 2, fault_domains=2)
+    env.converge(2)
+    before = {(i.instance_id, i.host, i.provisioning_state) for i in env.instances("web")}
+    env.hosts["h2"].busy.add(busy_verb)
+    for _ in range(4):
+        env.clock.advance(GRACE)
+        env.converge(1)
+    assert {h.name: h.available for h in env.store.hosts()} == {"h1": True, "h2": True}
+    assert {(i.instance_id, i.host, i.provisioning_state) for i in env.instances("web")} == before
+    assert len(all_running(env)) == 2
+
+
+def test_a_busy_host_being_prepared_again_stays_available(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    env.hosts["h1"].answering = False
+    env.converge(1)
+    env.hosts["h1"].answering = True
+    env.hosts["h1"].busy.add("ensure_pool")
+    env.converge(1)
+    assert {h.name: h.available for h in env.store.hosts()}["h1"] is True
+
+
+# -- orphans -------------------------------------------------------------------------------------
+
+
+def _orphan_xml(name: str, set_name: str, iid: int) -> str:
+    return build_domain_xml(
+        InstanceDomain(
+            name=name,
+            domain_type="qemu",
+            vcpus=1,
+            memory_mib=256,
+            pool="lvmss-pool",
+            os_volume=f"{name}-os.qcow2",
+            seed_volume=f"{name}-seed.iso",
+            network="default",
+            mac="52:54:00:12:00:63",
+            ownership=Ownership(set_name, iid, 1),
+        )
+    )
+
+
+def test_orphans_wait_for_the_grace_period_seen_in_every_pass(env: Env) -> None:
+    h1 = env.hosts["h1"]
+    h1.domains["lvmss-gone-7"] = FakeDomain(_orphan_xml("lvmss-gone-7", "gone", 7), PowerState.RUNNING)
+    h1.volumes["lvmss-gone-7-os.qcow2"] = b"x"
+    h1.volumes["lvmss-gone-8-seed.iso"] = b"x"
+    env.converge(1)
+    env.clock.advance(ORPHAN_GRACE - 1)
+    env.converge(1)
+    assert "lvmss-gone-7" in h1.domains and "lvmss-gone-8-seed.iso" in h1.volumes, "inside the grace"
+
+    # One pass in which the host is not observed (busy): the count starts again.
+    h1.busy.add("owned_domains")
+    env.converge(1)
+    h1.busy.clear()
+    env.clock.advance(2)
+    env.converge(1)
+    assert "lvmss-gone-7" in h1.domains
+
+    env.clock.advance(ORPHAN_GRACE)
+    env.converge(2)
+    assert "lvmss-gone-7" not in h1.domains
+    assert "lvmss-gone-8-seed.iso" not in h1.volumes
+    assert "lvmss-gone-7-os.qcow2" in h1.volumes, "a volume whose domain existed is in use until it is gone"
+    env.clock.advance(ORPHAN_GRACE)
+    env.converge(1)
+    assert "lvmss-gone-7-os.qcow2" not in h1.volumes
+
+
+def test_objects_that_do_not_match_our_naming_exactly_are_never_touched(env: Env) -> None:
+    h1 = env.hosts["h1"]
+    for vol in ("lvmss-x-1-os.qcow2\n", "lvmss-x-1-os.qcow2.bak", "other-x-1-os.qcow2", "lvmss-img-base-1-disk.qcow2"):
+        h1.volumes[vol] = b"x"
+    env.converge(1)
+    env.clock.advance(ORPHAN_GRACE * 3)
+    env.converge(2)
+    assert {"lvmss-x-1-os.qcow2\n", "lvmss-x-1-os.qcow2.bak", "other-x-1-os.qcow2"} <= set(h1.volumes)
+
+
+def test_a_host_that_comes_back_does_not_lose_running_orphans_at_once(env: Env) -> None:
+    h2 = env.hosts["h2"]
+    h2.answering = False
+    env.converge(1)
+    h2.domains["lvmss-old-3"] = FakeDomain(_orphan_xml("lvmss-old-3", "old", 3), PowerState.RUNNING)
+    h2.answering = True
+    env.converge(2)
+    assert "lvmss-old-3" in h2.domains
+
+
+# -- stale snapshots, backoff ---------------------------------------------------------------------
+
+
+def test_a_delete_during_a_reimage_drain_is_not_overwritten(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    env.store.update_instance("web", inst.instance_id, reimage_generation=inst.reimage_generation + 1)
+
+    def delete_meanwhile(iid: int) -> None:  # what delete-instances writes, during the drain
+        env.store.update_instance("web", iid, provisioning_state=ProvisioningState.DELETING.value)
+        env.store.update_scale_set("web", capacity=0)
+        env.balancer.on_drain = None
+
+    env.balancer.on_drain = delete_meanwhile
+    env.converge(1)
+    after = env.store.instance("web", inst.instance_id)
+    assert after.provisioning_state == ProvisioningState.DELETING.value, "the newer intent stands"
+    env.converge(2)
+    assert env.instances("web") == []
+
+
+def test_a_failing_instance_backs_off(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(1)
+    host = env.hosts[env.instances("web")[0].host]
+    host.failing["define_domain"] = VirtError("defining a domain failed: boom")
+    host.domains.clear()  # gone behind our back: the next pass defines it again, and fails
+    env.converge(1)
+    tries = host.verbs().count("define_domain")
+    for _ in range(3):
+        env.converge(1)  # same moment: still backing off
+    assert host.verbs().count("define_domain") == tries
+    env.clock.advance(env.rec.cfg.reconcile_interval_s + 0.1)
+    env.converge(1)
+    assert host.verbs().count("define_domain") == tries + 1
+    env.converge(1)
+    assert host.verbs().count("define_domain") == tries + 1, "the second delay is longer"
+    assert "boom" in env.instances("web")[0].message
+    host.failing.clear()
+    env.clock.advance(60)
+    env.converge(2)
+    assert env.instances("web")[0].provisioning_state == ProvisioningState.SUCCEEDED.value
+
+
+def test_a_partial_seed_is_made_again(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(1)
+    inst = env.instances("web")[0]
+    seed = f"lvmss-web-{inst.instance_id}-seed.iso"
+    host = env.hosts[inst.host]
+    # A crash mid-upload: the volume exists, its upload never finished.
+    env.store.forget_upload(inst.host, seed)
+    host.volumes[seed] = b"half"
+    host.domains.clear()
+    env.converge(2)
+    assert host.volumes[seed] != b"half"
+    assert env.store.upload_done(inst.host, seed) is not None
