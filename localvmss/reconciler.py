@@ -145,6 +145,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._host_down_since: dict[str, float] = {}
         self._lost_told: set[str] = set()
+        self._host_back_since: dict[str, float] = {}
         self._orphan_seen: dict[tuple[str, str], float] = {}  # (host, object) -> first seen as orphan
         self._failures: dict[tuple[str, int | str], tuple[int, float]] = {}  # key -> (count, retry at)
         self._pool_refreshed: dict[str, float] = {}
@@ -326,6 +327,10 @@ class Reconciler:
             if ok:
                 since = self._host_down_since.pop(host, None)
                 if since is not None:
+                    self._host_back_since[host] = now
+                    for inst in on_host:
+                        if inst.message.startswith(f"host {host} does not answer"):
+                            self.store.record_status(inst.scale_set, inst.instance_id, message="")
                     self._host_news(
                         on_host,
                         f"host {host} answers again after {now - since:.0f} s; its instances are back "
@@ -357,6 +362,12 @@ class Reconciler:
             by_set.setdefault(inst.scale_set, []).append(inst.instance_id)
         for scale_set, ids in by_set.items():
             self.store.log_activity(scale_set, "host", f"{message}: instances {ids}")
+
+    def settling(self, host: str) -> bool:
+        """True for ``host_lost_grace_s`` after a silent host answers again: its guests get that
+        long to show (to the health monitor) whether they still serve before a surplus is chosen."""
+        back = self._host_back_since.get(host)
+        return back is not None and self.clock() - back < self.host_lost_grace_s
 
     def unreachable(self, host: str) -> bool:
         """True once the host has not answered for ``host_lost_grace_s``: its instances do not
@@ -392,6 +403,8 @@ class Reconciler:
         diff = row.capacity - len(live)
         if diff > 0:
             self._create_records(row, spec, live, diff, alive)
+        elif diff < 0 and any(self.settling(i.host) for i in live):
+            return  # a host just came back: scale in once its guests had time to show their health
         elif diff < 0:
             slots = [_slot(i) for i in live]
             victims = planner.choose_scale_in(slots, -diff, policy=spec.scale_in_policy)

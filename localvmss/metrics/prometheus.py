@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import psutil
 
 from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
 from localvmss.metrics.file_sd import write_file_sd
@@ -203,6 +204,16 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _listening_port(pid: int) -> int | None:
+    """The TCP port ``pid`` listens on (a Prometheus started on port 0 names none)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    ports = sorted(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN)
+    return ports[0] if ports else None
+
+
 def _split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -342,7 +353,10 @@ class PrometheusServer:
             match = re.search(r"--web\.listen-address=(\S+)", cmdline)
             if match is None:
                 return False
-            self.port = _split_listen(match.group(1))[1]
+            port = _split_listen(match.group(1))[1] or _listening_port(pid)
+            if not port:
+                return False
+            self.port = port
             self._adopted = pid
             with PrometheusClient(self.url, timeout=2.0) as probe:
                 if not probe.ready():

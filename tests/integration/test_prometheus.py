@@ -273,6 +273,25 @@ def test_unreachable_prometheus_is_a_temporary_error() -> None:
             client.validate("up")
 
 
+def test_a_new_daemon_adopts_the_running_prometheus(lab: Lab) -> None:
+    """The data plane outlives the daemon: a second PrometheusServer over the same data directory
+    (what a restarted daemon makes) takes the running process over, same pid, same port."""
+    pid, url = lab.server.pid, lab.server.url
+    assert pid is not None
+    successor = PrometheusServer(
+        lab.server.data_dir,
+        listen="127.0.0.1:0",
+        scrape_interval_s=SCRAPE_S,
+        exporter_targets=lab.server.exporter_targets,
+        file_sd_paths=lab.server.file_sd_paths,
+    )
+    assert successor.adopt(pid) is True
+    assert (successor.pid, successor.url, successor.running()) == (pid, url, True)
+    assert successor.ensure_running() is False, "an adopted Prometheus that runs is not restarted"
+    assert successor.client(timeout=5.0).ready()
+    assert successor.adopt(os.getpid()) is False, "a process that is not ours is never adopted"
+
+
 def test_ensure_running_restarts_on_the_same_port(lab: Lab) -> None:
     """Runs last in this module: it kills the shared server (our own child, by pid)."""
     assert lab.server.ensure_running() is False

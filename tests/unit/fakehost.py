@@ -42,6 +42,8 @@ class FakeHost:
     reservations: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     network: tuple[str, str, str, str] = ("198.18.0.1", "255.255.255.0", "198.18.0.10", "198.18.0.250")
+    # Called on every verb; a test sets it to catch calls made while something is held.
+    on_call: Any = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,6 +51,8 @@ class FakeHost:
     def _enter(self, verb: str, *args: Any) -> None:
         with self._lock:
             self.calls.append((verb, args))
+        if self.on_call is not None:
+            self.on_call(verb)
         if not self.answering:
             raise HostUnavailable(f"host {self.name} does not answer")
         if verb in self.failing:
@@ -68,6 +72,8 @@ class FakeHost:
     def ping(self) -> bool:
         with self._lock:
             self.calls.append(("ping", ()))
+        if self.on_call is not None:
+            self.on_call("ping")
         return self.answering
 
     def close(self) -> None:

@@ -192,9 +192,7 @@ def test_create_defines_starts_and_reserves_each_instance(env: Env) -> None:
     for inst in insts:
         host = env.hosts[inst.host]
         assert (inst.mac, inst.ip) in host.reservations
-        assert {f"lvmss-web-{inst.instance_id}-os.qcow2", f"lvmss-web-{inst.instance_id}-seed.iso"} <= set(
-            host.volumes
-        )
+        assert {f"lvmss-web-{inst.instance_id}-os.qcow2", f"lvmss-web-{inst.instance_id}-seed.iso"} <= set(host.volumes)
 
 
 def test_a_converged_set_costs_no_per_instance_call_and_no_worker(env: Env) -> None:
@@ -282,9 +280,13 @@ def test_unreachable_host_keeps_its_guests_and_records_then_surplus_is_scaled_in
     assert len(replacements) == 1 and replacements[0].host == "h1", "capacity held on the host that answers"
 
     h2.answering = True
+    env.converge(2)
+    assert len(env.instances("web")) == 3, "the returned guests get a grace to show their health"
+    env.clock.advance(GRACE)
     env.converge(3)
     final = env.instances("web")
     assert len(final) == 2, "the surplus is scaled in once the host answers again"
+    assert {i.instance_id for i in final} == {0, 1}, "Default policy: the replacement in the fuller fault domain"
     assert guest in running(h2), "the guest of the host that came back was never destroyed"
     assert not [v for v, _ in h2.calls if v in ("destroy", "undefine", "delete_volume", "release_address")]
     log = " | ".join(a.message for a in env.store.activity("web"))
@@ -453,3 +455,49 @@ def test_a_partial_seed_is_made_again(env: Env) -> None:
     env.converge(2)
     assert host.volumes[seed] != b"half"
     assert env.store.upload_done(inst.host, seed) is not None
+
+
+def test_no_libvirt_call_is_made_while_the_store_is_locked(env: Env) -> None:
+    """One slow host must not freeze every API call: address allocation inside the store's
+    transaction reads the inventory's copy of the reservations, never libvirt."""
+    under_lock: list[str] = []
+
+    def check(verb: str) -> None:
+        if env.store._lock._is_owned():  # type: ignore[attr-defined]
+            under_lock.append(verb)
+
+    for host in env.hosts.values():
+        host.on_call = check
+    env.create_set("web", 4, fault_domains=2)
+    env.converge(3)
+    env.store.update_scale_set("web", capacity=1)
+    env.converge(3)
+    assert len(env.instances("web")) == 1
+    assert under_lock == []
+
+
+def test_allocation_avoids_addresses_reserved_in_the_network_without_a_record(env: Env) -> None:
+    h1 = env.hosts["h1"]
+    h1.reservations.append(("52:54:00:99:99:99", "198.18.1.10"))  # someone else's entry
+    env.inv.refresh_reservations("h1")
+    env.create_set("web", 1)
+    env.converge(1)
+    assert env.instances("web")[0].ip == "198.18.1.11"
+
+
+@pytest.mark.parametrize(("content", "reuploaded"), [(b"qcow2-base", False), (b"qcow2-ba", True), (b"", True)])
+def test_an_image_volume_without_an_upload_record_is_verified_before_use(
+    env: Env, content: bytes, reuploaded: bool
+) -> None:
+    """A crash mid-upload leaves a full-size, partly written volume: it is used only if its
+    content matches the manifest's checksum, else uploaded again."""
+    h1 = env.hosts["h1"]
+    disk = next(v for v in h1.volumes if v.endswith("-disk.qcow2"))
+    env.store.forget_upload("h1", disk)
+    h1.volumes[disk] = content
+    h1.clear_calls()
+    manifest, source = env.inv.image("base")
+    env.inv.ensure_image("h1", "base", manifest, source)
+    assert h1.volumes[disk] == b"qcow2-base"
+    assert ("upload_file" in h1.verbs()) is reuploaded
+    assert env.store.upload_done("h1", disk) == manifest["files"]["disk.qcow2"]
