@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from localvmss import lifecycle
 from localvmss.health import probe_once
 from localvmss.model import OrchestrationMode, ProvisioningState
 from localvmss.spec import ScaleSetSpec, check_iso_duration
@@ -47,14 +48,7 @@ class HealthMonitor:
             s.name: (ScaleSetSpec.model_validate(s.model), s.mode) for s in self.store.scale_sets() if not s.deleting
         }
         targets = [
-            i
-            for i in self.store.instances()
-            if i.scale_set in specs
-            and specs[i.scale_set][0].health_probe is not None
-            and i.desired_power == "running"
-            and i.provisioning_state != ProvisioningState.DELETING.value
-            and i.reimage_generation == i.applied_reimage
-            and i.restart_generation == i.applied_restart
+            i for i in self.store.instances() if i.scale_set in specs and lifecycle.to_probe(i, specs[i.scale_set][0])
         ]
 
         def probe(inst: InstanceRow) -> tuple[InstanceRow, tuple[bool, str]]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Protocol
 
-from localvmss import planner
+from localvmss import lifecycle, planner
 from localvmss.config import DaemonConfig
 from localvmss.errors import HostUnavailable, LocalVMSSError, NotFound, StoreError
 from localvmss.inventory import Inventory
@@ -71,7 +71,7 @@ def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None) -> boo
         ProvisioningState.DELETING.value,
     ):
         return True
-    if inst.reimage_generation != inst.applied_reimage or inst.restart_generation != inst.applied_restart:
+    if lifecycle.changing(inst):
         return True
     dom = domains.get(inst.domain_name)
     if inst.desired_power == "running":
@@ -426,12 +426,7 @@ class Reconciler:
         outdated = [i for i in live if i.model_version < row.model_version]
         if not outdated or mode is UpgradeMode.MANUAL:
             return
-        busy = [
-            i
-            for i in live
-            if i.reimage_generation != i.applied_reimage
-            or i.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value)
-        ]
+        busy = [i for i in live if lifecycle.busy(i)]
         if mode is UpgradeMode.AUTOMATIC:
             targets = [i.instance_id for i in outdated if i not in busy]
         else:

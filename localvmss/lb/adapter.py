@@ -9,23 +9,13 @@ times out under load never empties a backend. Removal always drains first.
 
 from __future__ import annotations
 
-from localvmss import children
+from localvmss import children, lifecycle
 from localvmss.config import DaemonConfig
 from localvmss.lb.haproxy import LoadBalancer
 from localvmss.lb.spec import Member, from_json, to_json
-from localvmss.model import OrchestrationMode, ProvisioningState
+from localvmss.model import OrchestrationMode
 from localvmss.spec import ScaleSetSpec
 from localvmss.store import InstanceRow, Store
-
-
-def _ready(inst: InstanceRow) -> bool:
-    return (
-        inst.ready_at is not None
-        and inst.desired_power == "running"
-        and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
-        and inst.reimage_generation == inst.applied_reimage
-        and inst.restart_generation == inst.applied_restart
-    )
 
 
 class HAProxyBalancer:
@@ -58,7 +48,7 @@ class HAProxyBalancer:
         return to_json(self.lb.check_spec(set_name, lb_spec, max_capacity=max(need, 1)))
 
     def sync(self, scale_set: str, spec: ScaleSetSpec, instances: list[InstanceRow]) -> None:
-        members = [Member(i.instance_id, i.ip, ready=_ready(i), nat_port=i.nat_port) for i in instances]
+        members = [Member(i.instance_id, i.ip, ready=lifecycle.in_rotation(i), nat_port=i.nat_port) for i in instances]
         self.lb.apply(scale_set, from_json(spec.load_balancer), members)
 
     def drain(self, scale_set: str, instance_id: int, timeout_s: float) -> None:

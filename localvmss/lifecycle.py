@@ -1,0 +1,163 @@
+"""The instance lifecycle in one place: which actions exist, what each one asks of an instance,
+and the predicates every other module uses (busy, in rotation, to be probed, effective size).
+
+Pure: no I/O, no clock of its own (callers pass ``now``). The API, the CLI, the service, the
+reconciler, the health monitor and the load-balancer adapter ask this module instead of keeping
+their own copies of these rules, so adding an action means adding one row to ``ACTIONS`` and one
+branch to ``request``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from localvmss.errors import Conflict, InvalidSpec, NotFound
+from localvmss.model import PowerState, ProvisioningState
+
+if TYPE_CHECKING:  # only for types: the store's rows are data, this module stays pure
+    from localvmss.spec import ScaleSetSpec
+    from localvmss.store import InstanceRow
+
+
+@dataclass(frozen=True)
+class InstanceAction:
+    """One per-instance action as users know it from ``az vmss``."""
+
+    api_name: str  # REST path segment (matched case-insensitively, as ARM does)
+    cli_name: str  # localvmss / az vmss verb
+    protected: bool  # refused while the instance is protected from scale-set actions
+    reaches: PowerState | None  # the power state the CLI waits for (None: the set settling)
+    summary: str
+
+
+ACTIONS: tuple[InstanceAction, ...] = (
+    InstanceAction("start", "start", False, PowerState.RUNNING, "Start the instances."),
+    InstanceAction(
+        "powerOff",
+        "stop",
+        True,
+        PowerState.STOPPED,
+        "Power off: the guest shuts down (ACPI), then off; --skip-shutdown powers off at once.",
+    ),
+    InstanceAction(
+        "deallocate", "deallocate", True, PowerState.DEALLOCATED, "Stop and release compute (disk and address kept)."
+    ),
+    InstanceAction("restart", "restart", True, PowerState.RUNNING, "Restart: the guest shuts down, then starts."),
+    InstanceAction("reimage", "reimage", True, PowerState.RUNNING, "A fresh disk from the image; same id and address."),
+    InstanceAction("delete", "delete-instances", True, None, "Delete the instances; the capacity drops by as many."),
+)
+_BY_API = {a.api_name.lower(): a for a in ACTIONS}
+
+
+def find_action(name: str) -> InstanceAction:
+    """The action named ``name`` in a REST path (case-insensitive); NotFound lists the known ones."""
+    found = _BY_API.get(str(name).lower())
+    if found is None:
+        raise NotFound(f"no action {name!r}; actions are {', '.join(a.api_name for a in ACTIONS)}")
+    return found
+
+
+def check_options(action: InstanceAction, skip_shutdown: bool) -> None:
+    if skip_shutdown and action.api_name != "powerOff":
+        raise InvalidSpec(f"skipShutdown applies only to powerOff, not to {action.api_name}")
+
+
+def request(
+    action: InstanceAction, inst: InstanceRow, *, model_version: int, now: float, skip_shutdown: bool = False
+) -> dict[str, Any]:
+    """The column changes that ask ``inst`` for ``action`` (intent: written with the store's
+    ``update_instance``). Raises Conflict when the instance's state or protection forbids it, so
+    a caller can check every instance of a request before changing any."""
+    check_options(action, skip_shutdown)
+    if inst.provisioning_state == ProvisioningState.DELETING.value:
+        raise Conflict(f"instance {inst.instance_id} is being deleted")
+    if action.protected and inst.protect_actions:
+        raise Conflict(f"instance {inst.instance_id} is protected from scale-set actions; remove the protection first")
+    name = action.api_name
+    if name == "delete":
+        return {"provisioning_state": ProvisioningState.DELETING.value}
+    if name == "start":
+        if inst.desired_power == "running":
+            return {"desired_power": "running"}
+        return {
+            "desired_power": "running",
+            "health": "unknown",
+            "provisioning_state": ProvisioningState.UPDATING.value,
+            "ready_at": None,
+            "boot_started_at": now,
+        }
+    if name in ("powerOff", "deallocate"):
+        # A guest that is off has no health (the monitor probes running instances only).
+        return {
+            "desired_power": "stopped" if name == "powerOff" else "deallocated",
+            "skip_shutdown": skip_shutdown,
+            "health": "unknown",
+            "ready_at": None,
+        }
+    if name == "restart":
+        if inst.desired_power != "running":
+            raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
+        return {
+            "restart_generation": inst.restart_generation + 1,
+            "provisioning_state": ProvisioningState.UPDATING.value,
+            "health": "unknown",
+            "ready_at": None,
+            "boot_started_at": now,
+        }
+    if name == "reimage":
+        return {
+            "reimage_generation": inst.reimage_generation + 1,
+            "model_version": model_version,
+            "desired_power": "running",
+            "provisioning_state": ProvisioningState.UPDATING.value,
+            "health": "unknown",
+            "ready_at": None,
+            "boot_started_at": now,
+        }
+    raise AssertionError(f"action {name} is in ACTIONS but has no request")  # pragma: no cover
+
+
+# -- predicates ---------------------------------------------------------------------------------
+
+
+def changing(inst: InstanceRow) -> bool:
+    """A reimage or restart has been asked for and not yet done."""
+    return inst.reimage_generation != inst.applied_reimage or inst.restart_generation != inst.applied_restart
+
+
+def busy(inst: InstanceRow) -> bool:
+    """Something is under way: being made, updated or deleted, or a reimage/restart pending.
+    A rolling upgrade waits for busy instances; nothing new is started on them."""
+    return changing(inst) or inst.provisioning_state in (
+        ProvisioningState.CREATING.value,
+        ProvisioningState.UPDATING.value,
+        ProvisioningState.DELETING.value,
+    )
+
+
+def in_rotation(inst: InstanceRow) -> bool:
+    """Takes new connections: healthy since its last (re)start, meant to run, nothing pending."""
+    return (
+        inst.ready_at is not None
+        and inst.desired_power == "running"
+        and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
+        and not changing(inst)
+    )
+
+
+def to_probe(inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+    """The health monitor probes it: it has a probe, is meant to run, and is not being changed."""
+    return (
+        spec.health_probe is not None
+        and inst.desired_power == "running"
+        and inst.provisioning_state != ProvisioningState.DELETING.value
+        and not changing(inst)
+    )
+
+
+def memory_mib(inst: InstanceRow | None, spec: ScaleSetSpec) -> int:
+    """What the instance occupies on its host: a Flexible VM's own size, else the set's."""
+    if inst is not None and inst.overrides.get("memory_mib"):
+        return int(inst.overrides["memory_mib"])
+    return spec.memory_mib
