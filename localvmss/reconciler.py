@@ -28,21 +28,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
-from typing import Protocol
+from typing import Any, Protocol
 
 from localvmss import lifecycle, planner
+from localvmss.allocation import Allocator
 from localvmss.config import DaemonConfig
-from localvmss.errors import HostUnavailable, LocalVMSSError, NotFound, StoreError
+from localvmss.errors import LocalVMSSError, NotFound, StoreError
 from localvmss.inventory import Inventory
 from localvmss.model import (
     OBJECT_PREFIX,
-    FaultDomainMapping,
     OrchestrationMode,
     PowerState,
     ProvisioningState,
     UpgradeMode,
-    update_domain_for,
 )
 from localvmss.provision import Provisioner
 from localvmss.spec import ScaleSetSpec, check_iso_duration
@@ -136,6 +134,7 @@ class Reconciler:
         self.inv = inventory
         self.prov = provisioner
         self.balancer: Balancer = balancer or NoBalancer()
+        self.alloc = Allocator(inventory, clock)
         self.host_lost_grace_s = host_lost_grace_s
         self.orphan_grace_s = orphan_grace_s
         self.clock = clock
@@ -500,7 +499,7 @@ class Reconciler:
                     waiting.append(placement.zone)
                     continue
                 iid = self.store.allocate_instance_id(db, row.name)
-                inst = self.new_instance_row(
+                inst = self.alloc.new_instance_row(
                     db, row, spec, iid, host, zone, placement.fault_domain, index=len(live) + len(created)
                 )
                 self.store.insert_instance(db, inst)
@@ -517,87 +516,10 @@ class Reconciler:
             )
 
     def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
-        """Fault domain -> host: in 'host' mapping the n-th host of the zone, in 'numa' the first."""
-        candidates = sorted(h for h in self.inv.hosts if alive.get(h) and (zone is None or self.inv.zone_of(h) == zone))
-        if not candidates:
-            return None
-        if spec.fault_domain_mapping is FaultDomainMapping.NUMA:
-            return candidates[0]
-        return candidates[fault_domain % len(candidates)]
+        return self.alloc.host_for(spec, zone, fault_domain, alive)
 
-    def new_instance_row(
-        self,
-        db: object,
-        row: ScaleSetRow,
-        spec: ScaleSetSpec,
-        iid: int,
-        host: str,
-        zone: str | None,
-        fault_domain: int,
-        index: int,
-        vm_name: str | None = None,
-        overrides: dict[str, object] | None = None,
-    ) -> InstanceRow:
-        mac, ip = self._allocate_address(db, host)
-        return InstanceRow(
-            scale_set=row.name,
-            instance_id=iid,
-            vm_name=vm_name,
-            host=host,
-            zone=zone,
-            fault_domain=fault_domain,
-            update_domain=update_domain_for(fault_domain, index, spec.platform_fault_domain_count),
-            mac=mac,
-            ip=ip,
-            nat_port=self._allocate_nat_port(db, row.name, spec),
-            model_version=row.model_version,
-            desired_power="running",
-            provisioning_state=ProvisioningState.CREATING.value,
-            created_at=self.clock(),
-            overrides=dict(overrides or {}),
-        )
-
-    def _allocate_address(self, db: object, host: str) -> tuple[str, str]:
-        """A MAC and an IP from the host network's DHCP range that nobody else holds. Runs inside
-        the store's transaction, so it makes no libvirt call: the network's reservations come
-        from the inventory's copy, refreshed every pass and on every change we make."""
-        (
-            _gw,
-            _mask,
-            start,
-            end,
-        ) = self.inv.network_range(host)
-        taken_ips = {r[0] for r in db.execute("SELECT ip FROM instances WHERE host=?", (host,))}  # type: ignore[attr-defined]
-        taken_macs = {r[0] for r in db.execute("SELECT mac FROM instances")}  # type: ignore[attr-defined]
-        reserved = self.inv.reservations(host)
-        taken_ips |= {ip for mac, ip in reserved if mac not in taken_macs}
-        first, last = int(IPv4Address(start)), int(IPv4Address(end))
-        for n in range(first, last + 1):
-            ip = str(IPv4Address(n))
-            if ip not in taken_ips:
-                break
-        else:
-            raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
-        # The MAC is derived from the address: an address reused later comes with the same MAC,
-        # so a DHCP lease the previous holder left in dnsmasq matches instead of blocking it.
-        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in IPv4Address(ip).packed[1:])
-        return mac, ip
-
-    def _allocate_nat_port(self, db: object, scale_set: str, spec: ScaleSetSpec) -> int | None:
-        lb = spec.load_balancer or {}
-        pool = lb.get("inboundNatPool")
-        if not pool:
-            return None
-        taken = {
-            r[0]
-            for r in db.execute(  # type: ignore[attr-defined]
-                "SELECT nat_port FROM instances WHERE scale_set=? AND nat_port IS NOT NULL", (scale_set,)
-            )
-        }
-        for port in range(int(pool["frontendPortRangeStart"]), int(pool["frontendPortRangeEnd"]) + 1):
-            if port not in taken:
-                return port
-        raise HostUnavailable(f"inbound NAT pool of {scale_set} is exhausted")
+    def new_instance_row(self, db: Any, row: ScaleSetRow, spec: ScaleSetSpec, *args: Any, **kw: Any) -> InstanceRow:
+        return self.alloc.new_instance_row(db, row, spec, *args, **kw)
 
     # -- orphans ----------------------------------------------------------------------------
     def _remove_orphans(

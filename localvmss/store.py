@@ -425,6 +425,19 @@ class Store:
         return int(row[0])
 
     @staticmethod
+    def addresses_held(db: sqlite3.Connection, host: str) -> tuple[set[str], set[str]]:
+        """(IPs held by instances on ``host``, MACs held by any instance), inside the caller's
+        transaction, for address allocation."""
+        ips = {r[0] for r in db.execute("SELECT ip FROM instances WHERE host=?", (host,))}
+        macs = {r[0] for r in db.execute("SELECT mac FROM instances")}
+        return ips, macs
+
+    @staticmethod
+    def nat_ports_held(db: sqlite3.Connection, scale_set: str) -> set[int]:
+        rows = db.execute("SELECT nat_port FROM instances WHERE scale_set=? AND nat_port IS NOT NULL", (scale_set,))
+        return {int(r[0]) for r in rows}
+
+    @staticmethod
     def insert_instance(db: sqlite3.Connection, inst: InstanceRow) -> None:
         data = asdict(inst)
         data["overrides"] = json.dumps(data["overrides"])

@@ -1,0 +1,123 @@
+"""Where a new instance goes and what it holds for its life: its host (fault domain -> host),
+its IP and MAC on that host's network, and its NAT port. One implementation each, used by the
+reconciler (Uniform scale-out) and the service (Flexible VMs).
+
+``new_instance_row`` runs inside the store's transaction, so nothing here calls libvirt: the
+network's DHCP reservations come from the inventory's copy (refreshed every pass, and after
+every change localvmss makes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING
+
+from localvmss.errors import CapacityError, HostUnavailable
+from localvmss.model import FaultDomainMapping, ProvisioningState, update_domain_for
+from localvmss.spec import ScaleSetSpec
+from localvmss.store import InstanceRow, ScaleSetRow, Store
+
+if TYPE_CHECKING:
+    from localvmss.inventory import Inventory
+
+
+def mac_for(ip: str) -> str:
+    """The MAC is derived from the address: an address reused later comes with the same MAC, so a
+    DHCP lease its previous holder left in dnsmasq matches instead of blocking it."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in IPv4Address(ip).packed[1:])
+
+
+def free_address(start: str, end: str, taken: set[str]) -> str | None:
+    """The lowest address of ``start``-``end`` not in ``taken``."""
+    first, last = int(IPv4Address(start)), int(IPv4Address(end))
+    for n in range(first, last + 1):
+        ip = str(IPv4Address(n))
+        if ip not in taken:
+            return ip
+    return None
+
+
+def free_nat_port(first: int, last: int, taken: set[int]) -> int | None:
+    for port in range(first, last + 1):
+        if port not in taken:
+            return port
+    return None
+
+
+def pick_host(candidates: list[str], mapping: FaultDomainMapping, fault_domain: int) -> str | None:
+    """Fault domain -> host: in 'host' mapping the n-th host (sorted), in 'numa' the first
+    (its NUMA cells are the fault domains)."""
+    ordered = sorted(candidates)
+    if not ordered:
+        return None
+    if mapping is FaultDomainMapping.NUMA:
+        return ordered[0]
+    return ordered[fault_domain % len(ordered)]
+
+
+class Allocator:
+    def __init__(self, inventory: Inventory, clock: Callable[[], float] = time.time) -> None:
+        self.inv = inventory
+        self.clock = clock
+
+    def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
+        """The host of ``fault_domain`` among the available hosts of ``zone`` (any zone: None)."""
+        candidates = [h for h in self.inv.hosts if alive.get(h) and (zone is None or self.inv.zone_of(h) == zone)]
+        return pick_host(candidates, spec.fault_domain_mapping, fault_domain)
+
+    def new_instance_row(
+        self,
+        db: sqlite3.Connection,
+        row: ScaleSetRow,
+        spec: ScaleSetSpec,
+        iid: int,
+        host: str,
+        zone: str | None,
+        fault_domain: int,
+        index: int,
+        vm_name: str | None = None,
+        overrides: dict[str, object] | None = None,
+    ) -> InstanceRow:
+        """A new instance's record with its address and NAT port (inside the caller's transaction)."""
+        mac, ip = self.address(db, host)
+        return InstanceRow(
+            scale_set=row.name,
+            instance_id=iid,
+            vm_name=vm_name,
+            host=host,
+            zone=zone,
+            fault_domain=fault_domain,
+            update_domain=update_domain_for(fault_domain, index, spec.platform_fault_domain_count),
+            mac=mac,
+            ip=ip,
+            nat_port=self.nat_port(db, row.name, spec),
+            model_version=row.model_version,
+            desired_power="running",
+            provisioning_state=ProvisioningState.CREATING.value,
+            created_at=self.clock(),
+            overrides=dict(overrides or {}),
+        )
+
+    def address(self, db: sqlite3.Connection, host: str) -> tuple[str, str]:
+        """A MAC and an IP from the host network's DHCP range that nobody else holds: not an
+        instance on that host, and not a DHCP entry of the network that no instance owns."""
+        _gw, _mask, start, end = self.inv.network_range(host)
+        taken_ips, taken_macs = Store.addresses_held(db, host)
+        taken_ips |= {ip for mac, ip in self.inv.reservations(host) if mac not in taken_macs}
+        ip = free_address(start, end, taken_ips)
+        if ip is None:
+            raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
+        return mac_for(ip), ip
+
+    def nat_port(self, db: sqlite3.Connection, scale_set: str, spec: ScaleSetSpec) -> int | None:
+        pool = (spec.load_balancer or {}).get("inboundNatPool")
+        if not pool:
+            return None
+        first, last = int(pool["frontendPortRangeStart"]), int(pool["frontendPortRangeEnd"])
+        port = free_nat_port(first, last, Store.nat_ports_held(db, scale_set))
+        if port is None:
+            raise CapacityError(f"inbound NAT pool {first}-{last} of {scale_set} is exhausted")
+        return port
