@@ -103,7 +103,7 @@ class Daemon:
     def _setup_balancer(self) -> None:
         if not self.cfg.haproxy_enabled:
             return
-        from localvmss.lb.adapter import HAProxyBalancer
+        from localvmss.balancer import HAProxyBalancer
 
         self.balancer = HAProxyBalancer(self.cfg, self.store)
 
