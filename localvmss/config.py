@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from localvmss.errors import InvalidSpec
+from localvmss.hosturi import check_config_host_uri
 from localvmss.model import validate_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/localvmss/localvmssd.toml")
@@ -60,6 +61,28 @@ class DaemonConfig:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    def own_ports(self) -> dict[int, str]:
+        """TCP ports the daemon and its children listen on (port -> who), so a load-balancer
+        frontend cannot take one: HAProxy would fail to bind, or steal the port first."""
+        ports: dict[int, str] = {}
+        if self.exporter_port:
+            ports[self.exporter_port] = "the daemon's metrics exporter (exporter_port)"
+        if self.prometheus_url is None and self.prometheus_port:
+            ports[self.prometheus_port] = "the daemon's Prometheus (prometheus_port)"
+        if self.haproxy_enabled and self.haproxy_stats_port:
+            ports[self.haproxy_stats_port] = "HAProxy's stats listener (haproxy_stats_port)"
+        if self.api_tcp:
+            ports[api_tcp_port(self.api_tcp)] = "the daemon's TCP API (api_tcp)"
+        return ports
+
+
+def api_tcp_port(value: str) -> int:
+    """The port of ``api_tcp`` ("HOST:PORT"); InvalidSpec if it is not one."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidSpec(f"api_tcp {value!r} must be HOST:PORT, e.g. 127.0.0.1:8470")
+    return int(port)
 
 
 def load_config(path: Path | None = None) -> DaemonConfig:
@@ -112,6 +135,7 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
             except TypeError as exc:
                 raise InvalidSpec(f"bad [[hosts]] entry {entry!r}: {exc}") from None
             validate_name(host.name, "host name")
+            check_config_host_uri(host.uri, f"uri of [[hosts]] {host.name!r}")
             hosts.append(host)
         if not hosts:
             raise InvalidSpec("at least one [[hosts]] entry is needed")
@@ -120,4 +144,6 @@ def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
         cfg.hosts = hosts
     if cfg.api_tcp and not cfg.api_token:
         raise InvalidSpec("api_tcp needs api_token: the TCP API is never served without a token")
+    if cfg.api_tcp:
+        api_tcp_port(cfg.api_tcp)
     return cfg

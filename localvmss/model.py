@@ -13,8 +13,12 @@ from localvmss.errors import InvalidSpec
 
 # Names become libvirt domain/volume names, file names and HAProxy identifiers, so they are
 # restricted to a set that is safe in all of them: no path, XML or shell metacharacters.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$|^[a-z]$")
+# Always used with fullmatch: "$" would also match before a trailing newline.
+NAME_PATTERN = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 NAME_RULE = "1-32 characters: lowercase letters, digits and '-', starting with a letter, not ending with '-'"
+# Instance ids as the API writes them: ASCII digits, no sign, no leading zero, no spaces (int()
+# would take "01", " 1", "1_0" and "١" too, and two spellings of one id count it twice).
+INSTANCE_ID_PATTERN = re.compile(r"0|[1-9][0-9]{0,8}")
 
 UNIFORM_MAX_CAPACITY = 1000
 FLEXIBLE_MAX_VMS = 200
@@ -112,9 +116,21 @@ DEFAULT_VM_SIZE = "Standard_B1ls"
 
 def validate_name(value: str, what: str = "name") -> str:
     """Return ``value`` if it is a safe resource name, else raise InvalidSpec."""
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidSpec(f"{what} {value!r} is invalid: {NAME_RULE}")
     return value
+
+
+def parse_instance_id(value: object) -> int:
+    """An instance id from a URL or a body: an int, or its one canonical spelling; else InvalidSpec."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not INSTANCE_ID_PATTERN.fullmatch(value):
+        raise InvalidSpec(
+            f"instance id {value!r} is invalid: a whole number such as 0 or 12 "
+            "(ASCII digits, no sign, spaces or leading zeros, at most 9 digits)"
+        )
+    return int(value)
 
 
 def resolve_size(name: str | None, vcpus: int | None = None, memory_mib: int | None = None) -> VMSize:

@@ -14,9 +14,13 @@ from typing import Any
 
 import psutil
 
+from localvmss import lifecycle
 from localvmss.config import DaemonConfig
 from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.hosturi import check_api_host_uri
 from localvmss.inventory import Inventory
+from localvmss.lb.hostports import HostPortReader
+from localvmss.lb.spec import check_host_ports, from_json, stored_frontend_ports, validate
 from localvmss.model import (
     FLEXIBLE_MAX_VMS,
     OrchestrationMode,
@@ -24,12 +28,14 @@ from localvmss.model import (
     ProvisioningState,
     UpgradeMode,
     check_capacity,
+    parse_instance_id,
     resolve_size,
     validate_name,
 )
 from localvmss.provision import computer_name
 from localvmss.reconciler import Reconciler
 from localvmss.spec import ScaleSetSpec, parse_scale_set_body, spec_to_azure
+from localvmss.sshkeys import check_ssh_public_key
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 
 log = logging.getLogger(__name__)
@@ -39,11 +45,20 @@ NOT_IN_VM_MODE = "is not supported in VM (Flexible) orchestration mode"
 
 
 class Service:
-    def __init__(self, cfg: DaemonConfig, store: Store, inventory: Inventory, reconciler: Reconciler) -> None:
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        store: Store,
+        inventory: Inventory,
+        reconciler: Reconciler,
+        host_ports: HostPortReader | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.inv = inventory
         self.rec = reconciler
+        # What the host's TCP ports are used for (read before a load balancer is accepted).
+        self.host_ports = host_ports or HostPortReader()
         self.lb_validator: Any = None  # set by the daemon when HAProxy is enabled
         self.autoscaler: Any = None  # set by the daemon once Prometheus is known
         self.balancer: Any = None
@@ -87,12 +102,14 @@ class Service:
                 raise Conflict(f"scale set {name!r} already exists; use 'scale' or 'update' to change it")
         self._check_mode_unchanged(name, body)
         spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
-        if spec.load_balancer is not None and self.lb_validator is not None:
-            spec.load_balancer = self.lb_validator(name, spec, capacity)
         try:
             existing = self.store.scale_set(name)
         except NotFound:
             existing = None
+        if spec.load_balancer is not None:
+            # An update without sku.capacity keeps the current capacity: the NAT pool must cover it.
+            lb_capacity = capacity if existing is None or _sku_capacity_given(body) else existing.capacity
+            spec.load_balancer = self._check_load_balancer(name, spec, lb_capacity)
         if existing is None:
             self._check_zones(spec)
             self._admit(spec, capacity)
@@ -101,6 +118,30 @@ class Service:
             self.rec.wake()
             return self.get_set(name), True
         return self._update_set(existing, spec, capacity, body), False
+
+    def _check_load_balancer(self, name: str, spec: ScaleSetSpec, capacity: int) -> dict[str, Any]:
+        """The set's load balancer checked whole before anything is written: its shape (probe
+        path included), the NAT pool against ``capacity``, other sets' ports, and the ports the
+        host already uses (the daemon's own listeners, the ephemeral range, other listeners).
+        Returns what to store; InvalidSpec names the port and who holds it."""
+        lb = from_json(spec.load_balancer)
+        holders = self.cfg.own_ports()
+        own: set[int] = set()
+        others: set[int] = set()
+        for row in self.store.scale_sets():
+            ports = stored_frontend_ports(row.model.get("load_balancer"))
+            if row.name == name:
+                own = ports  # HAProxy holds them for this very set: an update keeps them
+                continue
+            others |= ports
+            for port in ports:
+                holders.setdefault(port, f"scale set {row.name!r}")
+        check_host_ports(lb, self.host_ports.read(holders), own=own)
+        if self.lb_validator is not None:
+            return dict(self.lb_validator(name, spec, capacity))
+        need = capacity if spec.mode is OrchestrationMode.UNIFORM else 1
+        validate(lb, max_capacity=max(need, 1), other_sets_ports=others)
+        return dict(spec.load_balancer or {})
 
     def _check_mode_unchanged(self, name: str, body: Any) -> None:
         """The mode is fixed at creation: say so before any check that depends on the mode
@@ -138,8 +179,7 @@ class Service:
         model_changed = any(getattr(old, f) != getattr(spec, f) for f in model_fields)
         if spec.mode is OrchestrationMode.FLEXIBLE and model_changed:
             raise NotSupported(f"model updates {NOT_IN_VM_MODE}")
-        sku_capacity_given = isinstance(body, dict) and (body.get("sku") or {}).get("capacity") is not None
-        new_capacity = capacity if sku_capacity_given else row.capacity
+        new_capacity = capacity if _sku_capacity_given(body) else row.capacity
         if new_capacity > row.capacity:
             self._admit(spec, new_capacity - row.capacity)
         changes: dict[str, Any] = {"model": spec.model_dump(mode="json"), "capacity": new_capacity}
@@ -308,89 +348,65 @@ class Service:
             raise NotSupported(
                 f"scale-set instance actions {NOT_IN_VM_MODE}: manage each VM through /virtualMachines/{{name}}"
             )
+        if action == "delete" and not instance_ids:
+            raise InvalidSpec(
+                'delete needs "instanceIds": the ids of the instances to delete, or ["*"] for every one '
+                "(nothing was deleted)"
+            )
         targets = self._targets(name, instance_ids)
         if action == "delete":
+            if not targets:  # ["*"] on a set with no live instance
+                return {"status": "Accepted", "instanceIds": []}
             return self.delete_instances(name, [str(i.instance_id) for i in targets])
-        for inst in targets:
-            self._apply_action(inst, action, skip_shutdown)
-        self.rec.wake()
+        self._apply_actions(targets, action, skip_shutdown)
         return {"status": "Accepted", "instanceIds": [str(i.instance_id) for i in targets]}
 
     def _targets(self, name: str, instance_ids: list[str] | None) -> list[InstanceRow]:
+        """The instances an action names (none or ["*"]: every live instance), each existing."""
         if not instance_ids or instance_ids == ["*"]:
             return [i for i in self.store.instances(name) if i.provisioning_state != ProvisioningState.DELETING.value]
-        return [self.store.instance(name, _iid(i)) for i in instance_ids]
+        return [self.store.instance(name, i) for i in _instance_id_list(instance_ids)]
 
-    def _apply_action(self, inst: InstanceRow, action: str, skip_shutdown: bool = False) -> None:
-        if inst.protect_actions and action in ("powerOff", "deallocate", "reimage", "restart"):
-            raise Conflict(
-                f"instance {inst.instance_id} is protected from scale-set actions; remove the protection first"
+    def _apply_actions(self, targets: list[InstanceRow], action: str, skip_shutdown: bool = False) -> None:
+        """Check the action on every instance first (lifecycle.request raises Conflict for one
+        that is protected, being deleted or not running), then change them all in one store
+        transaction: a refused instance leaves every other one as it was."""
+        verb = lifecycle.find_action(action)
+        versions: dict[str, int] = {}
+        changes = []
+        now = time.time()
+        for t in targets:
+            if t.scale_set not in versions:
+                versions[t.scale_set] = self.store.scale_set(t.scale_set).model_version
+            asked = lifecycle.request(
+                verb, t, model_version=versions[t.scale_set], now=now, skip_shutdown=skip_shutdown
             )
-        if inst.provisioning_state == ProvisioningState.DELETING.value:
-            raise Conflict(f"instance {inst.instance_id} is being deleted")
-        key = (inst.scale_set, inst.instance_id)
-        if action == "start":
-            changes: dict[str, Any] = {"desired_power": "running"}
-            if inst.desired_power != "running":
-                changes.update(
-                    health="unknown",
-                    provisioning_state=ProvisioningState.UPDATING.value,
-                    ready_at=None,
-                    boot_started_at=time.time(),
-                )
-        elif action in ("powerOff", "deallocate"):
-            # A guest that is off has no health (the monitor probes running instances only).
-            changes = {
-                "desired_power": "stopped" if action == "powerOff" else "deallocated",
-                "skip_shutdown": skip_shutdown and action == "powerOff",
-                "health": "unknown",
-                "ready_at": None,
-            }
-        elif action == "restart":
-            if inst.desired_power != "running":
-                raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
-            changes = {
-                "restart_generation": inst.restart_generation + 1,
-                "provisioning_state": ProvisioningState.UPDATING.value,
-                "health": "unknown",
-                "ready_at": None,
-                "boot_started_at": time.time(),
-            }
-        else:  # reimage
-            row = self.store.scale_set(inst.scale_set)
-            changes = {
-                "reimage_generation": inst.reimage_generation + 1,
-                "model_version": row.model_version,
-                "desired_power": "running",
-                "provisioning_state": ProvisioningState.UPDATING.value,
-                "health": "unknown",
-                "ready_at": None,
-                "boot_started_at": time.time(),
-            }
-        self.store.update_instance(*key, **changes)
-        self.store.log_activity(inst.scale_set, action, f"{action} requested for instance {inst.instance_id}")
+            changes.append((t.scale_set, t.instance_id, asked))
+        self.store.update_instances(changes)
+        for t in targets:
+            self.store.log_activity(t.scale_set, action, f"{action} requested for instance {t.instance_id}")
+        self.rec.wake()
 
     def delete_instances(self, name: str, instance_ids: list[str]) -> dict[str, Any]:
-        """Delete specific instances; the capacity drops by as many (Azure's delete-instances)."""
+        """Delete specific instances; the capacity drops by as many (Azure's delete-instances).
+
+        Every id must exist and no instance be protected, or nothing is deleted; the capacity is
+        read and lowered in the same store transaction that marks the instances."""
         row = self.store.scale_set(name)
         if not instance_ids:
             raise InvalidSpec("give the instance ids to delete")
-        targets = [self.store.instance(name, _iid(i)) for i in instance_ids]
-        live = [t for t in targets if t.provisioning_state != ProvisioningState.DELETING.value]
-        for t in live:
-            if t.protect_actions:
-                raise Conflict(f"instance {t.instance_id} is protected from scale-set actions")
-        with self.store.transaction() as db:
-            for t in live:
-                db.execute(
-                    "UPDATE instances SET provisioning_state=? WHERE scale_set=? AND instance_id=?",
-                    (ProvisioningState.DELETING.value, name, t.instance_id),
-                )
-            if row.mode == OrchestrationMode.UNIFORM.value:
-                db.execute("UPDATE scale_sets SET capacity=? WHERE name=?", (max(row.capacity - len(live), 0), name))
-        self.store.log_activity(name, "delete-instances", f"deleting instances {[t.instance_id for t in live]}")
+        ids = _instance_id_list(instance_ids)
+        for iid in ids:
+            self.store.instance(name, iid)  # NotFound names the first missing id
+        marked = self.store.mark_instances_deleting(
+            name,
+            ids,
+            state=ProvisioningState.DELETING.value,
+            lower_capacity=row.mode == OrchestrationMode.UNIFORM.value,
+        )
+        self.store.log_activity(name, "delete-instances", f"deleting instances {marked}")
         self.rec.wake()
-        return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in live]}
+        return {"status": "Accepted", "instanceIds": [str(i) for i in marked]}
 
     def set_protection(
         self, name: str, instance_id: str, scale_in: bool | None, actions: bool | None
@@ -413,9 +429,7 @@ class Service:
         if row.mode == OrchestrationMode.FLEXIBLE.value:
             raise NotSupported(f"OS upgrade and model updates {NOT_IN_VM_MODE}")
         targets = [t for t in self._targets(name, instance_ids) if t.model_version < row.model_version]
-        for t in targets:
-            self._apply_action(t, "reimage")
-        self.rec.wake()
+        self._apply_actions(targets, "reimage")
         return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in targets]}
 
     def run_command(self, name: str, instance_id: str, body: Any) -> dict[str, Any]:
@@ -467,7 +481,7 @@ class Service:
         validate_name(vm_name, "virtual machine name")
         if not isinstance(body, dict):
             raise InvalidSpec("request body must be a JSON object")
-        props = body.get("properties") or {}
+        props = _obj(body.get("properties"), "properties")
         unknown = set(body) - {"properties", "zones", "location", "tags"}
         unknown |= set(props) - {
             "virtualMachineScaleSet",
@@ -483,8 +497,8 @@ class Service:
             existing = self.store.instance_by_vm_name(vm_name)
         except NotFound:
             existing = None
-        set_ref = (props.get("virtualMachineScaleSet") or {}).get("id", "")
-        set_name = str(set_ref).rsplit("/", 1)[-1] if set_ref else ""
+        set_ref = _obj(props.get("virtualMachineScaleSet"), "properties.virtualMachineScaleSet").get("id", "")
+        set_name = _scale_set_of(set_ref)
         if existing is not None:
             if set_name and set_name != existing.scale_set:
                 raise NotSupported(
@@ -510,18 +524,17 @@ class Service:
                 f"scale set {set_name!r} already holds {len(current)} VMs; VM orchestration mode allows at most "
                 f"{FLEXIBLE_MAX_VMS}"
             )
-        image = ((props.get("storageProfile") or {}).get("imageReference") or {}).get("id") or spec.image
-        if not image or image not in self.store.images():
+        storage = _obj(props.get("storageProfile"), "properties.storageProfile")
+        image = _obj(storage.get("imageReference"), "storageProfile.imageReference").get("id") or spec.image
+        if not isinstance(image, str) or image not in self.store.images():
             raise InvalidSpec(f"image {image!r} is unknown; known images: {', '.join(self.store.images()) or 'none'}")
-        size_name = (props.get("hardwareProfile") or {}).get("vmSize")
-        size_props = (props.get("hardwareProfile") or {}).get("vmSizeProperties") or {}
+        hardware = _obj(props.get("hardwareProfile"), "properties.hardwareProfile")
+        size_name = hardware.get("vmSize")
+        size_props = _obj(hardware.get("vmSizeProperties"), "hardwareProfile.vmSizeProperties")
+        if size_name is not None and not isinstance(size_name, str):
+            raise InvalidSpec(f"hardwareProfile.vmSize {size_name!r} must be a string")
         size = resolve_size(size_name or spec.vm_size, size_props.get("vCPUsAvailable"), size_props.get("memoryMiB"))
-        keys = [
-            k.get("keyData", "")
-            for k in (((props.get("osProfile") or {}).get("linuxConfiguration") or {}).get("ssh") or {}).get(
-                "publicKeys", []
-            )
-        ] or spec.ssh_public_keys
+        keys = _vm_ssh_keys(props) or spec.ssh_public_keys
         fd = props.get("platformFaultDomain")
         if fd is not None and (
             isinstance(fd, bool) or not isinstance(fd, int) or not 0 <= fd < spec.platform_fault_domain_count
@@ -530,6 +543,8 @@ class Service:
                 f"platformFaultDomain {fd!r} must be from 0 to {spec.platform_fault_domain_count - 1} for this set"
             )
         zones = body.get("zones") or []
+        if not isinstance(zones, list):
+            raise InvalidSpec("zones must be a JSON array")
         zone = str(zones[0]) if zones else (spec.zones[0] if spec.zones else None)
         if spec.zones and zone not in spec.zones:
             raise InvalidSpec(f"zone {zone!r} is not the scale set's zone {spec.zones[0]!r}")
@@ -553,9 +568,6 @@ class Service:
         if host is None:
             raise CapacityError(f"no available host for zone {zone!r}")
         overrides = {"image": image, "vcpus": size.vcpus, "memory_mib": size.memory_mib, "ssh_public_keys": keys}
-        from localvmss.virt.seed import build_nocloud_seed
-
-        build_nocloud_seed("check", vm_name, keys, None)  # validates the keys before anything is written
         with self.store.transaction() as db:
             # Checked again where it is atomic: concurrent PUTs must not take the set past the limit.
             held = db.execute("SELECT COUNT(*) FROM instances WHERE scale_set=?", (set_name,)).fetchone()[0]
@@ -592,8 +604,7 @@ class Service:
         inst = self.store.instance_by_vm_name(vm_name)
         if action == "delete":
             return self.delete_instances(inst.scale_set, [str(inst.instance_id)])
-        self._apply_action(inst, action, skip_shutdown)
-        self.rec.wake()
+        self._apply_actions([inst], action, skip_shutdown)
         return {"status": "Accepted", "name": vm_name}
 
     def check_uniform_instance_via_vm_api(self, vm_name: str) -> None:
@@ -625,9 +636,11 @@ class Service:
         ]
 
     def import_image(self, name: str, directory: str) -> dict[str, Any]:
-        path = Path(directory)
-        if not path.is_absolute():
+        if not isinstance(directory, str) or "\0" in directory or not Path(directory).is_absolute():
             raise InvalidSpec(f"image directory {directory!r} must be an absolute path on the daemon's machine")
+        validate_name(name, "image name")
+        # The real directory is recorded, so a symlink swapped later cannot move the image.
+        path = Path(directory).resolve()
         self.inv.import_image(name, path)
         return {"name": name, "source": str(path)}
 
@@ -636,14 +649,17 @@ class Service:
 
         if not isinstance(body, dict) or set(body) - {"uri", "zone", "network"} or not isinstance(body.get("uri"), str):
             raise InvalidSpec('PUT /hosts/{name} takes {"uri": "qemu+ssh://...", "zone"?: "1", "network"?: "default"}')
+        validate_name(name, "host name")
+        uri = check_api_host_uri(body["uri"])
         zone = body.get("zone")
         if zone is not None and (not isinstance(zone, str) or not zone):
             raise InvalidSpec("zone must be a non-empty string")
-        self.inv.add_host(
-            HostConfig(
-                name=name, uri=body["uri"], zone=zone, network=body.get("network", "default"), serial_log_read_dir=None
-            )
-        )
+        network = body.get("network", "default")
+        if not isinstance(network, str) or not network.isascii() or not network.isprintable() or not network:
+            raise InvalidSpec(f"network {network!r} must be the name of a libvirt network on that host")
+        if "/" in network or " " in network or len(network) > 64:
+            raise InvalidSpec(f"network {network!r} must be a libvirt network name (no '/' or spaces, at most 64)")
+        self.inv.add_host(HostConfig(name=name, uri=uri, zone=zone, network=network, serial_log_read_dir=None))
         self.rec.wake()
         return next(h for h in self.list_hosts() if h["name"] == name)
 
@@ -685,13 +701,66 @@ class Service:
 
 
 def _iid(value: str | int) -> int:
-    try:
-        iid = int(value)
-    except (TypeError, ValueError):
-        raise InvalidSpec(f"instance id {value!r} must be a whole number") from None
-    if iid < 0:
-        raise InvalidSpec(f"instance id {value!r} must not be negative")
-    return iid
+    return parse_instance_id(value)
+
+
+def _instance_id_list(values: list[str]) -> list[int]:
+    """Instance ids of one request, each once: a repeated id would be acted on (or counted off
+    the capacity) twice."""
+    if "*" in values:
+        raise InvalidSpec('"*" stands for every instance and goes alone in instanceIds')
+    ids: list[int] = []
+    for value in values:
+        iid = parse_instance_id(value)
+        if iid in ids:
+            raise InvalidSpec(f"instance id {iid} is listed more than once in instanceIds")
+        ids.append(iid)
+    return ids
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    """An optional JSON object of a request body ({} if absent); InvalidSpec for anything else."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidSpec(f"{what} must be a JSON object")
+    return value
+
+
+def _vm_ssh_keys(props: dict[str, Any]) -> list[str]:
+    """The SSH keys of a VM body (osProfile.linuxConfiguration.ssh.publicKeys), each checked."""
+    linux = _obj(_obj(props.get("osProfile"), "osProfile").get("linuxConfiguration"), "linuxConfiguration")
+    ssh = _obj(linux.get("ssh"), "linuxConfiguration.ssh")
+    entries = ssh.get("publicKeys") or []
+    if not isinstance(entries, list):
+        raise InvalidSpec("linuxConfiguration.ssh.publicKeys must be a JSON array")
+    keys = []
+    for i, entry in enumerate(entries):
+        item = _obj(entry, f"ssh.publicKeys[{i}]")
+        unknown = sorted(set(item) - {"keyData", "path"})
+        if unknown:
+            raise InvalidSpec(f"ssh.publicKeys[{i}] takes keyData and path, not {unknown}")
+        keys.append(check_ssh_public_key(item.get("keyData")))
+    return keys
+
+
+def _scale_set_of(ref: Any) -> str:
+    """The set a VM body names: "/scaleSets/NAME" or an Azure id ending in
+    "/virtualMachineScaleSets/NAME" ("" if none). Only the last segment is the name, so anything
+    else before it ("/scaleSets/other/web") is refused rather than read as "web"."""
+    if ref in (None, ""):
+        return ""
+    if not isinstance(ref, str):
+        raise InvalidSpec("properties.virtualMachineScaleSet.id must be a string such as /scaleSets/NAME")
+    head, _, name = ref.rpartition("/")
+    if head != "/scaleSets" and not head.endswith("/virtualMachineScaleSets"):
+        raise InvalidSpec(f"properties.virtualMachineScaleSet.id {ref!r} must look like /scaleSets/NAME")
+    return validate_name(name, "scale set name")
+
+
+def _sku_capacity_given(body: Any) -> bool:
+    sku = body.get("sku") if isinstance(body, dict) else None
+    return isinstance(sku, dict) and sku.get("capacity") is not None
 
 
 def _check_action_options(action: str, skip_shutdown: bool) -> None:

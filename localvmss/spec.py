@@ -15,6 +15,7 @@ import isodate
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from localvmss.errors import InvalidSpec
+from localvmss.lb.spec import check_probe_path
 from localvmss.model import (
     FaultDomainMapping,
     OrchestrationMode,
@@ -25,6 +26,7 @@ from localvmss.model import (
     resolve_size,
     validate_name,
 )
+from localvmss.sshkeys import check_ssh_public_key
 
 
 class _Strict(BaseModel):
@@ -268,7 +270,7 @@ def _profile_fields(name: str, vmp: _AzVmProfile, sku: _AzSku, known_images: set
     validate_name(prefix, "computerNamePrefix")
     out["computer_name_prefix"] = prefix
     if osp and osp.linux_configuration and osp.linux_configuration.ssh:
-        out["ssh_public_keys"] = [k.key_data.strip() for k in osp.linux_configuration.ssh.public_keys]
+        out["ssh_public_keys"] = [check_ssh_public_key(k.key_data) for k in osp.linux_configuration.ssh.public_keys]
     if osp and osp.custom_data is not None:
         out["custom_data"] = check_custom_data(osp.custom_data)
     if vmp.network_profile is not None:
@@ -280,8 +282,10 @@ def _profile_fields(name: str, vmp: _AzVmProfile, sku: _AzSku, known_images: set
 
 
 def check_probe(probe: HealthProbeModel) -> HealthProbeModel:
-    if probe.protocol == "http" and (not probe.path.startswith("/") or any(c.isspace() for c in probe.path)):
-        raise InvalidSpec(f"health probe path {probe.path!r} must start with '/' and contain no spaces")
+    """The health probe's path goes into the daemon's HTTP request line (ASCII only) and, when
+    the set has a load balancer, into HAProxy's config: the load balancer's one path rule."""
+    if probe.protocol == "http":
+        check_probe_path(probe.path, "health probe path")
     return probe
 
 

@@ -2,24 +2,122 @@
 
 Routes only translate HTTP to ``Service`` calls; every error is a ``LocalVMSSError`` answered
 as ``{"error": {"code", "message"}}`` with its HTTP status. Requests arriving over TCP must carry
-the configured bearer token; the unix socket is protected by its file mode instead.
+the configured bearer token; the unix socket is protected by its file mode instead. Which of the
+two a request came through is read from the listening socket (``scope["server"]``: a unix socket
+has no port), never from anything the client sends: proxy headers rewrite ``scope["client"]``.
+Every request body is limited to MAX_BODY_BYTES, chunked ones included.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localvmss import __version__
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.service import Service
 
 ACTIONS = {"start", "powerOff", "deallocate", "restart", "reimage", "delete"}
+MAX_BODY_BYTES = 1 << 20  # customData (64 KiB decoded) and autoscale settings fit many times over
+
+# How the daemon must run uvicorn: no proxy headers (nothing may tell us who the client is).
+UVICORN_OPTIONS: dict[str, Any] = {"proxy_headers": False, "forwarded_allow_ips": ""}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def over_tcp(scope: Scope) -> bool:
+    """True unless the request came through a unix socket. uvicorn sets ``server`` from the
+    listening socket itself: None or (path, None) for a unix socket, (address, port) for TCP.
+    Anything else counts as TCP, so the token is required when in doubt."""
+    server = scope.get("server")
+    if server is None:
+        return False
+    return not (isinstance(server, list | tuple) and len(server) == 2 and server[1] is None)
+
+
+def token_matches(scope: Scope, token: str | None) -> bool:
+    """Exactly one ``Authorization: Bearer <token>`` header, compared as bytes in constant time
+    (a header that is not ASCII must be refused, not raise)."""
+    if not token:
+        return False
+    given = [value for name, value in scope.get("headers", []) if name.lower() == b"authorization"]
+    return len(given) == 1 and hmac.compare_digest(bytes(given[0]), f"Bearer {token}".encode())
+
+
+async def _answer(send: Send, status: int, code: str, message: str) -> None:
+    body = JSONResponse({"error": {"code": code, "message": message}}).body
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """Runs before any route: the token over TCP, then the body size. The body is read here
+    whole (at most ``max_body`` bytes, whatever Content-Length said or chunking hid) and handed
+    on, so no route ever sees a larger one."""
+
+    def __init__(self, app: ASGIApp, token: str | None = None, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.token = token
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if over_tcp(scope) and not token_matches(scope, self.token):
+            await _answer(send, 401, "Unauthorized", "a valid bearer token is required over TCP")
+            return
+        too_large = f"request body is larger than {self.max_body} bytes; nothing was changed"
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                if not value.isdigit():
+                    await _answer(send, 400, "InvalidParameter", "Content-Length must be a number of bytes")
+                    return
+                if int(value) > self.max_body:
+                    await _answer(send, 413, "RequestEntityTooLarge", too_large)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before its body was complete
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await _answer(send, 413, "RequestEntityTooLarge", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(service: Service, token: str | None = None, extras: Any = None) -> FastAPI:
@@ -33,6 +131,14 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     async def _project_error(_req: Request, exc: LocalVMSSError) -> JSONResponse:
         return JSONResponse(exc.to_json(), status_code=exc.http_status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such route, wrong method, a body that is not JSON) in
+        the same Azure shape as every other error, one line."""
+        code = {400: "InvalidParameter", 404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        message = " ".join(str(exc.detail).split()) or f"HTTP {exc.status_code}"
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
@@ -43,18 +149,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             message = f"invalid request at {where}: {first.get('msg')}"
         return JSONResponse(InvalidSpec(message).to_json(), status_code=400)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        client = request.scope.get("client")
-        over_tcp = bool(client and client[0])
-        if over_tcp:
-            header = request.headers.get("authorization", "")
-            if not token or not hmac.compare_digest(header, f"Bearer {token}"):
-                return JSONResponse(
-                    {"error": {"code": "Unauthorized", "message": "a valid bearer token is required over TCP"}},
-                    status_code=401,
-                )
-        return await call_next(request)
+    app.add_middleware(RequestGuard, token=token)
 
     # -- daemon -------------------------------------------------------------------------------
     @app.get("/healthz", tags=["daemon"])
@@ -260,6 +355,6 @@ def _instance_ids(body: dict[str, Any]) -> list[str] | None:
     ids = body.get("instanceIds")
     if ids is None:
         return None
-    if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
+    if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
         raise InvalidSpec("instanceIds must be a list of instance ids")
     return [str(i) for i in ids]

@@ -68,7 +68,8 @@ _AGG_FN = {
     "Last": "last_over_time",
 }
 # Label values end up inside a PromQL regex in a double-quoted string: keep them plain.
-_SAFE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# Used with fullmatch: "$" would also match before a trailing newline.
+_SAFE_LABEL_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 # (selector, grain, statistic) -> per-instance, per-grain PromQL expression.
 PerGrain = Callable[[str, str, str], str]
@@ -233,8 +234,10 @@ def dimension_matchers(dimensions: Sequence[Dimension] | None) -> list[str]:
     out: list[str] = []
     for d in dimensions or ():
         for v in d.values:
-            if not _SAFE_LABEL_VALUE.match(v):
-                raise InvalidSpec(f"dimension value {v!r} must match {_SAFE_LABEL_VALUE.pattern}")
+            if not isinstance(v, str) or not _SAFE_LABEL_VALUE.fullmatch(v):
+                raise InvalidSpec(
+                    f"dimension value {v!r} must be 1-128 letters, digits or _.:- (it goes into a PromQL regex)"
+                )
         alternatives = "|".join(v.replace(".", "\\\\.") for v in d.values)
         op = "=~" if d.operator.value == "Equals" else "!~"
         out.append(f'{d.dimension_name}{op}"{alternatives}"')

@@ -33,6 +33,7 @@ from typing import Any
 import click
 import isodate
 
+from localvmss.cli.client import api_path
 from localvmss.cli.main import Ctx, cli, emit, err_console, pass_ctx
 from localvmss.errors import Conflict, InvalidSpec, NotFound
 
@@ -94,7 +95,8 @@ DURATION_SHAPE = "a number with a unit such as 30s, 5m, 1h or 1h30m (or ISO-8601
 
 # =========================================================================== pure parsers
 # ------------------------------------------------------------------------------ durations
-_SHORT_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.IGNORECASE)
+# Used with fullmatch and ASCII digits: "$" also matches before a newline, \d also takes "٥".
+_SHORT_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?", re.IGNORECASE)
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
@@ -114,7 +116,7 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
         if parsed < timedelta(0):
             raise InvalidSpec(f"{what} {text!r} is negative")
         return parsed
-    match = _SHORT_DURATION.match(value)
+    match = _SHORT_DURATION.fullmatch(value)
     if not match or not any(match.groups()):
         hint = f" (minutes? write {value}m)" if value.isdigit() else ""
         raise InvalidSpec(f"{what} {text!r} is not a duration{hint}; expected {DURATION_SHAPE}")
@@ -309,7 +311,7 @@ def parse_scale(text: str) -> dict[str, Any]:
         raise InvalidSpec(f"--scale {raw!r}: expected {SCALE_SHAPE}")
     if kind == "ExactCount" and amount.endswith("%"):
         raise InvalidSpec(f"--scale {raw!r}: 'to' takes an instance count, not a percentage")
-    if not amount.isdigit():
+    if not re.fullmatch(r"[0-9]+", amount):
         raise InvalidSpec(f"--scale {raw!r}: {amount!r} is not a whole number; expected {SCALE_SHAPE}")
     value = int(amount)
     if kind == "ExactCount" and direction == "out" and value < 1:
@@ -361,7 +363,7 @@ def _validate_part(model: str, data: dict[str, Any], what: str = "rule") -> None
 
 # ------------------------------------------------------------------------------- schedules
 _DAY_BY_NAME = {**{d.lower(): d for d in WEEKDAYS}, **{d[:3].lower(): d for d in WEEKDAYS}}
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::00)?$")
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::00)?")
 
 
 def parse_recurrence(text: str) -> list[str]:
@@ -384,7 +386,7 @@ def parse_recurrence(text: str) -> list[str]:
 
 def parse_clock(text: str, what: str = "--start") -> tuple[int, int]:
     """``HH:MM`` (24 h) -> (hour, minute)."""
-    match = _CLOCK.match(str(text).strip())
+    match = _CLOCK.fullmatch(str(text).strip())
     if match:
         hour, minute = int(match.group(1)), int(match.group(2))
         if hour <= 23 and minute <= 59:
@@ -403,13 +405,13 @@ def parse_fixed_time(text: str, what: str = "--start") -> str:
     return value.isoformat()
 
 
-_RELATIVE = re.compile(r"^now\s*(?:([+-])\s*(\S+))?$", re.IGNORECASE)
+_RELATIVE = re.compile(r"now\s*(?:([+-])\s*(\S+))?", re.IGNORECASE)
 
 
 def parse_moment(text: str, now: datetime | None = None, what: str = "--start") -> datetime:
     """``now``, ``now-1h``, ``now+30m`` or ISO-8601 (no offset = UTC) -> an aware datetime."""
     raw = str(text).strip()
-    match = _RELATIVE.match(raw)
+    match = _RELATIVE.fullmatch(raw)
     if match:
         base = now or datetime.now(UTC)
         if not match.group(1):
@@ -575,7 +577,7 @@ profile_option = click.option(
 
 # ====================================================================== daemon read/write
 def _path(name: str) -> str:
-    return f"/scaleSets/{name}/autoscale"
+    return api_path("scaleSets", name, "autoscale")
 
 
 def _get(c: Ctx, name: str) -> dict[str, Any]:
@@ -939,7 +941,7 @@ def rule_delete(c: Ctx, resource: str, indexes: tuple[str, ...], profile_name: s
         for part in text.replace(",", " ").split():
             if part == "*":
                 everything = True
-            elif part.isdigit():
+            elif re.fullmatch(r"[0-9]+", part):
                 wanted.add(int(part))
             else:
                 raise InvalidSpec(f"--index {part!r} is not a rule index (0, 1, ... or *)")

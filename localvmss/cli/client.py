@@ -7,12 +7,26 @@ exit with the kind's code.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from localvmss import errors
 
 DEFAULT_SOCKET = "/run/localvmss/api.sock"
+
+
+def api_path(*segments: str | int) -> str:
+    """``/a/b/c`` with every segment percent-quoted: a name is one segment, never a path, a
+    query or a fragment (unquoted, ``delete 'web#x'`` would act on ``web``). Empty and dot
+    segments are refused, since HTTP clients drop or resolve them."""
+    parts = []
+    for segment in segments:
+        text = str(segment)
+        if text in ("", ".", ".."):
+            raise errors.InvalidSpec(f"{text!r} cannot be used as a name in a request")
+        parts.append(quote(text, safe=""))
+    return "/" + "/".join(parts)
 
 _BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
     cls.code: cls

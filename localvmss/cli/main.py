@@ -20,7 +20,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from localvmss.cli.client import DEFAULT_SOCKET, ApiClient
+from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
 from localvmss.errors import InvalidSpec, LocalVMSSError
 
 err_console = Console(stderr=True)
@@ -121,7 +121,7 @@ def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 18
     with err_console.status(f"waiting for {name}") as status:
         while time.monotonic() < deadline:
             try:
-                s = c.client.get(f"/scaleSets/{name}")
+                s = c.client.get(api_path("scaleSets", name))
             except LocalVMSSError as exc:
                 if gone and exc.code == "NotFound":
                     err_console.print(f"{name}: deleted in {time.monotonic() - started:.0f} s")
@@ -140,7 +140,7 @@ def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 18
             if not gone and state == "Failed":
                 bad = [
                     f"{i['instanceId']}: {i['properties']['instanceView']['statuses'][0].get('message')}"
-                    for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+                    for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
                     if i["properties"]["provisioningState"] == "Failed"
                 ]
                 raise LocalVMSSError(f"scale set {name} failed: {'; '.join(bad) or props.get('message')}")
@@ -310,10 +310,10 @@ def create(
     }
     if zones:
         body["zones"] = list(zones)
-    result = c.client.put(f"/scaleSets/{name}", body, headers={"If-None-Match": "*"})
+    result = c.client.put(api_path("scaleSets", name), body, headers={"If-None-Match": "*"})
     if not no_wait:
         wait_for_set(c, name)
-        result = c.client.get(f"/scaleSets/{name}")
+        result = c.client.get(api_path("scaleSets", name))
     emit(c, result, SET_COLUMNS)
 
 
@@ -329,7 +329,7 @@ def list_sets(c: Ctx) -> None:
 @pass_ctx
 def show(c: Ctx, name: str) -> None:
     """Show a scale set (the whole model with -o json)."""
-    data = c.client.get(f"/scaleSets/{name}")
+    data = c.client.get(api_path("scaleSets", name))
     if c.output == "json":
         emit(c, data)
         return
@@ -353,10 +353,10 @@ def show(c: Ctx, name: str) -> None:
 @pass_ctx
 def scale(c: Ctx, name: str, new_capacity: int, no_wait: bool) -> None:
     """Change the number of instances."""
-    result = c.client.patch(f"/scaleSets/{name}", {"sku": {"capacity": new_capacity}})
+    result = c.client.patch(api_path("scaleSets", name), {"sku": {"capacity": new_capacity}})
     if not no_wait:
         wait_for_set(c, name)
-        result = c.client.get(f"/scaleSets/{name}")
+        result = c.client.get(api_path("scaleSets", name))
     emit(c, result, SET_COLUMNS)
 
 
@@ -378,7 +378,7 @@ def update(
     no_wait: bool,
 ) -> None:
     """Update the model (a new model version) or the upgrade policy."""
-    current = c.client.get(f"/scaleSets/{name}")
+    current = c.client.get(api_path("scaleSets", name))
     body = {k: current[k] for k in ("sku", "zones")}
     props = dict(current["properties"])
     for key in ("provisioningState", "message", "modelVersion", "instanceCount", "readyCount"):
@@ -402,7 +402,7 @@ def update(
         raise InvalidSpec("model updates are not supported in VM orchestration mode")
     body["sku"] = {"name": body["sku"]["name"], "capacity": body["sku"]["capacity"]}
     body["properties"] = props
-    result = c.client.put(f"/scaleSets/{name}", body)
+    result = c.client.put(api_path("scaleSets", name), body)
     if not no_wait:
         wait_for_set(c, name)
     emit(c, result, SET_COLUMNS)
@@ -414,7 +414,7 @@ def update(
 @pass_ctx
 def delete(c: Ctx, name: str, no_wait: bool) -> None:
     """Delete a scale set and (Uniform) all its instances."""
-    c.client.delete(f"/scaleSets/{name}")
+    c.client.delete(api_path("scaleSets", name))
     if not no_wait:
         wait_for_set(c, name, gone=True)
 
@@ -424,7 +424,7 @@ def delete(c: Ctx, name: str, no_wait: bool) -> None:
 @pass_ctx
 def list_instances(c: Ctx, name: str) -> None:
     """List a scale set's instances (both modes)."""
-    emit(c, c.client.get(f"/scaleSets/{name}/virtualMachines")["value"], INSTANCE_COLUMNS)
+    emit(c, c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"], INSTANCE_COLUMNS)
 
 
 @cli.command("get-instance-view")
@@ -436,9 +436,12 @@ def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
     ids = (
         [instance_id]
         if instance_id
-        else [i["instanceId"] for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]]
+        else [i["instanceId"] for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]]
     )
-    views = [{"instanceId": i, **c.client.get(f"/scaleSets/{name}/virtualMachines/{i}/instanceView")} for i in ids]
+    views = [
+        {"instanceId": i, **c.client.get(api_path("scaleSets", name, "virtualMachines", i, "instanceView"))}
+        for i in ids
+    ]
     emit(
         c,
         views if not instance_id else views[0],
@@ -505,7 +508,7 @@ def _action_command(cli_name: str, api_action: str) -> None:
     @pass_ctx
     def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool, skip_shutdown: bool = False) -> None:
         result = c.client.post(
-            _action_path(f"/scaleSets/{name}/{api_action}", skip_shutdown),
+            _action_path(api_path("scaleSets", name, api_action), skip_shutdown),
             {"instanceIds": list(instance_ids)} if instance_ids else {},
         )
         if not no_wait and api_action in ("start", "reimage", "restart"):
@@ -513,13 +516,13 @@ def _action_command(cli_name: str, api_action: str) -> None:
             wait_for_set(c, name)
         elif not no_wait and api_action in POWER_REACHED:
             ids = result.get("instanceIds") or []
-            views = {i: f"/scaleSets/{name}/virtualMachines/{i}/instanceView" for i in ids}
+            views = {i: api_path("scaleSets", name, "virtualMachines", i, "instanceView") for i in ids}
             wait_for_power(c, views, POWER_REACHED[api_action])
         if no_wait or c.output == "json":
             emit(c, result)
         else:  # what the action left behind, as list-instances shows it
             touched = set(result.get("instanceIds") or [])
-            listed = c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+            listed = c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
             emit(c, [i for i in listed if i["instanceId"] in touched], INSTANCE_COLUMNS)
 
 
@@ -534,7 +537,7 @@ for _cli_name, _api in ACTION_NAMES.items():
 @pass_ctx
 def delete_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
     """Delete instances; the capacity drops by as many."""
-    result = c.client.post(f"/scaleSets/{name}/delete", {"instanceIds": list(instance_ids)})
+    result = c.client.post(api_path("scaleSets", name, "delete"), {"instanceIds": list(instance_ids)})
     if not no_wait:
         wait_for_set(c, name)
     emit(c, result)
@@ -548,7 +551,7 @@ def delete_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: 
 def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
     """Bring instances to the latest model (manual upgrade policy)."""
     result = c.client.post(
-        f"/scaleSets/{name}/manualUpgrade", {"instanceIds": list(instance_ids)} if instance_ids else {}
+        api_path("scaleSets", name, "manualUpgrade"), {"instanceIds": list(instance_ids)} if instance_ids else {}
     )
     if not no_wait:
         time.sleep(1.0)
@@ -575,7 +578,7 @@ def set_protection(
         if v is not None
     }
     result = c.client.patch(
-        f"/scaleSets/{name}/virtualMachines/{instance_id}", {"properties": {"protectionPolicy": policy}}
+        api_path("scaleSets", name, "virtualMachines", instance_id), {"properties": {"protectionPolicy": policy}}
     )
     emit(c, result, INSTANCE_COLUMNS)
 
@@ -585,12 +588,12 @@ def set_protection(
 @pass_ctx
 def connection_info(c: Ctx, name: str) -> None:
     """NAT-pool ports per instance (address:port to SSH to)."""
-    s = c.client.get(f"/scaleSets/{name}")
+    s = c.client.get(api_path("scaleSets", name))
     lb = ((s["properties"].get("virtualMachineProfile") or {}).get("networkProfile") or {}).get("loadBalancer") or {}
     address = lb.get("bindAddress", "127.0.0.1")
     info = {
         f"instance {i['instanceId']}": f"{address}:{i['properties']['networkProfile']['natPort']}"
-        for i in c.client.get(f"/scaleSets/{name}/virtualMachines")["value"]
+        for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
         if i["properties"]["networkProfile"].get("natPort")
     }
     if not info:
@@ -605,7 +608,7 @@ def activity_log(c: Ctx, name: str) -> None:
     """What the set did and why (scale, autoscale, repair ...)."""
     emit(
         c,
-        c.client.get(f"/scaleSets/{name}/activityLog")["value"],
+        c.client.get(api_path("scaleSets", name, "activityLog"))["value"],
         [
             ("Time", lambda a: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))),
             ("Kind", lambda a: a["kind"]),
@@ -621,7 +624,9 @@ def activity_log(c: Ctx, name: str) -> None:
 @pass_ctx
 def run_command(c: Ctx, name: str, instance_id: str, scripts: str) -> None:
     """Run a command in an instance (over SSH with the daemon's key), like az vmss run-command invoke."""
-    result = c.client.post(f"/scaleSets/{name}/virtualMachines/{instance_id}/runCommand", {"script": scripts})
+    result = c.client.post(
+        api_path("scaleSets", name, "virtualMachines", instance_id, "runCommand"), {"script": scripts}
+    )
     if c.output == "json":
         emit(c, result)
     else:
@@ -659,7 +664,7 @@ def image_list(c: Ctx) -> None:
 @pass_ctx
 def image_import(c: Ctx, name: str, directory: str) -> None:
     """Import an image directory (image.json + disk) into every host's storage pool."""
-    emit(c, c.client.put(f"/images/{name}", {"sourceDirectory": str(Path(directory).resolve())}))
+    emit(c, c.client.put(api_path("images", name), {"sourceDirectory": str(Path(directory).resolve())}))
 
 
 @image.command("build")
@@ -722,7 +727,7 @@ def host_add(c: Ctx, name: str, uri: str, zone: str | None, network: str) -> Non
     body: dict[str, Any] = {"uri": uri, "network": network}
     if zone:
         body["zone"] = zone
-    emit(c, c.client.put(f"/hosts/{name}", body))
+    emit(c, c.client.put(api_path("hosts", name), body))
 
 
 @host.command("remove")
@@ -730,7 +735,7 @@ def host_add(c: Ctx, name: str, uri: str, zone: str | None, network: str) -> Non
 @pass_ctx
 def host_remove(c: Ctx, name: str) -> None:
     """Remove a host added with 'host add' (it must hold no instances)."""
-    emit(c, c.client.delete(f"/hosts/{name}"))
+    emit(c, c.client.delete(api_path("hosts", name)))
 
 
 # -- Flexible-mode VMs --------------------------------------------------------------------------
@@ -778,10 +783,10 @@ def vm_create(
     body: dict[str, Any] = {"properties": props}
     if zone:
         body["zones"] = [zone]
-    result = c.client.put(f"/virtualMachines/{name}", body)
+    result = c.client.put(api_path("virtualMachines", name), body)
     if not no_wait:
         wait_for_set(c, vmss)
-        result = c.client.get(f"/virtualMachines/{name}")
+        result = c.client.get(api_path("virtualMachines", name))
     emit(c, result, INSTANCE_COLUMNS)
 
 
@@ -795,7 +800,7 @@ def vm_list(c: Ctx) -> None:
 @click.argument("name")
 @pass_ctx
 def vm_show(c: Ctx, name: str) -> None:
-    emit(c, c.client.get(f"/virtualMachines/{name}"), INSTANCE_COLUMNS)
+    emit(c, c.client.get(api_path("virtualMachines", name)), INSTANCE_COLUMNS)
 
 
 def _vm_action(cli_name: str, api_action: str) -> None:
@@ -806,15 +811,15 @@ def _vm_action(cli_name: str, api_action: str) -> None:
     @pass_ctx
     def command(c: Ctx, name: str, no_wait: bool, skip_shutdown: bool = False) -> None:
         if api_action == "delete":
-            emit(c, c.client.delete(f"/virtualMachines/{name}"))
+            emit(c, c.client.delete(api_path("virtualMachines", name)))
             return
-        result = c.client.post(_action_path(f"/virtualMachines/{name}/{api_action}", skip_shutdown))
+        result = c.client.post(_action_path(api_path("virtualMachines", name, api_action), skip_shutdown))
         if not no_wait and api_action in POWER_REACHED:
-            wait_for_power(c, {name: f"/virtualMachines/{name}"}, POWER_REACHED[api_action])
+            wait_for_power(c, {name: api_path("virtualMachines", name)}, POWER_REACHED[api_action])
         if no_wait or c.output == "json":
             emit(c, result)
         else:
-            emit(c, c.client.get(f"/virtualMachines/{name}"), INSTANCE_COLUMNS)
+            emit(c, c.client.get(api_path("virtualMachines", name)), INSTANCE_COLUMNS)
 
 
 for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():

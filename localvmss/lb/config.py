@@ -98,7 +98,9 @@ def server_id(instance_id: int) -> int:
 
 
 def instance_of_server(name: str) -> int | None:
-    if name.startswith("i") and name[1:].isdigit():
+    """The instance id in a server name we made (``i12``); None for anything else (str.isdigit
+    would take "i²", which int() then refuses)."""
+    if re.fullmatch(r"i(?:0|[1-9][0-9]*)", name):
         return int(name[1:])
     return None
 

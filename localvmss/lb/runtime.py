@@ -21,19 +21,24 @@ from localvmss.errors import LocalVMSSError, TemporaryError
 
 AdminState = Literal["ready", "drain", "maint"]
 
-# Admin state masks of "show servers state" (management guide, section "show servers state").
-ADMF_FMAINT = 0x01
-ADMF_IMAINT = 0x02
-ADMF_CMAINT = 0x04
-ADMF_FDRAIN = 0x08
-ADMF_IDRAIN = 0x10
-ADMF_RMAINT = 0x20
-MAINT_MASK = ADMF_FMAINT | ADMF_IMAINT | ADMF_CMAINT | ADMF_RMAINT
+# Admin state bits of "show servers state" (HAProxy 2.6 include/haproxy/server-t.h, enum srv_admin).
+ADMF_FMAINT = 0x01  # forced into maintenance ("set server ... state maint")
+ADMF_IMAINT = 0x02  # inherited from a tracked server
+ADMF_CMAINT = 0x04  # "disabled" in the configuration: only a marker, the server may well be serving
+ADMF_FDRAIN = 0x08  # forced into drain ("set server ... state drain")
+ADMF_IDRAIN = 0x10  # inherited drain
+ADMF_RMAINT = 0x20  # DNS resolution failed
+ADMF_HMAINT = 0x40  # FQDN set from the runtime API: not a state at all
+# HAProxy's own SRV_ADMF_MAINT (0x23) leaves CMAINT out: a server started "disabled" that the
+# server-state file or "set server ... state ready|drain" brought back is not in maintenance
+# (and takes traffic), though CMAINT stays set. Reading it as maintenance skipped its drain.
+MAINT_MASK = ADMF_FMAINT | ADMF_IMAINT | ADMF_RMAINT
 DRAIN_MASK = ADMF_FDRAIN | ADMF_IDRAIN
 
 # Everything we put in a command comes from our own names and addresses; this keeps a stray
-# ';' or newline (the CLI's command separators) from ever reaching the socket.
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9._:/@%-]+$")
+# ';' or newline (the CLI's command separators) from ever reaching the socket. Used with
+# fullmatch: "$" would also match before a trailing newline, the very thing to keep out.
+_SAFE_WORD = re.compile(r"[A-Za-z0-9._:/@%-]+")
 
 
 class HAProxyError(LocalVMSSError):
@@ -50,7 +55,7 @@ class HAProxyUnavailable(TemporaryError):
 
 def _check_words(cmd: str) -> None:
     for word in cmd.split(" "):
-        if word and not _SAFE_WORD.match(word):
+        if word and not _SAFE_WORD.fullmatch(word):
             raise HAProxyError(f"refusing to send unsafe word {word!r} to HAProxy's runtime API")
 
 
@@ -119,7 +124,8 @@ def parse_servers_state(text: str) -> list[dict[str, str]]:
 
 
 def admin_state_of(mask: int) -> AdminState:
-    """Collapse HAProxy's admin-state mask into the three states we set."""
+    """Collapse HAProxy's admin-state mask into the three states we set, as HAProxy itself reads
+    it: maintenance is FMAINT, IMAINT or RMAINT (CMAINT alone is not), then drain."""
     if mask & MAINT_MASK:
         return "maint"
     if mask & DRAIN_MASK:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from localvmss.errors import CapacityError, InvalidSpec
@@ -21,10 +21,12 @@ INTERVAL_RANGE = (1, 300)
 THRESHOLD_RANGE = (1, 100)
 PATH_MAX = 255
 
-# A probe path goes verbatim into "option httpchk GET <path>": anything that would split the
-# config line (whitespace, quotes, '#', backslash, control characters) is refused.
-_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
-_BAD_PATH_CHARS = re.compile(r"[\s\x00-\x1f\x7f\"#\\]")
+# A probe path goes verbatim into "option httpchk GET <path>" and into the request line of the
+# daemon's own HTTP probe: anything that would split or quote the config line (whitespace,
+# quotes of any kind, '#', backslash, control characters) or is not ASCII is refused. Used with
+# fullmatch: "$" would also match before a trailing newline.
+_PATH_PATTERN = re.compile(r"/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*")
+_BAD_PATH_CHARS = re.compile(r"[\s\x00-\x1f\x7f\"'`#\\]")
 
 ProbeProtocol = Literal["tcp", "http"]
 
@@ -54,14 +56,24 @@ def _parse_int(text: str, what: str) -> int:
     return int(text)
 
 
-def check_probe_path(path: object) -> str:
-    """A probe path must start with '/' and hold no whitespace or control characters."""
+def check_probe_path(path: object, what: str = "probe path") -> str:
+    """A probe path: printable ASCII URL characters starting with '/', at most PATH_MAX long, with
+    no whitespace, quotes (' " `), '#', backslash or control characters; else InvalidSpec.
+
+    The one rule for both probes (the load balancer's and the scale set's health probe).
+    """
     if not isinstance(path, str) or not path.startswith("/"):
-        raise InvalidSpec(f"probe path {path!r} must start with '/'")
+        raise InvalidSpec(f"{what} {path!r} must start with '/'")
+    if len(path) > PATH_MAX:
+        raise InvalidSpec(f"{what} {path[:40]!r}... is {len(path)} characters long; the limit is {PATH_MAX}")
     if _BAD_PATH_CHARS.search(path):
-        raise InvalidSpec(f"probe path {path!r} must not contain whitespace, quotes, '#', '\\' or control characters")
-    if len(path) > PATH_MAX or not _PATH_PATTERN.match(path):
-        raise InvalidSpec(f"probe path {path!r} must be a URL path of at most {PATH_MAX} URL-safe characters")
+        raise InvalidSpec(
+            f"{what} {path!r} must not contain whitespace, quotes, '#', '\\' or control characters"
+        )
+    if not _PATH_PATTERN.fullmatch(path):
+        raise InvalidSpec(
+            f"{what} {path!r} must be ASCII URL characters: letters, digits and -._~!$&()*+,;=:@%/?"
+        )
     return path
 
 
@@ -268,6 +280,73 @@ def validate(spec: LoadBalancerSpec, *, max_capacity: int, other_sets_ports: set
     return spec
 
 
+@dataclass(frozen=True)
+class HostPorts:
+    """What the host already uses, as check_host_ports needs it (gathered by the caller, so the
+    check stays pure and tests pass tables).
+
+    ``holders``: ports the daemon itself gives out (its own listeners, other sets' frontends) ->
+    who; ``ephemeral``: the kernel's range for outgoing connections (net.ipv4.ip_local_port_range)
+    and ``ephemeral_reserved`` the ports it never picks from it (net.ipv4.ip_local_reserved_ports);
+    ``listening``: TCP ports something in this network namespace listens on -> who.
+    """
+
+    holders: Mapping[int, str]
+    ephemeral: tuple[int, int]
+    ephemeral_reserved: frozenset[int] = frozenset()
+    listening: Mapping[int, str] = field(default_factory=dict)
+
+
+def _port_role(spec: LoadBalancerSpec, port: int) -> str:
+    if spec.nat_pool is not None and port in spec.nat_pool:
+        pool = spec.nat_pool
+        return f"NAT pool port {port} (of {pool.frontend_port_start}-{pool.frontend_port_end})"
+    return f"frontend port {port}"
+
+
+def check_host_ports(spec: LoadBalancerSpec, host: HostPorts, *, own: Iterable[int] = ()) -> LoadBalancerSpec:
+    """Every frontend port the set would newly listen on must be one HAProxy can bind now and at
+    every later reload; returns ``spec`` or raises InvalidSpec naming the port and its holder.
+
+    ``own`` are the ports the set's current frontends hold already (HAProxy's own listeners): an
+    update keeps them as they are. A port in the ephemeral range may be taken by any outgoing
+    connection at the moment HAProxy binds, so it is refused unless the kernel reserves it.
+    """
+    keep = set(own)
+    low, high = host.ephemeral
+    for port in sorted(spec.frontend_ports() - keep):
+        what = _port_role(spec, port)
+        if port in host.holders:
+            raise InvalidSpec(f"{what} is already used by {host.holders[port]}")
+        if low <= port <= high and port not in host.ephemeral_reserved:
+            raise InvalidSpec(
+                f"{what} lies in the kernel's ephemeral port range {low}-{high} (net.ipv4.ip_local_port_range), "
+                "where outgoing connections take their local ports; use ports outside it or reserve them "
+                "with net.ipv4.ip_local_reserved_ports"
+            )
+        if port in host.listening:
+            raise InvalidSpec(f"{what} is already listened on by {host.listening[port]}")
+    return spec
+
+
+def stored_frontend_ports(body: object) -> set[int]:
+    """The ports a stored load balancer (its to_json shape) listens on, read leniently: a spec
+    stored by an older version may not pass today's checks but still holds its ports."""
+    ports: set[int] = set()
+    if not isinstance(body, Mapping):
+        return ports
+    for rule in body.get("loadBalancingRules") or []:
+        if isinstance(rule, Mapping) and _is_int(rule.get("frontendPort")):
+            ports.add(rule["frontendPort"])
+    pools = body.get("inboundNatPools") or ([body["inboundNatPool"]] if body.get("inboundNatPool") else [])
+    for pool in pools:
+        if isinstance(pool, Mapping):
+            start, end = pool.get("frontendPortRangeStart"), pool.get("frontendPortRangeEnd")
+            if isinstance(start, int) and isinstance(end, int) and PORT_MIN <= start <= end <= PORT_MAX:
+                ports.update(range(start, end + 1))
+    return ports
+
+
 # ---- CLI-style parsers ---------------------------------------------------------------------
 
 
@@ -307,7 +386,7 @@ def parse_probe(
             raise InvalidSpec(f"probe {text!r} needs a path or port after 'http:', e.g. http:/healthz")
         slash = rest.find("/")
         port_text, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-        trailing = re.search(r":([0-9]{1,6})$", path)
+        trailing = re.search(r":([0-9]{1,6})\Z", path)  # \Z: "$" would match before a newline
         if trailing and not port_text:  # the CLI's documented form http:/path:PORT
             port_text, path = trailing.group(1), path[: trailing.start()] or "/"
         port = _parse_int(port_text, "probe port") if port_text else None
@@ -476,10 +555,12 @@ def member_from_json(data: object) -> Member:
 
 __all__ = [
     "HealthProbe",
+    "HostPorts",
     "LbRule",
     "LoadBalancerSpec",
     "Member",
     "NatPool",
+    "check_host_ports",
     "check_port",
     "check_probe_path",
     "from_json",
@@ -489,6 +570,7 @@ __all__ = [
     "parse_lb_rule",
     "parse_nat_pool",
     "parse_probe",
+    "stored_frontend_ports",
     "to_json",
     "validate",
     "validate_members",

@@ -14,33 +14,20 @@ Inputs are validated here because the values end up in the guest's hostname, ``/
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import re
-import struct
 
 import pycdlib
 
 from localvmss.errors import InvalidSpec
+from localvmss.sshkeys import SSH_KEY_TYPES, check_ssh_public_key
+
+# The one key rule lives in localvmss.sshkeys; these names stay for callers of this module.
+normalize_ssh_public_key = check_ssh_public_key
+__all__ = ["SSH_KEY_TYPES", "build_nocloud_seed", "normalize_ssh_public_key", "render_meta_data"]
 
 VOLUME_LABEL = "cidata"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-SSH_KEY_TYPES = frozenset(
-    {
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
-_KEY_LINE = re.compile(r"(?P<type>\S+) +(?P<blob>\S+)(?: +(?P<comment>.*))?")
-# Letters, digits, space and punctuation seen in real key comments (user@host, dates, names), and
-# nothing a YAML quote, a shell or authorized_keys options could trip over.
-_COMMENT = re.compile(r"[A-Za-z0-9 @._+=:,/()-]{1,200}")
 EMPTY_USER_DATA = b"#cloud-config\n"
 # Small ISOs are padded with zeros to this size: busybox's findfs reads the first 68 KiB of a device
 # to identify it and finds nothing on a shorter one (genisoimage pads its ISOs by 300 KiB too).
@@ -56,7 +43,7 @@ def build_nocloud_seed(instance_id: str, hostname: str, ssh_public_keys: list[st
     """
     _check_name("instance-id", instance_id)
     _check_name("hostname", hostname)
-    keys = [normalize_ssh_public_key(key) for key in ssh_public_keys]
+    keys = [check_ssh_public_key(key) for key in ssh_public_keys]
     if user_data is not None and not isinstance(user_data, bytes):
         raise InvalidSpec(f"user-data must be bytes or None, not {type(user_data).__name__}")
     meta_data = render_meta_data(instance_id, hostname, keys).encode()
@@ -70,32 +57,6 @@ def render_meta_data(instance_id: str, hostname: str, keys: list[str]) -> str:
         lines.append("public-keys:")
         lines.extend(f"  - '{key}'" for key in keys)
     return "\n".join(lines) + "\n"
-
-
-def normalize_ssh_public_key(key: str) -> str:
-    """``TYPE BASE64 [comment]`` with single spaces, or InvalidSpec saying what is wrong.
-
-    The base64 blob must decode to a key of the declared type, which catches truncated or pasted-
-    together keys; authorized_keys options (``command=...``) are refused.
-    """
-    if not isinstance(key, str):
-        raise InvalidSpec(f"SSH public key must be a string, not {type(key).__name__}")
-    match = _KEY_LINE.fullmatch(key.strip())
-    if match is None or "\n" in key.strip() or "\r" in key:
-        raise InvalidSpec("SSH public key must be one line: TYPE BASE64 [comment]")
-    key_type, blob, comment = match["type"], match["blob"], match["comment"]
-    if key_type not in SSH_KEY_TYPES:
-        supported = ", ".join(sorted(SSH_KEY_TYPES))
-        raise InvalidSpec(f"SSH public key type {key_type[:40]!r} is not supported; use one of {supported}")
-    try:
-        raw = base64.b64decode(blob, validate=True)
-    except binascii.Error:
-        raise InvalidSpec(f"SSH public key ({key_type}) is not valid base64") from None
-    if len(raw) < 4 or raw[4 : 4 + struct.unpack(">I", raw[:4])[0]] != key_type.encode():
-        raise InvalidSpec(f"SSH public key data does not hold a {key_type} key (truncated or mixed up?)")
-    if comment is not None and not _COMMENT.fullmatch(comment):
-        raise InvalidSpec("SSH public key comment may hold only letters, digits, spaces and @._+=:,/()- (at most 200)")
-    return f"{key_type} {blob}" + (f" {comment}" if comment else "")
 
 
 def _check_name(what: str, value: str) -> None:

@@ -77,6 +77,11 @@ def test_whole_numbers_are_fine_durations() -> None:
         ({"haproxy_enabled": "yes"}, "wrong type"),
         ({"kvm_probe": 1}, "wrong type"),
         ({"api_socket": 7}, "wrong type"),
+        ({"api_tcp": "127.0.0.1:http", "api_token": "t"}, "HOST:PORT"),
+        ({"api_tcp": "8470", "api_token": "t"}, "HOST:PORT"),
+        ({"api_tcp": "127.0.0.1:70000", "api_token": "t"}, "HOST:PORT"),
+        ({"hosts": [{"name": "a", "uri": "xen:///system"}]}, "not a libvirt QEMU URI"),
+        ({"hosts": [{"name": "a", "uri": "qemu:///system\n"}]}, "printable ASCII"),
     ],
 )
 def test_bad_configuration_is_refused(data: dict, expected: str) -> None:

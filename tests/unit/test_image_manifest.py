@@ -140,3 +140,13 @@ def test_cli_detects_stale_image_on_a_build_host(tmp_path: Path) -> None:
     result = run_check(tmp_path / "old")
     assert result.returncode == 1
     assert result.stdout.startswith("stale:") and "builder:build-base" in result.stdout
+
+
+def test_the_daemon_accepts_what_the_builder_writes(tmp_path: Path) -> None:
+    """The builder's manifest names plain files and checksums disk, kernel and initrd: exactly
+    what inventory.read_manifest insists on."""
+    from localvmss.inventory import read_manifest
+
+    image = make_image(tmp_path / "img", INPUTS)
+    manifest = read_manifest(image)
+    assert {manifest["disk"], manifest["kernel"], manifest["initrd"]} <= manifest["files"].keys()

@@ -275,7 +275,30 @@ def test_parse_servers_state_and_admin_masks() -> None:
         ("b1", "i2", "18082"),
     ]
     assert [admin_state_of(int(r["srv_admin_state"])) for r in rows] == ["drain", "maint"]
-    assert admin_state_of(0) == "ready" and admin_state_of(0x04) == "maint" and admin_state_of(0x09) == "maint"
+
+
+@pytest.mark.parametrize(
+    ("mask", "state"),
+    [
+        (0x00, "ready"),
+        (0x04, "ready"),  # CMAINT alone: started "disabled", since brought back; HAProxy serves it
+        (0x40, "ready"),  # HMAINT: the FQDN came from the runtime API, not a state
+        (0x44, "ready"),
+        (0x08, "drain"),  # FDRAIN
+        (0x10, "drain"),  # IDRAIN
+        (0x0C, "drain"),  # CMAINT | FDRAIN: a drained server after a reload
+        (0x01, "maint"),  # FMAINT
+        (0x02, "maint"),  # IMAINT
+        (0x20, "maint"),  # RMAINT
+        (0x05, "maint"),  # CMAINT | FMAINT: "disabled" in the config and still forced down
+        (0x09, "maint"),  # FMAINT wins over FDRAIN
+        (0x7F, "maint"),
+    ],
+)
+def test_admin_mask_reads_as_haproxy_does(mask: int, state: str) -> None:
+    """HAProxy's SRV_ADMF_MAINT is FMAINT|IMAINT|RMAINT (0x23): CMAINT alone does not keep a
+    server out of rotation, so it must not make drain() skip the server."""
+    assert admin_state_of(mask) == state
 
 
 def test_parse_stat_csv() -> None:

@@ -1,0 +1,220 @@
+"""A ``Service`` without libvirt, for request-validation tests: the real store (SQLite in a temp
+directory) behind tiny recording stand-ins for the inventory and the reconciler, and the host's
+ports as a table. ``snapshot`` reads back everything the store holds, so a test can say that a
+refused request changed nothing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localvmss.config import DaemonConfig, HostConfig
+from localvmss.errors import Conflict, NotFound
+from localvmss.lb.spec import HostPorts
+from localvmss.model import PowerState
+from localvmss.service import Service
+from localvmss.store import HostRow, InstanceRow, Store
+
+IMAGE_MANIFEST = {"disk": "disk.qcow2", "format": "qcow2", "files": {}}
+FREE_MEMORY = 64 << 30
+
+
+@dataclass
+class FakeCapacity:
+    free_memory_bytes: int = FREE_MEMORY
+    cpus: int = 8
+    memory_bytes: int = FREE_MEMORY
+    cells: tuple[()] = ()
+
+
+@dataclass
+class FakeLibvirtHost:
+    """What the service asks a host for in views: nothing runs."""
+
+    uri: str = "qemu+tcp://h1/system"
+
+    def domain_exists(self, _name: str) -> bool:
+        return False
+
+    def power_state(self, _name: str) -> PowerState:
+        return PowerState.STOPPED
+
+
+@dataclass
+class FakeInventory:
+    """The Inventory verbs the service calls; add_host and import_image only record."""
+
+    store: Store
+    hosts: dict[str, FakeLibvirtHost] = field(default_factory=lambda: {"h1": FakeLibvirtHost()})
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, host in self.hosts.items():
+            self.store.put_host(HostRow(name, host.uri, None, "qemu", "", True, ""))
+
+    def available(self) -> list[str]:
+        return list(self.hosts)
+
+    def zone_of(self, _name: str) -> str | None:
+        return None
+
+    def capacity(self, _name: str) -> FakeCapacity:
+        return FakeCapacity()
+
+    def domain_type(self, _name: str) -> str:
+        return "qemu"
+
+    def host(self, name: str) -> FakeLibvirtHost:
+        if name not in self.hosts:
+            raise NotFound(f"host {name!r} is not in the inventory")
+        return self.hosts[name]
+
+    def add_host(self, host_cfg: HostConfig) -> None:
+        self.calls.append(("add_host", host_cfg))
+        if host_cfg.name in self.hosts:
+            raise Conflict(f"host {host_cfg.name!r} is already in the inventory")
+        self.hosts[host_cfg.name] = FakeLibvirtHost(host_cfg.uri)
+        self.store.put_host(HostRow(host_cfg.name, host_cfg.uri, host_cfg.zone, "qemu", "", True, ""))
+
+    def import_image(self, name: str, directory: Path) -> dict[str, Any]:
+        self.calls.append(("import_image", (name, directory)))
+        return {}
+
+
+class FakeReconciler:
+    """Counts wake-ups; places every new VM on h1."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def host_for(self, *_args: Any) -> str:
+        return "h1"
+
+    def new_instance_row(
+        self,
+        db: object,
+        row: Any,
+        spec: Any,
+        iid: int,
+        host: str,
+        zone: str | None,
+        fd: int,
+        index: int,
+        vm_name: str | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> InstanceRow:
+        return instance_row(row.name, iid, host=host, fault_domain=fd, vm_name=vm_name, overrides=overrides or {})
+
+
+class TablePorts:
+    """HostPortReader with fixed answers: ephemeral range and listeners from the test."""
+
+    def __init__(
+        self,
+        ephemeral: tuple[int, int] = (32768, 60999),
+        listening: dict[int, str] | None = None,
+        reserved: frozenset[int] = frozenset(),
+    ) -> None:
+        self.ephemeral = ephemeral
+        self.listening = listening or {}
+        self.reserved = reserved
+        self.holders: dict[int, str] = {}
+
+    def read(self, holders: dict[int, str]) -> HostPorts:
+        self.holders = dict(holders)
+        return HostPorts(dict(holders), self.ephemeral, self.reserved, dict(self.listening))
+
+
+def instance_row(set_name: str, iid: int, **values: Any) -> InstanceRow:
+    base: dict[str, Any] = {
+        "scale_set": set_name,
+        "instance_id": iid,
+        "host": "h1",
+        "fault_domain": 0,
+        "update_domain": 0,
+        "mac": f"52:54:00:00:00:{iid:02x}",
+        "ip": f"198.18.1.{10 + iid}",
+        "model_version": 1,
+        "desired_power": "running",
+        "provisioning_state": "Succeeded",
+        "created_at": time.time(),
+    }
+    base.update(values)
+    return InstanceRow(**base)
+
+
+@dataclass
+class Harness:
+    service: Service
+    store: Store
+    inventory: FakeInventory
+    reconciler: FakeReconciler
+    ports: TablePorts
+
+
+def make_service(tmp_path: Path, cfg: DaemonConfig | None = None, ports: TablePorts | None = None) -> Harness:
+    store = Store(tmp_path / "state.db")
+    store.put_image("base", IMAGE_MANIFEST, "/images/base")
+    inventory = FakeInventory(store)
+    reconciler = FakeReconciler()
+    table = ports or TablePorts()
+    service = Service(cfg or DaemonConfig(), store, inventory, reconciler, host_ports=table)  # type: ignore[arg-type]
+    return Harness(service, store, inventory, reconciler, table)
+
+
+def add_instances(store: Store, set_name: str, count: int, **values: Any) -> list[int]:
+    """Instance records as the reconciler would have made them (ids from the set's counter)."""
+    ids = []
+    with store.transaction() as db:
+        for _ in range(count):
+            iid = store.allocate_instance_id(db, set_name)
+            store.insert_instance(db, instance_row(set_name, iid, **values))
+            ids.append(iid)
+    return ids
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    """Everything the store holds, through its public reads."""
+    sets = store.scale_sets()
+    return {
+        "sets": sets,
+        "instances": store.instances(),
+        "hosts": store.hosts(),
+        "added_hosts": store.added_hosts(),
+        "images": store.images(),
+        "activity": {s.name: store.activity(s.name) for s in sets},
+        "autoscale": {s.name: store.autoscale(s.name) for s in sets},
+    }
+
+
+def uniform_body(capacity: int | None = 2, lb: dict[str, Any] | None = None, **profile: Any) -> dict[str, Any]:
+    vmp: dict[str, Any] = {"storageProfile": {"imageReference": {"id": "base"}}, **profile}
+    if lb is not None:
+        vmp.setdefault("networkProfile", {})["loadBalancer"] = lb
+    body: dict[str, Any] = {"properties": {"virtualMachineProfile": vmp}}
+    if capacity is not None:
+        body["sku"] = {"capacity": capacity}
+    return body
+
+
+def api_client(h: Harness) -> Any:
+    """The REST API over this service, as a TCP client with the token."""
+    from fastapi.testclient import TestClient
+
+    from localvmss.api.app import create_app
+
+    return TestClient(create_app(h.service, token="t"), headers={"Authorization": "Bearer t"})
+
+
+def refused(resp: Any, status: int, words: str) -> str:
+    """Assert an Azure-shaped, one-line refusal; returns its message."""
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert set(error) == {"code", "message"}, error
+    assert words in error["message"] and "\n" not in error["message"], error["message"]
+    return str(error["message"])
