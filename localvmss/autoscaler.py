@@ -20,9 +20,11 @@ from localvmss.autoscale.engine import Decision, evaluate
 from localvmss.autoscale.metrics_catalog import build_query
 from localvmss.autoscale.settings import AutoscaleSetting, parse_autoscale_setting
 from localvmss.autoscale.target_tracking import Recommendation
-from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.capacity import CapacityRule
+from localvmss.errors import CapacityError, InvalidSpec, LocalVMSSError, NotFound, NotSupported
 from localvmss.metrics.prometheus import PrometheusClient
 from localvmss.model import OrchestrationMode
+from localvmss.spec import ScaleSetSpec
 from localvmss.store import Store
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,19 @@ MAX_SIMULATION_STEPS = 5000
 
 
 class Autoscaler:
-    def __init__(self, store: Store, prometheus_url: str, interval_s: float, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        prometheus_url: str,
+        interval_s: float,
+        wake: Callable[[], None],
+        capacity: CapacityRule | None = None,
+    ) -> None:
         self.store = store
         self.client = PrometheusClient(prometheus_url)
         self.interval_s = interval_s
         self.wake = wake
+        self.capacity = capacity  # the same admission and NAT-pool checks as a manual scale
 
     # -- settings ---------------------------------------------------------------------------
     def put_setting(self, scale_set: str, data: Any) -> AutoscaleSetting:
@@ -113,6 +123,8 @@ class Autoscaler:
                 {"rule": o.rule, "value": o.value, "triggered": o.triggered} for o in decision.observations
             ],
         }
+        if decision.new_capacity != row.capacity and self._refused(scale_set, row, decision, details, state, new_state):
+            return decision
         if decision.new_capacity != row.capacity:
             self.store.update_scale_set(scale_set, capacity=decision.new_capacity)
             new_state.update(last_direction=decision.direction, last_reason=decision.reason)
@@ -126,6 +138,34 @@ class Autoscaler:
                 new_state["last_reason"] = decision.reason
             self.store.update_autoscale_state(scale_set, new_state)
         return decision
+
+    def _refused(
+        self,
+        scale_set: str,
+        row: Any,
+        decision: Decision,
+        details: dict[str, Any],
+        state: dict[str, Any],
+        new_state: dict[str, Any],
+    ) -> bool:
+        """A decision the hosts or the NAT pool cannot hold is logged with the numbers and not
+        applied: the set stays as it was (and the next evaluation may try again)."""
+        if self.capacity is None:
+            return False
+        try:
+            spec = ScaleSetSpec.model_validate(row.model)
+            self.capacity.check(scale_set, spec, row.capacity, decision.new_capacity)
+        except (CapacityError, InvalidSpec) as exc:
+            reason = f"{decision.reason}; refused: {exc.message}"
+            if reason != state.get("last_reason"):
+                self.store.log_activity(
+                    scale_set, "autoscale-refused", reason, {**details, "requested": decision.new_capacity}
+                )
+                log.warning("autoscale %s: %s", scale_set, reason)
+            new_state["last_reason"] = reason
+            self.store.update_autoscale_state(scale_set, new_state)
+            return True
+        return False
 
     # -- replay -----------------------------------------------------------------------------
     def simulate(

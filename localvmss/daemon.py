@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 
 from localvmss import __version__, children
 from localvmss.api.app import create_app
+from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig, load_config
 from localvmss.errors import Conflict, LocalVMSSError
 from localvmss.inventory import Inventory
@@ -79,6 +80,7 @@ class Daemon:
         self.inventory = Inventory(cfg, self.store)
         self.management_key = ManagementKey(cfg.state_dir)
         self.provisioner = Provisioner(cfg, self.inventory, self.management_key.public)
+        self.capacity = CapacityRule(cfg, self.store, self.inventory)
         self.registry = CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry)
         self.balancer: Any = None
@@ -125,6 +127,7 @@ class Daemon:
         if self.balancer is not None:
             self.balancer.start()
             self.service.lb_validator = self.balancer.validate
+            self.capacity.lb_check = self.balancer.validate
             self.service.balancer = self.balancer
         self._start_prometheus(port)
         self.reconciler.pass_hook = self._count_pass
@@ -164,7 +167,9 @@ class Daemon:
         self.prometheus_url = url
         from localvmss.autoscaler import Autoscaler
 
-        self.autoscaler = Autoscaler(self.store, url, self.cfg.autoscale_interval_s, self.reconciler.wake)
+        self.autoscaler = Autoscaler(
+            self.store, url, self.cfg.autoscale_interval_s, self.reconciler.wake, capacity=self.capacity
+        )
         self.service.autoscaler = self.autoscaler
 
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
