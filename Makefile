@@ -15,6 +15,7 @@ demo-down:
 test: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
+	@.venv/bin/lint-imports
 	@$(PY) -m pytest tests -v
 
 unit: setup
@@ -23,6 +24,7 @@ unit: setup
 lint: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
+	@.venv/bin/lint-imports
 
 image:
 	@python3 images/build-base --out .cache/images/localvmss-base

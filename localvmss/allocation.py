@@ -15,6 +15,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
+from localvmss import planner
 from localvmss.errors import CapacityError, HostUnavailable
 from localvmss.model import FaultDomainMapping, ProvisioningState, update_domain_for
 from localvmss.spec import ScaleSetSpec
@@ -121,3 +122,17 @@ class Allocator:
         if port is None:
             raise CapacityError(f"inbound NAT pool {first}-{last} of {scale_set} is exhausted")
         return port
+
+
+def slot(inst: InstanceRow) -> planner.Slot:
+    """What the planner needs to know of an instance (placement, scale-in, upgrade batches)."""
+    return planner.Slot(
+        instance_id=inst.instance_id,
+        zone=inst.zone,
+        fault_domain=inst.fault_domain,
+        created_at=inst.created_at,
+        protected_from_scale_in=inst.protect_scale_in,
+        healthy=inst.health != "unhealthy",
+        model_version=inst.model_version,
+        host=inst.host,
+    )

@@ -44,7 +44,9 @@ class HAProxyBalancer:
     def validate(self, set_name: str, spec: ScaleSetSpec, capacity: int) -> dict[str, object]:
         """Parse and check the set's LB model against HAProxy's current ports; InvalidSpec if bad."""
         lb_spec = from_json(spec.load_balancer)
-        need = capacity if spec.mode is OrchestrationMode.UNIFORM else 1
+        # A Flexible set's NAT pool must still number every VM it already holds.
+        held = len(self.store.instances(set_name))
+        need = capacity if spec.mode is OrchestrationMode.UNIFORM else max(capacity, held)
         return to_json(self.lb.check_spec(set_name, lb_spec, max_capacity=max(need, 1)))
 
     def sync(self, scale_set: str, spec: ScaleSetSpec, instances: list[InstanceRow]) -> None:

@@ -30,7 +30,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from localvmss import __version__, children
-from localvmss.api.app import create_app
+from localvmss.api.app import UVICORN_OPTIONS, create_app
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig, load_config
 from localvmss.errors import Conflict, LocalVMSSError
@@ -96,7 +96,14 @@ class Daemon:
             on_action=lambda kind, result: self.metrics.action(kind, result),
         )
         self.monitor = HealthMonitor(self.store, cfg.health_interval_s, self.reconciler.wake)
-        self.service = Service(cfg, self.store, self.inventory, self.reconciler)
+        self.service = Service(
+            cfg,
+            self.store,
+            self.inventory,
+            wake=self.reconciler.wake,
+            allocator=self.reconciler.alloc,
+            capacity=self.capacity,
+        )
         self.service.management_key = self.management_key
         self.sources = Sources(self.store, self.inventory)
         self.threads: list[threading.Thread] = []
@@ -206,9 +213,7 @@ class Daemon:
             sockets.append(tcp)
         app = create_app(self.service, self.cfg.api_token)
         # No proxy headers: who is a local client must not be decided by what a client claims.
-        server = _Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=False, forwarded_allow_ips="")
-        )
+        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, **UVICORN_OPTIONS))
 
         def stop(signum: int, _frame: object) -> None:
             log.info("signal %d: stopping", signum)

@@ -18,6 +18,7 @@ from typing import Any
 
 from localvmss.config import DaemonConfig, HostConfig
 from localvmss.errors import Conflict, HostBusy, HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
+from localvmss.hosturi import check_api_host_uri
 from localvmss.model import OBJECT_PREFIX, validate_name
 from localvmss.store import HostRow, Store
 from localvmss.virt.accel import probe_accelerator
@@ -120,6 +121,21 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_source_file(image: str, directory: Path, path: Path, digest: str) -> None:
+    """The file about to be uploaded is still the one the manifest named and checksummed (it may
+    have changed on disk since the import)."""
+    if not path.is_file():
+        raise InvalidSpec(f"image {image}: {path} is gone; import the image again")
+    if directory.resolve() not in path.resolve().parents:
+        raise InvalidSpec(f"image {image}: {path} is outside its directory {directory}; import the image again")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    if not digest or h.hexdigest() != digest:
+        raise InvalidSpec(f"image {image}: {path} does not match its checksum any more; rebuild or import it again")
+
+
 class Inventory:
     """Hosts by name, their capacity and accelerator, and images on them."""
 
@@ -128,6 +144,12 @@ class Inventory:
         self.store = store
         self.configs: dict[str, HostConfig] = {h.name: h for h in cfg.hosts}
         for added in store.added_hosts():
+            try:
+                # Hosts added through the API before URIs were checked there get the same check.
+                check_api_host_uri(str(added.get("uri", "")))
+            except InvalidSpec as exc:
+                log.warning("host %s added through the API is ignored: %s", added.get("name"), exc.message)
+                continue
             self.configs.setdefault(added["name"], HostConfig(**added))
         self.hosts: dict[str, Host] = {name: Host(name, h.uri) for name, h in self.configs.items()}
         self._domain_types: dict[str, str] = {}
@@ -342,8 +364,7 @@ class Inventory:
                 digest = str(manifest.get("files", {}).get(manifest[role], ""))
                 if self._volume_complete(host_name, vol, path, digest):
                     continue
-                if not path.is_file():
-                    raise InvalidSpec(f"image {image}: {path} is gone; import the image again")
+                _check_source_file(image, Path(source), path, digest)
                 log.info("uploading %s of image %s to host %s", role, image, host_name)
                 self.store.forget_upload(host_name, vol)
                 host.upload_file(self.cfg.pool_name, vol, str(path), fmt)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from localvmss import lifecycle, planner
-from localvmss.allocation import Allocator
+from localvmss.allocation import Allocator, slot
 from localvmss.config import DaemonConfig
 from localvmss.errors import LocalVMSSError, NotFound, StoreError
 from localvmss.inventory import Inventory
@@ -405,7 +405,7 @@ class Reconciler:
         elif diff < 0 and any(self.settling(i.host) for i in live):
             return  # a host just came back: scale in once its guests had time to show their health
         elif diff < 0:
-            slots = [_slot(i) for i in live]
+            slots = [slot(i) for i in live]
             victims = planner.choose_scale_in(slots, -diff, policy=spec.scale_in_policy)
             for iid in victims:
                 self.store.update_instance(row.name, iid, provisioning_state=ProvisioningState.DELETING.value)
@@ -437,7 +437,7 @@ class Reconciler:
             done_at = self._batch_done.setdefault(row.name, self.clock())
             if self.clock() - done_at < pause:
                 return
-            slots = [_slot(i) for i in live]
+            slots = [slot(i) for i in live]
             if planner.unhealthy_limit_exceeded(
                 slots, max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent
             ):
@@ -480,7 +480,7 @@ class Reconciler:
         self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow], count: int, alive: dict[str, bool]
     ) -> None:
         placements = planner.place_new(
-            [_slot(i) for i in live], count, zones=spec.zones, fault_domain_count=spec.platform_fault_domain_count
+            [slot(i) for i in live], count, zones=spec.zones, fault_domain_count=spec.platform_fault_domain_count
         )
         created: list[int] = []
         waiting: list[str | None] = []
@@ -728,16 +728,3 @@ class Reconciler:
                     self.balancer.sync(name, spec, instances)
                 except LocalVMSSError as exc:
                     log.warning("load balancer sync of %s: %s", name, exc.message)
-
-
-def _slot(inst: InstanceRow) -> planner.Slot:
-    return planner.Slot(
-        instance_id=inst.instance_id,
-        zone=inst.zone,
-        fault_domain=inst.fault_domain,
-        created_at=inst.created_at,
-        protected_from_scale_in=inst.protect_scale_in,
-        healthy=inst.health != "unhealthy",
-        model_version=inst.model_version,
-        host=inst.host,
-    )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from localvmss import lifecycle
+from localvmss.allocation import Allocator, slot
+from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
 from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
 from localvmss.hosturi import check_api_host_uri
@@ -33,7 +34,6 @@ from localvmss.model import (
     validate_name,
 )
 from localvmss.provision import computer_name
-from localvmss.reconciler import Reconciler
 from localvmss.spec import ScaleSetSpec, parse_scale_set_body, spec_to_azure
 from localvmss.sshkeys import check_ssh_public_key
 from localvmss.store import InstanceRow, ScaleSetRow, Store
@@ -50,13 +50,18 @@ class Service:
         cfg: DaemonConfig,
         store: Store,
         inventory: Inventory,
-        reconciler: Reconciler,
+        *,
+        wake: Callable[[], None],
+        allocator: Allocator,
+        capacity: CapacityRule,
         host_ports: HostPortReader | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.inv = inventory
-        self.rec = reconciler
+        self.wake = wake  # the reconciler's: intent was written, converge it
+        self.alloc = allocator
+        self.capacity = capacity
         # What the host's TCP ports are used for (read before a load balancer is accepted).
         self.host_ports = host_ports or HostPortReader()
         self.lb_validator: Any = None  # set by the daemon when HAProxy is enabled
@@ -115,7 +120,7 @@ class Service:
             self._admit(spec, capacity)
             self.store.insert_scale_set(name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating")
             self.store.log_activity(name, "create", f"scale set created ({spec.mode.value}, capacity {capacity})")
-            self.rec.wake()
+            self.wake()
             return self.get_set(name), True
         return self._update_set(existing, spec, capacity, body), False
 
@@ -191,7 +196,7 @@ class Service:
             "update",
             f"model updated (version {changes.get('model_version', row.model_version)}), capacity {new_capacity}",
         )
-        self.rec.wake()
+        self.wake()
         return self.get_set(row.name)
 
     def set_capacity(self, name: str, capacity: Any) -> dict[str, Any]:
@@ -205,13 +210,10 @@ class Service:
         if row.deleting:
             raise Conflict(f"scale set {name!r} is being deleted")
         spec = ScaleSetSpec.model_validate(row.model)
-        if spec.load_balancer is not None and self.lb_validator is not None:
-            self.lb_validator(name, spec, capacity)  # e.g. a NAT pool too small for the new capacity
-        if capacity > row.capacity:
-            self._admit(spec, capacity - row.capacity)
+        self.capacity.check(name, spec, row.capacity, capacity)  # the rule autoscale uses too
         self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
         self.store.log_activity(name, "scale", f"capacity {row.capacity} -> {capacity} (requested)")
-        self.rec.wake()
+        self.wake()
         return self.get_set(name)
 
     def delete_set(self, name: str) -> None:
@@ -224,7 +226,7 @@ class Service:
                     "delete them one by one first"
                 )
         self.store.update_scale_set(name, deleting=1, provisioning_state=ProvisioningState.DELETING.value)
-        self.rec.wake()
+        self.wake()
 
     def _check_zones(self, spec: ScaleSetSpec) -> None:
         if not spec.zones:
@@ -237,37 +239,7 @@ class Service:
             )
 
     def _admit(self, spec: ScaleSetSpec, new_instances: int, memory_mib: int | None = None) -> None:
-        """Refuse work the hosts cannot hold (free memory x overcommit, minus what is still booting)."""
-        if new_instances <= 0:
-            return
-        need = new_instances * (memory_mib or spec.memory_mib) * 1024 * 1024
-        free = 0
-        available = self.inv.available()
-        if not available:
-            raise CapacityError("no host is available to place instances on")
-        for host in available:
-            try:
-                free += self.inv.capacity(host).free_memory_bytes
-            except LocalVMSSError:
-                continue
-        if any(self.inv.hosts[h].uri.startswith(("qemu:///", "qemu+unix")) for h in available):
-            free = min(free, psutil.virtual_memory().available * len(available))
-        booting = (
-            sum(
-                ScaleSetSpec.model_validate(self.store.scale_set(i.scale_set).model).memory_mib
-                for i in self.store.instances()
-                if i.provisioning_state == ProvisioningState.CREATING.value
-            )
-            * 1024
-            * 1024
-        )
-        limit = int(free * self.cfg.memory_overcommit) - booting
-        if need > limit:
-            raise CapacityError(
-                f"not enough memory: {new_instances} more instance(s) need {need >> 20} MiB but the hosts can "
-                f"take {max(limit, 0) >> 20} MiB (free memory x overcommit {self.cfg.memory_overcommit}); "
-                "nothing was changed"
-            )
+        self.capacity.admit(spec, new_instances, memory_mib)
 
     # -- instances --------------------------------------------------------------------------
     def list_instances(self, name: str) -> list[dict[str, Any]]:
@@ -385,7 +357,7 @@ class Service:
         self.store.update_instances(changes)
         for t in targets:
             self.store.log_activity(t.scale_set, action, f"{action} requested for instance {t.instance_id}")
-        self.rec.wake()
+        self.wake()
 
     def delete_instances(self, name: str, instance_ids: list[str]) -> dict[str, Any]:
         """Delete specific instances; the capacity drops by as many (Azure's delete-instances).
@@ -405,7 +377,7 @@ class Service:
             lower_capacity=row.mode == OrchestrationMode.UNIFORM.value,
         )
         self.store.log_activity(name, "delete-instances", f"deleting instances {marked}")
-        self.rec.wake()
+        self.wake()
         return {"status": "Accepted", "instanceIds": [str(i) for i in marked]}
 
     def set_protection(
@@ -550,10 +522,9 @@ class Service:
             raise InvalidSpec(f"zone {zone!r} is not the scale set's zone {spec.zones[0]!r}")
         if fd is None:
             from localvmss import planner
-            from localvmss.reconciler import _slot
 
             fd = planner.place_new(
-                [_slot(i) for i in current],
+                [slot(i) for i in current],
                 1,
                 zones=[zone] if zone else [],
                 fault_domain_count=spec.platform_fault_domain_count,
@@ -564,7 +535,7 @@ class Service:
         if initial == "running":
             self._admit(spec, 1, memory_mib=size.memory_mib)
         alive = {h: True for h in self.inv.available()}
-        host = self.rec.host_for(spec, zone, fd, alive)
+        host = self.alloc.host_for(spec, zone, fd, alive)
         if host is None:
             raise CapacityError(f"no available host for zone {zone!r}")
         overrides = {"image": image, "vcpus": size.vcpus, "memory_mib": size.memory_mib, "ssh_public_keys": keys}
@@ -579,13 +550,13 @@ class Service:
             if db.execute("SELECT 1 FROM instances WHERE vm_name=?", (vm_name,)).fetchone():
                 raise Conflict(f"virtual machine {vm_name!r} already exists; VM updates are not supported")
             iid = self.store.allocate_instance_id(db, set_name)
-            inst = self.rec.new_instance_row(
+            inst = self.alloc.new_instance_row(
                 db, row, spec, iid, host, zone, fd, index=len(current), vm_name=vm_name, overrides=overrides
             )
             inst.desired_power = initial
             self.store.insert_instance(db, inst)
         self.store.log_activity(set_name, "vm-create", f"VM {vm_name} created in fault domain {fd} on {host}")
-        self.rec.wake()
+        self.wake()
         return self.get_vm(vm_name)
 
     def get_vm(self, vm_name: str) -> dict[str, Any]:
@@ -660,7 +631,7 @@ class Service:
         if "/" in network or " " in network or len(network) > 64:
             raise InvalidSpec(f"network {network!r} must be a libvirt network name (no '/' or spaces, at most 64)")
         self.inv.add_host(HostConfig(name=name, uri=uri, zone=zone, network=network, serial_log_read_dir=None))
-        self.rec.wake()
+        self.wake()
         return next(h for h in self.list_hosts() if h["name"] == name)
 
     def remove_host(self, name: str) -> None:

@@ -21,6 +21,7 @@ Where we differ from Azure, on purpose:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -274,7 +275,7 @@ def _count(what: str, high: int = UNIFORM_MAX_CAPACITY) -> Callable[[Any], int]:
         number: int | None = None
         if isinstance(value, int) and not isinstance(value, bool):
             number = value
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
             number = int(value.strip())
         if number is None or not 0 <= number <= high:
             raise ValueError(f"{what} {value!r} must be an integer from 0 to {high}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from localvmss.errors import InvalidSpec
 
 # Prometheus label names; names starting with "__" are reserved for Prometheus itself.
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _SUFFIXES = (".json", ".yml", ".yaml")
 
 
@@ -25,7 +25,7 @@ def _check(targets: list[tuple[str, dict[str, str]]]) -> None:
         if not target or any(ch.isspace() for ch in target) or "/" in target:
             raise InvalidSpec(f"file_sd target {target!r} is not host:port")
         for name, value in labels.items():
-            if not _LABEL_NAME.match(name) or name.startswith("__"):
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
                 raise InvalidSpec(f"file_sd label name {name!r} is not a valid Prometheus label name")
             if not isinstance(value, str):
                 raise InvalidSpec(f"file_sd label {name!r} must be a string, got {type(value).__name__}")

@@ -216,7 +216,7 @@ def _listening_port(pid: int) -> int | None:
 
 def _split_listen(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
         raise InvalidSpec(f"listen address {listen!r} is not host:port")
     return host, int(port)
 

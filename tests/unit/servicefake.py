@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig, HostConfig
 from localvmss.errors import Conflict, NotFound
 from localvmss.lb.spec import HostPorts
@@ -84,7 +85,7 @@ class FakeInventory:
 
 
 class FakeReconciler:
-    """Counts wake-ups; places every new VM on h1."""
+    """Counts wake-ups (the service's wake) and, as its allocator, places every new VM on h1."""
 
     def __init__(self) -> None:
         self.wakes = 0
@@ -163,7 +164,16 @@ def make_service(tmp_path: Path, cfg: DaemonConfig | None = None, ports: TablePo
     inventory = FakeInventory(store)
     reconciler = FakeReconciler()
     table = ports or TablePorts()
-    service = Service(cfg or DaemonConfig(), store, inventory, reconciler, host_ports=table)  # type: ignore[arg-type]
+    cfg = cfg or DaemonConfig()
+    service = Service(
+        cfg,
+        store,
+        inventory,  # type: ignore[arg-type]
+        wake=reconciler.wake,
+        allocator=reconciler,  # type: ignore[arg-type]
+        capacity=CapacityRule(cfg, store, inventory),  # type: ignore[arg-type]
+        host_ports=table,
+    )
     return Harness(service, store, inventory, reconciler, table)
 
 
