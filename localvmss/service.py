@@ -40,7 +40,6 @@ from localvmss.store import InstanceRow, ScaleSetRow, Store
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ACTIONS = ("start", "powerOff", "deallocate", "restart", "reimage", "delete")
 NOT_IN_VM_MODE = "is not supported in VM (Flexible) orchestration mode"
 
 
@@ -735,10 +734,7 @@ def _sku_capacity_given(body: Any) -> bool:
 
 
 def _check_action_options(action: str, skip_shutdown: bool) -> None:
-    if action not in INSTANCE_ACTIONS:
-        raise InvalidSpec(f"action {action!r} is unknown; use one of {', '.join(INSTANCE_ACTIONS)}")
-    if skip_shutdown and action != "powerOff":
-        raise InvalidSpec(f"skipShutdown applies only to powerOff, not to {action}")
+    lifecycle.check_options(lifecycle.find_action(action), skip_shutdown)
 
 
 def _shown_power(inst: InstanceRow, actual: PowerState) -> PowerState:

@@ -19,11 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from localvmss import __version__
+from localvmss import __version__, lifecycle
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.service import Service
 
-ACTIONS = {"start", "powerOff", "deallocate", "restart", "reimage", "delete"}
 MAX_BODY_BYTES = 1 << 20  # customData (64 KiB decoded) and autoscale settings fit many times over
 
 # How the daemon must run uvicorn: no proxy headers (nothing may tell us who the client is).
@@ -227,7 +226,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         action: str,
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
-        _check_action(action)
+        action = _check_action(action)
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, [instance_id], skip)
 
@@ -242,7 +241,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         body: dict[str, Any] = Body(default={}),
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
-        _check_action(action)
+        action = _check_action(action)
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, _instance_ids(body), skip)
 
@@ -296,7 +295,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         action: str,
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
-        _check_action(action)
+        action = _check_action(action)
         skip = _flag("skipShutdown", skipShutdown)
         service.check_uniform_instance_via_vm_api(vm_name)
         return service.vm_action(vm_name, action, skip)
@@ -335,9 +334,9 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     return app
 
 
-def _check_action(action: str) -> None:
-    if action not in ACTIONS:
-        raise NotFound(f"no action {action!r}; actions are {', '.join(sorted(ACTIONS))}")
+def _check_action(action: str) -> str:
+    """The action's canonical name; path segments match case-insensitively, as ARM's do."""
+    return lifecycle.find_action(action).api_name
 
 
 def _flag(name: str, value: str | None) -> bool:

@@ -188,3 +188,11 @@ def test_deleting_an_instance_twice_lowers_the_capacity_once(tmp_path: Path) -> 
     assert h.service.delete_instances("web", ["0"])["instanceIds"] == ["0"]
     assert h.service.delete_instances("web", ["0"])["instanceIds"] == []
     assert h.store.scale_set("web").capacity == 2
+
+
+@pytest.mark.parametrize("spelling", ["poweroff", "POWEROFF", "Restart", "DEALLOCATE"])
+def test_action_paths_match_case_insensitively_as_arm_does(tmp_path: Path, spelling: str) -> None:
+    h = with_set(tmp_path, 2)
+    answer = api_client(h).post(f"/scaleSets/web/virtualMachines/0/{spelling}")
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["instanceIds"] == ["0"]

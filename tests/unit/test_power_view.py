@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from localvmss.errors import InvalidSpec
+from localvmss.errors import InvalidSpec, NotFound
 from localvmss.model import PowerState
 from localvmss.service import _check_action_options, _shown_power
 from localvmss.store import InstanceRow
@@ -39,5 +39,6 @@ def test_skip_shutdown_belongs_to_power_off_only(action: str) -> None:
 
 
 def test_unknown_action_is_refused() -> None:
-    with pytest.raises(InvalidSpec, match="unknown"):
+    """The one action table answers, as the API does for an unknown path: not found, with the list."""
+    with pytest.raises(NotFound, match="no action 'explode'; actions are start, powerOff"):
         _check_action_options("explode", skip_shutdown=False)
