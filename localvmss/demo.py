@@ -3,7 +3,7 @@
 ``python -m localvmss.demo up`` makes a one-host lab (libvirtd in its own network namespace, so
 guest traffic never leaves this machine), starts ``localvmssd`` on it as users start it, imports
 the base image, creates the set ``demo`` with a load-balancing rule 127.0.0.1:8080 -> :80 and an
-SSH NAT pool 127.0.0.1:50000+ -> :22, waits until it serves, and prints how to reach it.
+SSH NAT pool 127.0.0.1:20000+ -> :22, waits until it serves, and prints how to reach it.
 ``down`` removes all of it. The demo keeps running between the two.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.lab import Lab, LabError, destroy_lab
-from localvmss.testbed import DEFAULT_IMAGE_DIR, Testbed
+from localvmss.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed
 
 TAG = "demo"
 STATE = Path("/var/lib/localvmss-demo")
 LB_PORT = 8080
-NAT_START = 50000
+NAT_START = 20000  # below the kernel's ephemeral range (32768-60999), which the daemon refuses
 
 
 def _cli(*args: str) -> int:
@@ -108,7 +108,13 @@ Remove everything with: make demo-down""")
     return 0
 
 
+def _daemon() -> DaemonProcess:
+    """The demo daemon as ``Testbed.daemon`` made it (config, socket and log in STATE)."""
+    return DaemonProcess(STATE / "localvmssd.toml", STATE / "api.sock", STATE / "localvmssd.log")
+
+
 def down(quiet: bool = False) -> int:
+    failed = False
     pidfile = STATE / "localvmssd.pid"
     if pidfile.exists():
         pid = int(pidfile.read_text() or 0)
@@ -132,6 +138,14 @@ def down(quiet: bool = False) -> int:
                     break
                 time.sleep(0.2)
         pidfile.unlink()
+    # HAProxy and Prometheus outlive the daemon (a new one adopts them): end them for good.
+    # Also when the daemon had died already (its data plane may still hold 8080).
+    if (STATE / "localvmssd.toml").exists():
+        try:
+            _daemon().stop_data_plane()
+        except RuntimeError as exc:
+            print(f"localvmss demo: {exc}", file=sys.stderr)
+            failed = True
     lab = Lab.load(TAG)
     if lab is not None:
         try:
@@ -139,6 +153,9 @@ def down(quiet: bool = False) -> int:
         except LabError as exc:
             print(f"localvmss demo: {exc}", file=sys.stderr)
             return 1
+    if failed:
+        # Keep STATE: its config is what 'localvmssd --stop-data-plane' needs to try again.
+        return 1
     shutil.rmtree(STATE, ignore_errors=True)
     if not quiet:
         print("demo removed")

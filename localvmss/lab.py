@@ -4,11 +4,27 @@ Used by the test harness and by the demo so that guest traffic never leaves name
 A lab host is a network namespace plus a private mount namespace in which its own ``virtlogd``
 and ``libvirtd`` run with their own /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt
 and /var/cache/libvirt (bind-mounted from a state directory). Every host of a lab joins a "rack"
-bridge in the root namespace (198.19.<slot>.0/24); libvirtd listens on its rack address, so the
-daemon reaches it as ``qemu+tcp://198.19.<slot>.<10+k>/system`` exactly as it would reach a
-remote host. Guests of host k live on 198.18.<16*slot+k>.0/24, routed from the root namespace
-through the host's rack address, so HAProxy and Prometheus on loopback reach them and nothing
-else can. A lab owns a slot (a lock file) so several labs (parallel test runs) never collide.
+bridge in the root namespace (198.19.<slot>.0/24). Guests of host k live on
+198.18.<16*slot+k>.0/24, routed from the root namespace through the host's rack address, so
+HAProxy and Prometheus on loopback reach them and nothing else can. A lab owns a slot (a lock
+file) so several labs (parallel test runs) never collide.
+
+Who can drive a lab host: only root. libvirtd listens on no TCP or TLS port (no ``--listen``,
+``listen_tcp = 0``); its only sockets are the unix ones in the state directory, mode 0700 owned
+by root (read-write, read-only and admin alike), so the daemon, the tests and the demo reach it
+as ``LabHost.socket_uri`` (``qemu+unix:///system?socket=<state>/run/libvirt-sock``). Before,
+libvirtd listened on its rack address with ``auth_tcp = "none"`` and any local user could
+define a domain with any host file as its disk.
+
+QEMU runs unprivileged: as Debian's ``libvirt-qemu`` user and group (with its supplementary
+group ``kvm`` for /dev/kvm), as on a stock Debian host. ``security_driver = "none"`` turns off
+AppArmor confinement only; libvirt's DAC driver still runs, and with ``dynamic_ownership = 1``
+it chowns each guest's overlay, seed, base image (backing chain) and kernel/initrd volumes to
+that user before QEMU starts (``remember_owner`` puts the owner back afterwards). QEMU only
+opens paths under the host's own bind-mounted /var/lib/libvirt, /run/libvirt and
+/var/log/libvirt, whose mount roots are 0755 (0711 for /var/cache/libvirt, as on Debian); the
+parents of the state directory (/var/lib/localvmss-lab/<tag>/h<k>) are never traversed from
+inside. Serial logs are written by virtlogd (root) and read by root from outside.
 
 Run as a module: ``python -m localvmss.lab up --tag demo --hosts 1`` / ``down --tag demo`` /
 ``gc`` (tear down labs whose owner died).
@@ -41,11 +57,32 @@ BIND_DIRS = {
     "cache": "/var/cache/libvirt",
 }
 
-QEMU_CONF_OVERRIDES = """
-# localvmss lab host overrides
-user = "root"
-group = "root"
+# Modes of the bind-mount roots, as Debian's packages make the real directories.
+BIND_DIR_MODES = {"etc": 0o755, "run": 0o755, "lib": 0o755, "log": 0o755, "cache": 0o711}
+
+QEMU_USER = "libvirt-qemu"
+QEMU_GROUP = "libvirt-qemu"
+
+QEMU_CONF_OVERRIDES = f"""
+# localvmss lab host overrides: QEMU unprivileged, libvirt's DAC driver labels its files
+user = "{QEMU_USER}"
+group = "{QEMU_GROUP}"
+dynamic_ownership = 1
+remember_owner = 1
 security_driver = "none"
+"""
+
+# Only root reaches a lab host's libvirtd, and only through its unix sockets.
+LIBVIRTD_CONF_OVERRIDES = """
+# localvmss lab host: no network listener; unix sockets for root only
+listen_tls = 0
+listen_tcp = 0
+unix_sock_group = "root"
+unix_sock_rw_perms = "0700"
+unix_sock_ro_perms = "0700"
+unix_sock_admin_perms = "0700"
+auth_unix_rw = "none"
+auth_unix_ro = "none"
 """
 
 
@@ -88,12 +125,19 @@ class LabHost:
     libvirtd_pid: int = 0
 
     @property
-    def uri(self) -> str:
-        return f"qemu+tcp://{self.rack_address}/system"
+    def socket_path(self) -> str:
+        """libvirtd's read-write unix socket, seen from outside the host's mount namespace."""
+        return f"{self.state_dir}/run/libvirt-sock"
 
     @property
     def socket_uri(self) -> str:
-        return f"qemu+unix:///system?socket={self.state_dir}/run/libvirt-sock"
+        """The only way to reach the host's libvirtd (root only; it listens on no TCP port)."""
+        return f"qemu+unix:///system?socket={self.socket_path}"
+
+    @property
+    def uri(self) -> str:
+        """The URI the daemon is configured with: the same unix socket as ``socket_uri``."""
+        return self.socket_uri
 
     @property
     def gateway(self) -> str:
@@ -117,6 +161,7 @@ class Lab:
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # libvirtd sockets and guest files: root's business only
         tmp = self.state_dir / "lab.json.tmp"
         tmp.write_text(json.dumps(asdict(self), indent=2))
         os.replace(tmp, self.state_dir / "lab.json")
@@ -244,7 +289,7 @@ def _create_host(lab: Lab, k: int, short: str) -> LabHost:
                 ],
                 netns=netns,
             )
-    _prepare_state_dir(state, host)
+    _prepare_state_dir(state)
     start_libvirtd(host)
     return host
 
@@ -280,11 +325,16 @@ def start_libvirtd(host: LabHost) -> int:
     return proc.pid
 
 
-def _prepare_state_dir(state: Path, host: LabHost) -> None:
+def _prepare_state_dir(state: Path) -> None:
+    """The host's private libvirt directories: root-only state dir, Debian's modes on the
+    bind-mount roots, Debian's /etc/libvirt plus the lab overrides."""
     if state.exists():
         shutil.rmtree(state)
+    state.mkdir(parents=True, mode=0o700)
+    os.chmod(state, 0o700)  # mkdir's mode is masked by the umask
     for sub in BIND_DIRS:
-        (state / sub).mkdir(parents=True)
+        (state / sub).mkdir()
+        os.chmod(state / sub, BIND_DIR_MODES[sub])
     shutil.copytree("/etc/libvirt", state / "etc", dirs_exist_ok=True)
     # The host's own network definitions (e.g. 'default' on 192.168.122.0/24) must not come along.
     for leftover in ("qemu/networks", "qemu/autostart", "storage", "nwfilter"):
@@ -296,11 +346,7 @@ def _prepare_state_dir(state: Path, host: LabHost) -> None:
     with open(state / "etc" / "qemu.conf", "a") as conf:
         conf.write(QEMU_CONF_OVERRIDES)
     with open(state / "etc" / "libvirtd.conf", "a") as conf:
-        conf.write(
-            "\n# localvmss lab host: reachable only on its rack address inside the lab\n"
-            'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\nauth_unix_rw = "none"\n'
-            f'listen_addr = "{host.rack_address}"\n'
-        )
+        conf.write(LIBVIRTD_CONF_OVERRIDES)
 
 
 def host_init(state_dir: str) -> None:
@@ -311,11 +357,14 @@ def host_init(state_dir: str) -> None:
         subprocess.run(["mount", "--bind", str(state / sub), target], check=True)
     virtlogd = subprocess.Popen(["virtlogd", "-p", str(state / "run" / "virtlogd.pid")], stdin=subprocess.DEVNULL)
     (state / "virtlogd.pid").write_text(str(virtlogd.pid))
-    os.execvp("libvirtd", ["libvirtd", "--listen", "-p", str(state / "run" / "libvirtd.pid")])
+    # No --listen: the unix sockets (root only, see LIBVIRTD_CONF_OVERRIDES) are the only way in.
+    os.execvp("libvirtd", ["libvirtd", "-p", str(state / "run" / "libvirtd.pid")])
 
 
 def wait_libvirtd(host: LabHost, timeout: float = 30.0) -> None:
-    sock = Path(host.state_dir) / "run" / "libvirt-sock"
+    """Return once the host's libvirtd answers ``virsh version`` on its unix socket; raises
+    LabError if libvirtd exits first or does not answer within ``timeout``."""
+    sock = Path(host.socket_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _pid_alive(host.libvirtd_pid):
@@ -323,11 +372,11 @@ def wait_libvirtd(host: LabHost, timeout: float = 30.0) -> None:
             last = log.splitlines()[-1] if log else "no output"
             raise LabError(f"libvirtd of lab host {host.name} exited at start: {last}")
         if sock.exists():
-            probe = _run(["virsh", "-c", host.uri, "version"], check=False)
+            probe = _run(["virsh", "-c", host.socket_uri, "version"], check=False)
             if probe.returncode == 0:
                 return
         time.sleep(0.2)
-    raise LabError(f"libvirtd of lab host {host.name} did not answer on {host.uri} within {timeout:.0f} s")
+    raise LabError(f"libvirtd of lab host {host.name} did not answer on {host.socket_uri} within {timeout:.0f} s")
 
 
 def _kill(pid: int, timeout: float = 10.0) -> None:

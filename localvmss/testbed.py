@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from localvmss.cli.client import ApiClient
+from localvmss.config import load_config
 from localvmss.errors import LocalVMSSError
 from localvmss.lab import Lab, LabHost, create_lab, destroy_lab
 from localvmss.virt.domainxml import network_xml
@@ -28,10 +30,34 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE_DIR = REPO / ".cache" / "images" / "localvmss-base"
 
 
-def free_port() -> int:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(span: int = 1) -> int:
+    """A port on 127.0.0.1 that nothing listens on, with ``span - 1`` free ports after it, all
+    outside the kernel's ephemeral range: the daemon refuses LB frontends inside it (an outgoing
+    connection may hold such a port when HAProxy binds), and listeners fare better outside it."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(10000, 65536 - span) if not (low - span < p <= high)]
+    for _ in range(1000):
+        start = random.choice(candidates)
+        if all(_bindable(p) for p in range(start, start + span)):
+            return start
+    raise RuntimeError(f"no {span} free port(s) outside the ephemeral range {low}-{high} on 127.0.0.1")
 
 
 def define_lab_network(host: LabHost) -> None:
@@ -70,20 +96,28 @@ class DaemonProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
 
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the daemon process, its output appended to ``log_path``, without waiting for it
+        to answer (``start`` waits)."""
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return self.proc
+
     def start(self, timeout_s: float = 180.0) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        """Start the daemon and return once it answers ``/healthz``; raises RuntimeError with the
+        log's tail if it exits first or does not answer within ``timeout_s``."""
+        proc = self.launch()
         client = ApiClient(str(self.socket_path), timeout=5.0)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
+                if proc.poll() is not None:
                     raise RuntimeError(f"localvmssd exited at start: {self.log_tail(5)}")
                 try:
                     client.get("/healthz")
@@ -114,6 +148,8 @@ class DaemonProcess:
             self.proc.wait(10)
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM the daemon and wait for it. Its data plane (HAProxy, Prometheus) keeps
+        running for the next daemon to adopt: call ``stop_data_plane`` to end it for good."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -122,6 +158,36 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+    @property
+    def state_dir(self) -> Path:
+        """The state directory the daemon's configuration names."""
+        return load_config(self.config_path).state_dir
+
+    def stop_data_plane(self, timeout_s: float = 60.0) -> None:
+        """Stop the HAProxy and Prometheus that belong to this configuration's state directory
+        (``localvmssd --stop-data-plane``; fine when none runs). For when the daemon is stopped
+        for good: after ``stop``, never while the daemon runs. Raises RuntimeError with the
+        command's own message if it fails or does not finish within ``timeout_s``."""
+        args = [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path), "--stop-data-plane"]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"localvmssd --stop-data-plane did not finish within {timeout_s:.0f} s") from None
+        if done.returncode != 0:
+            why = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            raise RuntimeError(
+                f"localvmssd --stop-data-plane --config {self.config_path} failed (exit {done.returncode}): {why}"
+            )
+
+    def haproxy_master_pid(self) -> int | None:
+        """HAProxy's master pid from ``<state_dir>/haproxy/haproxy.pid`` (its first line);
+        None when there is no such file or it holds no pid."""
+        try:
+            first = (self.state_dir / "haproxy" / "haproxy.pid").read_text().splitlines()[0]
+            return int(first.strip())
+        except (OSError, IndexError, ValueError):
+            return None
 
 
 @dataclass
@@ -154,7 +220,7 @@ class Testbed:
         for i, host in enumerate(self.lab.hosts):
             entry: dict[str, Any] = {
                 "name": host.name,
-                "uri": host.uri,
+                "uri": host.socket_uri,  # root-only unix socket: the lab libvirtd has no TCP listener
                 "network": host.network_name,
                 "serial_log_dir": "/var/log/libvirt/qemu",
                 "serial_log_read_dir": f"{host.state_dir}/log/qemu",

@@ -80,6 +80,9 @@ def daemon(testbed: Testbed, image_dir: Path, tmp_path_factory: pytest.TempPathF
         except Exception:
             pass
         proc.stop()
+        # A stopped daemon leaves HAProxy and Prometheus running for the next one to adopt;
+        # the session is over, so they go too.
+        proc.stop_data_plane()
 
 
 @pytest.fixture
