@@ -142,7 +142,7 @@ def env(tmp_path: Path) -> Env:
         hosts=[HostConfig(name="h1", zone=None), HostConfig(name="h2", zone=None)],
         kvm_probe=False,
         reconcile_interval_s=2.0,
-        shutdown_timeout_s=0.0,
+        shutdown_timeout_s=60.0,  # fake guests obey the power button at once
     )
     store = Store(tmp_path / "state.db")
     store.put_image("base", manifest, str(image))
@@ -501,3 +501,93 @@ def test_an_image_volume_without_an_upload_record_is_verified_before_use(
     assert h1.volumes[disk] == b"qcow2-base"
     assert ("upload_file" in h1.verbs()) is reuploaded
     assert env.store.upload_done("h1", disk) == manifest["files"]["disk.qcow2"]
+
+
+def _ask(env: Env, action: str, iid: int, **kw: Any) -> None:
+    """What the service writes for an action (the one lifecycle table decides the changes)."""
+    from localvmss import lifecycle
+
+    inst = env.store.instance("web", iid)
+    changes = lifecycle.request(
+        lifecycle.find_action(action),
+        inst,
+        model_version=env.store.scale_set("web").model_version,
+        now=env.clock(),
+        **kw,
+    )
+    env.store.update_instance("web", iid, **changes)
+
+
+@pytest.mark.parametrize(
+    ("actions", "power", "defined", "verbs"),
+    [
+        (["powerOff"], PowerState.STOPPED, True, {"shutdown"}),
+        (["powerOff", "start"], PowerState.RUNNING, True, {"shutdown", "start"}),
+        (["deallocate"], None, False, {"shutdown", "undefine"}),
+        (["deallocate", "start"], PowerState.RUNNING, True, {"define_domain", "start"}),
+        (["restart"], PowerState.RUNNING, True, {"shutdown", "start"}),
+        (["reimage"], PowerState.RUNNING, True, {"undefine", "delete_volume", "create_overlay", "define_domain"}),
+    ],
+)
+def test_actions_reach_libvirt(
+    env: Env, actions: list[str], power: PowerState | None, defined: bool, verbs: set[str]
+) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    host = env.hosts[inst.host]
+    host.clear_calls()
+    for action in actions:
+        _ask(env, action, inst.instance_id)
+        env.converge(3)
+    after = env.store.instance("web", inst.instance_id)
+    assert (inst.domain_name in host.domains) is defined
+    if power is not None:
+        assert host.domains[inst.domain_name].state is power
+    assert verbs <= set(host.verbs()), host.verbs()
+    assert after.provisioning_state == ProvisioningState.SUCCEEDED.value
+    assert (after.applied_reimage, after.applied_restart) == (after.reimage_generation, after.restart_generation)
+    assert (after.ip, after.mac) == (inst.ip, inst.mac), "an action keeps the instance's address"
+    if "shutdown" in verbs and actions[0] != "reimage":
+        assert ("drain", inst.instance_id) in env.balancer.calls, "out of rotation before the guest goes down"
+
+
+def test_power_off_with_skip_shutdown_powers_off_at_once(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    host = env.hosts[inst.host]
+    host.clear_calls()
+    _ask(env, "powerOff", inst.instance_id, skip_shutdown=True)
+    env.converge(2)
+    assert "destroy" in host.verbs() and "shutdown" not in host.verbs()
+    assert env.store.instance("web", inst.instance_id).skip_shutdown is False, "cleared once done"
+
+
+def test_rolling_upgrade_goes_one_update_domain_at_a_time(env: Env) -> None:
+    env.create_set(
+        "web",
+        4,
+        fault_domains=2,
+        upgradePolicy={
+            "mode": "Rolling",
+            "rollingUpgradePolicy": {"maxBatchInstancePercent": 50, "pauseTimeBetweenBatches": "PT0S"},
+        },
+    )
+    env.converge(3)
+    row = env.store.scale_set("web")
+    env.store.update_scale_set("web", model_version=row.model_version + 1)
+    env.rec.pass_once()  # plans the first batch only
+    asked = {i.instance_id for i in env.instances("web") if i.reimage_generation > i.applied_reimage}
+    domains = {i.update_domain for i in env.instances("web") if i.instance_id in asked}
+    assert len(asked) == 2 and len(domains) == 1, "one update domain (half the set) per batch"
+    deadline = time.monotonic() + 10
+    while not env.rec.idle():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    env.probe_running_guests()
+    env.converge(6)
+    assert all(i.model_version == row.model_version + 1 for i in env.instances("web")), "every batch done"
+    assert all(i.reimage_generation == i.applied_reimage for i in env.instances("web"))
+    log = [a.message for a in env.store.activity("web") if a.kind == "upgrade"]
+    assert len(log) == 2, log
