@@ -10,7 +10,11 @@ changes it and writes it back whole (``PUT``). The small languages of the option
 * ``--recurrence week mon tue ...`` with ``--start HH:MM [--end HH:MM] --timezone TZ``.
 
 The parsers are plain functions (unit-tested as tables); each problem is one ``InvalidSpec`` line
-saying what was expected, so the command exits with code 2 before any request is made.
+saying what was expected, so the command exits with code 2 before any request is made. The
+``--condition`` grammar is ``localvmss.cli.condition`` and durations are ``localvmss.cli.durations``
+(both re-exported here); the rest are below.
+
+``localvmss.cli.main`` registers the ``autoscale`` group; this module does not import ``main``.
 
 Schedules follow az and the Azure portal: a weekly profile runs until the next weekly profile
 starts, so ``profile create --recurrence`` also adds a companion profile named
@@ -25,16 +29,18 @@ import copy
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-import isodate
 
 from localvmss.cli.client import api_path
-from localvmss.cli.main import Ctx, cli, emit, err_console, pass_ctx
+from localvmss.cli.condition import AGGREGATION_WORDS, AGGREGATIONS, OPERATOR_SYMBOLS, OPERATORS, parse_condition
+from localvmss.cli.context import Ctx, pass_ctx
+from localvmss.cli.durations import iso_duration, parse_duration
+from localvmss.cli.output import Columns, emit, err_console
 from localvmss.errors import Conflict, InvalidSpec, NotFound
 
 __all__ = [
@@ -62,84 +68,17 @@ __all__ = [
 
 DEFAULT_PROFILE = "default"
 
-# az's maps (azure/cli/command_modules/monitor/util.py), plus the Azure spellings themselves.
-OPERATORS = {
-    ">": "GreaterThan",
-    ">=": "GreaterThanOrEqual",
-    "<": "LessThan",
-    "<=": "LessThanOrEqual",
-    "==": "Equals",
-    "!=": "NotEquals",
-}
-AGGREGATIONS = {
-    "avg": "Average",
-    "min": "Minimum",
-    "max": "Maximum",
-    "total": "Total",
-    "count": "Count",
-    "last": "Last",
-}
+# az's map of --timegrain statistics (azure/cli/command_modules/monitor/util.py), plus Azure's spellings.
 STATISTICS = {"avg": "Average", "min": "Min", "max": "Max", "sum": "Sum", "count": "Count"}
-_AGG_BY_NAME = {**AGGREGATIONS, **{v.lower(): v for v in AGGREGATIONS.values()}}
 _STAT_BY_NAME = {**STATISTICS, **{v.lower(): v for v in STATISTICS.values()}}
-_OP_SYMBOL = {v: k for k, v in OPERATORS.items()}
-_OPS = " ".join(OPERATORS)
-_AGG_WORD = {v: k for k, v in AGGREGATIONS.items()}
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-CONDITION_SHAPE = "'<METRIC NAME> <OP> <THRESHOLD> <AGG> <WINDOW>' such as 'Percentage CPU > 70 avg 5m'"
 SCALE_SHAPE = "'out N', 'in N', 'out N%', 'in N%', 'to N', 'out to N' or 'in to N'"
-DURATION_SHAPE = "a number with a unit such as 30s, 5m, 1h or 1h30m (or ISO-8601 such as PT5M)"
 
 
 # =========================================================================== pure parsers
-# ------------------------------------------------------------------------------ durations
-# Used with fullmatch and ASCII digits: "$" also matches before a newline, \d also takes "٥".
-_SHORT_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?", re.IGNORECASE)
-
-
-def parse_duration(text: str, what: str = "duration") -> timedelta:
-    """``30s``, ``5m``, ``1h30m``, ``2d``, ``1d2h3m4s`` (az's shorthand) or ISO-8601 ``PT5M``."""
-    value = text.strip() if isinstance(text, str) else ""
-    if not value:
-        raise InvalidSpec(f"{what} is empty; expected {DURATION_SHAPE}")
-    if value[0] in "pP":
-        try:
-            if not any(ch.isdigit() for ch in value):
-                raise ValueError(value)
-            parsed = isodate.parse_duration(value.upper())
-        except (isodate.ISO8601Error, ValueError, TypeError):
-            raise InvalidSpec(f"{what} {text!r} is not a duration; expected {DURATION_SHAPE}") from None
-        if not isinstance(parsed, timedelta):
-            raise InvalidSpec(f"{what} {text!r} uses months or years; use days, hours, minutes or seconds")
-        if parsed < timedelta(0):
-            raise InvalidSpec(f"{what} {text!r} is negative")
-        return parsed
-    match = _SHORT_DURATION.fullmatch(value)
-    if not match or not any(match.groups()):
-        hint = f" (minutes? write {value}m)" if value.isdigit() else ""
-        raise InvalidSpec(f"{what} {text!r} is not a duration{hint}; expected {DURATION_SHAPE}")
-    d, h, m, s = (int(g or 0) for g in match.groups())
-    return timedelta(days=d, hours=h, minutes=m, seconds=s)
-
-
-def iso_duration(value: timedelta) -> str:
-    """ISO-8601 as Azure writes it: PT5M, PT1H30M, P1D, PT0S."""
-    if value < timedelta(0):
-        raise InvalidSpec(f"duration {value} is negative")
-    micros = value // timedelta(microseconds=1)
-    seconds, micros = divmod(micros, 1_000_000)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    sec_text = f"{secs}.{micros:06d}".rstrip("0") if micros else str(secs)
-    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
-    clock += f"{sec_text}S" if secs or micros else ""
-    out = "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
-    return "PT0S" if out == "P" else out
-
-
+# ------------------------------------------------------------------- cooldown and time grain
 def parse_cooldown(text: str) -> str:
     """``--cooldown``: minutes like az (``5``, ``0.5``) or a duration (``30s``, ``PT2M``) -> ISO."""
     value = str(text).strip()
@@ -167,129 +106,6 @@ def parse_timegrain(text: str) -> tuple[str, str]:
     if grain <= timedelta(0):
         raise InvalidSpec(f"--timegrain {text!r}: the grain must be longer than 0")
     return statistic, iso_duration(grain)
-
-
-# ------------------------------------------------------------------------------ condition
-_OPERATOR_RE = re.compile(r"([<>=!]+)")
-
-
-def _dimensions(text: str, words: list[str]) -> list[dict[str, Any]]:
-    """az's ``where`` clause: ``DIM ==|!= V [or|, V ...] [and|, DIM ...]`` -> Azure dimensions."""
-    tokens = [t for w in words for t in re.split(r"(,)", w) if t]
-    shape = "expected 'where DIMENSION ==|!= VALUE [or VALUE ...] [and DIMENSION ...]'"
-    out: list[dict[str, Any]] = []
-    i, n = 0, len(tokens)
-
-    def is_value(k: int) -> bool:
-        return k < n and tokens[k] not in ("==", "!=", ",") and tokens[k].lower() not in ("or", "and", "where")
-
-    while True:
-        if not is_value(i) or i + 1 >= n or tokens[i + 1] not in ("==", "!="):
-            raise InvalidSpec(f"condition {text!r}: bad where clause; {shape}")
-        name, op = tokens[i], tokens[i + 1]
-        i += 2
-        if not is_value(i):
-            raise InvalidSpec(f"condition {text!r}: dimension {name!r} has no value; {shape}")
-        values = [tokens[i]]
-        i += 1
-        while i < n:
-            sep = tokens[i].lower()
-            if sep == "and" or (sep == "," and i + 2 < n and tokens[i + 2] in ("==", "!=")):
-                i += 1
-                break
-            if sep in ("or", ",") and is_value(i + 1):
-                values.append(tokens[i + 1])
-                i += 2
-                continue
-            raise InvalidSpec(f"condition {text!r}: unexpected {tokens[i]!r} in the where clause; {shape}")
-        out.append({"DimensionName": name, "Operator": "Equals" if op == "==" else "NotEquals", "Values": values})
-        if i >= n:
-            return out
-
-
-def parse_condition(text: str, query: str | None = None) -> dict[str, Any]:
-    """``--condition`` -> the metricTrigger fields it determines (not timeGrain/statistic).
-
-    Without ``query`` the metric must be a catalogue metric (matched case-insensitively, stored
-    in its catalogue spelling). With ``query`` (raw PromQL) the metric words are only a label for
-    reasons and tables; the word ``query`` means no label.
-    """
-    from localvmss.autoscale.metrics_catalog import canonical_metric_name
-
-    raw = str(text)
-    body = raw.strip()
-    namespace: str | None = None
-    if body[:1] in ("'", '"'):
-        end = body.find(body[0], 1)
-        if end < 0:
-            raise InvalidSpec(f"condition {raw!r}: the quoted metric namespace is not closed")
-        namespace, body = body[1:end].strip(), body[end + 1 :]
-    words = _OPERATOR_RE.sub(r" \1 ", body).split()
-    for word in words:
-        if _OPERATOR_RE.fullmatch(word) and word not in OPERATORS:
-            raise InvalidSpec(f"condition {raw!r}: operator {word!r} is not one of {_OPS}; expected {CONDITION_SHAPE}")
-    where = next(
-        (i for i, w in enumerate(words) if w.lower() == "where" and any(v in OPERATORS for v in words[:i])),
-        None,
-    )
-    dims = _dimensions(raw, words[where + 1 :]) if where is not None else []
-    words = words[:where] if where is not None else words
-    at = max((i for i, w in enumerate(words) if w in OPERATORS), default=None)
-    if at is None:
-        raise InvalidSpec(f"condition {raw!r}: no comparison operator ({_OPS}); expected {CONDITION_SHAPE}")
-    if at == 0:
-        raise InvalidSpec(f"condition {raw!r}: no metric name before {words[0]!r}; expected {CONDITION_SHAPE}")
-    if len(words) - at - 1 != 3:
-        raise InvalidSpec(
-            f"condition {raw!r}: expected <THRESHOLD> <AGG> <WINDOW> after {words[at]!r}, got "
-            f"{' '.join(words[at + 1 :])!r}; expected {CONDITION_SHAPE}"
-        )
-    *metric_words, op, threshold_text, agg_text, window_text = words
-    try:
-        threshold = float(threshold_text.removesuffix("%"))
-    except ValueError:
-        threshold = math.nan
-    if not math.isfinite(threshold):
-        raise InvalidSpec(
-            f"condition {raw!r}: threshold {threshold_text!r} is not a number; expected {CONDITION_SHAPE}"
-        )
-    aggregation = _AGG_BY_NAME.get(agg_text.lower())
-    if aggregation is None:
-        raise InvalidSpec(
-            f"condition {raw!r}: aggregation {agg_text!r} is not one of {', '.join(AGGREGATIONS)}; "
-            f"expected {CONDITION_SHAPE}"
-        )
-    window = parse_duration(window_text, f"condition {raw!r}: window")
-    if window <= timedelta(0):
-        raise InvalidSpec(f"condition {raw!r}: the window must be longer than 0")
-    metric = " ".join(metric_words)
-    trigger: dict[str, Any] = {}
-    if query is not None:
-        if not query.strip():
-            raise InvalidSpec("--query is empty; give a PromQL expression that returns one number")
-        if dims:
-            raise InvalidSpec(f"condition {raw!r}: a where clause filters catalogue metrics, not a --query")
-        if metric.lower() != "query":
-            trigger["metricName"] = metric
-        trigger["query"] = query.strip()
-    elif metric.lower() == "query":
-        raise InvalidSpec(f"condition {raw!r} names 'query' but no --query PROMQL was given")
-    else:
-        try:
-            trigger["metricName"] = canonical_metric_name(metric)
-        except ValueError as exc:
-            raise InvalidSpec(f"condition {raw!r}: {exc}") from None
-    if namespace:
-        trigger["metricNamespace"] = namespace
-    trigger.update(
-        operator=OPERATORS[op],
-        threshold=int(threshold) if threshold.is_integer() else threshold,
-        timeAggregation=aggregation,
-        timeWindow=iso_duration(window),
-    )
-    if dims:
-        trigger["dimensions"] = dims
-    return trigger
 
 
 # ---------------------------------------------------------------------------------- scale
@@ -622,7 +438,7 @@ def _warn(message: str) -> None:
 # ================================================================================= output
 def _trigger_text(t: dict[str, Any]) -> str:
     name = t.get("metricName") or "query"
-    text = f"{_AGG_WORD.get(t.get('timeAggregation', 'Average'), 'avg')} {name}"
+    text = f"{AGGREGATION_WORDS.get(t.get('timeAggregation', 'Average'), 'avg')} {name}"
     dims = [
         f"{d.get('DimensionName')} {'!=' if d.get('Operator') == 'NotEquals' else '=='} "
         + " or ".join(map(str, d.get("Values", [])))
@@ -658,8 +474,6 @@ def _kind(profile: dict[str, Any]) -> str:
     return "fixed date" if profile.get("fixedDate") else "weekly" if profile.get("recurrence") else "default"
 
 
-Columns = list[tuple[str, Callable[[dict[str, Any]], Any]]]
-
 SETTING_COLUMNS: Columns = [
     ("Resource", lambda s: s.get("targetResourceName")),
     ("Enabled", lambda s: s.get("enabled", True)),
@@ -683,7 +497,7 @@ PROFILE_COLUMNS: Columns = [
 RULE_COLUMNS: Columns = [
     ("Index", lambda r: r["index"]),
     ("Metric", lambda r: _trigger_text(r["metricTrigger"])),
-    ("Operator", lambda r: _OP_SYMBOL.get(r["metricTrigger"]["operator"], r["metricTrigger"]["operator"])),
+    ("Operator", lambda r: OPERATOR_SYMBOLS.get(r["metricTrigger"]["operator"], r["metricTrigger"]["operator"])),
     ("Threshold", lambda r: _number(r["metricTrigger"]["threshold"])),
     ("Window", lambda r: r["metricTrigger"].get("timeWindow")),
     ("Direction", lambda r: r["scaleAction"]["direction"]),
@@ -714,7 +528,7 @@ def _indexed(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # =============================================================================== commands
-@cli.group("autoscale")
+@click.group("autoscale")
 def autoscale() -> None:
     """Autoscale a scale set, like 'az monitor autoscale': rules, schedules, target tracking.
 

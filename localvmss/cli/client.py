@@ -28,6 +28,7 @@ def api_path(*segments: str | int) -> str:
         parts.append(quote(text, safe=""))
     return "/" + "/".join(parts)
 
+
 _BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
     cls.code: cls
     for cls in (

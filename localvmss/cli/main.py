@@ -17,33 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from localvmss.cli.autoscale_cmds import autoscale
 from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
+from localvmss.cli.context import Ctx, pass_ctx
+from localvmss.cli.output import INSTANCE_COLUMNS, SET_COLUMNS, emit, err_console, status_code
+from localvmss.cli.waiting import wait_for_power, wait_for_set
 from localvmss.errors import InvalidSpec, LocalVMSSError
-
-err_console = Console(stderr=True)
-# Tables are not cut to 80 columns when piped (scripts and tests read them too).
-out_console = Console(width=None if sys.stdout.isatty() else 200)
-
-ACTION_NAMES = {
-    "start": "start",
-    "stop": "powerOff",
-    "deallocate": "deallocate",
-    "restart": "restart",
-    "reimage": "reimage",
-}
-
-
-class Ctx:
-    def __init__(self, client: ApiClient, output: str, debug: bool) -> None:
-        self.client = client
-        self.output = output
-        self.debug = debug
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
+from localvmss.lifecycle import ACTIONS, InstanceAction, check_options
+from localvmss.model import PowerState
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,88 +46,7 @@ def cli(ctx: click.Context, socket_path: str, url: str | None, token: str | None
     ctx.obj = Ctx(ApiClient(socket_path, url, token), output, debug)
 
 
-# -- output -----------------------------------------------------------------------------------
-def emit(c: Ctx, data: Any, columns: list[tuple[str, Callable[[dict[str, Any]], Any]]] | None = None) -> None:
-    if c.output == "json" or columns is None:
-        click.echo(json.dumps(data, indent=2))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(box=None, header_style="bold")
-    for title, _ in columns:
-        table.add_column(title)
-    for row in rows:
-        table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in columns))
-    out_console.print(table)
-
-
-SET_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-    ("Name", lambda s: s["name"]),
-    ("Mode", lambda s: s["properties"]["orchestrationMode"]),
-    ("Capacity", lambda s: s["sku"]["capacity"]),
-    ("Ready", lambda s: s["properties"].get("readyCount")),
-    ("Size", lambda s: s["sku"]["name"]),
-    ("Upgrade", lambda s: s["properties"]["upgradePolicy"]["mode"]),
-    ("State", lambda s: s["properties"]["provisioningState"]),
-    ("Message", lambda s: s["properties"].get("message") or ""),
-]
-
-
-def _status(view: dict[str, Any], prefix: str) -> str:
-    for status in view.get("statuses", []):
-        if status["code"].startswith(prefix):
-            return str(status["code"].split("/", 1)[1])
-    return ""
-
-
-INSTANCE_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-    ("InstanceId", lambda i: i["instanceId"]),
-    ("Name", lambda i: i["name"]),
-    ("ComputerName", lambda i: i["properties"]["osProfile"]["computerName"]),
-    ("IP", lambda i: i["properties"]["networkProfile"]["privateIpAddress"]),
-    ("Host", lambda i: i["properties"]["instanceView"]["host"]),
-    ("Zone", lambda i: i["properties"]["instanceView"]["zone"]),
-    ("FD", lambda i: i["properties"]["instanceView"]["platformFaultDomain"]),
-    ("UD", lambda i: i["properties"]["instanceView"]["platformUpdateDomain"]),
-    ("Power", lambda i: _status(i["properties"]["instanceView"], "PowerState/")),
-    ("Health", lambda i: i["properties"]["instanceView"]["vmHealth"]["status"]["code"].split("/")[1]),
-    ("State", lambda i: i["properties"]["provisioningState"]),
-    ("Latest", lambda i: i["properties"]["latestModelApplied"]),
-]
-
-
-# -- waiting ----------------------------------------------------------------------------------
-def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 1800.0) -> None:
-    """Poll until the set has converged (or is gone), showing progress on stderr."""
-    deadline = time.monotonic() + timeout_s
-    started = time.monotonic()
-    with err_console.status(f"waiting for {name}") as status:
-        while time.monotonic() < deadline:
-            try:
-                s = c.client.get(api_path("scaleSets", name))
-            except LocalVMSSError as exc:
-                if gone and exc.code == "NotFound":
-                    err_console.print(f"{name}: deleted in {time.monotonic() - started:.0f} s")
-                    return
-                raise
-            props = s["properties"]
-            state = props["provisioningState"]
-            want = s["sku"]["capacity"] if props["orchestrationMode"] == "Uniform" else props["instanceCount"]
-            status.update(
-                f"{name}: {state}, {props.get('readyCount', 0)}/{want} instances ready, "
-                f"{time.monotonic() - started:.0f} s {props.get('message') or ''}"
-            )
-            if not gone and state == "Succeeded" and props.get("readyCount", 0) == want:
-                err_console.print(f"{name}: {want} instance(s) ready in {time.monotonic() - started:.0f} s")
-                return
-            if not gone and state == "Failed":
-                bad = [
-                    f"{i['instanceId']}: {i['properties']['instanceView']['statuses'][0].get('message')}"
-                    for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
-                    if i["properties"]["provisioningState"] == "Failed"
-                ]
-                raise LocalVMSSError(f"scale set {name} failed: {'; '.join(bad) or props.get('message')}")
-            time.sleep(1.0)
-    raise LocalVMSSError(f"scale set {name} did not converge within {timeout_s:.0f} s (still running; check 'show')")
+cli.add_command(autoscale)  # localvmss.cli.autoscale_cmds: 'az monitor autoscale'
 
 
 class _ValuesOption(click.Option):
@@ -453,42 +354,35 @@ def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
             ("FD", lambda v: v["platformFaultDomain"]),
             ("UD", lambda v: v["platformUpdateDomain"]),
             ("Accel", lambda v: v["domainType"]),
-            ("Power", lambda v: _status(v, "PowerState/")),
-            ("Provisioning", lambda v: _status(v, "ProvisioningState/")),
+            ("Power", lambda v: status_code(v, "PowerState/")),
+            ("Provisioning", lambda v: status_code(v, "ProvisioningState/")),
             ("Health", lambda v: v["vmHealth"]["status"]["code"].split("/")[1]),
         ],
     )
 
 
-# What an action's wait ends on when it is about power, not readiness.
-POWER_REACHED = {"powerOff": "stopped", "deallocate": "deallocated"}
+# -- per-instance actions: one command per row of localvmss.lifecycle.ACTIONS -------------------
+def _power_to_await(action: InstanceAction) -> str | None:
+    """The PowerState an action's command polls instance views for, or None to wait for the set.
+
+    An action that ends ``running`` waits for the set to converge instead (running and ready:
+    its health probe passed), which is what a user waiting for a start or reimage means."""
+    if action.reaches is None or action.reaches is PowerState.RUNNING:
+        return None
+    return action.reaches.value
 
 
-def wait_for_power(c: Ctx, views: dict[str, str], want: str, timeout_s: float = 1800.0) -> None:
-    """Poll instance views (label -> API path) until each shows PowerState/``want``; a graceful
-    power-off lasts until the guest has shut down (at most the daemon's shutdown_timeout_s)."""
-    deadline = time.monotonic() + timeout_s
-    started = time.monotonic()
-    with err_console.status(f"waiting for {want}") as status:
-        while time.monotonic() < deadline:
-            states = {label: _status(_view_of(c.client.get(path)), "PowerState/") for label, path in views.items()}
-            done = sum(1 for s in states.values() if s == want)
-            if done == len(states):
-                err_console.print(f"{done} instance(s) {want} in {time.monotonic() - started:.0f} s")
-                return
-            pending = ", ".join(f"{label} {s}" for label, s in states.items() if s != want)
-            status.update(f"{done}/{len(states)} {want}, {time.monotonic() - started:.0f} s: {pending}")
-            time.sleep(1.0)
-    raise LocalVMSSError(f"instances did not reach {want} within {timeout_s:.0f} s (still going; check 'show')")
+def _takes_skip_shutdown(action: InstanceAction) -> bool:
+    """Whether the action takes --skip-shutdown, asked of the lifecycle's own check."""
+    try:
+        check_options(action, skip_shutdown=True)
+    except InvalidSpec:
+        return False
+    return True
 
 
-def _view_of(body: dict[str, Any]) -> dict[str, Any]:
-    """An instanceView body, or the instanceView inside a VM resource."""
-    return dict((body.get("properties") or {}).get("instanceView") or body)
-
-
-def _skip_shutdown_option(api_action: str) -> Callable[[Any], Any]:
-    if api_action != "powerOff":
+def _skip_shutdown_option(action: InstanceAction) -> Callable[[Any], Any]:
+    if not _takes_skip_shutdown(action):
         return lambda f: f
     return click.option(
         "--skip-shutdown", is_flag=True, help="power off at once, without asking the guest to shut down"
@@ -499,25 +393,29 @@ def _action_path(path: str, skip_shutdown: bool) -> str:
     return f"{path}?skipShutdown=true" if skip_shutdown else path
 
 
-def _action_command(cli_name: str, api_action: str) -> None:
-    @cli.command(cli_name, help=f"{cli_name.capitalize()} instances (all unless --instance-ids).")
+def _instances_command(action: InstanceAction) -> None:
+    """``localvmss <cli_name> NAME [--instance-ids ID ...]``: the action on some or all instances,
+    then the instances it touched as list-instances shows them."""
+    power = _power_to_await(action)
+
+    @cli.command(action.cli_name, help=f"{action.summary}\n\nAll instances unless --instance-ids.")
     @click.argument("name")
     @click.option("--instance-ids", multiple=True, help="instance id; repeat for several; default all")
-    @_skip_shutdown_option(api_action)
+    @_skip_shutdown_option(action)
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
     def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool, skip_shutdown: bool = False) -> None:
         result = c.client.post(
-            _action_path(api_path("scaleSets", name, api_action), skip_shutdown),
+            _action_path(api_path("scaleSets", name, action.api_name), skip_shutdown),
             {"instanceIds": list(instance_ids)} if instance_ids else {},
         )
-        if not no_wait and api_action in ("start", "reimage", "restart"):
+        if not no_wait and power is None:
             time.sleep(1.0)
             wait_for_set(c, name)
-        elif not no_wait and api_action in POWER_REACHED:
+        elif not no_wait and power is not None:
             ids = result.get("instanceIds") or []
             views = {i: api_path("scaleSets", name, "virtualMachines", i, "instanceView") for i in ids}
-            wait_for_power(c, views, POWER_REACHED[api_action])
+            wait_for_power(c, views, power)
         if no_wait or c.output == "json":
             emit(c, result)
         else:  # what the action left behind, as list-instances shows it
@@ -526,21 +424,27 @@ def _action_command(cli_name: str, api_action: str) -> None:
             emit(c, [i for i in listed if i["instanceId"] in touched], INSTANCE_COLUMNS)
 
 
-for _cli_name, _api in ACTION_NAMES.items():
-    _action_command(_cli_name, _api)
+def _delete_instances_command(action: InstanceAction) -> None:
+    """``localvmss delete-instances NAME --instance-ids ID ...``: the ids are required (there is
+    no "delete them all" by default), and afterwards there are no instances left to show."""
+
+    @cli.command(action.cli_name, help=action.summary)
+    @click.argument("name")
+    @click.option("--instance-ids", multiple=True, required=True)
+    @click.option("--no-wait", is_flag=True)
+    @pass_ctx
+    def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
+        result = c.client.post(api_path("scaleSets", name, action.api_name), {"instanceIds": list(instance_ids)})
+        if not no_wait:
+            wait_for_set(c, name)
+        emit(c, result)
 
 
-@cli.command("delete-instances")
-@click.argument("name")
-@click.option("--instance-ids", multiple=True, required=True)
-@click.option("--no-wait", is_flag=True)
-@pass_ctx
-def delete_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
-    """Delete instances; the capacity drops by as many."""
-    result = c.client.post(api_path("scaleSets", name, "delete"), {"instanceIds": list(instance_ids)})
-    if not no_wait:
-        wait_for_set(c, name)
-    emit(c, result)
+for _action in ACTIONS:
+    if _action.api_name == "delete":
+        _delete_instances_command(_action)
+    else:
+        _instances_command(_action)
 
 
 @cli.command("update-instances")
@@ -803,30 +707,35 @@ def vm_show(c: Ctx, name: str) -> None:
     emit(c, c.client.get(api_path("virtualMachines", name)), INSTANCE_COLUMNS)
 
 
-def _vm_action(cli_name: str, api_action: str) -> None:
-    @vm.command(cli_name, help=f"{cli_name.capitalize()} a VM.")
+def _vm_verb(action: InstanceAction) -> str:
+    """The vm group's verb for an action: the set command's, without ``-instances``."""
+    return action.cli_name.removesuffix("-instances")
+
+
+def _vm_action(action: InstanceAction) -> None:
+    verb = _vm_verb(action)
+    power = _power_to_await(action)
+
+    @vm.command(verb, help=f"{verb.capitalize()} a VM.")
     @click.argument("name")
-    @_skip_shutdown_option(api_action)
+    @_skip_shutdown_option(action)
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
     def command(c: Ctx, name: str, no_wait: bool, skip_shutdown: bool = False) -> None:
-        if api_action == "delete":
+        if action.api_name == "delete":
             emit(c, c.client.delete(api_path("virtualMachines", name)))
             return
-        result = c.client.post(_action_path(api_path("virtualMachines", name, api_action), skip_shutdown))
-        if not no_wait and api_action in POWER_REACHED:
-            wait_for_power(c, {name: api_path("virtualMachines", name)}, POWER_REACHED[api_action])
+        result = c.client.post(_action_path(api_path("virtualMachines", name, action.api_name), skip_shutdown))
+        if not no_wait and power is not None:
+            wait_for_power(c, {name: api_path("virtualMachines", name)}, power)
         if no_wait or c.output == "json":
             emit(c, result)
         else:
             emit(c, c.client.get(api_path("virtualMachines", name)), INSTANCE_COLUMNS)
 
 
-for _cli_name, _api in {**ACTION_NAMES, "delete": "delete"}.items():
-    _vm_action(_cli_name, _api)
-
-
-from localvmss.cli import autoscale_cmds  # noqa: E402,F401
+for _action in ACTIONS:
+    _vm_action(_action)
 
 
 def main() -> None:

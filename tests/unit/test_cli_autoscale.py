@@ -1549,9 +1549,9 @@ def test_simulate(
 
 
 def test_tables(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from localvmss.cli import main as main_module
+    from localvmss.cli import output
 
-    monkeypatch.setattr(main_module.out_console, "width", 200)  # one line per row, whatever the terminal
+    monkeypatch.setattr(output.out_console, "width", 200)  # one line per row, whatever the terminal
     ok(
         monkeypatch,
         capsys,
