@@ -45,6 +45,14 @@ ACTIONS: tuple[InstanceAction, ...] = (
     ),
     InstanceAction("restart", "restart", True, PowerState.RUNNING, "Restart: the guest shuts down, then starts."),
     InstanceAction("reimage", "reimage", True, PowerState.RUNNING, "A fresh disk from the image; same id and address."),
+    InstanceAction(
+        "redeploy",
+        "redeploy",
+        True,
+        None,
+        "Shut down and start again on another host of the same zone (the same host if none has room); "
+        "id, name and NAT port stay, the disk moves with it.",
+    ),
     InstanceAction("delete", "delete-instances", True, None, "Delete the instances; the capacity drops by as many."),
 )
 _BY_API = {a.api_name.lower(): a for a in ACTIONS}
@@ -105,6 +113,16 @@ def request(
             "ready_at": None,
             "boot_started_at": now,
         }
+    if name == "redeploy":
+        if inst.desired_power != "running":
+            raise Conflict(f"instance {inst.instance_id} is not running; start it before redeploying it")
+        return {
+            "redeploy_generation": inst.redeploy_generation + 1,
+            "provisioning_state": ProvisioningState.UPDATING.value,
+            "health": "unknown",
+            "ready_at": None,
+            "boot_started_at": now,
+        }
     if name == "reimage":
         return {
             "reimage_generation": inst.reimage_generation + 1,
@@ -122,8 +140,12 @@ def request(
 
 
 def changing(inst: InstanceRow) -> bool:
-    """A reimage or restart has been asked for and not yet done."""
-    return inst.reimage_generation != inst.applied_reimage or inst.restart_generation != inst.applied_restart
+    """A reimage, restart or redeploy has been asked for and not yet done."""
+    return (
+        inst.reimage_generation != inst.applied_reimage
+        or inst.restart_generation != inst.applied_restart
+        or inst.redeploy_generation != inst.applied_redeploy
+    )
 
 
 def busy(inst: InstanceRow) -> bool:

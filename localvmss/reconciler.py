@@ -42,7 +42,7 @@ from localvmss.model import (
     ProvisioningState,
     UpgradeMode,
 )
-from localvmss.provision import Provisioner
+from localvmss.provision import Provisioner, os_volume, seed_volume
 from localvmss.spec import ScaleSetSpec, check_iso_duration
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 from localvmss.virt.domainxml import read_macs
@@ -265,7 +265,7 @@ class Reconciler:
         self._track_hosts(alive, now)
         # Records as they were before libvirt is looked at: a worker may delete a record (after
         # removing its objects) while this pass observes, and those objects are no orphans.
-        known_before = {(i.scale_set, i.instance_id) for i in self.store.instances()}
+        known_before = {home for i in self.store.instances() for home in _homes(i)}
         observed: dict[str, dict[str, OwnedDomain]] = {}
         volumes: dict[str, list[str]] = {}
         for host, ok in alive.items():
@@ -278,7 +278,7 @@ class Reconciler:
                 report.errors.append(exc.message)
                 self.store.update_scale_set(row.name, message=exc.message[:500])
         instances = self.store.instances()
-        keys = {(i.scale_set, i.instance_id) for i in instances} | known_before
+        keys = {home for i in instances for home in _homes(i)} | known_before
         report.orphans_removed = self._remove_orphans(observed, volumes, keys, now)
         sets = {s.name: s for s in self.store.scale_sets()}
         # The load balancer learns first (e.g. scale-in victims stop taking new connections at
@@ -526,23 +526,24 @@ class Reconciler:
         self,
         observed: dict[str, dict[str, OwnedDomain]],
         volumes: dict[str, list[str]],
-        keys: set[tuple[str, int]],
+        keys: set[tuple[str, str, int]],
         now: float,
     ) -> int:
-        """Submit the removal of objects that carry our ownership, have no record, and have been
+        """Submit the removal of objects that carry our ownership, have no record on their host
+        (a redeployed instance's leftovers on its old host count too), and have been
         seen so in every pass for ``orphan_grace_s`` while their host answered (a host that has
         just come back waits that long too). Returns how many removals were submitted."""
         seen_now: set[tuple[str, str]] = set()
         candidates: list[tuple[str, str, str]] = []  # (host, object, kind)
         for host, domains in observed.items():
             for name, dom in domains.items():
-                if (dom.ownership.scale_set, dom.ownership.instance_id) not in keys:
+                if (host, dom.ownership.scale_set, dom.ownership.instance_id) not in keys:
                     candidates.append((host, name, "domain"))
             for vol in volumes.get(host, []):
                 m = INSTANCE_VOLUME.fullmatch(vol)
                 # A volume whose domain exists is in use, whoever owns that domain.
                 in_use = f"{OBJECT_PREFIX}{m['set']}-{m['id']}" in domains if m else True
-                if m and not in_use and (m["set"], int(m["id"])) not in keys:
+                if m and not in_use and (host, m["set"], int(m["id"])) not in keys:
                     candidates.append((host, vol, "volume"))
         removed = 0
         for host, name, kind in candidates:
@@ -611,6 +612,8 @@ class Reconciler:
             self._record_action("delete_instance", "ok")
             log.info("instance %s removed", inst.domain_name)
             return True
+        if inst.redeploy_generation > inst.applied_redeploy:
+            return self._redeploy(inst, spec)
         if inst.reimage_generation > inst.applied_reimage:
             self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.reimage(inst, spec)
@@ -677,6 +680,81 @@ class Reconciler:
             return True
         return self._check_boot_timeout(inst) or changed
 
+    def _redeploy(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+        """Azure's redeploy, over several passes: out of rotation, a graceful shutdown, then the
+        instance moves to another host of its zone that has room (or starts again where it was),
+        its disk copied through libvirt; id, name and NAT port stay. Crash-safe: the target is
+        recorded before the copy, the move is one store transaction, and what is left on the old
+        host is an orphan of no record there."""
+        if not self.prov.shutdown_pending(inst):
+            self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
+        outcome = self.prov.power_off(inst)
+        if outcome is None:
+            return False  # still shutting down: the next pass looks again
+        target = inst.redeploy_target or self._redeploy_host(inst, spec)
+        if target == inst.host:
+            self.store.move_instance(
+                inst.scale_set, inst.instance_id, inst.host, lambda _db: (inst.mac, inst.ip), inst.redeploy_generation
+            )
+            self.store.log_activity(
+                inst.scale_set,
+                "redeploy",
+                f"instance {inst.instance_id} restarted on {inst.host}: no other host of its zone has room",
+            )
+            return True
+        if inst.redeploy_target != target and not self._status(inst, redeploy_target=target):
+            return True  # something else was asked meanwhile: look again
+        source, dest = self.inv.host(inst.host), self.inv.host(target)
+        image = str(inst.overrides.get("image") or spec.image)
+        manifest, image_dir = self.inv.image(image)
+        self.inv.ensure_image(target, image, manifest, image_dir)  # the disk's backing image, first
+        staging = self.cfg.state_dir / "redeploy"
+        staging.mkdir(parents=True, exist_ok=True)
+        copy = staging / os_volume(inst)
+        try:
+            size = source.download_volume(self.cfg.pool_name, os_volume(inst), str(copy))
+            dest.upload_file(self.cfg.pool_name, os_volume(inst), str(copy), "qcow2")
+        finally:
+            copy.unlink(missing_ok=True)
+        # An address belongs to its host's network (each host has its own DHCP range), so the
+        # instance takes one of the new host's network; on its own host it keeps its own.
+        moved = self.store.move_instance(
+            inst.scale_set,
+            inst.instance_id,
+            target,
+            lambda db: self.alloc.address(db, target),
+            inst.redeploy_generation,
+        )
+        source.undefine(inst.domain_name)
+        self.inv.delete_volume(inst.host, os_volume(inst))
+        self.inv.delete_volume(inst.host, seed_volume(inst))
+        source.release_address(self.inv.network(inst.host), inst.mac)
+        self.inv.refresh_reservations(inst.host)
+        self.store.log_activity(
+            inst.scale_set,
+            "redeploy",
+            f"instance {inst.instance_id} redeployed from {inst.host} to {target} ({size >> 20} MiB disk moved; "
+            f"address {inst.ip} -> {moved.ip}, NAT port {moved.nat_port} kept)",
+        )
+        self._record_action("redeploy", "ok")
+        return True  # the next pass defines and boots it on the new host
+
+    def _redeploy_host(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
+        """Another available host of the instance's zone with room for it (most free memory
+        first); the instance's own host when there is none."""
+        need = lifecycle.memory_mib(inst, spec) << 20
+        best: tuple[int, str] | None = None
+        for host in self.inv.available():
+            if host == inst.host or (inst.zone is not None and self.inv.zone_of(host) != inst.zone):
+                continue
+            try:
+                free = int(self.inv.capacity(host).free_memory_bytes * self.cfg.memory_overcommit)
+            except LocalVMSSError:
+                continue
+            if free >= need and (best is None or free > best[0]):
+                best = (free, host)
+        return best[1] if best else inst.host
+
     def _status(self, inst: InstanceRow, **changes: object) -> bool:
         """Record what was observed, only where it differs and only if the instance's intent is
         still the one ``inst`` was read with; True if something was written."""
@@ -728,3 +806,12 @@ class Reconciler:
                     self.balancer.sync(name, spec, instances)
                 except LocalVMSSError as exc:
                     log.warning("load balancer sync of %s: %s", name, exc.message)
+
+
+def _homes(inst: InstanceRow) -> list[tuple[str, str, int]]:
+    """(host, set, id) where the instance's objects may rightly be: its host, and the host a
+    redeploy is copying its disk to."""
+    homes = [(inst.host, inst.scale_set, inst.instance_id)]
+    if inst.redeploy_target:
+        homes.append((inst.redeploy_target, inst.scale_set, inst.instance_id))
+    return homes

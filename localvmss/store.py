@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS instances (
     ready_at REAL,
     boot_started_at REAL,           -- when the current (re)boot began: the boot timeout counts from it
     generation INTEGER NOT NULL DEFAULT 0,           -- bumped by every change of intent
+    redeploy_generation INTEGER NOT NULL DEFAULT 0,  -- bumped to ask for a redeploy (another host)
+    applied_redeploy INTEGER NOT NULL DEFAULT 0,
+    redeploy_target TEXT,                            -- the host a redeploy is copying the disk to
     PRIMARY KEY (scale_set, instance_id)
 );
 CREATE TABLE IF NOT EXISTS uploads (         -- volumes whose upload finished (a partial one is not here)
@@ -158,6 +161,9 @@ class InstanceRow:
     ready_at: float | None = None
     boot_started_at: float | None = None
     generation: int = 0
+    redeploy_generation: int = 0
+    applied_redeploy: int = 0
+    redeploy_target: str | None = None
 
     @property
     def domain_name(self) -> str:
@@ -199,6 +205,7 @@ STATUS_COLUMNS = frozenset(
         "applied_reimage",
         "applied_restart",
         "skip_shutdown",
+        "redeploy_target",
     }
 )
 
@@ -472,6 +479,27 @@ class Store:
         with self.transaction() as db:
             cur = db.execute(f"UPDATE instances SET {cols} WHERE {where}", (*changes.values(), *args))
             return cur.rowcount > 0
+
+    def move_instance(
+        self,
+        scale_set: str,
+        instance_id: int,
+        host: str,
+        address: Callable[[sqlite3.Connection], tuple[str, str]],
+        redeploy_generation: int,
+    ) -> InstanceRow:
+        """A redeploy's one durable step: the instance now lives on ``host`` with the MAC and IP
+        ``address(db)`` gives (inside this transaction), the redeploy is applied, and it boots
+        there (Updating until healthy). Id, name and NAT port stay."""
+        with self.transaction() as db:
+            mac, ip = address(db)
+            db.execute(
+                "UPDATE instances SET host=?, mac=?, ip=?, redeploy_target=NULL, applied_redeploy=?,"
+                " provisioning_state='Updating', health='unknown', ready_at=NULL, boot_started_at=?"
+                " WHERE scale_set=? AND instance_id=?",
+                (host, mac, ip, redeploy_generation, time.time(), scale_set, instance_id),
+            )
+        return self.instance(scale_set, instance_id)
 
     def delete_instance_row(self, scale_set: str, instance_id: int) -> None:
         with self.transaction() as db:

@@ -306,6 +306,32 @@ class Host:
 
         return self._call(f"reading back volume {name}", digest)
 
+    def download_volume(self, pool: str, name: str, path: str) -> int:
+        """Write the volume's bytes to a local file through libvirt's stream API (works for
+        remote hosts); returns the bytes written. A redeploy moves an instance's disk this way."""
+
+        def download(conn: libvirt.virConnect) -> int:
+            vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
+            stream = conn.newStream(0)
+            written = 0
+            with open(path, "wb") as out:
+
+                def sink(_s: libvirt.virStream, data: bytes, _o: object) -> int:
+                    nonlocal written
+                    written += out.write(data)
+                    return 0
+
+                vol.download(stream, 0, 0, 0)  # length 0: the whole volume
+                try:
+                    stream.recvAll(sink, None)
+                    stream.finish()
+                except BaseException:
+                    stream.abort()
+                    raise
+            return written
+
+        return self._call(f"downloading volume {name}", download)
+
     def upload_file(self, pool: str, name: str, path: str, fmt: str) -> None:
         """Create a volume from a local file through libvirt's stream API (works for remote hosts)."""
         size = os.path.getsize(path)

@@ -111,6 +111,13 @@ class FakeHost:
         self._enter("volume_sha256", name)
         return hashlib.sha256(self.volumes.get(name, b"")[:length]).hexdigest()
 
+    def download_volume(self, pool: str, name: str, path: str) -> int:
+        self._enter("download_volume", name)
+        if name not in self.volumes:
+            raise NotFound(f"volume {name} on host {self.name}")
+        Path(path).write_bytes(self.volumes[name])
+        return len(self.volumes[name])
+
     def upload_file(self, pool: str, name: str, path: str, fmt: str) -> None:
         self._enter("upload_file", name)
         self.volumes[name] = Path(path).read_bytes()

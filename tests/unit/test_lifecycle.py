@@ -39,7 +39,7 @@ def test_actions_are_found_case_insensitively(spelling: str) -> None:
 
 
 def test_an_unknown_action_names_the_known_ones() -> None:
-    with pytest.raises(NotFound, match="actions are start, powerOff, deallocate, restart, reimage, delete"):
+    with pytest.raises(NotFound, match="actions are start, powerOff, deallocate, restart, reimage, redeploy, delete"):
         lifecycle.find_action("reboot")
 
 
@@ -53,6 +53,7 @@ def test_an_unknown_action_names_the_known_ones() -> None:
         ("restart", {"restart_generation": 2, "applied_restart": 2}, {"restart_generation": 3, "ready_at": None}),
         ("reimage", {"model_version": 1}, {"reimage_generation": 1, "model_version": 4, "desired_power": "running"}),
         ("delete", {}, {"provisioning_state": "Deleting"}),
+        ("redeploy", {"redeploy_generation": 1, "applied_redeploy": 1}, {"redeploy_generation": 2, "ready_at": None}),
     ],
 )
 def test_request_asks_for_exactly_these_changes(action: str, row: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -69,6 +70,8 @@ def test_request_asks_for_exactly_these_changes(action: str, row: dict[str, Any]
         ("reimage", {"protect_actions": True}, "protected from scale-set actions"),
         ("delete", {"protect_actions": True}, "protected from scale-set actions"),
         ("restart", {"desired_power": "stopped"}, "not running; start it instead"),
+        ("redeploy", {"desired_power": "deallocated"}, "not running; start it before redeploying it"),
+        ("redeploy", {"protect_actions": True}, "protected from scale-set actions"),
         ("start", {"provisioning_state": "Deleting"}, "being deleted"),
         ("reimage", {"provisioning_state": "Deleting"}, "being deleted"),
     ],
@@ -101,6 +104,7 @@ def test_skip_shutdown_only_with_power_off() -> None:
         ({"provisioning_state": "Deleting"}, True, False, False),
         ({"reimage_generation": 1}, True, False, False),
         ({"restart_generation": 1}, True, False, False),  # a restart is busy too (the old upgrade check forgot it)
+        ({"redeploy_generation": 1}, True, False, False),
         ({"desired_power": "stopped"}, False, False, False),
         ({"provisioning_state": "Failed"}, False, False, True),
     ],

@@ -591,3 +591,61 @@ def test_rolling_upgrade_goes_one_update_domain_at_a_time(env: Env) -> None:
     assert all(i.reimage_generation == i.applied_reimage for i in env.instances("web"))
     log = [a.message for a in env.store.activity("web") if a.kind == "upgrade"]
     assert len(log) == 2, log
+
+
+def test_redeploy_moves_the_instance_and_its_disk_to_another_host(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    old, new = env.hosts[inst.host], env.hosts["h2" if inst.host == "h1" else "h1"]
+    disk = f"lvmss-web-{inst.instance_id}-os.qcow2"
+    old.volumes[disk] = b"what the guest wrote"
+    _ask(env, "redeploy", inst.instance_id)
+    env.converge(4)
+    after = env.store.instance("web", inst.instance_id)
+    assert after.host == new.name and after.provisioning_state == ProvisioningState.SUCCEEDED.value
+    assert (after.instance_id, after.nat_port, after.vm_name) == (inst.instance_id, inst.nat_port, inst.vm_name)
+    assert after.ip.startswith(f"198.18.{new.name[1]}."), "an address of the new host's network"
+    assert new.volumes[disk] == b"what the guest wrote", "the disk moved with it"
+    assert running(new) == {inst.domain_name} and old.domains == {}
+    assert not [v for v in old.volumes if v.startswith("lvmss-web-")]
+    assert (inst.mac, inst.ip) not in old.reservations and (after.mac, after.ip) in new.reservations
+    assert ("drain", inst.instance_id) in env.balancer.calls
+    assert "shutdown" in old.verbs(), "a graceful shutdown before the move"
+    assert any("redeployed from" in a.message for a in env.store.activity("web"))
+
+
+def test_redeploy_without_another_host_with_room_restarts_in_place(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    other = env.hosts["h2" if inst.host == "h1" else "h1"]
+    other.answering = False
+    env.converge(1)
+    _ask(env, "redeploy", inst.instance_id)
+    env.converge(3)
+    after = env.store.instance("web", inst.instance_id)
+    assert (after.host, after.ip, after.mac) == (inst.host, inst.ip, inst.mac)
+    assert after.applied_redeploy == after.redeploy_generation == 1
+    assert running(env.hosts[inst.host]) == {inst.domain_name}
+    assert any("no other host of its zone has room" in a.message for a in env.store.activity("web"))
+
+
+def test_what_a_redeploy_left_on_its_old_host_is_an_orphan_there(env: Env) -> None:
+    """A crash between the move (one transaction) and the old host's clean-up."""
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    old = env.hosts[inst.host]
+    leftover = dict(old.domains)
+    _ask(env, "redeploy", inst.instance_id)
+    env.converge(4)
+    old.domains.update(leftover)  # as if the clean-up never ran
+    old.volumes[f"lvmss-web-{inst.instance_id}-os.qcow2"] = b"old"
+    env.converge(1)
+    env.clock.advance(ORPHAN_GRACE)
+    env.converge(2)
+    env.clock.advance(ORPHAN_GRACE)
+    env.converge(1)
+    assert old.domains == {} and not [v for v in old.volumes if v.startswith("lvmss-web-")]
+    assert env.store.instance("web", inst.instance_id).host != old.name
