@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,6 +215,3 @@ class Autoscaler:
 
 def _history_from(raw: list[dict[str, Any]]) -> tuple[Recommendation, ...]:
     return tuple(Recommendation(datetime.fromtimestamp(r["at"], UTC), int(r["replicas"])) for r in raw)
-
-
-_ = time

@@ -331,11 +331,6 @@ class Inventory:
         """Where libvirt on ``host`` logs the domain's serial console."""
         return f"{self.configs[host].serial_log_dir}/{domain}-serial.log"
 
-    def readable_serial_log(self, host: str, domain: str) -> Path | None:
-        """The same log as the daemon can read it, if it can."""
-        directory = self.configs[host].serial_log_read_dir
-        return Path(directory) / f"{domain}-serial.log" if directory else None
-
     # -- images -----------------------------------------------------------------------------
     def import_image(self, name: str, directory: Path) -> dict[str, Any]:
         """Verify an image directory, record it and upload it to every available host."""

@@ -163,13 +163,16 @@ class Reconciler:
         """The loop: a pass, then rest until woken or ``reconcile_interval_s`` passed."""
         while not stop.is_set():
             self._wake.clear()
+            started = time.monotonic()
             try:
                 self.last_report = self.pass_once()
-                if self.pass_hook is not None:
-                    self.pass_hook(self.last_report)
                 self._log_errors(self.last_report.errors)
-            except Exception:  # a pass must never kill the loop; the next one retries
+            except Exception as exc:  # a pass must never kill the loop; the next one retries
                 log.exception("reconcile pass failed")
+                # Timed and counted too: slow failing passes matter most.
+                self.last_report = PassReport(duration_s=time.monotonic() - started, errors=[f"pass failed: {exc}"])
+            if self.pass_hook is not None:
+                self.pass_hook(self.last_report)
             self._wake.wait(self.cfg.reconcile_interval_s)
 
     def _log_errors(self, errors: list[str]) -> None:

@@ -7,7 +7,6 @@ key from the user.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -73,6 +72,3 @@ def run_script(ip: str, key: paramiko.PKey, script: str, port: int = 22, timeout
     finally:
         client.close()
     return {"stdout": out, "stderr": err, "exitCode": code}
-
-
-_ = io

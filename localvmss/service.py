@@ -27,7 +27,6 @@ from localvmss.model import (
     OrchestrationMode,
     PowerState,
     ProvisioningState,
-    UpgradeMode,
     check_capacity,
     parse_instance_id,
     resolve_size,
@@ -751,6 +750,3 @@ def _intended_power(inst: InstanceRow) -> PowerState:
     return {"running": PowerState.RUNNING, "stopped": PowerState.STOPPED, "deallocated": PowerState.DEALLOCATED}[
         inst.desired_power
     ]
-
-
-_ = UpgradeMode

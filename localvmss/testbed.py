@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import random
 import signal
 import socket
@@ -281,13 +280,3 @@ class Testbed:
 def _serial_dir(host: LabHost) -> Path:
     """Where the lab host's libvirt writes guest serial logs, seen from outside its namespace."""
     return Path(host.state_dir, "log", "qemu")
-
-
-def in_namespace(lab_host: LabHost, args: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run a command inside a lab host's network namespace (list args; no shell)."""
-    return subprocess.run(
-        ["ip", "netns", "exec", lab_host.netns, *args], capture_output=True, text=True, timeout=timeout
-    )
-
-
-_ = os

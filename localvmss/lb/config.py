@@ -105,10 +105,6 @@ def instance_of_server(name: str) -> int | None:
     return None
 
 
-def set_proxy_prefix(set_name: str) -> str:
-    return f"lvmss-{set_name}-"
-
-
 def expected_proxies(set_name: str, state: SetState) -> set[str]:
     """Every proxy name (frontend, backend, listen) the set's config section declares."""
     names = {frontend_name(set_name, r.frontend_port) for r in state.spec.rules}

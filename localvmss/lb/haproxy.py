@@ -681,14 +681,6 @@ class LoadBalancer:
                     total += int(row.get("scur") or 0)
         return total
 
-    def undrain(self, set_name: str, instance_id: int) -> None:
-        """Put a drained (still ready) instance back into rotation."""
-        with self._lock:
-            st = self._sets.get(set_name)
-            if st is None or instance_id not in st.draining:
-                return
-            self._commit(set_name, replace(st, draining=st.draining - {instance_id}))
-
     def remove(self, set_name: str, instance_id: int) -> None:
         """Take the instance out: maintenance, delete its servers, and its NAT listener (reload)."""
         with self._lock:

@@ -11,7 +11,6 @@ import csv
 import io
 import re
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,9 +189,6 @@ class RuntimeClient:
     def enable_health(self, backend: str, server: str) -> None:
         self._action(f"enable health {backend}/{server}", f"enabling health checks of {backend}/{server}")
 
-    def enable_server(self, backend: str, server: str) -> None:
-        self._action(f"enable server {backend}/{server}", f"enabling {backend}/{server}")
-
     def set_state(self, backend: str, server: str, state: AdminState) -> None:
         if state not in ("ready", "drain", "maint"):
             raise HAProxyError(f"setting {backend}/{server}: unknown state {state!r}")
@@ -332,13 +328,3 @@ class MasterClient:
             # The master closes (or resets) the CLI connection as it re-executes.
             if "does not answer" in exc.message:
                 raise
-
-    def wait_answering(self, timeout_s: float) -> ProcInfo:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self.show_proc()
-            except HAProxyUnavailable:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)

@@ -67,13 +67,9 @@ def check_probe_path(path: object, what: str = "probe path") -> str:
     if len(path) > PATH_MAX:
         raise InvalidSpec(f"{what} {path[:40]!r}... is {len(path)} characters long; the limit is {PATH_MAX}")
     if _BAD_PATH_CHARS.search(path):
-        raise InvalidSpec(
-            f"{what} {path!r} must not contain whitespace, quotes, '#', '\\' or control characters"
-        )
+        raise InvalidSpec(f"{what} {path!r} must not contain whitespace, quotes, '#', '\\' or control characters")
     if not _PATH_PATTERN.fullmatch(path):
-        raise InvalidSpec(
-            f"{what} {path!r} must be ASCII URL characters: letters, digits and -._~!$&()*+,;=:@%/?"
-        )
+        raise InvalidSpec(f"{what} {path!r} must be ASCII URL characters: letters, digits and -._~!$&()*+,;=:@%/?")
     return path
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,15 +226,6 @@ class DaemonMetrics:
 
     def observe_reconcile(self, seconds: float) -> None:
         self.reconcile_duration.observe(seconds)
-
-    @contextmanager
-    def time_reconcile(self) -> Iterator[None]:
-        """Time a reconcile pass, also when it raises (slow failing passes matter most)."""
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.reconcile_duration.observe(time.monotonic() - start)
 
     def action(self, kind: str, result: str = "success") -> None:
         self.actions.labels(kind=kind, result=result).inc()

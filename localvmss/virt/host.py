@@ -524,9 +524,6 @@ class Host:
         except NotFound:
             pass
 
-    def reboot(self, name: str) -> None:
-        self._call(f"restarting {name}", lambda c: c.lookupByName(name).reset(0), idempotent=False)
-
     def undefine(self, name: str) -> None:
         """Power off and remove the definition; a domain already gone counts as removed."""
         self.destroy(name)

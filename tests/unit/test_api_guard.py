@@ -173,9 +173,7 @@ def test_real_uvicorn_unix_socket_and_tcp(tmp_path: Path, options: dict[str, Any
             assert remote.get("/healthz", headers={"X-Forwarded-For": ""}).status_code == 401
             assert remote.get("/healthz", headers={"Authorization": "Bearer t"}).status_code == 200
             big = b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}"
-            resp = remote.put(
-                "/scaleSets/web", content=_chunks(big), headers={"Authorization": "Bearer t"}
-            )
+            resp = remote.put("/scaleSets/web", content=_chunks(big), headers={"Authorization": "Bearer t"})
             assert resp.status_code == 413
     finally:
         server.should_exit = True
