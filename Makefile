@@ -7,10 +7,10 @@ setup:
 	@bash scripts/setup
 
 demo: setup
-	@$(PY) -m localvmss.demo up
+	@$(PY) -m localvmss.lab.demo up
 
 demo-down:
-	@$(PY) -m localvmss.demo down
+	@$(PY) -m localvmss.lab.demo down
 
 test: setup
 	@$(PY) -m ruff check localvmss tests bench

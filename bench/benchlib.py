@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from localvmss.inventory import read_manifest
-from localvmss.lab import LabHost
-from localvmss.testbed import DEFAULT_IMAGE_DIR
+from localvmss.lab.hosts import LabHost
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR
 from localvmss.virt.domainxml import InstanceDomain, build_domain_xml
 from localvmss.virt.host import Host
 from localvmss.virt.seed import build_nocloud_seed

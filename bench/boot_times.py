@@ -1,7 +1,7 @@
 """Boot times of the base image through libvirt directly: 1 guest, then 4 guests started at once.
 
 Run as root from the repository: ``.venv/bin/python bench/boot_times.py [--image-dir DIR]``.
-Makes its own one-host lab (localvmss.testbed.Testbed) and always removes it. Prints figures
+Makes its own one-host lab (localvmss.lab.testbed.Testbed) and always removes it. Prints figures
 only; compare them as ratios within one run (the machines are shared, absolute seconds vary).
 """
 
@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 
-from localvmss.lab import LabHost  # noqa: E402
-from localvmss.testbed import Testbed  # noqa: E402
+from localvmss.lab.hosts import LabHost  # noqa: E402
+from localvmss.lab.testbed import Testbed  # noqa: E402
 from localvmss.virt.accel import probe_accelerator  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 from localvmss.cli.client import ApiClient  # noqa: E402
-from localvmss.lab import LabHost  # noqa: E402
-from localvmss.testbed import Testbed  # noqa: E402
+from localvmss.lab.hosts import LabHost  # noqa: E402
+from localvmss.lab.testbed import Testbed  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
 
 PLAIN_POOL = "lvmss-plain"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from localvmss.cli.client import ApiClient
-from localvmss.lab import collect_garbage
-from localvmss.testbed import DEFAULT_IMAGE_DIR, REPO, DaemonProcess, Testbed
+from localvmss.lab.hosts import collect_garbage
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, REPO, DaemonProcess, Testbed
 
 IMAGE_NAME = "base"
 _session: dict[str, object] = {}

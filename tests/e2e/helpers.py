@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from localvmss.cli.client import ApiClient
-from localvmss.testbed import Testbed
+from localvmss.lab.testbed import Testbed
 from localvmss.virt.host import Host
 
 POOL = "lvmss-pool"

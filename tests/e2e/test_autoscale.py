@@ -16,7 +16,7 @@ import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
-from localvmss.testbed import DaemonProcess
+from localvmss.lab.testbed import DaemonProcess
 from tests.conftest import Cli
 from tests.e2e.helpers import http_get, ips, uniform_body, wait_until
 

@@ -39,7 +39,7 @@ import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
-from localvmss.testbed import DaemonProcess, Testbed, free_port
+from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
 from tests.e2e.helpers import POOL, backend_names, http_get, instances, libvirt_view, uniform_body, wait_until

@@ -12,7 +12,7 @@ import urllib.request
 import psutil
 
 from localvmss.cli.client import ApiClient
-from localvmss.testbed import DaemonProcess
+from localvmss.lab.testbed import DaemonProcess
 from tests.e2e.helpers import instances, uniform_body, wait_until
 
 IDLE_S = 12.0

@@ -16,7 +16,7 @@ import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
-from localvmss.testbed import DaemonProcess, free_port
+from localvmss.lab.testbed import DaemonProcess, free_port
 from tests.conftest import Cli
 from tests.e2e.helpers import backend_names, instances, settled_sets, uniform_body, wait_until
 from tests.e2e.load import Load

@@ -24,8 +24,8 @@ import pytest
 from lxml import etree
 
 from localvmss.cli.client import ApiClient
-from localvmss.lab import LabHost, start_libvirtd, wait_libvirtd
-from localvmss.testbed import DaemonProcess, Testbed, free_port
+from localvmss.lab.hosts import LabHost, start_libvirtd, wait_libvirtd
+from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
 from tests.e2e.helpers import POOL, http_get, instances, libvirt_view, settled_sets, uniform_body, wait_until

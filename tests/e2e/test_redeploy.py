@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from localvmss.cli.client import ApiClient
-from localvmss.testbed import Testbed, free_port
+from localvmss.lab.testbed import Testbed, free_port
 from tests.conftest import Cli
 from tests.e2e.helpers import backend_names, instances, libvirt_view, wait_until
 from tests.e2e.load import Load

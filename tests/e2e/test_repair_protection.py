@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from localvmss.cli.client import ApiClient
-from localvmss.testbed import Testbed
+from localvmss.lab.testbed import Testbed
 from tests.conftest import Cli
 from tests.e2e.helpers import instances, libvirt_view, wait_until
 

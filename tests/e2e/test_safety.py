@@ -35,8 +35,8 @@ import pytest
 from localvmss.cli.client import ApiClient
 from localvmss.config import load_config
 from localvmss.errors import LocalVMSSError, NotFound
-from localvmss.lab import LabHost, start_libvirtd, wait_libvirtd
-from localvmss.testbed import DaemonProcess, Testbed, free_port
+from localvmss.lab.hosts import LabHost, start_libvirtd, wait_libvirtd
+from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from tests.conftest import Cli
 from tests.e2e.helpers import POOL, backend_names, instances, libvirt_view, wait_until
 from tests.e2e.load import Load

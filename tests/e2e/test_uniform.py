@@ -11,7 +11,7 @@ import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
-from localvmss.testbed import DaemonProcess, Testbed
+from localvmss.lab.testbed import DaemonProcess, Testbed
 from tests.conftest import Cli
 from tests.e2e.helpers import http_get, instances, ips, libvirt_view, settled_sets, uniform_body, wait_until
 

@@ -21,9 +21,9 @@ import libvirt
 import pytest
 from lxml import etree
 
-from localvmss import lab as lab_module
-from localvmss.lab import Lab, LabHost
-from localvmss.testbed import define_lab_network
+from localvmss.lab import hosts as lab_module
+from localvmss.lab.hosts import Lab, LabHost
+from localvmss.lab.testbed import define_lab_network
 from localvmss.virt.domainxml import pool_xml
 from localvmss.virt.host import NEVER_SENT_MESSAGE, Host, start_event_loop
 

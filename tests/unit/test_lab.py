@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from localvmss import lab, testbed
-from localvmss.lab import LabHost
-from localvmss.testbed import DaemonProcess, free_port
+from localvmss.lab import hosts as lab
+from localvmss.lab import testbed
+from localvmss.lab.hosts import LabHost
+from localvmss.lab.testbed import DaemonProcess, free_port
 
 
 def _host(state_dir: str = "/var/lib/localvmss-lab/t1/h1") -> LabHost:

@@ -1,6 +1,6 @@
 """A whole localvmss deployment on this machine: lab hosts, their networks, and a daemon.
 
-Shared by the demo (``python -m localvmss.demo``) and the test harness, so the tests exercise
+Shared by the demo (``python -m localvmss.lab.demo``) and the test harness, so the tests exercise
 exactly what the demo runs. Guest traffic stays inside the lab's namespaces (see ``lab``).
 """
 
@@ -21,11 +21,11 @@ from typing import Any
 from localvmss.cli.client import ApiClient
 from localvmss.config import load_config
 from localvmss.errors import LocalVMSSError
-from localvmss.lab import Lab, LabHost, create_lab, destroy_lab
+from localvmss.lab.hosts import Lab, LabHost, create_lab, destroy_lab
 from localvmss.virt.domainxml import network_xml
 from localvmss.virt.host import Host
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_IMAGE_DIR = REPO / ".cache" / "images" / "localvmss-base"
 
 
@@ -245,7 +245,7 @@ class Testbed:
             "autoscale_interval_s": 2.0,
         }
         values.update(settings)
-        lines = ["# written by localvmss.testbed"]
+        lines = ["# written by localvmss.lab.testbed"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
         for entry in self.host_entries():
             lines.append("")

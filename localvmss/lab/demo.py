@@ -1,6 +1,6 @@
 """The README's main command: a demo scale set of 2 serving through HAProxy on 127.0.0.1.
 
-``python -m localvmss.demo up`` makes a one-host lab (libvirtd in its own network namespace, so
+``python -m localvmss.lab.demo up`` makes a one-host lab (libvirtd in its own network namespace, so
 guest traffic never leaves this machine), starts ``localvmssd`` on it as users start it, imports
 the base image, creates the set ``demo`` with a load-balancing rule 127.0.0.1:8080 -> :80 and an
 SSH NAT pool 127.0.0.1:20000+ -> :22, waits until it serves, and prints how to reach it.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
-from localvmss.lab import Lab, LabError, destroy_lab
-from localvmss.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed
+from localvmss.lab.hosts import Lab, LabError, destroy_lab
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed
 
 TAG = "demo"
 STATE = Path("/var/lib/localvmss-demo")
@@ -163,7 +163,7 @@ def down(quiet: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localvmss.demo", description="localvmss demo scale set")
+    parser = argparse.ArgumentParser(prog="python -m localvmss.lab.demo", description="localvmss demo scale set")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up")
     p_up.add_argument("--instances", type=int, default=2)
