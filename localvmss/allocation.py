@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from localvmss import planner
 from localvmss.errors import CapacityError, HostUnavailable
-from localvmss.model import FaultDomainMapping, ProvisioningState, update_domain_for
+from localvmss.model import FaultDomainMapping, PowerState, ProvisioningState, update_domain_for
 from localvmss.spec import ScaleSetSpec
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 
@@ -96,8 +96,8 @@ class Allocator:
             ip=ip,
             nat_port=self.nat_port(db, row.name, spec),
             model_version=row.model_version,
-            desired_power="running",
-            provisioning_state=ProvisioningState.CREATING.value,
+            desired_power=PowerState.RUNNING,
+            provisioning_state=ProvisioningState.CREATING,
             created_at=self.clock(),
             overrides=dict(overrides or {}),
         )

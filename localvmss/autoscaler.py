@@ -23,7 +23,6 @@ from localvmss.capacity import CapacityRule
 from localvmss.errors import CapacityError, InvalidSpec, LocalVMSSError, NotFound, NotSupported
 from localvmss.metrics.prometheus import PrometheusClient
 from localvmss.model import OrchestrationMode
-from localvmss.spec import ScaleSetSpec
 from localvmss.store import Store
 
 log = logging.getLogger(__name__)
@@ -152,7 +151,7 @@ class Autoscaler:
         if self.capacity is None:
             return False
         try:
-            spec = ScaleSetSpec.model_validate(row.model)
+            spec = row.spec
             self.capacity.check(scale_set, spec, row.capacity, decision.new_capacity)
         except (CapacityError, InvalidSpec) as exc:
             reason = f"{decision.reason}; refused: {exc.message}"

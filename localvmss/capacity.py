@@ -71,6 +71,6 @@ class CapacityRule:
             if inst.provisioning_state != ProvisioningState.CREATING.value:
                 continue
             if inst.scale_set not in specs:
-                specs[inst.scale_set] = ScaleSetSpec.model_validate(self.store.scale_set(inst.scale_set).model)
+                specs[inst.scale_set] = self.store.scale_set(inst.scale_set).spec
             total += lifecycle.memory_mib(inst, specs[inst.scale_set]) * MiB
         return total

@@ -44,9 +44,7 @@ class HealthMonitor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def probe_pass(self) -> None:
-        specs = {
-            s.name: (ScaleSetSpec.model_validate(s.model), s.mode) for s in self.store.scale_sets() if not s.deleting
-        }
+        specs = {s.name: (s.spec, s.mode) for s in self.store.scale_sets() if not s.deleting}
         targets = [
             i for i in self.store.instances() if i.scale_set in specs and lifecycle.to_probe(i, specs[i.scale_set][0])
         ]

@@ -279,7 +279,7 @@ class Reconciler:
                 self._plan_records(row, alive)
             except LocalVMSSError as exc:
                 report.errors.append(exc.message)
-                self.store.update_scale_set(row.name, message=exc.message[:500])
+                self.store.record_set_status(row.name, message=exc.message[:500])
         instances = self.store.instances()
         keys = {home for i in instances for home in _homes(i)} | known_before
         report.orphans_removed = self._remove_orphans(observed, volumes, keys, now)
@@ -393,7 +393,7 @@ class Reconciler:
             return
         if row.mode != OrchestrationMode.UNIFORM.value:
             return
-        spec = ScaleSetSpec.model_validate(row.model)
+        spec = row.spec
         # Instances of a host silent past its grace keep their records but do not count: the
         # set makes replacements elsewhere, and scales the surplus in once the host is back.
         live = [
@@ -416,7 +416,7 @@ class Reconciler:
                 row.name, "scale-in", f"removing instances {victims} to reach capacity {row.capacity}"
             )
             if len(victims) < -diff:
-                self.store.update_scale_set(
+                self.store.record_set_status(
                     row.name,
                     message=f"{-diff - len(victims)} instance(s) could not be removed: protected from scale-in",
                 )
@@ -444,7 +444,7 @@ class Reconciler:
             if planner.unhealthy_limit_exceeded(
                 slots, max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent
             ):
-                self.store.update_scale_set(
+                self.store.record_set_status(
                     row.name,
                     message="rolling upgrade paused: more instances unhealthy than maxUnhealthyInstancePercent",
                 )
@@ -512,7 +512,7 @@ class Reconciler:
                 row.name, "scale-out", f"creating instances {created} to reach capacity {row.capacity}"
             )
         if waiting:
-            self.store.update_scale_set(
+            self.store.record_set_status(
                 row.name,
                 message=f"{len(waiting)} instance(s) wait for an available host in zone(s) "
                 f"{sorted(set(map(str, waiting)))}",
@@ -604,7 +604,7 @@ class Reconciler:
         an intent that arrives meanwhile (a delete during a drain) is never overwritten."""
         try:
             inst = self.store.instance(inst.scale_set, inst.instance_id)  # the snapshot may be a pass old
-            spec = ScaleSetSpec.model_validate(self.store.scale_set(inst.scale_set).model)
+            spec = self.store.scale_set(inst.scale_set).spec
         except NotFound:
             return False
         if inst.provisioning_state == ProvisioningState.DELETING.value:
@@ -784,7 +784,7 @@ class Reconciler:
             if row.deleting:
                 continue
             instances = self.store.instances(name)
-            spec = ScaleSetSpec.model_validate(row.model)
+            spec = row.spec
             states = {i.provisioning_state for i in instances}
             live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
             if ProvisioningState.FAILED.value in states:
@@ -803,7 +803,7 @@ class Reconciler:
             if state is ProvisioningState.SUCCEEDED and row.message:
                 changes["message"] = ""
             if changes:
-                self.store.update_scale_set(name, **changes)
+                self.store.record_set_status(name, **changes)
             if spec.load_balancer:
                 try:
                     self.balancer.sync(name, spec, instances)

@@ -75,7 +75,7 @@ class Service:
         return self._set_view(self.store.scale_set(name))
 
     def _set_view(self, row: ScaleSetRow) -> dict[str, Any]:
-        spec = ScaleSetSpec.model_validate(row.model)
+        spec = row.spec
         instances = self.store.instances(row.name)
         state = ProvisioningState.DELETING.value if row.deleting else row.provisioning_state
         live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
@@ -165,7 +165,7 @@ class Service:
     def _update_set(self, row: ScaleSetRow, spec: ScaleSetSpec, capacity: int, body: Any) -> dict[str, Any]:
         if row.deleting:
             raise Conflict(f"scale set {row.name!r} is being deleted")
-        old = ScaleSetSpec.model_validate(row.model)
+        old = row.spec
         if spec.mode is not old.mode:
             raise Conflict(
                 f"orchestrationMode of {row.name!r} is {old.mode.value} and cannot be changed "
@@ -207,7 +207,7 @@ class Service:
         capacity = check_capacity(capacity, mode)
         if row.deleting:
             raise Conflict(f"scale set {name!r} is being deleted")
-        spec = ScaleSetSpec.model_validate(row.model)
+        spec = row.spec
         self.capacity.check(name, spec, row.capacity, capacity)  # the rule autoscale uses too
         self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
         self.store.log_activity(name, "scale", f"capacity {row.capacity} -> {capacity} (requested)")
@@ -264,7 +264,7 @@ class Service:
             return PowerState.UNKNOWN
 
     def _instance_view(self, row: ScaleSetRow, inst: InstanceRow, live: bool) -> dict[str, Any]:
-        spec = ScaleSetSpec.model_validate(row.model)
+        spec = row.spec
         power = _shown_power(inst, self._power(inst)) if live else _intended_power(inst)
         view: dict[str, Any] = {
             "platformFaultDomain": inst.fault_domain,
@@ -487,7 +487,7 @@ class Service:
             )
         if row.deleting:
             raise Conflict(f"scale set {set_name!r} is being deleted")
-        spec = ScaleSetSpec.model_validate(row.model)
+        spec = row.spec
         current = self.store.instances(set_name)
         if len(current) >= FLEXIBLE_MAX_VMS:
             raise CapacityError(
@@ -539,19 +539,19 @@ class Service:
         overrides = {"image": image, "vcpus": size.vcpus, "memory_mib": size.memory_mib, "ssh_public_keys": keys}
         with self.store.transaction() as db:
             # Checked again where it is atomic: concurrent PUTs must not take the set past the limit.
-            held = db.execute("SELECT COUNT(*) FROM instances WHERE scale_set=?", (set_name,)).fetchone()[0]
+            held = self.store.instance_count(db, set_name)
             if held >= FLEXIBLE_MAX_VMS:
                 raise CapacityError(
                     f"scale set {set_name!r} already holds {held} VMs; VM orchestration mode allows at most "
                     f"{FLEXIBLE_MAX_VMS}"
                 )
-            if db.execute("SELECT 1 FROM instances WHERE vm_name=?", (vm_name,)).fetchone():
+            if self.store.vm_name_taken(db, vm_name):
                 raise Conflict(f"virtual machine {vm_name!r} already exists; VM updates are not supported")
             iid = self.store.allocate_instance_id(db, set_name)
             inst = self.alloc.new_instance_row(
                 db, row, spec, iid, host, zone, fd, index=len(current), vm_name=vm_name, overrides=overrides
             )
-            inst.desired_power = initial
+            inst.desired_power = PowerState(initial)
             self.store.insert_instance(db, inst)
         self.store.log_activity(set_name, "vm-create", f"VM {vm_name} created in fault domain {fd} on {host}")
         self.wake()

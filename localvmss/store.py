@@ -25,7 +25,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from localvmss.errors import Conflict, NotFound, StoreError
+from localvmss.model import OrchestrationMode, PowerState, ProvisioningState
+from localvmss.spec import ScaleSetSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scale_sets (
@@ -119,17 +123,20 @@ CREATE TABLE IF NOT EXISTS activity_log (
 
 @dataclass
 class ScaleSetRow:
+    """A scale set as stored: enums for its states and its model parsed once, here."""
+
     name: str
-    mode: str
-    model: dict[str, Any]
+    mode: OrchestrationMode
+    model: dict[str, Any]  # as stored (JSON); ``spec`` is the same, parsed
     capacity: int
     model_version: int
     next_instance_id: int
-    provisioning_state: str
+    provisioning_state: ProvisioningState
     message: str
     deleting: bool
     created_at: float
     updated_at: float
+    spec: ScaleSetSpec
 
 
 @dataclass
@@ -142,8 +149,8 @@ class InstanceRow:
     mac: str
     ip: str
     model_version: int
-    desired_power: str
-    provisioning_state: str
+    desired_power: PowerState  # running, stopped or deallocated
+    provisioning_state: ProvisioningState
     created_at: float
     vm_name: str | None = None
     zone: str | None = None
@@ -349,11 +356,21 @@ class Store:
                 raise self._error("reading", exc) from None
 
     # -- scale sets -------------------------------------------------------------------------
-    @staticmethod
-    def _set_row(row: sqlite3.Row) -> ScaleSetRow:
+    def _set_row(self, row: sqlite3.Row) -> ScaleSetRow:
         data = dict(row)
         data["model"] = json.loads(data["model"])
         data["deleting"] = bool(data["deleting"])
+        data["mode"] = OrchestrationMode(data["mode"])
+        data["provisioning_state"] = ProvisioningState(data["provisioning_state"])
+        try:
+            data["spec"] = ScaleSetSpec.model_validate(data["model"])
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise StoreError(
+                f"state database {self.path}: the stored model of scale set {data['name']!r} does not parse "
+                f"({where}: {first.get('msg')}); restore a backup or fix the row"
+            ) from None
         return ScaleSetRow(**data)
 
     def insert_scale_set(self, name: str, mode: str, model: dict[str, Any], capacity: int, state: str) -> None:
@@ -376,7 +393,16 @@ class Store:
             raise NotFound(f"scale set {name!r} does not exist")
         return self._set_row(rows[0])
 
+    def record_set_status(self, name: str, **changes: Any) -> None:
+        """What the reconciler observed of a set (its provisioning state and message), apart
+        from what was asked of it (``update_scale_set``)."""
+        bad = set(changes) - {"provisioning_state", "message"}
+        if bad:
+            raise ValueError(f"record_set_status cannot write intent columns {sorted(bad)}")
+        self.update_scale_set(name, **changes)
+
     def update_scale_set(self, name: str, **changes: Any) -> None:
+        """A change of intent (model, capacity, deletion); the API and the autoscaler write it."""
         if "model" in changes:
             changes["model"] = json.dumps(changes["model"])
         changes["updated_at"] = time.time()
@@ -397,6 +423,8 @@ class Store:
     @staticmethod
     def _instance_row(row: sqlite3.Row) -> InstanceRow:
         data = dict(row)
+        data["provisioning_state"] = ProvisioningState(data["provisioning_state"])
+        data["desired_power"] = PowerState(data["desired_power"])
         data["overrides"] = json.loads(data["overrides"])
         data["protect_scale_in"] = bool(data["protect_scale_in"])
         data["protect_actions"] = bool(data["protect_actions"])
@@ -430,6 +458,15 @@ class Store:
             raise NotFound(f"scale set {scale_set!r} does not exist")
         db.execute("UPDATE scale_sets SET next_instance_id=? WHERE name=?", (row[0] + 1, scale_set))
         return int(row[0])
+
+    @staticmethod
+    def instance_count(db: sqlite3.Connection, scale_set: str) -> int:
+        """Instances the set holds, inside the caller's transaction (limits checked atomically)."""
+        return int(db.execute("SELECT COUNT(*) FROM instances WHERE scale_set=?", (scale_set,)).fetchone()[0])
+
+    @staticmethod
+    def vm_name_taken(db: sqlite3.Connection, vm_name: str) -> bool:
+        return db.execute("SELECT 1 FROM instances WHERE vm_name=?", (vm_name,)).fetchone() is not None
 
     @staticmethod
     def addresses_held(db: sqlite3.Connection, host: str) -> tuple[set[str], set[str]]:

@@ -49,7 +49,7 @@ def test_instance_ids_are_monotonic_and_never_reused(tmp_path: Path) -> None:
 
 def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.insert_scale_set("web", "Uniform", {}, 0, "Creating")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 0, "Creating")
     with pytest.raises(RuntimeError), store.transaction() as db:
         _instance(store, db, "web")
         raise RuntimeError("crash half way")
@@ -59,9 +59,9 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
 
 def test_duplicates_and_missing_are_reported(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    store.insert_scale_set("web", "Uniform", {}, 0, "Creating")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 0, "Creating")
     with pytest.raises(Conflict, match="already exists"):
-        store.insert_scale_set("web", "Uniform", {}, 0, "Creating")
+        store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 0, "Creating")
     with pytest.raises(NotFound, match="does not exist"):
         store.scale_set("nope")
     with pytest.raises(NotFound):
@@ -173,3 +173,27 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.scale_sets()
+
+
+def test_rows_carry_enums_and_the_parsed_model(tmp_path: Path) -> None:
+    from localvmss.model import OrchestrationMode, PowerState, ProvisioningState
+
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform", "memory_mib": 512}, 1, "Creating")
+    with store.transaction() as db:
+        iid = _instance(store, db, "web")
+    row = store.scale_set("web")
+    assert row.mode is OrchestrationMode.UNIFORM and row.provisioning_state is ProvisioningState.CREATING
+    assert row.spec.memory_mib == 512
+    inst = store.instance("web", iid)
+    assert inst.provisioning_state is ProvisioningState.CREATING and inst.desired_power is PowerState.RUNNING
+
+
+def test_a_stored_model_that_does_not_parse_is_one_clear_line(tmp_path: Path) -> None:
+    from localvmss.errors import StoreError
+
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform", "vcpus": "many"}, 1, "Creating")
+    with pytest.raises(StoreError) as info:
+        store.scale_set("web")
+    assert "stored model of scale set 'web' does not parse (vcpus:" in info.value.message
