@@ -189,6 +189,7 @@ def main() -> int:
     finally:
         if daemon is not None:
             daemon.stop()
+            daemon.stop_data_plane()  # HAProxy and Prometheus outlive a stopped daemon by design
         testbed.down()
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lxml import etree
 
-from localvmss import testbed as lab_testbed  # a module alias: pytest would try to collect 'Testbed'
 from localvmss.errors import LocalVMSSError
 from localvmss.inventory import read_manifest
+from localvmss.lab import testbed as lab_testbed  # a module alias: pytest would try to collect 'Testbed'
 from localvmss.model import PowerState
 from localvmss.virt.accel import probe_accelerator
 from localvmss.virt.domainxml import InstanceDomain, build_domain_xml
