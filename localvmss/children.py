@@ -33,7 +33,8 @@ def record(state_dir: Path, name: str, pid: int | None) -> None:
         os.replace(tmp, path)
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
+    """The process's command line as one string ("" if there is no such process)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -46,7 +47,7 @@ def recorded(state_dir: Path, name: str) -> int | None:
         pid = int((_dir(state_dir) / f"{name}.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if str(state_dir) in _cmdline(pid) else None
+    return pid if str(state_dir) in cmdline(pid) else None
 
 
 def stop(state_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
@@ -57,9 +58,9 @@ def stop(state_dir: Path, name: str, timeout_s: float = 10.0) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and str(state_dir) in _cmdline(pid):
+    while time.monotonic() < deadline and str(state_dir) in cmdline(pid):
         time.sleep(0.1)
-    if str(state_dir) in _cmdline(pid):
+    if str(state_dir) in cmdline(pid):
         os.kill(pid, signal.SIGKILL)
     log.info("stopped %s (pid %d)", name, pid)
     return True

@@ -88,13 +88,7 @@ def request(
     if name == "start":
         if inst.desired_power == "running":
             return {"desired_power": "running"}
-        return {
-            "desired_power": "running",
-            "health": "unknown",
-            "provisioning_state": ProvisioningState.UPDATING.value,
-            "ready_at": None,
-            "boot_started_at": now,
-        }
+        return {"desired_power": "running", **_booting(now)}
     if name in ("powerOff", "deallocate"):
         # A guest that is off has no health (the monitor probes running instances only).
         return {
@@ -106,34 +100,30 @@ def request(
     if name == "restart":
         if inst.desired_power != "running":
             raise Conflict(f"instance {inst.instance_id} is not running; start it instead")
-        return {
-            "restart_generation": inst.restart_generation + 1,
-            "provisioning_state": ProvisioningState.UPDATING.value,
-            "health": "unknown",
-            "ready_at": None,
-            "boot_started_at": now,
-        }
+        return {"restart_generation": inst.restart_generation + 1, **_booting(now)}
     if name == "redeploy":
         if inst.desired_power != "running":
             raise Conflict(f"instance {inst.instance_id} is not running; start it before redeploying it")
-        return {
-            "redeploy_generation": inst.redeploy_generation + 1,
-            "provisioning_state": ProvisioningState.UPDATING.value,
-            "health": "unknown",
-            "ready_at": None,
-            "boot_started_at": now,
-        }
+        return {"redeploy_generation": inst.redeploy_generation + 1, **_booting(now)}
     if name == "reimage":
         return {
             "reimage_generation": inst.reimage_generation + 1,
             "model_version": model_version,
             "desired_power": "running",
-            "provisioning_state": ProvisioningState.UPDATING.value,
-            "health": "unknown",
-            "ready_at": None,
-            "boot_started_at": now,
+            **_booting(now),
         }
     raise AssertionError(f"action {name} is in ACTIONS but has no request")  # pragma: no cover
+
+
+def _booting(now: float) -> dict[str, Any]:
+    """What every action that (re)boots the guest also asks: not ready, health unknown, the boot
+    timeout counting from now."""
+    return {
+        "provisioning_state": ProvisioningState.UPDATING.value,
+        "health": "unknown",
+        "ready_at": None,
+        "boot_started_at": now,
+    }
 
 
 # -- predicates ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from localvmss.children import cmdline
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.lb.config import (
     ADMIN_SOCKET,
@@ -122,14 +123,6 @@ def _proc_state(pid: int) -> str | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return data.rsplit(")", 1)[-1].split()[0] if ")" in data else None
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 # How long remove() lets a member's open connections finish after drain() already waited.
@@ -253,7 +246,7 @@ class LoadBalancer:
 
     # ---- process ---------------------------------------------------------------------------
     def _is_ours(self, pid: int) -> bool:
-        return str(self.config_path) in _cmdline(pid)
+        return str(self.config_path) in cmdline(pid)
 
     def _alive(self, pid: int | None) -> bool:
         if pid is None or pid <= 0:

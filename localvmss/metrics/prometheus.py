@@ -26,6 +26,7 @@ from typing import IO, Any
 import httpx
 import psutil
 
+from localvmss.children import cmdline
 from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
 from localvmss.metrics.file_sd import write_file_sd
 
@@ -196,14 +197,6 @@ def _duration(seconds: float) -> str:
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
 def _listening_port(pid: int) -> int | None:
     """The TCP port ``pid`` listens on (a Prometheus started on port 0 names none)."""
     try:
@@ -341,16 +334,16 @@ class PrometheusServer:
     def running(self) -> bool:
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._adopted is not None and str(self.config_path) in _cmdline(self._adopted)
+        return self._adopted is not None and str(self.config_path) in cmdline(self._adopted)
 
     def adopt(self, pid: int) -> bool:
         """Take over a Prometheus a previous daemon started with this configuration (it kept
         scraping while no daemon ran); True if it runs, is ours and answers."""
         with self._lock:
-            cmdline = _cmdline(pid)
-            if str(self.config_path) not in cmdline:
+            command = cmdline(pid)
+            if str(self.config_path) not in command:
                 return False
-            match = re.search(r"--web\.listen-address=(\S+)", cmdline)
+            match = re.search(r"--web\.listen-address=(\S+)", command)
             if match is None:
                 return False
             port = _split_listen(match.group(1))[1] or _listening_port(pid)
@@ -477,12 +470,12 @@ class PrometheusServer:
     def _terminate(self, timeout: float = 10.0) -> None:
         if self._proc is None and self._adopted is not None:
             pid, self._adopted = self._adopted, None
-            if str(self.config_path) in _cmdline(pid):
+            if str(self.config_path) in cmdline(pid):
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline and str(self.config_path) in _cmdline(pid):
+                while time.monotonic() < deadline and str(self.config_path) in cmdline(pid):
                     time.sleep(0.1)
-                if str(self.config_path) in _cmdline(pid):
+                if str(self.config_path) in cmdline(pid):
                     os.kill(pid, signal.SIGKILL)
             return
         proc = self._proc

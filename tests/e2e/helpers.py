@@ -6,6 +6,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from localvmss.cli.client import ApiClient
@@ -91,3 +92,12 @@ def backend_names(port: int, tries: int = 40) -> set[str]:
         if status == 200:
             seen.add(body)
     return seen
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie is left."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -27,25 +27,6 @@ def _haproxy_master(daemon: DaemonProcess) -> int:
     return int(pidfile.read_text())
 
 
-def _free_range(size: int) -> int:
-    """A start port with ``size`` free ports after it (checked by binding each)."""
-    while True:
-        start = free_port()
-        if start + size < 65000 and all(_bindable(p) for p in range(start, start + size)):
-            return start
-
-
-def _bindable(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 @pytest.fixture(scope="module")
 def lb_set(daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One set of 2 behind HAProxy shared by this module's tests (each leaves it at 2 healthy
@@ -54,7 +35,7 @@ def lb_set(daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     name = f"lb{uuid.uuid4().hex[:6]}"
     tmp_path = tmp_path_factory.mktemp("lbkeys")
     port = free_port()
-    nat_start = _free_range(10)
+    nat_start = free_port(span=10)
     keyfile = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)], check=True)
     cli.ok(

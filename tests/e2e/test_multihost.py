@@ -28,7 +28,16 @@ from localvmss.lab.hosts import LabHost, start_libvirtd, wait_libvirtd
 from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
-from tests.e2e.helpers import POOL, http_get, instances, libvirt_view, settled_sets, uniform_body, wait_until
+from tests.e2e.helpers import (
+    POOL,
+    http_get,
+    instances,
+    libvirt_view,
+    process_gone,
+    settled_sets,
+    uniform_body,
+    wait_until,
+)
 from tests.e2e.load import Load
 
 
@@ -271,14 +280,6 @@ def _qemu_pids(lab_host: LabHost) -> dict[int, str]:
     return out
 
 
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _kill_host(lab_host: LabHost) -> list[str]:
     """A host failure: SIGKILL its libvirtd and its guests' qemu processes (only those pids)."""
     pid = lab_host.libvirtd_pid
@@ -292,7 +293,7 @@ def _kill_host(lab_host: LabHost) -> list[str]:
         os.waitpid(pid, 0)  # the lab started it from this process: reap it
     except ChildProcessError:
         pass
-    wait_until(lambda: all(_gone(p) for p in [pid, *guests]), 15, "the killed processes to end", 0.1)
+    wait_until(lambda: all(process_gone(p) for p in [pid, *guests]), 15, "the killed processes to end", 0.1)
     return sorted(guests.values())
 
 

@@ -38,7 +38,7 @@ from localvmss.errors import LocalVMSSError, NotFound
 from localvmss.lab.hosts import LabHost, start_libvirtd, wait_libvirtd
 from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import POOL, backend_names, instances, libvirt_view, wait_until
+from tests.e2e.helpers import POOL, backend_names, instances, libvirt_view, process_gone, wait_until
 from tests.e2e.load import Load
 
 OUTAGE_S = 60.0
@@ -97,14 +97,6 @@ def _proc_start(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _gone(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def _qemu_pid(lab_host: LabHost, domain: str) -> int | None:
@@ -477,15 +469,15 @@ def _stop_libvirtd(lab_host: LabHost) -> None:
     assert cmdline.endswith("libvirtd"), f"pid {pid} of {lab_host.name} is {cmdline!r}, not libvirtd"
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not _gone(pid):
+    while time.monotonic() < deadline and not process_gone(pid):
         time.sleep(0.1)
-    if not _gone(pid):
+    if not process_gone(pid):
         os.kill(pid, signal.SIGKILL)
     try:
         os.waitpid(pid, 0)  # the lab started it from this process: reap it
     except ChildProcessError:
         pass
-    wait_until(lambda: _gone(pid), 15, f"libvirtd of {lab_host.name} to end", 0.1)
+    wait_until(lambda: process_gone(pid), 15, f"libvirtd of {lab_host.name} to end", 0.1)
 
 
 def _start_libvirtd(testbed: Testbed, lab_host: LabHost) -> None:
