@@ -1,0 +1,38 @@
+"""The health monitor: one instance whose probe cannot even be made (a stored probe path that is
+not ASCII, from before paths were checked) must not end the pass for every other set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localvmss import monitor as monitor_module
+from localvmss.monitor import HealthMonitor
+from localvmss.store import Store
+from tests.unit.servicefake import add_instances
+
+
+def test_a_probe_that_raises_does_not_stop_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "state.db")
+    bad = {"mode": "Uniform", "health_probe": {"protocol": "http", "port": 80, "path": "/gesundheit\u00e4"}}
+    store.insert_scale_set("bad", "Uniform", bad, 1, "Creating")
+    store.insert_scale_set("good", "Uniform", {"mode": "Uniform"}, 1, "Creating")
+    add_instances(store, "bad", 1, provisioning_state="Creating", ready_at=None)
+    add_instances(store, "good", 1, provisioning_state="Creating", ready_at=None)
+    probed: list[str] = []
+
+    def probe(ip: str, model: Any) -> tuple[bool, str]:  # no network: what probe_once would answer
+        probed.append(model.path)
+        if not model.path.isascii():
+            model.path.encode("ascii")  # what http.client does with it: UnicodeEncodeError
+        return True, "HTTP 200"
+
+    monkeypatch.setattr(monitor_module, "probe_once", probe)
+    changes: list[int] = []
+    HealthMonitor(store, 1.0, lambda: changes.append(1)).probe_pass()
+    assert sorted(probed) == ["/gesundheit\u00e4", "/healthz"]
+    assert store.instances("good")[0].provisioning_state == "Succeeded", "the other set was still probed"
+    assert store.instances("bad")[0].provisioning_state == "Creating"
+    assert changes == [1]
