@@ -494,11 +494,9 @@ class Store:
         observation made before it is dropped by ``record_status``."""
         if "overrides" in changes:
             changes["overrides"] = json.dumps(changes["overrides"])
-        _check_columns(changes)
-        cols = ", ".join([*(f"{k}=?" for k in changes), "generation=generation+1"])
         with self.transaction() as db:
             db.execute(
-                f"UPDATE instances SET {cols} WHERE scale_set=? AND instance_id=?",
+                f"UPDATE instances SET {self._intent_sql(changes)} WHERE scale_set=? AND instance_id=?",
                 (*changes.values(), scale_set, instance_id),
             )
 
@@ -644,15 +642,11 @@ class Store:
         return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]
 
     # -- requests (validation helper) --
-    def _intent_sql(self, changes: dict[str, Any]) -> str:
-        """``col=?, ...`` for a change of intent, bumping the row's generation when it has one."""
-        unknown = set(changes) - set(_INSTANCE_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown instance columns {sorted(unknown)}")
-        cols = [f"{k}=?" for k in changes]
-        if "generation" in _INSTANCE_COLUMNS:
-            cols.append("generation=generation+1")
-        return ", ".join(cols)
+    @staticmethod
+    def _intent_sql(changes: dict[str, Any]) -> str:
+        """``col=?, ..., generation=generation+1``: every change of intent bumps the generation."""
+        _check_columns(changes)
+        return ", ".join([*(f"{k}=?" for k in changes), "generation=generation+1"])
 
     def update_instances(self, changes: list[tuple[str, int, dict[str, Any]]]) -> None:
         """Several changes of intent (a multi-instance action) in one transaction: every instance
