@@ -61,7 +61,6 @@ from localvmss.lb.spec import (
     from_json,
     member_from_json,
     member_to_json,
-    nat_port_for,
     to_json,
     validate,
     validate_members,
@@ -84,7 +83,7 @@ _GENERIC_ALERTS = (
 # Worst first: a set's instance shows the worst status over the set's backends.
 _STATUS_ORDER = ("MAINT", "DRAIN", "DOWN", "UP")
 
-__all__ = ["LoadBalancer", "Member", "ServerState", "nat_port_for"]
+__all__ = ["LoadBalancer", "Member", "ServerState"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from localvmss.errors import CapacityError, InvalidSpec
+from localvmss.errors import InvalidSpec
 
 PORT_MIN = 1
 PORT_MAX = 65535
@@ -187,7 +187,7 @@ class Member:
 
     ``ready`` is the caller's word that the instance serves; HAProxy still probes it and takes it
     out of rotation when the probe fails. ``nat_port`` is the instance's port from the NAT pool
-    (see nat_port_for), kept for the instance's life.
+    (allocation.free_nat_port chooses it), kept for the instance's life.
     """
 
     instance_id: int
@@ -399,20 +399,6 @@ def parse_nat_pool(text: str) -> NatPool:
     return NatPool(start, end, backend)
 
 
-def nat_port_for(spec: LoadBalancerSpec, instance_id: int, used_ports: Iterable[int]) -> int:
-    """The lowest free port of the set's NAT pool, for a new instance to keep for its life."""
-    if spec.nat_pool is None:
-        raise InvalidSpec("the scale set's load balancer has no inbound NAT pool")
-    used = set(used_ports)
-    for port in spec.nat_pool.ports():
-        if port not in used:
-            return port
-    raise CapacityError(
-        f"NAT pool {spec.nat_pool.frontend_port_start}-{spec.nat_pool.frontend_port_end} has no free port "
-        f"left for instance {instance_id}"
-    )
-
-
 # ---- Azure-ish JSON ------------------------------------------------------------------------
 
 
@@ -562,7 +548,6 @@ __all__ = [
     "from_json",
     "member_from_json",
     "member_to_json",
-    "nat_port_for",
     "parse_lb_rule",
     "parse_nat_pool",
     "parse_probe",

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from localvmss.allocation import free_nat_port
 from localvmss.lb import HAProxyError, LoadBalancer, Member
 from localvmss.lb.config import backend_name
-from localvmss.lb.spec import HealthProbe, LbRule, LoadBalancerSpec, NatPool, nat_port_for
+from localvmss.lb.spec import HealthProbe, LbRule, LoadBalancerSpec, NatPool
 from tests.integration.lbhelpers import Backend, Load, free_port, free_port_range, get
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -291,7 +292,9 @@ def test_nat_listener_reaches_the_right_backend(env: Env) -> None:
     spec = env.spec(nat_pool=NatPool(start, start + 3, env.backend_port))
     ports: dict[int, int] = {}
     for i in range(3):
-        ports[i] = nat_port_for(spec, i, ports.values())
+        port = free_nat_port(start, start + 3, set(ports.values()))
+        assert port is not None
+        ports[i] = port
     assert list(ports.values()) == [start, start + 1, start + 2]
     members = [Member(i, ADDRESSES[i], True, ports[i]) for i in range(3)]
     env.lb.apply("web", spec, members)
@@ -303,7 +306,7 @@ def test_nat_listener_reaches_the_right_backend(env: Env) -> None:
     with pytest.raises(OSError):
         get("127.0.0.1", ports[1], timeout=1)
     assert get("127.0.0.1", ports[2])[1] == "vm2"
-    assert nat_port_for(spec, 3, [ports[0], ports[2]]) == ports[1]
+    assert free_nat_port(start, start + 3, {ports[0], ports[2]}) == ports[1]
 
 
 def test_a_new_daemon_adopts_the_running_haproxy(env: Env) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from localvmss.errors import CapacityError, InvalidSpec
+from localvmss.errors import InvalidSpec
 from localvmss.lb.spec import (
     HealthProbe,
     LbRule,
@@ -16,7 +16,6 @@ from localvmss.lb.spec import (
     from_json,
     member_from_json,
     member_to_json,
-    nat_port_for,
     parse_lb_rule,
     parse_nat_pool,
     parse_probe,
@@ -261,16 +260,6 @@ def test_validate_members() -> None:
 
 
 # ---- NAT ports ------------------------------------------------------------------------------
-
-
-def test_nat_port_for_is_lowest_free() -> None:
-    spec = spec_with(["80:80"], "50000-50002:22")
-    assert nat_port_for(spec, 0, []) == 50000
-    assert nat_port_for(spec, 5, [50000, 50002]) == 50001
-    with pytest.raises(CapacityError, match="no free port"):
-        nat_port_for(spec, 7, [50000, 50001, 50002])
-    with pytest.raises(InvalidSpec, match="no inbound NAT pool"):
-        nat_port_for(spec_with(["80:80"]), 0, [])
 
 
 # ---- JSON -----------------------------------------------------------------------------------
