@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from localvmss.errors import Conflict, InvalidSpec, NotFound
-from localvmss.model import PowerState, ProvisioningState
+from localvmss.model import OrchestrationMode, PowerState, ProvisioningState
 
 if TYPE_CHECKING:  # only for types: the store's rows are data, this module stays pure
     from localvmss.spec import ScaleSetSpec
@@ -165,6 +165,18 @@ def to_probe(inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         and inst.desired_power == "running"
         and inst.provisioning_state != ProvisioningState.DELETING.value
         and not changing(inst)
+    )
+
+
+def to_repair(inst: InstanceRow, spec: ScaleSetSpec, unhealthy_for_s: float | None, grace_s: float) -> bool:
+    """Automatic repair is due: the set has it on, it is a Uniform set's instance (a Flexible VM
+    is managed on its own), and the instance has been unhealthy for the whole grace period."""
+    return (
+        spec.automatic_repairs.enabled
+        and spec.mode is OrchestrationMode.UNIFORM
+        and inst.health == "unhealthy"
+        and unhealthy_for_s is not None
+        and unhealthy_for_s >= grace_s
     )
 
 

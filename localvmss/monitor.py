@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from localvmss import lifecycle
 from localvmss.health import probe_once
-from localvmss.model import OrchestrationMode, ProvisioningState
+from localvmss.model import ProvisioningState
 from localvmss.spec import ScaleSetSpec, check_iso_duration
 from localvmss.store import InstanceRow, Store
 
@@ -44,13 +44,13 @@ class HealthMonitor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def probe_pass(self) -> None:
-        specs = {s.name: (s.spec, s.mode) for s in self.store.scale_sets() if not s.deleting}
+        specs = {s.name: s.spec for s in self.store.scale_sets() if not s.deleting}
         targets = [
-            i for i in self.store.instances() if i.scale_set in specs and lifecycle.to_probe(i, specs[i.scale_set][0])
+            i for i in self.store.instances() if i.scale_set in specs and lifecycle.to_probe(i, specs[i.scale_set])
         ]
 
         def probe(inst: InstanceRow) -> tuple[InstanceRow, tuple[bool, str]]:
-            model = specs[inst.scale_set][0].health_probe
+            model = specs[inst.scale_set].health_probe
             assert model is not None  # filtered above
             try:
                 return inst, probe_once(inst.ip, model)
@@ -60,15 +60,14 @@ class HealthMonitor:
         results = self._pool.map(probe, targets)
         changed = False
         for inst, (ok, seen) in results:
-            spec, mode = specs[inst.scale_set]
             try:
-                changed |= self._record(inst, ok, seen, spec, mode)
+                changed |= self._record(inst, ok, seen, specs[inst.scale_set])
             except Exception:  # noqa: BLE001 - the other instances are still recorded
                 log.exception("recording the health of %s failed", inst.domain_name)
         if changed:
             self.on_change()
 
-    def _record(self, inst: InstanceRow, ok: bool, seen: str, spec: ScaleSetSpec, mode: str) -> bool:
+    def _record(self, inst: InstanceRow, ok: bool, seen: str, spec: ScaleSetSpec) -> bool:
         key = (inst.scale_set, inst.instance_id)
         now = time.time()
         if ok:
@@ -97,10 +96,9 @@ class HealthMonitor:
             self.store.log_activity(inst.scale_set, "health", f"instance {inst.instance_id} unhealthy: {seen}")
             return True
         since = self._unhealthy_since.setdefault(key, now) if inst.health == "unhealthy" else None
-        repairs = spec.automatic_repairs
-        if since is not None and repairs.enabled and mode == OrchestrationMode.UNIFORM.value:
-            grace = check_iso_duration(repairs.grace_period, "gracePeriod")
-            if now - since >= grace:
+        if since is not None:
+            grace = check_iso_duration(spec.automatic_repairs.grace_period, "gracePeriod")
+            if lifecycle.to_repair(inst, spec, now - since, grace):
                 self._unhealthy_since.pop(key, None)
                 self._fails.pop(key, None)
                 self.store.update_instance(

@@ -124,3 +124,19 @@ def test_memory_is_the_instances_own_size(overrides: dict[str, Any], expected: i
     spec = ScaleSetSpec(mode="Uniform", image="base")
     assert lifecycle.memory_mib(inst(overrides=overrides), spec) == expected
     assert lifecycle.memory_mib(None, spec) == 256
+
+
+@pytest.mark.parametrize(
+    ("row", "enabled", "mode", "unhealthy_for", "due"),
+    [
+        ({"health": "unhealthy"}, True, "Uniform", 600.0, True),
+        ({"health": "unhealthy"}, True, "Uniform", 299.0, False),  # inside the grace period
+        ({"health": "unhealthy"}, False, "Uniform", 600.0, False),  # repairs off
+        ({"health": "unhealthy"}, True, "Flexible", 600.0, False),  # a VM is managed on its own
+        ({"health": "healthy"}, True, "Uniform", 600.0, False),
+        ({"health": "unhealthy"}, True, "Uniform", None, False),
+    ],
+)
+def test_to_repair(row: dict[str, Any], enabled: bool, mode: str, unhealthy_for: float | None, due: bool) -> None:
+    spec = ScaleSetSpec(mode=mode, image="base", automatic_repairs={"enabled": enabled})
+    assert lifecycle.to_repair(inst(**row), spec, unhealthy_for, grace_s=300.0) is due
