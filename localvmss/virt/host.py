@@ -46,6 +46,13 @@ def is_busy(code: int, message: str) -> bool:
 
 # libvirt's words when a call finds its connection already closed: the request never left.
 NEVER_SENT_MESSAGE = "client socket is closed"
+# libvirtd serves at most ``max_client_requests`` (5 by default) calls of one client at a time;
+# past that it stops reading the client's socket, keepalives and stream data included, and a
+# connection shared by the reconciler, its workers, the exporter and the API wedged that way
+# (seen: "Client hit max requests limit 5", then a seed upload's stream broke and every later
+# call on the connection blocked). So at most this many calls are in flight per connection, and
+# volume streams run on a connection of their own.
+MAX_CALLS_IN_FLIGHT = 4
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 5  # libvirt's own default: a host silent for ~30 s is gone
 _CLOSE_REASONS = {
@@ -120,6 +127,7 @@ class Host:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._in_flight = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         self._lifecycle_callback: Callable[[str, int], None] | None = None
         self._events_conn: libvirt.virConnect | None = None  # the connection that has them
 
@@ -179,7 +187,8 @@ class Host:
         for attempt in (1, 2):
             conn = self.connect()
             try:
-                return fn(conn)
+                with self._in_flight:
+                    return fn(conn)
             except libvirt.libvirtError as exc:
                 code = exc.get_error_code()
                 if code in _NOT_FOUND:
@@ -304,7 +313,7 @@ class Host:
                 raise
             return h.hexdigest()
 
-        return self._call(f"reading back volume {name}", digest)
+        return self._call(f"reading back volume {name}", lambda _c: self._on_own_connection(digest))
 
     def download_volume(self, pool: str, name: str, path: str) -> int:
         """Write the volume's bytes to a local file through libvirt's stream API (works for
@@ -330,7 +339,7 @@ class Host:
                     raise
             return written
 
-        return self._call(f"downloading volume {name}", download)
+        return self._call(f"downloading volume {name}", lambda _c: self._on_own_connection(download))
 
     def upload_file(self, pool: str, name: str, path: str, fmt: str) -> None:
         """Create a volume from a local file through libvirt's stream API (works for remote hosts)."""
@@ -371,7 +380,19 @@ class Host:
                     vol.delete(0)
                 raise
 
-        self._call(f"uploading volume {name}", upload)
+        self._call(f"uploading volume {name}", lambda _c: self._on_own_connection(upload))
+
+    def _on_own_connection(self, fn: Callable[[libvirt.virConnect], T]) -> T:
+        """Run a volume stream on a short-lived connection of its own: a stream that breaks (or
+        waits on the pool) then cannot stall the calls sharing the host's connection."""
+        conn = libvirt.open(self.uri)
+        try:
+            return fn(conn)
+        finally:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
 
     def create_overlay(self, pool: str, name: str, base_volume: str) -> str:
         """A qcow2 volume whose backing store is ``base_volume``; returns its path. Idempotent."""
