@@ -1,5 +1,5 @@
 # localvmss: the README's two commands are `make demo` and `make test` (as root on Debian 12).
-.PHONY: setup demo demo-down test unit lint image bench clean
+.PHONY: setup demo demo-down test unit lint image bench clean install
 
 PY := .venv/bin/python
 
@@ -17,6 +17,9 @@ test: setup
 	@$(PY) -m mypy localvmss
 	@.venv/bin/lint-imports
 	@$(PY) -m pytest tests -v
+
+install: setup
+	@bash scripts/install
 
 unit: setup
 	@$(PY) -m pytest tests/unit -q

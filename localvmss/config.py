@@ -1,25 +1,40 @@
-"""Daemon configuration: a TOML file (``/etc/localvmss/localvmssd.toml`` by default).
+"""Daemon configuration: a TOML file (``/etc/localvmss/localvmssd.toml`` by default), then
+``LOCALVMSSD_*`` environment overrides, then the API token from a file or a systemd credential.
 
 Every field has a default that works on a single Linux host with libvirt's ``default`` network,
-so the file is optional; the demo and the tests write their own.
+so the file is optional; the demo and the tests write their own. The models are pydantic, strict
+for the file (TOML has real types: ``"yes"`` is not a boolean, ``2.5`` is not a count) and lax
+for the environment, where every value is a string; every refusal is one line naming the key.
+
+Why not pydantic-settings: a settings class reads the environment whenever one is constructed
+(tests, ``Service``), which makes a config a function of ambient state; here only ``load_config``
+reads it, once, and says which variable a bad value came from.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from localvmss.errors import InvalidSpec
 from localvmss.hosturi import check_config_host_uri
 from localvmss.model import validate_name
 
 DEFAULT_CONFIG_PATH = Path("/etc/localvmss/localvmssd.toml")
+ENV_PREFIX = "LOCALVMSSD_"
+CREDENTIAL_NAME = "api_token"  # systemd: LoadCredential=api_token:/etc/localvmss/api-token
 
+class HostConfig(BaseModel):
+    """One ``[[hosts]]`` entry: a libvirt host the daemon places instances on."""
 
-@dataclass
-class HostConfig:
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
     name: str
     uri: str = "qemu:///system"
     zone: str | None = None
@@ -29,38 +44,64 @@ class HostConfig:
     serial_log_dir: str = "/var/log/libvirt/qemu"
     serial_log_read_dir: str | None = "/var/log/libvirt/qemu"
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_name(value, "host name")
 
-@dataclass
-class DaemonConfig:
-    state_dir: Path = Path("/var/lib/localvmss")
-    api_socket: Path = Path("/run/localvmss/api.sock")
-    api_tcp: str | None = None  # "127.0.0.1:8470": only with api_token
+    @model_validator(mode="after")
+    def _uri(self) -> HostConfig:
+        check_config_host_uri(self.uri, f"uri of [[hosts]] {self.name!r}")
+        return self
+
+
+class DaemonConfig(BaseModel):
+    """Everything ``localvmssd`` reads at start; ``LIVE_KEYS`` may change on a reload."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+    state_dir: Path = Field(Path("/var/lib/localvmss"), strict=False)
+    api_socket: Path = Field(Path("/run/localvmss/api.sock"), strict=False)
+    api_socket_group: str | None = None  # the group that may use the API socket (mode 0660)
+    api_tcp: str | None = None  # "127.0.0.1:8470": only with a token
     api_token: str | None = None
+    api_token_file: Path | None = Field(None, strict=False)  # the token's first line
     pool_name: str = "lvmss-pool"
     pool_path: str = "/var/lib/libvirt/localvmss"
-    hosts: list[HostConfig] = field(default_factory=lambda: [HostConfig(name="local")])
-    memory_overcommit: float = 1.5
-    reconcile_interval_s: float = 3.0
-    max_parallel_boots: int = 4
-    boot_timeout_s: float = 300.0
-    drain_timeout_s: float = 30.0
-    shutdown_timeout_s: float = 60.0  # a graceful power-off waits this long, then powers off hard
-    health_interval_s: float = 2.0
+    hosts: list[HostConfig] = Field(default_factory=lambda: [HostConfig(name="local")], min_length=1)
+    memory_overcommit: float = Field(1.5, gt=0)
+    reconcile_interval_s: float = Field(3.0, ge=0)
+    max_parallel_boots: int = Field(4, ge=1)
+    boot_timeout_s: float = Field(300.0, ge=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+    shutdown_timeout_s: float = Field(60.0, ge=0)  # a graceful power-off waits this long, then hard
+    health_interval_s: float = Field(2.0, ge=0)
     exporter_address: str = "127.0.0.1"
-    exporter_port: int = 9464
+    exporter_port: int = Field(9464, ge=0, le=65535)
     prometheus_url: str | None = None  # None: start and supervise a local prometheus
-    prometheus_port: int = 9490
+    prometheus_port: int = Field(9490, ge=0, le=65535)
     prometheus_binary: str = "prometheus"
-    scrape_interval_s: float = 5.0
+    scrape_interval_s: float = Field(5.0, gt=0)
     haproxy_enabled: bool = True
     haproxy_binary: str = "haproxy"
-    haproxy_stats_port: int = 9480
-    autoscale_interval_s: float = 10.0
+    haproxy_stats_port: int = Field(9480, ge=0, le=65535)
+    autoscale_interval_s: float = Field(10.0, gt=0)
     kvm_probe: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    watchdog_pass_s: float = Field(60.0, gt=0)  # a reconcile pass longer than this is a hang
 
     @property
     def db_path(self) -> Path:
         return self.state_dir / "state.db"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DaemonConfig:
+        if len({h.name for h in self.hosts}) != len(self.hosts):
+            raise InvalidSpec("host names in [[hosts]] must be unique")
+        if self.api_tcp:
+            api_tcp_port(self.api_tcp)
+        return self
 
     def own_ports(self) -> dict[int, str]:
         """TCP ports the daemon and its children listen on (port -> who), so a load-balancer
@@ -77,6 +118,22 @@ class DaemonConfig:
         return ports
 
 
+# What a reload (SIGHUP) changes in the running daemon; everything else needs a restart.
+LIVE_KEYS = frozenset(
+    {
+        "memory_overcommit",
+        "reconcile_interval_s",
+        "boot_timeout_s",
+        "drain_timeout_s",
+        "shutdown_timeout_s",
+        "health_interval_s",
+        "autoscale_interval_s",
+        "log_level",
+        "watchdog_pass_s",
+    }
+)
+
+
 def api_tcp_port(value: str) -> int:
     """The port of ``api_tcp`` ("HOST:PORT"); InvalidSpec if it is not one."""
     host, sep, port = value.rpartition(":")
@@ -85,65 +142,138 @@ def api_tcp_port(value: str) -> int:
     return int(port)
 
 
-def load_config(path: Path | None = None) -> DaemonConfig:
-    """Read the TOML file; a missing default file means all defaults. Raises InvalidSpec."""
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> DaemonConfig:
+    """The file (a missing default file means all defaults), the ``LOCALVMSSD_*`` variables of
+    ``environ`` over it, then the token. Raises InvalidSpec naming the file or variable."""
+    environ = os.environ if environ is None else environ
     target = path or DEFAULT_CONFIG_PATH
-    if not target.exists():
-        if path is not None:
-            raise InvalidSpec(f"configuration file {target} does not exist")
-        return DaemonConfig()
+    data: dict[str, Any] = {}
+    if target.exists():
+        try:
+            data = tomllib.loads(target.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidSpec(f"configuration file {target} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise InvalidSpec(f"configuration file {target} cannot be read: {exc.strerror}") from None
+    elif path is not None:
+        raise InvalidSpec(f"configuration file {target} does not exist")
+    data.update(env_overrides(environ))
+    cfg = config_from_dict(data)
+    return _with_token(cfg, environ)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``LOCALVMSSD_<KEY>`` -> key: value, parsed by the key's own type (``LOCALVMSSD_HOSTS`` is
+    JSON: a list of host tables). An unknown variable is refused, as an unknown key is."""
+    overrides: dict[str, Any] = {}
+    fields = DaemonConfig.model_fields
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        key = var[len(ENV_PREFIX) :].lower()
+        if key not in fields:
+            raise InvalidSpec(f"unknown configuration variable {var} (no key {key!r})")
+        if key == "hosts":
+            try:
+                overrides[key] = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidSpec(f"{var} must be JSON (a list of host tables): {exc}") from None
+            continue
+        annotation: Any = fields[key].annotation
+        if text == "" and type(None) in getattr(annotation, "__args__", ()):
+            overrides[key] = None
+            continue
+        try:
+            value = TypeAdapter(annotation).validate_python(text, strict=False)
+        except ValidationError as exc:
+            raise InvalidSpec(f"{var}={text!r}: {exc.errors()[0]['msg']}") from None
+        overrides[key] = str(value) if isinstance(value, Path) else value
+    return overrides
+
+
+def _with_token(cfg: DaemonConfig, environ: Mapping[str, str]) -> DaemonConfig:
+    """The token from ``api_token_file``, or the systemd credential ``api_token``; refusing two
+    sources at once (which would win is a guess) and a TCP API without any."""
+    sources = []
+    if cfg.api_token:
+        sources.append(("api_token", cfg.api_token))
+    if cfg.api_token_file is not None:
+        sources.append(("api_token_file", _read_token(cfg.api_token_file, "api_token_file")))
+    cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).exists():
+        sources.append(("credential", _read_token(Path(cred_dir) / CREDENTIAL_NAME, "systemd credential api_token")))
+    if len(sources) > 1:
+        raise InvalidSpec(f"the API token is given {len(sources)} ways ({', '.join(s for s, _ in sources)}); keep one")
+    token = sources[0][1] if sources else None
+    if cfg.api_tcp and not token:
+        raise InvalidSpec("api_tcp needs a token (api_token, api_token_file or the systemd credential api_token)")
+    cfg.api_token = token
+    return cfg
+
+
+def _read_token(path: Path, what: str) -> str:
     try:
-        data = tomllib.loads(target.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidSpec(f"configuration file {target} is not valid TOML: {exc}") from None
-    return config_from_dict(data)
-
-
-def _check_type(key: str, value: Any, default: Any) -> None:
-    """A value must have its default's type (a whole number is a fine float); durations and
-    counts are never negative."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, int | float):
-        ok = isinstance(value, int | float) and (isinstance(value, int) or isinstance(default, float))
-        if ok and value < 0:
-            raise InvalidSpec(f"configuration key {key!r} must not be negative, not {value!r}")
-    elif isinstance(default, str | Path) or default is None:
-        ok = isinstance(value, str)
-    else:
-        ok = True
-    if not ok:
-        raise InvalidSpec(f"configuration key {key!r} has the wrong type: {value!r}")
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidSpec(f"{what} {path} cannot be read: {exc.strerror}") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if len(token) < 8:
+        raise InvalidSpec(f"{what} {path} must hold a token of at least 8 characters on its first line")
+    return token
 
 
 def config_from_dict(data: dict[str, Any]) -> DaemonConfig:
-    cfg = DaemonConfig()
-    known = set(cfg.__dataclass_fields__)
-    for key, value in data.items():
-        if key == "hosts":
-            continue
-        if key not in known:
-            raise InvalidSpec(f"unknown configuration key {key!r}")
-        current = getattr(cfg, key)
-        _check_type(key, value, current)
-        setattr(cfg, key, Path(value) if isinstance(current, Path) else value)
-    if "hosts" in data:
-        hosts = []
-        for entry in data["hosts"]:
-            try:
-                host = HostConfig(**entry)
-            except TypeError as exc:
-                raise InvalidSpec(f"bad [[hosts]] entry {entry!r}: {exc}") from None
-            validate_name(host.name, "host name")
-            check_config_host_uri(host.uri, f"uri of [[hosts]] {host.name!r}")
-            hosts.append(host)
-        if not hosts:
-            raise InvalidSpec("at least one [[hosts]] entry is needed")
-        if len({h.name for h in hosts}) != len(hosts):
-            raise InvalidSpec("host names in [[hosts]] must be unique")
-        cfg.hosts = hosts
-    if cfg.api_tcp and not cfg.api_token:
-        raise InvalidSpec("api_tcp needs api_token: the TCP API is never served without a token")
-    if cfg.api_tcp:
-        api_tcp_port(cfg.api_tcp)
+    """Validate a parsed file; InvalidSpec with the first problem, naming its key. (Whether a
+    TCP API has its token is ``load_config``'s check: the token may come from elsewhere.)"""
+    try:
+        cfg = DaemonConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSpec(_one_line(exc)) from None
     return cfg
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = [str(part) for part in err["loc"]]
+    kind = err["type"]
+    where = f"configuration key {loc[0]!r}" if loc else "configuration"
+    if loc and loc[0] == "hosts" and len(loc) > 2:
+        where = f"[[hosts]] entry {int(loc[1]) + 1} key {loc[2]!r}"
+    if kind == "extra_forbidden":
+        if loc and loc[0] == "hosts":
+            return f"bad [[hosts]] entry {int(loc[1]) + 1}: unknown key {loc[-1]!r}"
+        return f"unknown configuration key {loc[0]!r}"
+    if kind == "missing":
+        return f"{where} is required"
+    if kind == "too_short" and loc == ["hosts"]:
+        return "at least one [[hosts]] entry is needed"
+    if kind == "greater_than_equal" and err.get("ctx", {}).get("ge") == 0:
+        return f"{where} must not be negative, not {err['input']!r}"
+    if kind == "literal_error":
+        return f"{where} must be {err['ctx']['expected']}, not {err['input']!r}"
+    if kind.endswith("_type") or kind in {"int_from_float", "model_type", "list_type"}:
+        msg = err["msg"]
+        return f"{where} has the wrong type: {err['input']!r} ({msg[:1].lower()}{msg[1:]})"
+    return f"{where}: {err['msg']} (got {err['input']!r})"
+
+
+def reload_changes(running: DaemonConfig, new: DaemonConfig) -> tuple[dict[str, Any], list[str]]:
+    """What a reload does: (live key -> new value, keys that changed but need a restart).
+    Hosts added to ``[[hosts]]`` join live (the API's ``host add`` does the same); a host
+    changed or removed needs a restart (or ``localvmss host remove``)."""
+    live: dict[str, Any] = {}
+    restart: list[str] = []
+    for key in DaemonConfig.model_fields:
+        old_value, new_value = getattr(running, key), getattr(new, key)
+        if key == "hosts":
+            old = {h.name: h for h in old_value}
+            added = [h for h in new_value if h.name not in old]
+            if added:
+                live["hosts"] = added
+            if any(h.name in old and old[h.name] != h for h in new_value) or set(old) - {h.name for h in new_value}:
+                restart.append("hosts")
+        elif old_value != new_value and key in LIVE_KEYS:
+            live[key] = new_value
+        elif old_value != new_value:
+            restart.append(key)
+    return live, restart

@@ -2,8 +2,14 @@
 exporter, Prometheus and autoscaler together and serves the REST API.
 
 Threads: the reconcile loop, the health monitor, libvirt's event loop (events only wake the
-reconciler), a supervisor (HAProxy, Prometheus, guest scrape targets) and the API server in the
-main thread. SIGTERM/SIGINT stop the API server, then every loop.
+reconciler), a supervisor (HAProxy, Prometheus, guest scrape targets), the systemd watchdog and
+the API server in the main thread. SIGTERM/SIGINT stop the API server, then every loop; SIGHUP
+re-reads the configuration (``reload``).
+
+Under systemd (``Type=notify``): READY=1 once the API socket accepts connections, STATUS= after
+reconcile passes, WATCHDOG=1 only while reconcile passes keep finishing (a pass stuck in a hung
+libvirt call stops the pings, and systemd restarts the daemon; the data plane is untouched),
+RELOADING=1/READY=1 around a reload and STOPPING=1 on the way out.
 
 The data plane never depends on the control plane: HAProxy and Prometheus keep running when the
 daemon stops or crashes, and the next daemon adopts them; only ``--stop-data-plane`` stops them.
@@ -22,6 +28,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +39,8 @@ from prometheus_client import CollectorRegistry
 from localvmss import __version__, children
 from localvmss.api.app import UVICORN_OPTIONS, create_app
 from localvmss.capacity import CapacityRule
-from localvmss.config import DaemonConfig, load_config
-from localvmss.errors import Conflict, LocalVMSSError
+from localvmss.config import DaemonConfig, load_config, reload_changes
+from localvmss.errors import Conflict, InvalidSpec, LocalVMSSError
 from localvmss.inventory import Inventory
 from localvmss.metrics.exporter import DaemonMetrics, InstanceCollector, ScaleSetCollector, start_exporter
 from localvmss.metrics.sources import Sources
@@ -41,6 +48,7 @@ from localvmss.monitor import HealthMonitor
 from localvmss.provision import Provisioner
 from localvmss.reconciler import Reconciler
 from localvmss.runcommand import ManagementKey
+from localvmss.sdnotify import Notifier
 from localvmss.service import Service
 from localvmss.store import Store
 from localvmss.virt.host import start_event_loop
@@ -48,6 +56,7 @@ from localvmss.virt.host import start_event_loop
 log = logging.getLogger("localvmssd")
 
 LOCK_FILE = "localvmssd.lock"
+STATUS_EVERY_S = 5.0  # STATUS= at most this often
 
 
 def lock_state_dir(state_dir: Path) -> int:
@@ -72,9 +81,15 @@ def lock_state_dir(state_dir: Path) -> int:
 class Daemon:
     """Everything the daemon runs; ``start()`` then ``serve()``; tests may drive parts directly."""
 
-    def __init__(self, cfg: DaemonConfig) -> None:
+    def __init__(self, cfg: DaemonConfig, config_path: Path | None = None, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path  # what a reload re-reads
+        self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
+        self.passes = 0
+        self.last_pass_end = time.monotonic()  # the watchdog's measure of a live reconcile loop
+        self._status_sent = 0.0
+        self._reload_lock = threading.Lock()
         self._lock_fd = lock_state_dir(cfg.state_dir)  # before anything else is touched
         self.store = Store(cfg.db_path)
         self.inventory = Inventory(cfg, self.store)
@@ -141,6 +156,8 @@ class Daemon:
         self._spawn("reconciler", self.reconciler.run, self.stop_event)
         self._spawn("health", self.monitor.run, self.stop_event)
         self._spawn("supervisor", self._supervise)
+        if self.notifier.watchdog_s:
+            self._spawn("watchdog", self._watchdog, self.notifier.watchdog_s)
         if self.autoscaler is not None:
             self._spawn("autoscaler", self.autoscaler.run, self.stop_event)
 
@@ -185,9 +202,72 @@ class Daemon:
         self.threads.append(thread)
 
     def _count_pass(self, report: Any) -> None:
+        self.passes += 1
+        self.last_pass_end = time.monotonic()
         self.metrics.observe_reconcile(report.duration_s)
         for _ in report.errors:
             self.metrics.error("reconcile")
+        if self.notifier.enabled and self.last_pass_end - self._status_sent >= STATUS_EVERY_S:
+            self._status_sent = self.last_pass_end
+            self.notifier.status(self.status_line(report.duration_s))
+
+    def status_line(self, pass_s: float | None = None) -> str:
+        """What ``systemctl status`` shows: sets, instances, the last pass."""
+        sets = self.store.scale_sets()
+        instances = self.store.instances()
+        healthy = sum(1 for inst in instances if inst.health == "healthy")
+        last = f"; pass {self.passes} took {pass_s * 1000:.0f} ms" if pass_s is not None else ""
+        return f"{len(sets)} scale sets, {len(instances)} instances ({healthy} healthy){last}"
+
+    def _watchdog(self, period_s: float) -> None:
+        """WATCHDOG=1 at half systemd's period, only while reconcile passes keep finishing: a
+        pass stuck longer than ``watchdog_pass_s`` (a hung libvirt call) withholds the ping."""
+        stuck_logged = False
+        while not self.stop_event.wait(period_s / 2):
+            since = time.monotonic() - self.last_pass_end
+            if since < self.cfg.watchdog_pass_s:
+                self.notifier.watchdog()
+                stuck_logged = False
+            elif not stuck_logged:
+                log.error(
+                    "no reconcile pass has finished for %.0f s (watchdog_pass_s %.0f): withholding the watchdog "
+                    "ping so systemd restarts the daemon (HAProxy and the guests keep serving)",
+                    since,
+                    self.cfg.watchdog_pass_s,
+                )
+                stuck_logged = True
+
+    def reload(self) -> tuple[dict[str, Any], list[str]]:
+        """Re-read the configuration file (SIGHUP, ``systemctl reload``): live keys change now,
+        added ``[[hosts]]`` join; the rest is named as needing a restart. A bad file changes
+        nothing. Returns (what changed, what needs a restart)."""
+        with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                new = load_config(self.config_path)
+                live, restart = reload_changes(self.cfg, new)
+                for host_cfg in live.pop("hosts", []):
+                    self.inventory.add_host(host_cfg)
+                    self.cfg.hosts = [*self.cfg.hosts, host_cfg]
+                    log.info("reload: host %s joined", host_cfg.name)
+                for key, value in live.items():
+                    setattr(self.cfg, key, value)
+                self.monitor.interval_s = self.cfg.health_interval_s
+                if self.autoscaler is not None:
+                    self.autoscaler.interval_s = self.cfg.autoscale_interval_s
+                logging.getLogger().setLevel(self.cfg.log_level.upper())
+                log.info(
+                    "reload: %s%s",
+                    ", ".join(f"{k} = {v!r}" for k, v in live.items()) or "no live change",
+                    f"; changed but only a restart applies: {', '.join(restart)}" if restart else "",
+                )
+                self.reconciler.wake()
+                return live, restart
+            except LocalVMSSError as exc:
+                log.error("reload refused, the running configuration stays: %s", exc.message)
+                return {}, []
+            finally:
+                self.notifier.ready(self.status_line())
 
     def _supervise(self) -> None:
         while not self.stop_event.wait(2.0):
@@ -213,20 +293,31 @@ class Daemon:
             sockets.append(tcp)
         app = create_app(self.service, self.cfg.api_token)
         # No proxy headers: who is a local client must not be decided by what a client claims.
-        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, **UVICORN_OPTIONS))
+        server = _Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, **UVICORN_OPTIONS),
+            on_listening=self._listening,
+        )
 
         def stop(signum: int, _frame: object) -> None:
             log.info("signal %d: stopping", signum)
+            self.notifier.stopping()
             server.should_exit = True
+
+        def reload(_signum: int, _frame: object) -> None:
+            threading.Thread(target=self.reload, name="reload", daemon=True).start()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        _notify("READY=1")
-        log.info("localvmssd %s serving on %s", __version__, self.cfg.api_socket)
+        signal.signal(signal.SIGHUP, reload)
         try:
             server.run(sockets=sockets)
         finally:
             self.shutdown()
+
+    def _listening(self) -> None:
+        """The API accepts connections: only now is the daemon ready for systemd."""
+        log.info("localvmssd %s serving on %s", __version__, self.cfg.api_socket)
+        self.notifier.ready(self.status_line())
 
     def _unix_socket(self) -> socket.socket:
         path = self.cfg.api_socket
@@ -235,6 +326,8 @@ class Daemon:
             path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(str(path))
+        if self.cfg.api_socket_group:
+            os.chown(path, -1, _group_id(self.cfg.api_socket_group))
         os.chmod(path, 0o660)
         return sock
 
@@ -242,7 +335,7 @@ class Daemon:
         """Stop the control plane only: HAProxy and Prometheus keep serving for the next daemon.
         Loops first, then the workers (bounded), and the store last, so no worker writes to a
         closed database."""
-        _notify("STOPPING=1")
+        self.notifier.stopping()
         self.stop_event.set()
         self.reconciler.wake()
         for thread in self.threads:
@@ -256,27 +349,33 @@ class Daemon:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, minus its signal capture: it re-raises SIGTERM after serving, which would kill the
-    process before the daemon stops its children; the daemon handles the signals itself."""
+    """uvicorn, minus its signal capture (it re-raises SIGTERM after serving, which would kill the
+    process before the daemon stops its children; the daemon handles the signals itself), plus a
+    call once its sockets listen."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Any) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_listening()
 
-def _notify(message: str) -> None:
-    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET when systemd asks for it."""
-    target = os.environ.get("NOTIFY_SOCKET")
-    if not target:
-        return
-    if target.startswith("@"):
-        target = "\0" + target[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(target)
-            sock.sendall(message.encode())
-        except OSError:
-            pass
+
+def _group_id(name: str) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise InvalidSpec(
+            f"api_socket_group {name!r} is not a group on this machine (groupadd --system {name})"
+        ) from None
 
 
 def stop_data_plane(cfg: DaemonConfig) -> list[str]:
@@ -317,10 +416,43 @@ def _database_command(cfg: DaemonConfig, check: bool, backup: Path | None) -> in
         store.close()
 
 
+def version_text() -> str:
+    """``--version``: ours and what we run on (read from package metadata: no libvirt import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        libvirt_python = version("libvirt-python")
+    except PackageNotFoundError:
+        libvirt_python = "not installed"
+    return f"localvmssd {__version__} (Python {sys.version.split()[0]}, libvirt-python {libvirt_python})"
+
+
+def check_config(cfg: DaemonConfig, path: Path | None) -> list[str]:
+    """``--check-config``: what a start would refuse before touching anything (the file was
+    parsed already); returns the problems, each one line."""
+    import shutil
+
+    problems = []
+    if cfg.api_socket_group:
+        try:
+            _group_id(cfg.api_socket_group)
+        except InvalidSpec as exc:
+            problems.append(exc.message)
+    if cfg.haproxy_enabled and shutil.which(cfg.haproxy_binary) is None:
+        problems.append(f"haproxy_binary {cfg.haproxy_binary!r} is not found (apt-get install haproxy)")
+    if cfg.prometheus_url is None and shutil.which(cfg.prometheus_binary) is None:
+        problems.append(f"prometheus_binary {cfg.prometheus_binary!r} is not found (apt-get install prometheus)")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localvmssd", description="localvmss daemon")
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--debug", action="store_true", help="verbose logs with tracebacks")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration (file and LOCALVMSSD_*), then exit"
+    )
     parser.add_argument(
         "--stop-data-plane",
         action="store_true",
@@ -329,26 +461,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-db", action="store_true", help="check the state database's integrity, then exit")
     parser.add_argument("--backup-db", type=Path, metavar="PATH", help="write a consistent copy of the state database")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = load_config(args.config)
+    except LocalVMSSError as exc:
+        print(f"localvmssd: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    configure_logging(logging.DEBUG if args.debug else getattr(logging, cfg.log_level.upper()), cfg.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.check_config:
+            problems = check_config(cfg, args.config)
+            where = args.config or "defaults (no file)"
+            for problem in problems:
+                print(f"localvmssd: {problem}", file=sys.stderr)
+            if problems:
+                return InvalidSpec.exit_code
+            names = ", ".join(f"{h.name} ({h.uri})" for h in cfg.hosts)
+            print(f"localvmssd: configuration {where} is valid: hosts {names}; API on {cfg.api_socket}")
+            return 0
         if args.stop_data_plane:
             stopped = stop_data_plane(cfg)
             print(f"localvmssd: stopped {', '.join(stopped) or 'nothing (none was running)'}")
             return 0
         if args.check_db or args.backup_db:
             return _database_command(cfg, args.check_db, args.backup_db)
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, args.config)
         daemon.start()
     except LocalVMSSError as exc:
         print(f"localvmssd: {exc.message}", file=sys.stderr)
         return exc.exit_code
     daemon.serve()
     return 0
+
+
+def configure_logging(level: int, fmt: str) -> None:
+    """Placeholder until localvmss.logs lands: timestamped text."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +288,7 @@ class Inventory:
             self.store.delete_host(host_cfg.name)
             host.close()
             raise InvalidSpec(f"host {host_cfg.name} cannot be used: {exc.message}; nothing was added") from None
-        self.store.put_added_host(host_cfg.name, asdict(host_cfg))
+        self.store.put_added_host(host_cfg.name, host_cfg.model_dump())
 
     def remove_host(self, name: str, in_use: bool) -> None:
         if name not in self.hosts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import random
 import signal
 import socket
@@ -95,9 +96,9 @@ class DaemonProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
 
-    def launch(self) -> subprocess.Popen[bytes]:
+    def launch(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start the daemon process, its output appended to ``log_path``, without waiting for it
-        to answer (``start`` waits)."""
+        to answer (``start`` waits); ``env`` adds to the environment (e.g. NOTIFY_SOCKET)."""
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "localvmss.daemon", "--config", str(self.config_path)],
@@ -105,6 +106,7 @@ class DaemonProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         return self.proc
 

@@ -65,7 +65,6 @@ def test_whole_numbers_are_fine_durations() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"api_tcp": "127.0.0.1:8470"}, "api_token"),
         ({"bogus": 1}, "unknown configuration key"),
         ({"hosts": []}, "at least one"),
         ({"hosts": [{"name": "a", "uri": "qemu:///system"}, {"name": "a", "uri": "qemu:///system"}]}, "unique"),
