@@ -129,6 +129,7 @@ LIVE_KEYS = frozenset(
         "health_interval_s",
         "autoscale_interval_s",
         "log_level",
+        "log_format",
         "watchdog_pass_s",
     }
 )

@@ -42,6 +42,7 @@ from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig, load_config, reload_changes
 from localvmss.errors import Conflict, InvalidSpec, LocalVMSSError
 from localvmss.inventory import Inventory
+from localvmss.logs import configure_logging
 from localvmss.metrics.exporter import DaemonMetrics, InstanceCollector, ScaleSetCollector, start_exporter
 from localvmss.metrics.sources import Sources
 from localvmss.monitor import HealthMonitor
@@ -255,7 +256,8 @@ class Daemon:
                 self.monitor.interval_s = self.cfg.health_interval_s
                 if self.autoscaler is not None:
                     self.autoscaler.interval_s = self.cfg.autoscale_interval_s
-                logging.getLogger().setLevel(self.cfg.log_level.upper())
+                if "log_format" in live or "log_level" in live:
+                    configure_logging(getattr(logging, self.cfg.log_level.upper()), self.cfg.log_format)
                 log.info(
                     "reload: %s%s",
                     ", ".join(f"{k} = {v!r}" for k, v in live.items()) or "no live change",
@@ -294,7 +296,7 @@ class Daemon:
         app = create_app(self.service, self.cfg.api_token)
         # No proxy headers: who is a local client must not be decided by what a client claims.
         server = _Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, **UVICORN_OPTIONS),
+            uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, **UVICORN_OPTIONS),
             on_listening=self._listening,
         )
 
@@ -492,11 +494,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     daemon.serve()
     return 0
-
-
-def configure_logging(level: int, fmt: str) -> None:
-    """Placeholder until localvmss.logs lands: timestamped text."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

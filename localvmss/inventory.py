@@ -4,6 +4,11 @@ Holds one ``Host`` connection per configured host, prepares each host's storage 
 that each host's network has a DHCP range, chooses the accelerator per host with a real probe,
 and uploads base images (disk, kernel, initrd) into every host's pool as libvirt volumes, so
 remote hosts need nothing copied by hand.
+
+Images come in two forms: a directory with ``image.json`` (the busybox base image: a disk plus
+a kernel and initrd booted directly) or a single disk that boots itself (a cloud image, checked
+with ``qemu-img info`` and recorded with a manifest made here). Each records where its guest
+serves Prometheus metrics (``guest_metrics``), which the guest scrape targets follow.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +35,192 @@ from localvmss.virt.host import Host, HostCapacity
 log = logging.getLogger(__name__)
 
 MANIFEST = "image.json"
+DISK_FORMATS = ("qcow2", "raw")
+QEMU_IMG_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class GuestMetrics:
+    """Where an image's guests serve Prometheus metrics (scraped as http://IP:port/path)."""
+
+    port: int
+    path: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"port": self.port, "path": self.path}
+
+
+# The base image's busybox CGI (images/README.md), and node_exporter's default, which cloud
+# images (imported as a single disk) are taken to run.
+DIRECTORY_GUEST_METRICS = GuestMetrics(80, "/cgi-bin/metrics")
+DISK_GUEST_METRICS = GuestMetrics(9100, "/metrics")
+
+
+def check_guest_metrics(value: object, what: str = "guestMetrics") -> dict[str, Any]:
+    """The fields of a guest-metrics override ({"port"?: int, "path"?: "/..."}); raises InvalidSpec.
+
+    The path goes into Prometheus's ``__metrics_path__``: an absolute URL path of printable ASCII
+    without a query, fragment or spaces."""
+    usage = f'{what} takes {{"port": 1-65535, "path": "/metrics"}} (either may be left out)'
+    if not isinstance(value, dict) or not value or set(value) - {"port", "path"}:
+        raise InvalidSpec(usage)
+    out: dict[str, Any] = {}
+    if "port" in value:
+        port = value["port"]
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise InvalidSpec(f"{what}.port {port!r} must be a whole number from 1 to 65535")
+        out["port"] = port
+    if "path" in value:
+        path = value["path"]
+        if (
+            not isinstance(path, str)
+            or not path.startswith("/")
+            or len(path) > 256
+            or not path.isascii()
+            or any(not ch.isprintable() or ch in " ?#\\" for ch in path)
+        ):
+            raise InvalidSpec(
+                f"{what}.path {path!r} must be an absolute URL path such as /metrics (printable ASCII, "
+                "no spaces, query or fragment, at most 256 characters)"
+            )
+        out["path"] = path
+    return out
+
+
+def resolve_guest_metrics(default: GuestMetrics, overrides: dict[str, Any] | None) -> GuestMetrics:
+    """``default`` with the fields of a checked override replaced."""
+    return GuestMetrics(**{**default.as_json(), **(overrides or {})})
+
+
+def guest_metrics_of(manifest: dict[str, Any]) -> GuestMetrics:
+    """The recorded endpoint of an image; images recorded before there was one are base images."""
+    recorded = manifest.get("guest_metrics")
+    if isinstance(recorded, dict):
+        try:
+            return resolve_guest_metrics(DIRECTORY_GUEST_METRICS, check_guest_metrics(recorded))
+        except InvalidSpec:
+            log.warning("image %s records unusable guest_metrics %r; using the default", manifest.get("name"), recorded)
+    return DIRECTORY_GUEST_METRICS
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """What ``qemu-img info`` says about a disk that is to be imported."""
+
+    format: str  # one of DISK_FORMATS
+    virtual_size: int
+
+
+def parse_disk_info(path: str, info_json: str) -> DiskInfo:
+    """Check ``qemu-img info --output=json`` of ``path``: a standalone qcow2 or raw disk. Raises
+    InvalidSpec saying what is wrong with the file (one line)."""
+    try:
+        info = json.loads(info_json)
+    except json.JSONDecodeError:
+        info = None
+    if not isinstance(info, dict):
+        raise InvalidSpec(f"{path}: qemu-img info gave no readable answer")
+    fmt = info.get("format")
+    if fmt not in DISK_FORMATS:
+        raise InvalidSpec(
+            f"{path} is a {fmt} disk; localvmss imports qcow2 or raw disks "
+            f"(convert it: qemu-img convert -O qcow2 {path} disk.qcow2)"
+        )
+    backing = info.get("backing-filename") or info.get("full-backing-filename")
+    if backing:
+        raise InvalidSpec(
+            f"{path} has a backing file ({backing}); import a standalone disk "
+            f"(qemu-img convert -O qcow2 {path} disk.qcow2 flattens the chain)"
+        )
+    if info.get("encrypted"):
+        raise InvalidSpec(f"{path} is encrypted; localvmss cannot boot encrypted base disks")
+    specific = info.get("format-specific")
+    data = specific.get("data") if isinstance(specific, dict) else None
+    if isinstance(data, dict):
+        if data.get("corrupt"):
+            raise InvalidSpec(f"{path} is marked corrupt; repair it (qemu-img check -r all) or rebuild it")
+        if data.get("data-file"):
+            raise InvalidSpec(
+                f"{path} keeps its data in an external file ({data['data-file']}); import a self-contained qcow2"
+            )
+    size = info.get("virtual-size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise InvalidSpec(f"{path} is empty (virtual size {size!r}); it is not a disk")
+    if fmt == "raw" and size % 512:
+        raise InvalidSpec(f"{path} is not a disk: its size ({size} bytes) is not a whole number of 512-byte sectors")
+    return DiskInfo(str(fmt), size)
+
+
+def check_boot_sector(path: str, first_sector: bytes) -> None:
+    """A raw file is taken for a self-booting disk only if it starts with an MBR (the 0x55AA boot
+    signature, which GPT disks carry in their protective MBR too): qemu-img calls any file raw."""
+    if len(first_sector) < 512 or first_sector[510:512] != b"\x55\xaa":
+        raise InvalidSpec(
+            f"{path} is not a disk that boots itself: its first sector has no MBR boot signature "
+            "(no MBR or GPT partition table)"
+        )
+
+
+def _qemu_img() -> str:
+    found = shutil.which("qemu-img", path="/usr/local/bin:/usr/bin:/bin")
+    if found is None:
+        raise InvalidSpec("qemu-img not found on the daemon's machine; install it: apt-get install qemu-utils")
+    return found
+
+
+def inspect_disk(path: Path) -> DiskInfo:
+    """Check a disk file before import (qemu-img runs without a shell); raises InvalidSpec."""
+    if not path.exists():
+        raise InvalidSpec(f"disk file {path} does not exist")
+    if path.is_dir():
+        raise InvalidSpec(f"{path} is a directory; import an image directory as sourceDirectory, not sourceFile")
+    if not path.is_file():
+        raise InvalidSpec(f"{path} is not a regular file")
+    try:
+        done = subprocess.run(
+            [_qemu_img(), "info", "--output=json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=QEMU_IMG_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise InvalidSpec(f"{path}: qemu-img info did not answer within {QEMU_IMG_TIMEOUT_S:.0f} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        raise InvalidSpec(f"{path} cannot be read as a disk image: {reason}")
+    info = parse_disk_info(str(path), done.stdout)
+    if info.format == "raw":
+        with open(path, "rb") as fh:
+            check_boot_sector(str(path), fh.read(512))
+    return info
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def disk_manifest(
+    name: str, disk: Path, digest: str, info: DiskInfo, source: Path, metrics: GuestMetrics
+) -> dict[str, Any]:
+    """The manifest recorded for a self-booting disk: no kernel, so the domain boots from the disk
+    through its firmware (``<boot dev='hd'/>``)."""
+    return {
+        "name": name,
+        "format": "qcow2",
+        "disk": disk.name,
+        "files": {disk.name: digest},
+        "virtual_size_bytes": info.virtual_size,
+        "boot": "disk",
+        "source_file": str(source),
+        "source_format": info.format,
+        "guest_metrics": metrics.as_json(),
+    }
 
 
 @dataclass(frozen=True)
@@ -112,12 +306,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         resolved = inside(file, "file")
         if not isinstance(digest, str) or len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
             raise InvalidSpec(f"image {directory}: the checksum of {file} is not a sha256 (64 lowercase hex digits)")
-        h = hashlib.sha256()
-        with open(resolved, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != digest:
+        if _sha256(resolved) != digest:
             raise InvalidSpec(f"image {directory}: {file} does not match its checksum (corrupt); rebuild the image")
+    if "guest_metrics" in manifest:
+        overrides = check_guest_metrics(manifest["guest_metrics"], f"{path}: guest_metrics")
+        manifest["guest_metrics"] = resolve_guest_metrics(DIRECTORY_GUEST_METRICS, overrides).as_json()
     return manifest
 
 
@@ -128,11 +321,7 @@ def _check_source_file(image: str, directory: Path, path: Path, digest: str) -> 
         raise InvalidSpec(f"image {image}: {path} is gone; import the image again")
     if directory.resolve() not in path.resolve().parents:
         raise InvalidSpec(f"image {image}: {path} is outside its directory {directory}; import the image again")
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    if not digest or h.hexdigest() != digest:
+    if not digest or _sha256(path) != digest:
         raise InvalidSpec(f"image {image}: {path} does not match its checksum any more; rebuild or import it again")
 
 
@@ -332,16 +521,67 @@ class Inventory:
         return f"{self.configs[host].serial_log_dir}/{domain}-serial.log"
 
     # -- images -----------------------------------------------------------------------------
-    def import_image(self, name: str, directory: Path) -> dict[str, Any]:
-        """Verify an image directory, record it and upload it to every available host."""
+    def import_image(
+        self, name: str, directory: Path, guest_metrics: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Verify an image directory, record it and upload it to every available host.
+
+        ``guest_metrics`` (checked fields) overrides the endpoint image.json gives, if any."""
         validate_name(name, "image name")
         manifest = read_manifest(directory)
-        self.store.put_image(name, manifest, str(directory))
+        if guest_metrics:
+            manifest["guest_metrics"] = resolve_guest_metrics(guest_metrics_of(manifest), guest_metrics).as_json()
+        self._record_image(name, manifest, directory)
+        return manifest
+
+    def import_disk(self, name: str, file: Path, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Verify a self-booting disk (qcow2 or raw), record it and upload it to every available host.
+
+        A qcow2 disk is used where it is (its directory is the image's source, and it is checked
+        against its sha256 before every upload, like a directory image's files). A raw disk is
+        converted once into the state directory: every instance disk is a qcow2 overlay on a qcow2
+        base, and a qcow2 base uploads only the blocks it uses. Raises InvalidSpec."""
+        validate_name(name, "image name")
+        info = inspect_disk(file)
+        metrics = resolve_guest_metrics(DISK_GUEST_METRICS, guest_metrics)
+        disk = file if info.format == "qcow2" else self._converted(name, file)
+        manifest = disk_manifest(name, disk, _sha256(disk), info, file, metrics)
+        self._record_image(name, manifest, disk.parent)
+        return manifest
+
+    def _converted(self, name: str, raw: Path) -> Path:
+        """``raw`` as qcow2 in ``<state_dir>/images/<name>-<sha256 prefix>/disk.qcow2``."""
+        images = self.cfg.state_dir / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=images))
+        try:
+            work.chmod(0o755)
+            qcow2 = work / "disk.qcow2"
+            done = subprocess.run(
+                [_qemu_img(), "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                lines = done.stderr.strip().splitlines()
+                raise InvalidSpec(f"converting {raw} to qcow2 failed: {lines[-1] if lines else done.returncode}")
+            final = images / f"{name}-{_sha256(qcow2)[:12]}"
+            if final.exists():
+                shutil.rmtree(work)  # the same disk converted before: keep that copy
+            else:
+                work.rename(final)
+            return final / "disk.qcow2"
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+
+    def _record_image(self, name: str, manifest: dict[str, Any], source: Path) -> None:
+        self.store.put_image(name, manifest, str(source))
         for host in self.available():
-            self.ensure_image(host, name, manifest, str(directory))
+            self.ensure_image(host, name, manifest, str(source))
             if host not in self._domain_types:
                 self._choose_accelerator(host)
-        return manifest
 
     def ensure_image(self, host_name: str, image: str, manifest: dict[str, Any], source: str) -> ImageVolumes:
         """Upload the image's volumes to a host if they are not there yet."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
 from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
 from localvmss.hosturi import check_api_host_uri
-from localvmss.inventory import Inventory
+from localvmss.inventory import Inventory, check_guest_metrics, guest_metrics_of
 from localvmss.lb.hostports import HostPortReader
 from localvmss.lb.spec import check_host_ports, from_json, stored_frontend_ports, validate
 from localvmss.model import (
@@ -36,10 +37,12 @@ from localvmss.provision import computer_name
 from localvmss.spec import ScaleSetSpec, parse_scale_set_body, spec_to_azure
 from localvmss.sshkeys import check_ssh_public_key
 from localvmss.store import InstanceRow, ScaleSetRow, Store
+from localvmss.virt.stats import DomainStats, parse_domain_stats
 
 log = logging.getLogger(__name__)
 
 NOT_IN_VM_MODE = "is not supported in VM (Flexible) orchestration mode"
+MAX_BOOT_LOG_BYTES = 1 << 20  # the tail of a serial console log the API returns
 
 
 class Service:
@@ -66,6 +69,26 @@ class Service:
         self.autoscaler: Any = None  # set by the daemon once Prometheus is known
         self.balancer: Any = None
         self.management_key: Any = None
+
+    def _accepted(
+        self,
+        action: str,
+        reason: str,
+        scale_set: str | None = None,
+        instances: list[int] | None = None,
+        *,
+        record: bool = True,
+    ) -> None:
+        """An accepted request, logged once at INFO with its reason (the API logs refusals);
+        ``record``: also the set's activity-log entry (the caller writes its own otherwise)."""
+        if record and scale_set is not None:
+            self.store.log_activity(scale_set, action, reason)
+        fields: dict[str, Any] = {"action": action, "reason": reason}
+        if scale_set is not None:
+            fields["scale_set"] = scale_set
+        if instances is not None:
+            fields["instance"] = instances
+        log.info("%s%s: %s", f"{scale_set}: " if scale_set else "", action, reason, extra=fields)
 
     # -- scale sets -------------------------------------------------------------------------
     def list_sets(self) -> list[dict[str, Any]]:
@@ -117,7 +140,7 @@ class Service:
             self._check_zones(spec)
             self._admit(spec, capacity)
             self.store.insert_scale_set(name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating")
-            self.store.log_activity(name, "create", f"scale set created ({spec.mode.value}, capacity {capacity})")
+            self._accepted("create", f"scale set created ({spec.mode.value}, capacity {capacity})", name)
             self.wake()
             return self.get_set(name), True
         return self._update_set(existing, spec, capacity, body), False
@@ -189,10 +212,10 @@ class Service:
         if model_changed:
             changes["model_version"] = row.model_version + 1
         self.store.update_scale_set(row.name, **changes)
-        self.store.log_activity(
-            row.name,
+        self._accepted(
             "update",
             f"model updated (version {changes.get('model_version', row.model_version)}), capacity {new_capacity}",
+            row.name,
         )
         self.wake()
         return self.get_set(row.name)
@@ -210,7 +233,7 @@ class Service:
         spec = row.spec
         self.capacity.check(name, spec, row.capacity, capacity)  # the rule autoscale uses too
         self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
-        self.store.log_activity(name, "scale", f"capacity {row.capacity} -> {capacity} (requested)")
+        self._accepted("scale", f"capacity {row.capacity} -> {capacity} (requested)", name)
         self.wake()
         return self.get_set(name)
 
@@ -224,6 +247,7 @@ class Service:
                     "delete them one by one first"
                 )
         self.store.update_scale_set(name, deleting=1, provisioning_state=ProvisioningState.DELETING.value)
+        self._accepted("delete", "scale set deletion requested", name, record=False)
         self.wake()
 
     def _check_zones(self, spec: ScaleSetSpec) -> None:
@@ -355,6 +379,9 @@ class Service:
         self.store.update_instances(changes)
         for t in targets:
             self.store.log_activity(t.scale_set, action, f"{action} requested for instance {t.instance_id}")
+        for set_name in versions:
+            ids = [t.instance_id for t in targets if t.scale_set == set_name]
+            self._accepted(action, f"{action} requested for instances {ids}", set_name, ids, record=False)
         self.wake()
 
     def delete_instances(self, name: str, instance_ids: list[str]) -> dict[str, Any]:
@@ -374,7 +401,7 @@ class Service:
             state=ProvisioningState.DELETING.value,
             lower_capacity=row.mode == OrchestrationMode.UNIFORM.value,
         )
-        self.store.log_activity(name, "delete-instances", f"deleting instances {marked}")
+        self._accepted("delete-instances", f"deleting instances {marked}", name, list(marked))
         self.wake()
         return {"status": "Accepted", "instanceIds": [str(i) for i in marked]}
 
@@ -391,6 +418,8 @@ class Service:
                 changes["protect_scale_in"] = 1  # Azure: scale-set-actions protection implies scale-in protection
         if changes:
             self.store.update_instance(name, inst.instance_id, **changes)
+            said = ", ".join(f"{k.removeprefix('protect_')}={bool(v)}" for k, v in changes.items())
+            self._accepted("protection", f"instance {inst.instance_id} protection {said}", name, [inst.instance_id])
         return self.get_instance(name, instance_id)
 
     def update_instances(self, name: str, instance_ids: list[str] | None) -> dict[str, Any]:
@@ -410,6 +439,8 @@ class Service:
         inst = self.store.instance(name, _iid(instance_id))
         if inst.desired_power != "running" or inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             raise Conflict(f"instance {inst.instance_id} is not running and ready")
+        said = f"run-command on instance {inst.instance_id} ({len(str(body.get('script', '')))} characters of script)"
+        self._accepted("run-command", said, name, [inst.instance_id], record=False)
         return run_script(inst.ip, self.management_key.private, body.get("script", ""))
 
     # -- autoscale ----------------------------------------------------------------------------
@@ -420,6 +451,7 @@ class Service:
 
     def put_autoscale(self, name: str, body: Any) -> dict[str, Any]:
         self._autoscaler().put_setting(name, body)
+        self._accepted("autoscale-setting", "autoscale setting saved", name, record=False)
         return self.get_autoscale(name)
 
     def get_autoscale(self, name: str) -> dict[str, Any]:
@@ -429,7 +461,7 @@ class Service:
     def delete_autoscale(self, name: str) -> None:
         self._autoscaler().get_setting(name)
         self.store.delete_autoscale(name)
-        self.store.log_activity(name, "autoscale-setting", "autoscale setting deleted")
+        self._accepted("autoscale-setting", "autoscale setting deleted", name)
 
     def simulate_autoscale(self, name: str, body: Any) -> list[dict[str, Any]]:
         from datetime import datetime
@@ -553,7 +585,7 @@ class Service:
             )
             inst.desired_power = PowerState(initial)
             self.store.insert_instance(db, inst)
-        self.store.log_activity(set_name, "vm-create", f"VM {vm_name} created in fault domain {fd} on {host}")
+        self._accepted("vm-create", f"VM {vm_name} created in fault domain {fd} on {host}", set_name, [iid])
         self.wake()
         return self.get_vm(vm_name)
 
@@ -588,6 +620,7 @@ class Service:
     def reload_load_balancer(self) -> dict[str, Any]:
         if self.balancer is None:
             raise NotSupported("the load balancer is disabled in this daemon's configuration")
+        self._accepted("load-balancer-reload", "HAProxy reload requested")
         self.balancer.reload()
         return {"status": "Reloaded"}
 
@@ -596,22 +629,49 @@ class Service:
         return [
             {
                 "name": name,
-                "source": source,
+                "source": manifest.get("source_file") or source,
+                "boot": "kernel" if manifest.get("kernel") else "disk",
                 "kernel": manifest.get("kernel_version"),
                 "virtualSizeBytes": manifest.get("virtual_size_bytes"),
                 "builtAt": manifest.get("built_at"),
+                "guestMetrics": guest_metrics_of(manifest).as_json(),
             }
             for name, (manifest, source) in self.store.images().items()
         ]
 
-    def import_image(self, name: str, directory: str) -> dict[str, Any]:
+    def import_image_body(self, name: str, body: Any) -> dict[str, Any]:
+        """PUT /images/{name}: an image directory or a self-booting disk file (see parse_image_body)."""
+        source, path, metrics = parse_image_body(body)
+        if source == "sourceFile":
+            return self.import_disk(name, path, metrics)
+        return self.import_image(name, path, metrics)
+
+    def import_image(self, name: str, directory: str, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         if not isinstance(directory, str) or "\0" in directory or not Path(directory).is_absolute():
             raise InvalidSpec(f"image directory {directory!r} must be an absolute path on the daemon's machine")
         validate_name(name, "image name")
         # The real directory is recorded, so a symlink swapped later cannot move the image.
         path = Path(directory).resolve()
-        self.inv.import_image(name, path)
-        return {"name": name, "source": str(path)}
+        if guest_metrics:
+            manifest = self.inv.import_image(name, path, guest_metrics=guest_metrics)
+        else:
+            manifest = self.inv.import_image(name, path)
+        return {"name": name, "source": str(path), "guestMetrics": guest_metrics_of(manifest).as_json()}
+
+    def import_disk(self, name: str, file: str, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        if not isinstance(file, str) or "\0" in file or not Path(file).is_absolute():
+            raise InvalidSpec(f"disk file {file!r} must be an absolute path on the daemon's machine")
+        validate_name(name, "image name")
+        path = Path(file).resolve()
+        manifest = self.inv.import_disk(name, path, guest_metrics=guest_metrics)
+        return {
+            "name": name,
+            "source": str(path),
+            "format": manifest["source_format"],
+            "boot": "disk",
+            "virtualSizeBytes": manifest["virtual_size_bytes"],
+            "guestMetrics": guest_metrics_of(manifest).as_json(),
+        }
 
     def add_host(self, name: str, body: Any) -> dict[str, Any]:
         from localvmss.config import HostConfig
@@ -629,12 +689,14 @@ class Service:
         if "/" in network or " " in network or len(network) > 64:
             raise InvalidSpec(f"network {network!r} must be a libvirt network name (no '/' or spaces, at most 64)")
         self.inv.add_host(HostConfig(name=name, uri=uri, zone=zone, network=network, serial_log_read_dir=None))
+        self._accepted("host-add", f"host {name} ({uri}, zone {zone}) added")
         self.wake()
         return next(h for h in self.list_hosts() if h["name"] == name)
 
     def remove_host(self, name: str) -> None:
         in_use = any(i.host == name for i in self.store.instances())
         self.inv.remove_host(name, in_use)
+        self._accepted("host-remove", f"host {name} removed")
 
     def list_hosts(self) -> list[dict[str, Any]]:
         out = []
@@ -662,15 +724,171 @@ class Service:
             out.append(entry)
         return out
 
-    def activity(self, name: str) -> list[dict[str, Any]]:
+    def activity(
+        self,
+        name: str,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        max_events: str | None = None,
+        instance_id: str | None = None,
+        kind: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The set's activity log, oldest first: the newest ``max_events`` (200) entries from
+        ``start_time`` to ``end_time`` (ISO-8601; UTC if no offset), naming ``instance_id``, of
+        the comma-separated ``kind``s. ``at`` is epoch seconds, ``eventTimestamp`` ISO-8601 UTC."""
         self.store.scale_set(name)
+        since = _when(start_time, "startTime")
+        until = _when(end_time, "endTime")
+        if since is not None and until is not None and since > until:
+            raise InvalidSpec(f"startTime {start_time} is after endTime {end_time}")
+        limit = 200
+        if max_events is not None:
+            if not max_events.isascii() or not max_events.isdigit() or not 1 <= int(max_events) <= 10000:
+                raise InvalidSpec(f"maxEvents {max_events!r} must be a number from 1 to 10000")
+            limit = int(max_events)
+        kinds = [k.strip() for k in kind.split(",") if k.strip()] if kind is not None else None
+        rows = self.store.activity(
+            name,
+            limit,
+            since=since,
+            until=until,
+            kinds=kinds or None,
+            instance_id=None if instance_id is None else _iid(instance_id),
+        )
         return [
-            {"at": a.at, "kind": a.kind, "message": a.message, "details": a.details} for a in self.store.activity(name)
+            {
+                "at": a.at,
+                "eventTimestamp": datetime.fromtimestamp(a.at, UTC).isoformat(timespec="milliseconds"),
+                "kind": a.kind,
+                "message": a.message,
+                "details": a.details,
+            }
+            for a in rows
         ]
+
+    def instance_metrics(self, name: str) -> dict[str, Any]:
+        """What ``localvmss watch`` shows of each instance: host, power (libvirt's, as the instance
+        view shows it), provisioning, health, libvirt's CPU and memory counters and the current
+        sessions of its HAProxy servers. One listing and one bulk-statistics call per host; a host
+        that does not answer shows its instances' power as Unknown. CPU is cumulative seconds:
+        a percentage needs two samples (``sampledAt`` says when this one was taken)."""
+        row = self.store.scale_set(name)
+        instances = self.store.instances(name)
+        alive = set(self.inv.available())
+        power: dict[str, PowerState] = {}
+        stats: dict[str, DomainStats] = {}
+        answered: set[str] = set()
+        for host in sorted({i.host for i in instances} & alive):
+            try:
+                libvirt_host = self.inv.host(host)
+                power.update({d.name: d.power_state for d in libvirt_host.owned_domains()})
+                stats.update({n: parse_domain_stats(n, raw) for n, raw in libvirt_host.all_domain_stats()})
+                answered.add(host)
+            except LocalVMSSError as exc:
+                log.info("metrics of host %s for %s: %s", host, name, exc.message)
+        sessions: dict[int, Any] = {}
+        if self.balancer is not None and row.spec.load_balancer is not None:
+            try:
+                sessions = dict(self.balancer.lb.server_states(name))
+            except LocalVMSSError as exc:
+                log.info("load-balancer sessions of %s: %s", name, exc.message)
+        out = []
+        for inst in instances:
+            seen = power.get(inst.domain_name, PowerState.DEALLOCATED) if inst.host in answered else None
+            st = stats.get(inst.domain_name)
+            server = sessions.get(inst.instance_id)
+            used = None
+            if st is not None and st.available_bytes is not None and st.usable_bytes is not None:
+                used = max(0, st.available_bytes - st.usable_bytes)
+            out.append(
+                {
+                    "instanceId": str(inst.instance_id),
+                    "host": inst.host,
+                    "powerState": (PowerState.UNKNOWN if seen is None else _shown_power(inst, seen)).value,
+                    "provisioningState": inst.provisioning_state,
+                    "health": inst.health,
+                    "cpuSeconds": st.cpu_seconds if st is not None else None,
+                    "vcpus": st.vcpus if st is not None else None,
+                    "memoryBytes": st.memory_bytes if st is not None else None,
+                    "memoryUsedBytes": used,
+                    "lbSessions": server.current_sessions if server is not None else None,
+                    "lbStatus": server.status if server is not None else None,
+                }
+            )
+        return {"sampledAt": time.time(), "value": out}
+
+    def boot_log(self, name: str, instance_id: str) -> dict[str, Any]:
+        """The instance's serial console since its last start (libvirt truncates the file then),
+        at most the last MAX_BOOT_LOG_BYTES. Readable only where the daemon sees the host's
+        libvirt log directory (``serial_log_read_dir``); NotSupported names the setting otherwise."""
+        self.store.scale_set(name)
+        inst = self.store.instance(name, _iid(instance_id))
+        host_cfg = self.inv.configs.get(inst.host)
+        read_dir = host_cfg.serial_log_read_dir if host_cfg is not None else None
+        if not read_dir:
+            where = f"{host_cfg.serial_log_dir} " if host_cfg is not None else ""
+            raise NotSupported(
+                f"the serial console log of instance {inst.instance_id} is in {where}on host {inst.host}, which the "
+                f"daemon cannot read: set serial_log_read_dir of host {inst.host} in its configuration to a directory "
+                "where that log directory is visible (hosts added through the API have none)"
+            )
+        path = Path(read_dir) / f"{inst.domain_name}-serial.log"
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - MAX_BOOT_LOG_BYTES))
+                data = f.read()
+        except FileNotFoundError:
+            raise NotFound(
+                f"instance {inst.instance_id} has no serial console log at {path} (not started on {inst.host} yet?)"
+            ) from None
+        except OSError as exc:
+            raise LocalVMSSError(f"reading the serial console log {path}: {exc.strerror or exc}") from None
+        return {
+            "instanceId": str(inst.instance_id),
+            "host": inst.host,
+            "path": str(path),
+            "truncated": size > MAX_BOOT_LOG_BYTES,
+            "serialConsoleLog": data.decode("utf-8", errors="replace"),
+        }
+
+
+IMAGE_BODY_USAGE = (
+    'PUT /images/{name} takes {"sourceDirectory": "/absolute/dir"} (image.json and its files) or '
+    '{"sourceFile": "/absolute/disk.qcow2"} (a qcow2 or raw disk that boots itself), '
+    'optionally with "guestMetrics": {"port": 9100, "path": "/metrics"}'
+)
+
+
+def parse_image_body(body: Any) -> tuple[str, str, dict[str, Any] | None]:
+    """(which source key, its path, checked guest-metrics fields or None); raises InvalidSpec.
+
+    Exactly one of sourceDirectory and sourceFile; paths are checked further by the import."""
+    if not isinstance(body, dict) or set(body) - {"sourceDirectory", "sourceFile", "guestMetrics"}:
+        raise InvalidSpec(IMAGE_BODY_USAGE)
+    given = [key for key in ("sourceDirectory", "sourceFile") if key in body]
+    if len(given) != 1:
+        raise InvalidSpec(f"give exactly one of sourceDirectory and sourceFile; {IMAGE_BODY_USAGE}")
+    path = body[given[0]]
+    if not isinstance(path, str):
+        raise InvalidSpec(f"{given[0]} must be a string (an absolute path on the daemon's machine)")
+    metrics = check_guest_metrics(body["guestMetrics"]) if "guestMetrics" in body else None
+    return given[0], path, metrics
 
 
 def _iid(value: str | int) -> int:
     return parse_instance_id(value)
+
+
+def _when(value: str | None, what: str) -> float | None:
+    """An ISO-8601 date-time query parameter as epoch seconds (UTC when it has no offset)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidSpec(f"{what} {value!r} must be an ISO-8601 date-time, e.g. 2026-11-21T10:00:00Z") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _instance_id_list(values: list[str]) -> list[int]:

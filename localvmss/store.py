@@ -16,6 +16,7 @@ overwrites newer intent. SQLite failures (corrupt, full, read-only) become one `
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -222,6 +223,18 @@ def _check_columns(changes: dict[str, Any]) -> None:
     unknown = set(changes) - set(_INSTANCE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown instance columns {sorted(unknown)}")
+
+
+_ONE_INSTANCE = re.compile(r"\binstance ([0-9]+)\b")
+_INSTANCE_LIST = re.compile(r"\binstances \[([0-9, ]*)\]")
+
+
+def _mentions_instance(message: str, instance_id: int) -> bool:
+    """Whether an activity message names the instance, as every writer spells it."""
+    ids = {int(m) for m in _ONE_INSTANCE.findall(message)}
+    for listed in _INSTANCE_LIST.findall(message):
+        ids |= {int(i) for i in listed.replace(",", " ").split()}
+    return int(instance_id) in ids
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -637,8 +650,32 @@ class Store:
                 (scale_set, time.time(), kind, message, json.dumps(details or {})),
             )
 
-    def activity(self, scale_set: str, limit: int = 200) -> list[ActivityRow]:
-        rows = self._query("SELECT * FROM activity_log WHERE scale_set=? ORDER BY id DESC LIMIT ?", (scale_set, limit))
+    def activity(
+        self,
+        scale_set: str,
+        limit: int = 200,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        kinds: list[str] | None = None,
+        instance_id: int | None = None,
+    ) -> list[ActivityRow]:
+        """The newest ``limit`` entries (oldest first) from ``since`` to ``until`` (inclusive,
+        epoch seconds), of ``kinds``, naming ``instance_id`` ("instance 3", "instances [1, 3]")."""
+        where: list[str] = ["scale_set=?"]
+        args: list[Any] = [scale_set]
+        for clause, value in (("at>=?", since), ("at<=?", until), ("lvmss_mentions(message, ?)", instance_id)):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            args.extend(kinds)
+        sql = f"SELECT * FROM activity_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            self._check_open()
+            self._db.create_function("lvmss_mentions", 2, _mentions_instance, deterministic=True)
+            rows = self._query(sql, (*args, limit))
         return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]
 
     # -- requests (validation helper) --

@@ -5,16 +5,18 @@ as ``{"error": {"code", "message"}}`` with its HTTP status. Requests arriving ov
 the configured bearer token; the unix socket is protected by its file mode instead. Which of the
 two a request came through is read from the listening socket (``scope["server"]``: a unix socket
 has no port), never from anything the client sends: proxy headers rewrite ``scope["client"]``.
-Every request body is limited to MAX_BODY_BYTES, chunked ones included.
+Every request body is limited to MAX_BODY_BYTES, chunked ones included. Every refused request
+is logged once (``log_refused``: method, path, status and the reason the client was given).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import Body, FastAPI, Request, Response
+from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,6 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from localvmss import __version__, lifecycle
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.service import Service
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20  # customData (64 KiB decoded) and autoscale settings fit many times over
 
@@ -54,7 +58,28 @@ def token_matches(scope: Scope, token: str | None) -> bool:
     return len(given) == 1 and hmac.compare_digest(bytes(given[0]), f"Bearer {token}".encode())
 
 
-async def _answer(send: Send, status: int, code: str, message: str) -> None:
+def log_refused(method: str, path: str, status: int, code: str, reason: str) -> None:
+    """Every refused request, once, with its reason (a 5xx is the daemon's failure: WARNING).
+    The path is the client's (percent-decoded): control characters are escaped, so a request
+    cannot start a log line of its own."""
+    level = logging.INFO if status < 500 else logging.WARNING
+    path, reason = _printable(path), _printable(reason)
+    fields = {"method": method, "path": path, "status": status, "code": code, "reason": reason}
+    log.log(level, "refused %s %s: %d %s: %s", method, path, status, code, reason, extra=fields)
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _refused(req: Request, status: int, body: dict[str, Any]) -> JSONResponse:
+    error = body["error"]
+    log_refused(req.method, req.url.path, status, error["code"], error["message"])
+    return JSONResponse(body, status_code=status)
+
+
+async def _answer(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    log_refused(scope.get("method", ""), scope.get("path", ""), status, code, message)
     body = JSONResponse({"error": {"code": code, "message": message}}).body
     await send(
         {
@@ -81,16 +106,16 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         if over_tcp(scope) and not token_matches(scope, self.token):
-            await _answer(send, 401, "Unauthorized", "a valid bearer token is required over TCP")
+            await _answer(scope, send, 401, "Unauthorized", "a valid bearer token is required over TCP")
             return
         too_large = f"request body is larger than {self.max_body} bytes; nothing was changed"
         for name, value in scope.get("headers", []):
             if name.lower() == b"content-length":
                 if not value.isdigit():
-                    await _answer(send, 400, "InvalidParameter", "Content-Length must be a number of bytes")
+                    await _answer(scope, send, 400, "InvalidParameter", "Content-Length must be a number of bytes")
                     return
                 if int(value) > self.max_body:
-                    await _answer(send, 413, "RequestEntityTooLarge", too_large)
+                    await _answer(scope, send, 413, "RequestEntityTooLarge", too_large)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -101,7 +126,7 @@ class RequestGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await _answer(send, 413, "RequestEntityTooLarge", too_large)
+                await _answer(scope, send, 413, "RequestEntityTooLarge", too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -127,26 +152,26 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     )
 
     @app.exception_handler(LocalVMSSError)
-    async def _project_error(_req: Request, exc: LocalVMSSError) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.http_status)
+    async def _project_error(req: Request, exc: LocalVMSSError) -> JSONResponse:
+        return _refused(req, exc.http_status, exc.to_json())
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own refusals (no such route, wrong method, a body that is not JSON) in
         the same Azure shape as every other error, one line."""
         code = {400: "InvalidParameter", 404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         message = " ".join(str(exc.detail).split()) or f"HTTP {exc.status_code}"
-        return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+        return _refused(req, exc.status_code, {"error": {"code": code, "message": message}})
 
     @app.exception_handler(RequestValidationError)
-    async def _bad_request(_req: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _bad_request(req: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", []))
         if tuple(first.get("loc", ())) == ("body",):
             message = "request body must be a JSON object"
         else:
             message = f"invalid request at {where}: {first.get('msg')}"
-        return JSONResponse(InvalidSpec(message).to_json(), status_code=400)
+        return _refused(req, 400, InvalidSpec(message).to_json())
 
     app.add_middleware(RequestGuard, token=token)
 
@@ -263,8 +288,25 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return {"value": service.simulate_autoscale(name, body)}
 
     @app.get("/scaleSets/{name}/activityLog", tags=["scaleSets"])
-    def activity(name: str) -> dict[str, Any]:
-        return {"value": service.activity(name)}
+    def activity(
+        name: str,
+        start_time: str | None = Query(None, alias="startTime", description="ISO-8601; UTC if no offset"),
+        end_time: str | None = Query(None, alias="endTime", description="ISO-8601; UTC if no offset"),
+        max_events: str | None = Query(None, alias="maxEvents", description="the newest N (default 200)"),
+        instance_id: str | None = Query(None, alias="instanceId", description="entries naming this instance"),
+        kind: str | None = Query(None, description="comma-separated kinds: scale,autoscale,repair,..."),
+    ) -> dict[str, Any]:
+        return {"value": service.activity(name, start_time, end_time, max_events, instance_id, kind)}
+
+    @app.get("/scaleSets/{name}/instanceMetrics", tags=["instances"])
+    def instance_metrics(name: str) -> dict[str, Any]:
+        """Power, health, CPU seconds, memory and load-balancer sessions of every instance."""
+        return service.instance_metrics(name)
+
+    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}/bootLog", tags=["bootDiagnostics"])
+    def boot_log(name: str, instance_id: str) -> dict[str, Any]:
+        """The serial console log since the instance's last start (az vmss boot-diagnostics get-boot-log)."""
+        return service.boot_log(name, instance_id)
 
     # -- Flexible mode VMs ----------------------------------------------------------------------
     @app.get("/virtualMachines", tags=["virtualMachines"])
@@ -307,10 +349,8 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
 
     @app.put("/images/{name}", tags=["images"])
     def import_image(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        source = body.get("sourceDirectory")
-        if not isinstance(source, str) or set(body) - {"sourceDirectory"}:
-            raise InvalidSpec('PUT /images/{name} takes {"sourceDirectory": "/absolute/path"}')
-        return service.import_image(name, source)
+        """An image directory ({"sourceDirectory": ...}) or a self-booting disk ({"sourceFile": ...})."""
+        return service.import_image_body(name, body)
 
     @app.post("/loadBalancer/reload", tags=["loadBalancer"])
     def reload_lb() -> dict[str, Any]:

@@ -21,6 +21,7 @@ import click
 from localvmss.cli.autoscale_cmds import autoscale
 from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
 from localvmss.cli.context import Ctx, pass_ctx
+from localvmss.cli.day2_cmds import COMMANDS as DAY2_COMMANDS
 from localvmss.cli.output import INSTANCE_COLUMNS, SET_COLUMNS, emit, err_console, status_code
 from localvmss.cli.waiting import wait_for_power, wait_for_set
 from localvmss.errors import InvalidSpec, LocalVMSSError
@@ -47,6 +48,8 @@ def cli(ctx: click.Context, socket_path: str, url: str | None, token: str | None
 
 
 cli.add_command(autoscale)  # localvmss.cli.autoscale_cmds: 'az monitor autoscale'
+for _day2 in DAY2_COMMANDS:  # localvmss.cli.day2_cmds: watch, boot-diagnostics, activity-log
+    cli.add_command(_day2)
 
 
 class _ValuesOption(click.Option):
@@ -505,22 +508,6 @@ def connection_info(c: Ctx, name: str) -> None:
     emit(c, info)
 
 
-@cli.command("activity-log")
-@click.argument("name")
-@pass_ctx
-def activity_log(c: Ctx, name: str) -> None:
-    """What the set did and why (scale, autoscale, repair ...)."""
-    emit(
-        c,
-        c.client.get(api_path("scaleSets", name, "activityLog"))["value"],
-        [
-            ("Time", lambda a: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["at"]))),
-            ("Kind", lambda a: a["kind"]),
-            ("Message", lambda a: a["message"]),
-        ],
-    )
-
-
 @cli.command("run-command")
 @click.argument("name")
 @click.option("--instance-id", required=True)
@@ -555,8 +542,10 @@ def image_list(c: Ctx) -> None:
         c.client.get("/images")["value"],
         [
             ("Name", lambda i: i["name"]),
+            ("Boot", lambda i: i.get("boot", "")),
             ("Kernel", lambda i: i["kernel"]),
             ("VirtualSize", lambda i: f"{(i['virtualSizeBytes'] or 0) >> 20} MiB"),
+            ("GuestMetrics", lambda i: ":{port}{path}".format(**i["guestMetrics"]) if i.get("guestMetrics") else ""),
             ("Source", lambda i: i["source"]),
         ],
     )
@@ -564,11 +553,37 @@ def image_list(c: Ctx) -> None:
 
 @image.command("import")
 @click.argument("name")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--file",
+    "disk_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="a qcow2 or raw disk that boots itself (a cloud image with cloud-init), instead of DIRECTORY",
+)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="guest metrics port [9100 for --file, else 80]")
+@click.option("--metrics-path", help="guest metrics path [/metrics for --file, else /cgi-bin/metrics]")
 @pass_ctx
-def image_import(c: Ctx, name: str, directory: str) -> None:
-    """Import an image directory (image.json + disk) into every host's storage pool."""
-    emit(c, c.client.put(api_path("images", name), {"sourceDirectory": str(Path(directory).resolve())}))
+def image_import(
+    c: Ctx,
+    name: str,
+    directory: str | None,
+    disk_file: str | None,
+    metrics_port: int | None,
+    metrics_path: str | None,
+) -> None:
+    """Import an image into every host's storage pool: a DIRECTORY (image.json, disk, kernel,
+    initrd) or, with --file, a single self-booting disk."""
+    if (directory is None) == (disk_file is None):
+        raise click.UsageError("give an image DIRECTORY or --file DISK (one of them)")
+    body: dict[str, Any] = (
+        {"sourceFile": str(Path(disk_file).resolve())}
+        if disk_file is not None
+        else {"sourceDirectory": str(Path(str(directory)).resolve())}
+    )
+    metrics = {k: v for k, v in (("port", metrics_port), ("path", metrics_path)) if v is not None}
+    if metrics:
+        body["guestMetrics"] = metrics
+    emit(c, c.client.put(api_path("images", name), body))
 
 
 @image.command("build")

@@ -1,4 +1,8 @@
-"""Prometheus file-based service discovery: the list of guest /cgi-bin/metrics endpoints.
+"""Prometheus file-based service discovery: the list of guest metrics endpoints.
+
+A target's ``__metrics_path__`` label (and ``__scheme__``, ``__param_<name>``) is honoured by
+Prometheus for file_sd targets without any relabelling, so each guest can be scraped at the
+path its image serves (the base image's /cgi-bin/metrics, node_exporter's /metrics).
 
 Prometheus watches the file (inotify) and re-reads it on every change, so scale-out and scale-in
 show up in scraping without a reload. The file is replaced atomically (write a temporary file in
@@ -15,8 +19,11 @@ from pathlib import Path
 
 from localvmss.errors import InvalidSpec
 
-# Prometheus label names; names starting with "__" are reserved for Prometheus itself.
+# Prometheus label names; names starting with "__" are reserved for Prometheus itself, of which
+# a target may set only those that say how it is scraped.
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_SCRAPE_LABELS = frozenset({"__metrics_path__", "__scheme__"})
+_PARAM_LABEL = re.compile(r"__param_[a-zA-Z_][a-zA-Z0-9_]*")
 _SUFFIXES = (".json", ".yml", ".yaml")
 
 
@@ -25,10 +32,16 @@ def _check(targets: list[tuple[str, dict[str, str]]]) -> None:
         if not target or any(ch.isspace() for ch in target) or "/" in target:
             raise InvalidSpec(f"file_sd target {target!r} is not host:port")
         for name, value in labels.items():
-            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            reserved = name in _SCRAPE_LABELS or bool(_PARAM_LABEL.fullmatch(name))
+            if not _LABEL_NAME.fullmatch(name) or (name.startswith("__") and not reserved):
                 raise InvalidSpec(f"file_sd label name {name!r} is not a valid Prometheus label name")
             if not isinstance(value, str):
                 raise InvalidSpec(f"file_sd label {name!r} must be a string, got {type(value).__name__}")
+        path = labels.get("__metrics_path__")
+        if path is not None and (not path.startswith("/") or any(ch.isspace() for ch in path)):
+            raise InvalidSpec(f"file_sd target {target!r}: __metrics_path__ {path!r} is not a URL path like /metrics")
+        if labels.get("__scheme__", "http") not in ("http", "https"):
+            raise InvalidSpec(f"file_sd target {target!r}: __scheme__ must be http or https")
 
 
 def render_file_sd(targets: list[tuple[str, dict[str, str]]]) -> str:

@@ -7,13 +7,15 @@ name, so the labels (set, instance id, host, fault domain) come from our records
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from localvmss.errors import LocalVMSSError
-from localvmss.inventory import Inventory
+from localvmss.inventory import DIRECTORY_GUEST_METRICS, Inventory, guest_metrics_of
 from localvmss.metrics.exporter import InstanceSample, ScaleSetSample
 from localvmss.metrics.file_sd import write_file_sd
 from localvmss.model import ProvisioningState
-from localvmss.store import Store
+from localvmss.spec import ScaleSetSpec
+from localvmss.store import InstanceRow, Store
 from localvmss.virt.stats import parse_domain_stats
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,31 @@ class Sources:
         return out
 
     def write_guest_targets(self, path: str) -> None:
-        """file_sd for guest metrics: every running instance's /cgi-bin/metrics on port 80."""
-        targets = [
-            (f"{i.ip}:80", {"scale_set": i.scale_set, "instance_id": str(i.instance_id), "host": i.host})
-            for i in self.store.instances()
-            if i.desired_power == "running" and i.provisioning_state != ProvisioningState.DELETING.value
-        ]
-        write_file_sd(path, targets)
+        """file_sd for guest metrics: every running instance at its image's endpoint."""
+        specs = {row.name: row.spec for row in self.store.scale_sets()}
+        images = {name: manifest for name, (manifest, _source) in self.store.images().items()}
+        write_file_sd(path, guest_targets(self.store.instances(), specs, images))
+
+
+def guest_targets(
+    instances: list[InstanceRow], specs: dict[str, ScaleSetSpec], images: dict[str, dict[str, Any]]
+) -> list[tuple[str, dict[str, str]]]:
+    """(host:port, labels) per running instance. The port and ``__metrics_path__`` come from the
+    image the instance runs (its own image for a Flexible VM, else its set's); an image that is
+    not recorded (any more) gets the base image's endpoint."""
+    targets = []
+    for inst in instances:
+        if inst.desired_power != "running" or inst.provisioning_state == ProvisioningState.DELETING.value:
+            continue
+        spec = specs.get(inst.scale_set)
+        image = inst.overrides.get("image") or (spec.image if spec is not None else None)
+        manifest = images.get(str(image)) if image else None
+        metrics = guest_metrics_of(manifest) if manifest is not None else DIRECTORY_GUEST_METRICS
+        labels = {
+            "scale_set": inst.scale_set,
+            "instance_id": str(inst.instance_id),
+            "host": inst.host,
+            "__metrics_path__": metrics.path,
+        }
+        targets.append((f"{inst.ip}:{metrics.port}", labels))
+    return targets
