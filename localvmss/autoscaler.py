@@ -4,7 +4,10 @@ desired capacity (clamped, with its reason); the reconciler makes it so.
 Decisions that change the capacity always reach the activity log with the numbers behind them;
 decisions that change nothing are logged when their reason changes, so the log explains why a
 set did not scale (cooldown, flapping, no data) without repeating itself every interval.
-``simulate`` replays Prometheus's history against a (possibly edited) setting.
+``simulate`` replays Prometheus's history against a (possibly edited) setting and sends nothing.
+
+A change of capacity also goes to the setting's webhooks (Azure's payload), handed to a
+``WebhookSender`` whose thread does the POSTs, so a slow receiver never delays the next set.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from typing import Any
 
 from localvmss.autoscale.engine import Decision, evaluate
 from localvmss.autoscale.metrics_catalog import build_query
+from localvmss.autoscale.notifications import webhook_payload
 from localvmss.autoscale.settings import AutoscaleSetting, parse_autoscale_setting
 from localvmss.autoscale.target_tracking import Recommendation
 from localvmss.capacity import CapacityRule
 from localvmss.errors import CapacityError, InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.metrics.exporter import DaemonMetrics
 from localvmss.metrics.prometheus import PrometheusClient
 from localvmss.model import OrchestrationMode
 from localvmss.store import Store
+from localvmss.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +44,16 @@ class Autoscaler:
         interval_s: float,
         wake: Callable[[], None],
         capacity: CapacityRule | None = None,
+        metrics: DaemonMetrics | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.store = store
         self.client = PrometheusClient(prometheus_url)
         self.interval_s = interval_s
         self.wake = wake
         self.capacity = capacity  # the same admission and NAT-pool checks as a manual scale
+        self.metrics = metrics
+        self.webhooks = webhooks or WebhookSender(on_result=metrics.webhook_result if metrics else None)
 
     # -- settings ---------------------------------------------------------------------------
     def put_setting(self, scale_set: str, data: Any) -> AutoscaleSetting:
@@ -101,6 +111,8 @@ class Autoscaler:
         if row.deleting:
             return None
         now = now or datetime.now(UTC)
+        if self.metrics is not None:
+            self.metrics.autoscale_evaluated(scale_set)
         decision = evaluate(
             setting,
             current_capacity=row.capacity,
@@ -114,6 +126,7 @@ class Autoscaler:
             "last_direction": state.get("last_direction"),
             "history": [{"at": r.at.timestamp(), "replicas": r.replicas} for r in decision.history],
             "last_reason": state.get("last_reason"),
+            "limits": _limits(setting, decision.profile),
         }
         details = {
             "profile": decision.profile,
@@ -129,6 +142,9 @@ class Autoscaler:
             self.store.update_autoscale_state(scale_set, new_state, last_action_at=now.timestamp())
             self.store.log_activity(scale_set, "autoscale", decision.reason, details)
             log.info("autoscale %s: %s", scale_set, decision.reason)
+            if self.metrics is not None:
+                self.metrics.autoscale_action(scale_set, decision.direction)
+            self._notify(setting, row.capacity, decision, now)
             self.wake()
         else:
             if decision.reason != state.get("last_reason"):
@@ -136,6 +152,21 @@ class Autoscaler:
                 new_state["last_reason"] = decision.reason
             self.store.update_autoscale_state(scale_set, new_state)
         return decision
+
+    def _notify(self, setting: AutoscaleSetting, old: int, decision: Decision, now: datetime) -> None:
+        """Queue Azure's webhook payload to every webhook of the setting (sent by another thread)."""
+        what = f"scale set {setting.scale_set}: {old}->{decision.new_capacity}"
+        for hook in setting.webhooks:
+            payload = webhook_payload(
+                setting_name=setting.name or f"{setting.scale_set}-autoscale",
+                scale_set=setting.scale_set,
+                old_capacity=old,
+                new_capacity=decision.new_capacity,
+                at=now,
+                reason=decision.reason,
+                properties=hook.properties,
+            )
+            self.webhooks.submit(hook.service_uri, payload, what)
 
     def _refused(
         self,
@@ -210,6 +241,15 @@ class Autoscaler:
                 last_at, last_dir = moment, decision.direction
             at += step
         return out
+
+
+def _limits(setting: AutoscaleSetting, profile_name: str) -> dict[str, Any] | None:
+    """The bounds of the profile in force, kept in the state for the exporter's status metrics."""
+    for profile in setting.profiles:
+        if profile.name == profile_name:
+            cap = profile.capacity
+            return {"profile": profile.name, "minimum": cap.minimum, "maximum": cap.maximum, "default": cap.default}
+    return None
 
 
 def _history_from(raw: list[dict[str, Any]]) -> tuple[Recommendation, ...]:

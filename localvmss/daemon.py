@@ -43,8 +43,15 @@ from localvmss.config import DaemonConfig, load_config, reload_changes
 from localvmss.errors import Conflict, InvalidSpec, LocalVMSSError
 from localvmss.inventory import Inventory
 from localvmss.logs import configure_logging
-from localvmss.metrics.exporter import DaemonMetrics, InstanceCollector, ScaleSetCollector, start_exporter
+from localvmss.metrics.exporter import (
+    DaemonMetrics,
+    InstanceCollector,
+    ScaleSetCollector,
+    StatusCollector,
+    start_exporter,
+)
 from localvmss.metrics.sources import Sources
+from localvmss.metrics.status import StatusSource
 from localvmss.monitor import HealthMonitor
 from localvmss.provision import Provisioner
 from localvmss.reconciler import Reconciler
@@ -145,6 +152,7 @@ class Daemon:
                 log.info("accelerator: %s", row.accel_reason)
         self.registry.register(InstanceCollector(self.sources.instance_samples))
         self.registry.register(ScaleSetCollector(self.sources.scale_set_samples))
+        self.registry.register(StatusCollector(StatusSource(self.store).snapshot))
         self.exporter, port = start_exporter(self.registry, self.cfg.exporter_address, self.cfg.exporter_port)
         log.info("exporter on %s:%d", self.cfg.exporter_address, port)
         if self.balancer is not None:
@@ -193,7 +201,12 @@ class Daemon:
         from localvmss.autoscaler import Autoscaler
 
         self.autoscaler = Autoscaler(
-            self.store, url, self.cfg.autoscale_interval_s, self.reconciler.wake, capacity=self.capacity
+            self.store,
+            url,
+            self.cfg.autoscale_interval_s,
+            self.reconciler.wake,
+            capacity=self.capacity,
+            metrics=self.metrics,
         )
         self.service.autoscaler = self.autoscaler
 

@@ -16,6 +16,8 @@ Where we differ from Azure, on purpose:
 * ``targetResourceName`` names the scale set; Azure's ``targetResourceUri`` is accepted and its
   last path segment used when the name is missing.
 * Enum values and metric names match case-insensitively and are stored in Azure's spelling.
+* ``notifications``: webhooks are delivered with Azure's payload; email is refused (no mail
+  transport), see ``notifications.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel, to_pascal
 
 from localvmss.autoscale.metrics_catalog import CATALOG, canonical_metric_name
+from localvmss.autoscale.notifications import Notification, WebhookNotification
 from localvmss.errors import InvalidSpec
 from localvmss.model import UNIFORM_MAX_CAPACITY, validate_name
 
@@ -481,8 +484,9 @@ class AutoscaleSetting(_Model):
     name: str | None = None
     target_resource_uri: str | None = None
     target_resource_location: str | None = None
-    notifications: list[Any] | None = None
     predictive_autoscale_policy: dict[str, Any] | None = None
+    # Delivered as webhooks on every capacity change, or refused here (see notifications.py).
+    notifications: list[Notification] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscaleSetting:
@@ -509,6 +513,11 @@ class AutoscaleSetting(_Model):
     def scale_set(self) -> str:
         assert self.target_resource_name is not None  # guaranteed by validation
         return self.target_resource_name
+
+    @property
+    def webhooks(self) -> list[WebhookNotification]:
+        """Every webhook of every notification, in order."""
+        return [hook for n in self.notifications or () for hook in n.webhooks]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

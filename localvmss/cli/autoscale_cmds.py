@@ -7,7 +7,9 @@ changes it and writes it back whole (``PUT``). The small languages of the option
   parsed from the right so the metric name may contain spaces: ``"Percentage CPU > 70 avg 5m"``;
 * ``--scale out N | in N | out N% | in N% | to N`` (``to N`` is ``out to N``; ``in to N`` too);
 * ``--timegrain "avg 1m"``, ``--cooldown`` in minutes, durations such as 30s, 5m, 1h30m or PT5M;
-* ``--recurrence week mon tue ...`` with ``--start HH:MM [--end HH:MM] --timezone TZ``.
+* ``--recurrence week mon tue ...`` with ``--start HH:MM [--end HH:MM] --timezone TZ``;
+* ``--add-action webhook URL [KEY=VALUE ...]`` / ``--remove-action webhook URL`` (``--action`` on
+  create): Azure's notification webhooks (email is refused: there is no mail transport).
 
 The parsers are plain functions (unit-tested as tables); each problem is one ``InvalidSpec`` line
 saying what was expected, so the command exits with code 2 before any request is made. The
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_PROFILE",
     "OPERATORS",
     "STATISTICS",
+    "add_webhook",
     "build_rule",
     "companion_for",
     "companion_name",
@@ -62,7 +65,9 @@ __all__ = [
     "parse_recurrence",
     "parse_scale",
     "parse_timegrain",
+    "parse_webhook_action",
     "recurring_profiles",
+    "remove_webhook",
     "sync_companions",
 ]
 
@@ -135,6 +140,58 @@ def parse_scale(text: str) -> dict[str, Any]:
     if kind != "ExactCount" and value < 1:
         raise InvalidSpec(f"--scale {raw!r}: scaling by {value} does nothing; give at least 1")
     return {"direction": "Increase" if direction == "out" else "Decrease", "type": kind, "value": value}
+
+
+# ------------------------------------------------------------------------- notifications
+ACTION_SHAPE = "'webhook URL [KEY=VALUE ...]'"
+
+
+def parse_webhook_action(text: str, flag: str = "--add-action") -> tuple[str, dict[str, str]]:
+    """``--add-action webhook https://h/x team=web`` -> (URL, {"team": "web"}), as az takes it."""
+    from localvmss.autoscale.notifications import check_service_uri
+
+    words = str(text).split()
+    kind = words[0].lower() if words else ""
+    if kind == "email":
+        raise InvalidSpec(
+            f"{flag} email: email notifications are not supported (localvmss has no mail transport); "
+            f"use {flag} webhook URL"
+        )
+    if kind != "webhook" or len(words) < 2:
+        raise InvalidSpec(f"{flag} {text!r}: expected {ACTION_SHAPE}")
+    try:
+        uri = check_service_uri(words[1])
+    except ValueError as exc:
+        raise InvalidSpec(f"{flag}: {exc}") from None
+    properties: dict[str, str] = {}
+    for word in words[2:]:
+        key, eq, value = word.partition("=")
+        if not eq or not key:
+            raise InvalidSpec(f"{flag} {text!r}: {word!r} is not KEY=VALUE; expected {ACTION_SHAPE}")
+        properties[key] = value
+    return uri, properties
+
+
+def add_webhook(setting: dict[str, Any], uri: str, properties: dict[str, str]) -> None:
+    """Add (or replace, same URL) a webhook in the setting's Scale notification."""
+    notifications = setting.get("notifications") or []
+    setting["notifications"] = notifications
+    scale = next((n for n in notifications if str(n.get("operation", "Scale")).lower() == "scale"), None)
+    if scale is None:
+        scale = {"operation": "Scale", "webhooks": []}
+        notifications.append(scale)
+    hooks = [h for h in scale.get("webhooks") or [] if h.get("serviceUri") != uri]
+    scale["webhooks"] = [*hooks, {"serviceUri": uri, "properties": properties}]
+
+
+def remove_webhook(setting: dict[str, Any], uri: str) -> None:
+    """Remove the webhook with this URL; InvalidSpec listing the ones there are if none has it."""
+    known = [h.get("serviceUri") for n in setting.get("notifications") or [] for h in n.get("webhooks") or []]
+    if uri not in known:
+        listed = ", ".join(str(k) for k in known) or "none"
+        raise InvalidSpec(f"--remove-action webhook {uri}: no such webhook; the setting has: {listed}")
+    for n in setting.get("notifications") or []:
+        n["webhooks"] = [h for h in n.get("webhooks") or [] if h.get("serviceUri") != uri]
 
 
 def build_rule(
@@ -482,6 +539,7 @@ SETTING_COLUMNS: Columns = [
     ("Max", lambda s: _default_of(s).get("capacity", {}).get("maximum")),
     ("Default", lambda s: _default_of(s).get("capacity", {}).get("default")),
     ("Scaling", lambda s: _mode(_default_of(s)) if _default_of(s) else ""),
+    ("Webhooks", lambda s: sum(len(n.get("webhooks") or []) for n in s.get("notifications") or [])),
 ]
 
 PROFILE_COLUMNS: Columns = [
@@ -540,16 +598,29 @@ def autoscale() -> None:
     """
 
 
-@autoscale.command("create")
+WEBHOOK_HELP = "webhook URL [KEY=VALUE ...]: POST Azure's autoscale payload there on every scale action (repeatable)"
+
+
+@autoscale.command("create", cls=GreedyCommand, greedy=("--action",))
 @resource_option
 @click.option("--count", type=int, required=True, help="default instance count (when no rule applies)")
 @click.option("--min-count", type=int, help="minimum instance count; default --count")
 @click.option("--max-count", type=int, help="maximum instance count; default --count")
 @click.option("--disabled", is_flag=True, help="create the setting switched off")
+@click.option("--action", "actions", multiple=True, metavar="webhook URL [KEY=VALUE ...]", help=WEBHOOK_HELP)
 @pass_ctx
-def as_create(c: Ctx, resource: str, count: int, min_count: int | None, max_count: int | None, disabled: bool) -> None:
+def as_create(
+    c: Ctx,
+    resource: str,
+    count: int,
+    min_count: int | None,
+    max_count: int | None,
+    disabled: bool,
+    actions: tuple[str, ...],
+) -> None:
     """Create the setting with one profile named "default" (fails if the set has one)."""
     capacity = _capacity(count, min_count, max_count)
+    hooks = [parse_webhook_action(a, "--action") for a in actions]
     try:
         c.client.get(_path(resource))
     except NotFound:
@@ -564,6 +635,8 @@ def as_create(c: Ctx, resource: str, count: int, min_count: int | None, max_coun
         "targetResourceName": resource,
         "profiles": [{"name": DEFAULT_PROFILE, "capacity": capacity, "rules": []}],
     }
+    for uri, properties in hooks:
+        add_webhook(setting, uri, properties)
     result = _put(c, resource, setting)
     if capacity["minimum"] != capacity["maximum"]:
         _warn(
@@ -585,12 +658,16 @@ def as_show(c: Ctx, resource: str) -> None:
         emit(c, setting.get("profiles", []), PROFILE_COLUMNS)
 
 
-@autoscale.command("update")
+@autoscale.command("update", cls=GreedyCommand, greedy=("--add-action", "--remove-action"))
 @resource_option
 @click.option("--count", type=int, help="default instance count")
 @click.option("--min-count", type=int)
 @click.option("--max-count", type=int)
 @click.option("--enabled", type=click.BOOL, metavar="true|false", help="switch autoscale on or off")
+@click.option("--add-action", "add_actions", multiple=True, metavar="webhook URL [KEY=VALUE ...]", help=WEBHOOK_HELP)
+@click.option(
+    "--remove-action", "remove_actions", multiple=True, metavar="webhook URL", help="remove that webhook (repeatable)"
+)
 @pass_ctx
 def as_update(
     c: Ctx,
@@ -599,6 +676,8 @@ def as_update(
     min_count: int | None,
     max_count: int | None,
     enabled: bool | None,
+    add_actions: tuple[str, ...] = (),
+    remove_actions: tuple[str, ...] = (),
 ) -> None:
     """Change the default profile's capacity or switch the setting on or off.
 
@@ -606,7 +685,12 @@ def as_update(
     min and max follow it. Weekly profiles' end companions get the same capacity.
     """
     if count is None and min_count is None and max_count is None and enabled is None:
-        raise InvalidSpec("nothing to update; give --count, --min-count, --max-count or --enabled")
+        if not add_actions and not remove_actions:
+            raise InvalidSpec(
+                "nothing to update; give --count, --min-count, --max-count, --enabled, --add-action or --remove-action"
+            )
+    added = [parse_webhook_action(a) for a in add_actions]
+    removed = [parse_webhook_action(a, "--remove-action")[0] for a in remove_actions]
     for flag, value in (("--count", count), ("--min-count", min_count), ("--max-count", max_count)):
         if value is not None and value < 0:
             raise InvalidSpec(f"{flag} {value} must not be negative")
@@ -625,6 +709,10 @@ def as_update(
             cap["maximum"] if max_count is None else max_count,
         )
         sync_companions(setting)
+    for uri in removed:
+        remove_webhook(setting, uri)
+    for uri, properties in added:
+        add_webhook(setting, uri, properties)
     emit(c, _put(c, resource, setting), SETTING_COLUMNS)
 
 

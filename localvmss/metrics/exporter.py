@@ -3,21 +3,33 @@
 Instance and scale-set metrics are custom collectors (prometheus_client style): each scrape calls a
 ``source`` callable that returns fresh samples, so the values are exactly what libvirt reported at
 scrape time and nothing is cached between scrapes. The source is a constructor argument so tests
-feed fixture samples. Metric names are fixed by docs/CONTRACTS.md; autoscale/ builds PromQL on them.
+feed fixture samples. Metric names are fixed by docs/CONTRACTS.md; autoscale/ builds PromQL on them,
+and the dashboard (dashboards/localvmss.json) and the rules (prometheus/localvmss-rules.yml) use them.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import platform
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from localvmss import __version__
 from localvmss.errors import LocalVMSSError
 from localvmss.virt.stats import STATE_NAMES, DomainStats
 
@@ -56,8 +68,58 @@ class ScaleSetSample:
     healthy: int
 
 
+@dataclass(frozen=True)
+class AutoscaleLimits:
+    """The capacity bounds of the autoscale profile in force (the last one evaluated)."""
+
+    profile: str
+    minimum: int
+    maximum: int
+    default: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class SetStatus:
+    """What the store says of a set beyond its counts: repairs, autoscale bounds, state."""
+
+    scale_set: str
+    mode: str
+    provisioning_state: str
+    automatic_repairs_enabled: bool
+    # Nothing suspends automatic repairs yet (always False); the series exists so alerts and
+    # dashboards need no change when suspension arrives.
+    automatic_repairs_suspended: bool
+    autoscale: AutoscaleLimits | None
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    scale_set: str
+    instance_id: int
+    host: str
+    health: str  # one of HEALTH_STATES
+    provisioning_state: str
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    zone: str
+    available: bool
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    sets: list[SetStatus]
+    instances: list[InstanceStatus]
+    hosts: list[HostStatus]
+
+
+HEALTH_STATES = ("healthy", "unhealthy", "unknown")
 InstanceSource = Callable[[], Iterable[InstanceSample]]
 ScaleSetSource = Callable[[], Iterable[ScaleSetSample]]
+StatusSource = Callable[[], StatusSnapshot]
 
 
 def _safe_read(source: Callable[[], Iterable[Any]], what: str) -> list[Any]:
@@ -201,10 +263,138 @@ class ScaleSetCollector(Collector):
         yield from (desired, actual, healthy)
 
 
-class DaemonMetrics:
-    """The daemon's own health: how long reconcile passes take, what they did, what failed."""
+class StatusCollector(Collector):
+    """The store's view of sets, instances and hosts, for alerts and dashboards.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    Health is one-hot (``localvmss_instance_health{state=...}`` is 1 for the current state and 0
+    for the others) so a ``for:`` clause in an alert sees one unbroken series per state.
+    """
+
+    def __init__(self, source: StatusSource) -> None:
+        self._source = source
+
+    @staticmethod
+    def _families() -> dict[str, GaugeMetricFamily]:
+        g = GaugeMetricFamily
+        autoscale_labels = ["scale_set", "profile"]
+        return {
+            "info": g(
+                "localvmss_scale_set_info",
+                "A scale set (always 1) with its orchestration mode and provisioning state.",
+                labels=["scale_set", "mode", "provisioning_state"],
+            ),
+            "repairs": g(
+                "localvmss_scale_set_automatic_repairs_enabled",
+                "1 when the set's automaticRepairsPolicy is enabled.",
+                labels=SCALE_SET_LABELS,
+            ),
+            "suspended": g(
+                "localvmss_scale_set_automatic_repairs_suspended",
+                "1 when the set's automatic repairs are suspended (nothing suspends them yet: 0).",
+                labels=SCALE_SET_LABELS,
+            ),
+            "as_enabled": g(
+                "localvmss_autoscale_enabled",
+                "1 when the set has an autoscale setting switched on, 0 when it is switched off.",
+                labels=SCALE_SET_LABELS,
+            ),
+            "as_min": g(
+                "localvmss_autoscale_capacity_minimum",
+                "Minimum capacity of the autoscale profile in force.",
+                labels=autoscale_labels,
+            ),
+            "as_max": g(
+                "localvmss_autoscale_capacity_maximum",
+                "Maximum capacity of the autoscale profile in force.",
+                labels=autoscale_labels,
+            ),
+            "as_default": g(
+                "localvmss_autoscale_capacity_default",
+                "Default capacity of the autoscale profile in force.",
+                labels=autoscale_labels,
+            ),
+            "health": g(
+                "localvmss_instance_health",
+                "1 for the instance's health state (healthy, unhealthy or unknown), 0 for the others.",
+                labels=["scale_set", "instance_id", "host", "state"],
+            ),
+            "host": g(
+                "localvmss_host_available",
+                "1 when the libvirt host answers, 0 when it does not.",
+                labels=["host", "zone"],
+            ),
+        }
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families().values()
+
+    def collect(self) -> Iterator[Metric]:
+        f = self._families()
+        snapshots = _safe_read(lambda: [self._source()], "scale set status")
+        for snap in snapshots:
+            for s in snap.sets:
+                f["info"].add_metric([s.scale_set, s.mode, s.provisioning_state], 1)
+                f["repairs"].add_metric([s.scale_set], int(s.automatic_repairs_enabled))
+                f["suspended"].add_metric([s.scale_set], int(s.automatic_repairs_suspended))
+                if s.autoscale is not None:
+                    a = s.autoscale
+                    f["as_enabled"].add_metric([s.scale_set], int(a.enabled))
+                    f["as_min"].add_metric([s.scale_set, a.profile], a.minimum)
+                    f["as_max"].add_metric([s.scale_set, a.profile], a.maximum)
+                    f["as_default"].add_metric([s.scale_set, a.profile], a.default)
+            for i in snap.instances:
+                for state in HEALTH_STATES:
+                    value = 1 if i.health == state or (state == "unknown" and i.health not in HEALTH_STATES) else 0
+                    f["health"].add_metric([i.scale_set, str(i.instance_id), i.host, state], value)
+            for h in snap.hosts:
+                f["host"].add_metric([h.host, h.zone], int(h.available))
+        yield from f.values()
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_labels() -> dict[str, str]:
+    """Labels of ``localvmss_build_info``: our version, Python's, and libvirt-python's (the
+    binding the daemon runs; metrics/ may not import libvirt to ask the library itself)."""
+    return {"version": __version__, "python": platform.python_version(), "libvirt": _version_of("libvirt-python")}
+
+
+class DaemonMetrics:
+    """The daemon's own health: how long reconcile passes take, what they did, what failed;
+    its build and its process (CPU, memory, file descriptors; prometheus_client's collectors);
+    autoscale actions and webhook deliveries."""
+
+    def __init__(self, registry: CollectorRegistry, *, process: bool = True) -> None:
+        labels = build_labels()
+        self.build_info = Gauge(
+            "localvmss_build_info",
+            "Always 1; the labels name the localvmss, Python and libvirt-python versions.",
+            list(labels),
+            registry=registry,
+        )
+        self.build_info.labels(**labels).set(1)
+        if process:
+            ProcessCollector(registry=registry)  # process_* (Linux /proc); registers itself
+            PlatformCollector(registry=registry)  # python_info
+        self.autoscale_actions = Counter(
+            "localvmss_autoscale_actions",
+            "Capacity changes made by the autoscaler, by scale set and direction (out, in).",
+            ["scale_set", "direction"],
+            registry=registry,
+        )
+        self.webhook_deliveries = Counter(
+            "localvmss_autoscale_webhook_deliveries",
+            "Autoscale webhook deliveries by result: success, failure (after every retry), dropped.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("success", "failure", "dropped"):
+            self.webhook_deliveries.labels(result=result)  # present at 0 before the first one
         self.reconcile_duration = Histogram(
             "localvmss_reconcile_duration_seconds",
             "Duration of one reconcile pass, seconds.",
@@ -226,6 +416,17 @@ class DaemonMetrics:
 
     def observe_reconcile(self, seconds: float) -> None:
         self.reconcile_duration.observe(seconds)
+
+    def autoscale_evaluated(self, scale_set: str) -> None:
+        """Make the set's action counters exist at 0, so the first action shows as an increase."""
+        for direction in ("out", "in"):
+            self.autoscale_actions.labels(scale_set=scale_set, direction=direction)
+
+    def autoscale_action(self, scale_set: str, direction: str) -> None:
+        self.autoscale_actions.labels(scale_set=scale_set, direction=direction).inc()
+
+    def webhook_result(self, result: str) -> None:
+        self.webhook_deliveries.labels(result=result).inc()
 
     def action(self, kind: str, result: str = "success") -> None:
         self.actions.labels(kind=kind, result=result).inc()

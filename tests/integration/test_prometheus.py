@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -170,6 +172,45 @@ def test_generated_config_passes_promtool(tmp_path: Path) -> None:
     assert jobs[GUEST_JOB]["metrics_path"] == "/cgi-bin/metrics"
     assert config["global"]["scrape_interval"] == "2s"
     assert (tmp_path / "sd" / "guests.json").read_text().strip() == "[]"
+
+
+RULES = Path(__file__).resolve().parents[2] / "prometheus" / "localvmss-rules.yml"
+
+
+def test_shipped_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    done = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr or done.stdout
+    assert "SUCCESS" in done.stdout, done.stdout
+
+
+def test_the_config_names_a_copy_of_the_shipped_rules(tmp_path: Path) -> None:
+    server = PrometheusServer(tmp_path / "data", exporter_targets=["127.0.0.1:9000"])
+    assert server.rule_sources == [RULES], "a checkout finds its own prometheus/ folder"
+    server.write_config()
+    [copy] = server.render_config()["rule_files"]
+    assert Path(copy).parent == tmp_path / "data" / "rules"
+    assert Path(copy).read_bytes() == RULES.read_bytes()
+    assert "rule_files" not in PrometheusServer(tmp_path / "other", rule_files=[]).render_config()
+
+
+def test_the_server_evaluates_every_rule(lab: Lab) -> None:
+    """Every recording and alerting rule of the shipped file is loaded and evaluates without error
+    (health "ok"; "err" would carry Prometheus's reason)."""
+
+    def rules() -> list[dict[str, object]] | None:
+        groups = httpx.get(f"{lab.server.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        found = [rule for group in groups for rule in group["rules"]]
+        return found if found and all(r["health"] != "unknown" for r in found) else None
+
+    found = wait_for(rules, 30, "the rules' first evaluation")
+    names = {str(r["name"]) for r in found}
+    assert {"localvmss:scale_set_degraded", "LocalvmssHostUnavailable", "LocalvmssInstanceUnhealthy"} <= names
+    assert {"LocalvmssCapacityBelowMinimum", "LocalvmssAutomaticRepairsSuspended"} <= names
+    bad = {str(r["name"]): r.get("lastError") for r in found if r["health"] != "ok"}
+    assert bad == {}
 
 
 def test_server_is_ready_on_loopback(lab: Lab) -> None:

@@ -66,6 +66,8 @@ def test_make_install_lays_out_the_unit_links_and_config_without_overwriting(tmp
     assert (dest / "etc/systemd/system/localvmssd.service").read_text() == UNIT.read_text()
     assert os.readlink(dest / "usr/local/sbin/localvmssd") == str(ROOT / ".venv/bin/localvmssd")
     assert os.readlink(dest / "usr/local/bin/localvmss") == str(ROOT / ".venv/bin/localvmss")
+    assert (dest / "usr/local/share/localvmss/prometheus/localvmss-rules.yml").is_file()
+    assert (dest / "usr/local/share/localvmss/dashboards/localvmss.json").is_file()
     config = dest / "etc/localvmss/localvmssd.toml"
     assert load_config(config, {}).hosts[0].name == "local"
     config.write_text('# mine\nstate_dir = "/srv/lvmss"\n')

@@ -17,14 +17,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localvmss.errors import HostUnavailable, InvalidSpec, TemporaryError
 from localvmss.metrics.exporter import (
+    AutoscaleLimits,
     DaemonMetrics,
+    HostStatus,
     InstanceCollector,
     InstanceSample,
+    InstanceStatus,
     ScaleSetCollector,
     ScaleSetSample,
+    SetStatus,
+    StatusCollector,
+    StatusSnapshot,
+    build_labels,
     start_exporter,
 )
 from localvmss.metrics.file_sd import read_file_sd, render_file_sd, write_file_sd
+from localvmss.metrics.status import autoscale_limits
 from localvmss.virt.stats import DomainStats
 
 CONTRACT_INSTANCE_METRICS = {
@@ -189,6 +197,128 @@ def test_daemon_metrics() -> None:
     assert actions == {("scale_out", "success"): 2.0, ("delete", "failure"): 1.0}
     errors = {labels["kind"]: v for labels, v in page["localvmss_errors_total"]}
     assert errors == {"HostUnavailable": 1.0, "TemporaryError": 1.0, "ValueError": 1.0}
+
+
+def test_build_info_and_process_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = DaemonMetrics(registry)
+    page = _exposition(registry)
+    [(labels, value)] = page["localvmss_build_info"]
+    assert value == 1 and labels == build_labels()
+    assert set(labels) == {"version", "python", "libvirt"} and all(labels.values())
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert name in page, name
+    # Webhook results exist at 0 before the first delivery, so rates and alerts have a series.
+    assert {labels["result"]: v for labels, v in page["localvmss_autoscale_webhook_deliveries_total"]} == {
+        "success": 0.0,
+        "failure": 0.0,
+        "dropped": 0.0,
+    }
+    metrics.webhook_result("success")
+    metrics.autoscale_evaluated("api")  # both directions at 0: a first action is an increase
+    metrics.autoscale_action("web", "out")
+    page = _exposition(registry)
+    assert ({"result": "success"}, 1.0) in page["localvmss_autoscale_webhook_deliveries_total"]
+    actions = {(labels["scale_set"], labels["direction"]): v for labels, v in page["localvmss_autoscale_actions_total"]}
+    assert actions == {("api", "out"): 0.0, ("api", "in"): 0.0, ("web", "out"): 1.0}
+
+
+STATUS = StatusSnapshot(
+    sets=[
+        SetStatus("web", "Uniform", "Succeeded", True, False, AutoscaleLimits("default", 2, 5, 3, True)),
+        SetStatus("api", "Flexible", "Failed", False, False, None),
+    ],
+    instances=[
+        InstanceStatus("web", 0, "host-a", "healthy", "Succeeded"),
+        InstanceStatus("web", 1, "host-b", "unhealthy", "Succeeded"),
+        InstanceStatus("api", 0, "host-a", "odd", "Creating"),
+    ],
+    hosts=[HostStatus("host-a", "1", True), HostStatus("host-b", "", False)],
+)
+
+
+@pytest.mark.parametrize(
+    ("metric", "key", "expected"),
+    [
+        (
+            "localvmss_scale_set_info",
+            ("scale_set", "mode", "provisioning_state"),
+            {("web", "Uniform", "Succeeded"): 1, ("api", "Flexible", "Failed"): 1},
+        ),
+        ("localvmss_scale_set_automatic_repairs_enabled", ("scale_set",), {("web",): 1, ("api",): 0}),
+        ("localvmss_scale_set_automatic_repairs_suspended", ("scale_set",), {("web",): 0, ("api",): 0}),
+        ("localvmss_autoscale_enabled", ("scale_set",), {("web",): 1}),
+        ("localvmss_autoscale_capacity_minimum", ("scale_set", "profile"), {("web", "default"): 2}),
+        ("localvmss_autoscale_capacity_maximum", ("scale_set", "profile"), {("web", "default"): 5}),
+        ("localvmss_autoscale_capacity_default", ("scale_set", "profile"), {("web", "default"): 3}),
+        (
+            "localvmss_instance_health",
+            ("scale_set", "instance_id", "state"),
+            {
+                ("web", "0", "healthy"): 1,
+                ("web", "0", "unhealthy"): 0,
+                ("web", "0", "unknown"): 0,
+                ("web", "1", "healthy"): 0,
+                ("web", "1", "unhealthy"): 1,
+                ("web", "1", "unknown"): 0,
+                ("api", "0", "healthy"): 0,
+                ("api", "0", "unhealthy"): 0,
+                ("api", "0", "unknown"): 1,
+            },
+        ),
+        ("localvmss_host_available", ("host", "zone"), {("host-a", "1"): 1, ("host-b", ""): 0}),
+    ],
+)
+def test_status_metrics(metric: str, key: tuple[str, ...], expected: dict[tuple[str, ...], float]) -> None:
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(lambda: STATUS))
+    page = _exposition(registry)
+    assert {tuple(labels[k] for k in key): v for labels, v in page[metric]} == expected
+
+
+def test_failing_status_source_keeps_the_page() -> None:
+    def broken() -> StatusSnapshot:
+        raise HostUnavailable("store gone")
+
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(broken))
+    DaemonMetrics(registry, process=False)
+    page = _exposition(registry)
+    assert "localvmss_build_info" in page and "localvmss_host_available" not in page
+
+
+@pytest.mark.parametrize(
+    ("setting", "state", "expected"),
+    [
+        (
+            {"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 4, "default": 2}}]},
+            {},
+            AutoscaleLimits("d", 1, 4, 2, True),
+        ),
+        (
+            {
+                "enabled": False,
+                "profiles": [
+                    {"name": "night", "capacity": {"minimum": 0, "maximum": 1, "default": 0}, "recurrence": {}},
+                    {"name": "d", "capacity": {"minimum": 1, "maximum": 4, "default": 2}},
+                ],
+            },
+            {},
+            AutoscaleLimits("d", 1, 4, 2, False),
+        ),
+        (
+            {"profiles": [{"name": "d", "capacity": {"minimum": 1, "maximum": 4, "default": 2}}]},
+            {"limits": {"profile": "night", "minimum": 0, "maximum": 1, "default": 0}},
+            AutoscaleLimits("night", 0, 1, 0, True),
+        ),
+        ({"profiles": [{"name": "d", "capacity": {}}]}, {"limits": "junk"}, None),
+        ({"profiles": []}, {}, None),
+    ],
+)
+def test_autoscale_limits_from_the_store(
+    setting: dict[str, object], state: dict[str, object], expected: AutoscaleLimits | None
+) -> None:
+    assert autoscale_limits(setting, state) == expected
 
 
 def test_start_exporter_serves_on_loopback_and_stops() -> None:
