@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from localvmss.cli.client import ApiClient
-from localvmss.lab.testbed import Testbed
+from localvmss.config import load_config
+from localvmss.lab.testbed import DaemonProcess, Testbed
 from localvmss.virt.host import Host
 
 POOL = "lvmss-pool"
@@ -31,6 +34,20 @@ def libvirt_view(testbed: Testbed, set_name: str) -> dict[str, Any]:
         finally:
             host.close()
     return view
+
+
+def prometheus_url(daemon: DaemonProcess) -> str:
+    """The daemon's own Prometheus (``prometheus_port`` of its configuration)."""
+    return f"http://127.0.0.1:{load_config(daemon.config_path, {}).prometheus_port}"
+
+
+def prom_query(target: DaemonProcess | str, expr: str) -> list[dict[str, Any]]:
+    """An instant query to a daemon's Prometheus (or one at a base URL); the result vector. A
+    query Prometheus refuses fails the test with its error."""
+    base = target if isinstance(target, str) else prometheus_url(target)
+    body = httpx.post(f"{base}/api/v1/query", data={"query": expr}, timeout=10).json()
+    assert body["status"] == "success", f"{expr!r}: {body.get('error')}"
+    return list(body["data"]["result"])
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:

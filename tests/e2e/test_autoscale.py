@@ -11,28 +11,13 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.lab.testbed import DaemonProcess
 from tests.conftest import Cli
-from tests.e2e.helpers import http_get, ips, uniform_body, wait_until
-
-
-def _prometheus(daemon: DaemonProcess) -> str:
-    port = next(
-        line.split("=")[1].strip()
-        for line in daemon.config_path.read_text().splitlines()
-        if line.startswith("prometheus_port")
-    )
-    return f"http://127.0.0.1:{port}"
-
-
-def _query(daemon: DaemonProcess, expr: str) -> list[dict]:
-    resp = httpx.get(f"{_prometheus(daemon)}/api/v1/query", params={"query": expr}, timeout=10)
-    return list(resp.json()["data"]["result"])
+from tests.e2e.helpers import http_get, ips, prom_query, uniform_body, wait_until
 
 
 def _activity(api: ApiClient, name: str, kind: str) -> list[dict]:
@@ -79,12 +64,12 @@ def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: Daemo
 
     # The guest and the daemon's exporter are scraped before load starts.
     wait_until(
-        lambda: _query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [],
+        lambda: prom_query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [],
         60,
         "instance metrics in Prometheus",
     )
     wait_until(
-        lambda: _query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [],
+        lambda: prom_query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [],
         60,
         "guest metrics scraped through file_sd",
     )
@@ -150,9 +135,9 @@ def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: Daemo
 
 
 def test_haproxy_and_daemon_metrics_reach_prometheus(daemon: DaemonProcess) -> None:
-    wait_until(lambda: _query(daemon, 'up{job="haproxy"} == 1') != [], 60, "HAProxy's own exporter scraped")
-    assert _query(daemon, "haproxy_process_uptime_seconds") != []
-    wait_until(lambda: _query(daemon, "localvmss_reconcile_duration_seconds_count") != [], 30, "daemon metrics")
+    wait_until(lambda: prom_query(daemon, 'up{job="haproxy"} == 1') != [], 60, "HAProxy's own exporter scraped")
+    assert prom_query(daemon, "haproxy_process_uptime_seconds") != []
+    wait_until(lambda: prom_query(daemon, "localvmss_reconcile_duration_seconds_count") != [], 30, "daemon metrics")
 
 
 def _one_rule_setting(**trigger: object) -> dict:

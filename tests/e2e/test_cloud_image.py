@@ -12,7 +12,6 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from lxml import etree
 
@@ -22,7 +21,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import REPO, DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, http_get, instances, wait_until
+from tests.e2e.helpers import backend_names, http_get, instances, prom_query, wait_until
 
 CLOUD_IMAGE_DIR = REPO / ".cache" / "images" / "localvmss-cloud"
 USER_DATA = """#cloud-config
@@ -49,26 +48,12 @@ def cloud_disk() -> Path:
     return CLOUD_IMAGE_DIR / "disk.qcow2"
 
 
-def _prometheus(daemon: DaemonProcess) -> str:
-    port = next(
-        line.split("=")[1].strip()
-        for line in daemon.config_path.read_text().splitlines()
-        if line.startswith("prometheus_port")
-    )
-    return f"http://127.0.0.1:{port}"
-
-
-def _query(daemon: DaemonProcess, expr: str) -> list[dict]:
-    resp = httpx.get(f"{_prometheus(daemon)}/api/v1/query", params={"query": expr}, timeout=10)
-    return list(resp.json()["data"]["result"])
-
-
 def _first_value(daemon: DaemonProcess, query: str, what: str) -> float:
     """The value of the query's first series, once it has one."""
     answered: list[dict] = []
 
     def has_data() -> bool:
-        answered[:] = _query(daemon, query)
+        answered[:] = prom_query(daemon, query)
         return bool(answered)
 
     wait_until(has_data, 60, what)
@@ -129,10 +114,10 @@ def test_cloud_image_scaled_behind_haproxy_with_node_exporter_metrics(
         selector = f'job="localvmss-guest",scale_set="{name}"'
 
         def scraped() -> set[str]:
-            return {r["metric"]["instance"] for r in _query(daemon, f"node_load1{{{selector}}}")}
+            return {r["metric"]["instance"] for r in prom_query(daemon, f"node_load1{{{selector}}}")}
 
         wait_until(lambda: scraped() == addresses, 90, "node_exporter metrics of both instances in Prometheus")
-        cpu = _query(daemon, f'count by (instance_id) (node_cpu_seconds_total{{{selector},mode="idle"}})')
+        cpu = prom_query(daemon, f'count by (instance_id) (node_cpu_seconds_total{{{selector},mode="idle"}})')
         assert {r["metric"]["instance_id"] for r in cpu} == {"0", "1"}, cpu
         # The autoscaler's guest metrics read node_exporter's figures as they are.
         figures = {}

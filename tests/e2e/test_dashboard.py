@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +23,12 @@ import pytest
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import DaemonProcess, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import http_get, wait_until
+from tests.e2e.helpers import http_get, prom_query, prometheus_url, wait_until
+from tests.receiver import WebhookReceiver
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboards" / "localvmss.json"
 # What Grafana would put in for its built-in variables, at the testbed's 2 s scrape interval.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "30s", "${__interval}": "30s"}
-
-
-def _prometheus(daemon: DaemonProcess) -> str:
-    port = next(
-        line.split("=")[1].strip()
-        for line in daemon.config_path.read_text().splitlines()
-        if line.startswith("prometheus_port")
-    )
-    return f"http://127.0.0.1:{port}"
-
-
-def _query(base: str, expr: str) -> list[dict[str, Any]]:
-    body = httpx.post(f"{base}/api/v1/query", data={"query": expr}, timeout=10).json()
-    assert body["status"] == "success", f"{expr!r}: {body.get('error')}"
-    return list(body["data"]["result"])
 
 
 def _query_range(base: str, expr: str, start: float) -> list[dict[str, Any]]:
@@ -76,39 +60,11 @@ def dashboard_queries(dashboard: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-class Receiver:
-    """The loopback webhook receiver: records the JSON bodies POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length", "0"))
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def watched_set(daemon: DaemonProcess) -> Iterator[dict[str, Any]]:
     cli = Cli(daemon.socket_path)
     api = ApiClient(str(daemon.socket_path))
-    receiver = Receiver()
+    receiver = WebhookReceiver()
     started = time.time()
     name = f"d{int(started * 1000) % 10**7:07d}"
     port = free_port()
@@ -121,7 +77,9 @@ def watched_set(daemon: DaemonProcess) -> Iterator[dict[str, Any]]:
         f"/scaleSets/{name}/autoscale",
         {
             "profiles": [{"name": "default", "capacity": {"minimum": 1, "maximum": 2, "default": 1}, "rules": [rule]}],
-            "notifications": [{"operation": "Scale", "webhooks": [{"serviceUri": receiver.url, "properties": {}}]}],
+            "notifications": [
+                {"operation": "Scale", "webhooks": [{"serviceUri": f"{receiver.url}/hook", "properties": {}}]}
+            ],
         },
     )
     try:
@@ -134,7 +92,7 @@ def watched_set(daemon: DaemonProcess) -> Iterator[dict[str, Any]]:
 
 def test_every_dashboard_query_returns_data(daemon: DaemonProcess, api: ApiClient, watched_set: dict[str, Any]) -> None:
     name, port = watched_set["name"], watched_set["port"]
-    base = _prometheus(daemon)
+    base = prometheus_url(daemon)
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["schemaVersion"] >= 36
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
@@ -169,7 +127,7 @@ def test_every_dashboard_query_returns_data(daemon: DaemonProcess, api: ApiClien
     while pending and time.monotonic() < deadline:
         for title, expr in list(pending.items()):
             found = _query_range(base, expr, watched_set["started"]) if title.startswith("annotation") else None
-            if found or (found is None and _query(base, expr)):
+            if found or (found is None and prom_query(base, expr)):
                 del pending[title]
         if pending:
             time.sleep(2)
@@ -181,7 +139,7 @@ def test_every_dashboard_query_returns_data(daemon: DaemonProcess, api: ApiClien
 
 
 def test_every_rule_is_loaded_and_evaluates(daemon: DaemonProcess, watched_set: dict[str, Any]) -> None:
-    base = _prometheus(daemon)
+    base = prometheus_url(daemon)
     shipped = (Path(__file__).resolve().parents[2] / "prometheus" / "localvmss-rules.yml").read_text()
     expected = set(re.findall(r"^\s+- (?:record|alert): (\S+)$", shipped, re.MULTILINE))
     assert len(expected) >= 10
@@ -202,11 +160,11 @@ def test_every_rule_is_loaded_and_evaluates(daemon: DaemonProcess, watched_set: 
     wait_until(check, 60, "the daemon's Prometheus to evaluate the shipped rules")
     assert {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"} == {}
     for r in rules:
-        _query(base, r["query"])  # each expression is a valid query there
+        prom_query(base, r["query"])  # each expression is a valid query there
     # The set's recording rules have series (the rules see the exporter's metrics).
     name = watched_set["name"]
     wait_until(
-        lambda: _query(base, f'localvmss:scale_set_healthy_instances{{scale_set="{name}"}}') != [],
+        lambda: prom_query(base, f'localvmss:scale_set_healthy_instances{{scale_set="{name}"}}') != [],
         60,
         "a recorded series for the set",
     )

@@ -8,12 +8,8 @@ kernel; everything started here is stopped at the end.
 
 from __future__ import annotations
 
-import json
-import shutil
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,42 +22,8 @@ from localvmss.errors import InvalidSpec
 from localvmss.metrics.exporter import DaemonMetrics
 from localvmss.metrics.prometheus import PrometheusServer
 from localvmss.webhooks import WebhookSender
+from tests.receiver import WebhookReceiver
 from tests.unit.servicefake import make_service, uniform_body
-
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed")
-
-
-class Receiver:
-    """A loopback HTTP server that records every POST (path, headers, JSON body)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        received = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length))
-                received.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base signature
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +37,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver()
     yield r
     r.close()
 
@@ -107,7 +69,7 @@ def _deliveries(registry: CollectorRegistry) -> dict[str, float]:
 
 
 def test_a_scale_out_delivers_azures_payload(
-    tmp_path: Path, prometheus: PrometheusServer, receiver: Receiver, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, prometheus: PrometheusServer, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = make_service(tmp_path)
     h.service.put_set("web", uniform_body(1))
@@ -157,7 +119,7 @@ def test_a_scale_out_delivers_azures_payload(
     assert len(failed) == 1 and "after 3 attempt(s)" in failed[0] and "secret" not in failed[0], failed
 
 
-def test_no_change_sends_nothing(tmp_path: Path, prometheus: PrometheusServer, receiver: Receiver) -> None:
+def test_no_change_sends_nothing(tmp_path: Path, prometheus: PrometheusServer, receiver: WebhookReceiver) -> None:
     h = make_service(tmp_path)
     h.service.put_set("web", uniform_body(3))  # at the maximum: the rule fires but nothing changes
     sender = WebhookSender(backoff_s=0.05)
