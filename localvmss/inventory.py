@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -54,6 +55,7 @@ class GuestMetrics:
 # images (imported as a single disk) are taken to run.
 DIRECTORY_GUEST_METRICS = GuestMetrics(80, "/cgi-bin/metrics")
 DISK_GUEST_METRICS = GuestMetrics(9100, "/metrics")
+BOOT_DIR = Path("/boot")  # where the accelerator probe finds a kernel when no image has one
 
 
 def check_guest_metrics(value: object, what: str = "guestMetrics") -> dict[str, Any]:
@@ -231,6 +233,25 @@ class ImageVolumes:
     cmdline: str | None
 
 
+def newest_kernel(boot: Path) -> Path | None:
+    """The newest readable ``vmlinuz-*`` in ``boot`` (by version order of the file names)."""
+
+    def key(path: Path) -> list[tuple[int, int, str]]:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+    try:
+        candidates = sorted((p for p in boot.glob("vmlinuz-*") if p.is_file()), key=key, reverse=True)
+    except OSError:
+        return None
+    for path in candidates:
+        try:
+            with path.open("rb"):
+                return path
+        except OSError:
+            continue
+    return None
+
+
 def image_volumes(name: str, manifest: dict[str, Any]) -> ImageVolumes:
     """Volume names of an image; the content hash is in the name so a rebuilt image is a new volume."""
     tag = hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True).encode()).hexdigest()[:10]
@@ -373,7 +394,7 @@ class Inventory:
         if known and known.domain_type and known.uri == self.configs[name].uri:
             self._domain_types[name] = known.domain_type
             return
-        kernel = self._any_kernel_path(name)
+        kernel = self._any_kernel_path(name) or self._probe_kernel_path(name)
         if kernel is None:
             return  # probed once an image with a kernel is imported
         choice = probe_accelerator(self.hosts[name], kernel) if self.cfg.kvm_probe else None
@@ -389,6 +410,25 @@ class Inventory:
             if vols.kernel:
                 return self.hosts[name].volume_path(self.cfg.pool_name, vols.kernel)
         return None
+
+    def _probe_kernel_path(self, name: str) -> str | None:
+        """No image has a kernel (only self-booting disks): the probe boots this machine's own
+        newest kernel instead, uploaded once as a volume, so such a host still gets KVM where KVM
+        works. None when there is no readable kernel here (then instances use TCG until an
+        image with a kernel is imported, and the host list says why)."""
+        kernel = newest_kernel(BOOT_DIR)
+        if kernel is None:
+            return None
+        digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+        vol = f"{OBJECT_PREFIX}probe-kernel-{digest[:12]}"
+        host = self.hosts[name]
+        with self._image_lock:
+            if not self._volume_complete(name, vol, kernel, digest):
+                log.info("uploading this machine's kernel %s to host %s for the KVM probe", kernel.name, name)
+                self.store.forget_upload(name, vol)
+                host.upload_file(self.cfg.pool_name, vol, str(kernel), "raw")
+                self.store.record_upload(name, vol, digest)
+        return host.volume_path(self.cfg.pool_name, vol)
 
     def _record(self, name: str, *, available: bool, message: str, **extra: Any) -> None:
         old = {h.name: h for h in self.store.hosts()}.get(name)
