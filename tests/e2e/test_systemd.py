@@ -149,11 +149,13 @@ def test_the_notify_protocol_from_start_to_stop(own_testbed: Testbed, tmp_path: 
                     break
                 time.sleep(0.2)
             assert quiet_since is not None, "the watchdog kept pinging while libvirtd was frozen"
+            print(f"watchdog: last ping {quiet_since - frozen_at:.1f} s after libvirtd froze")
             assert "withholding the watchdog ping" in proc.log_path.read_text()
         finally:
             os.kill(libvirtd, signal.SIGCONT)
         thawed_at = time.monotonic()
-        listener.wait_for("WATCHDOG=1", after=thawed_at, timeout_s=90)
+        resumed_at = listener.wait_for("WATCHDOG=1", after=thawed_at, timeout_s=90)
+        print(f"watchdog: pings again {resumed_at - thawed_at:.1f} s after the thaw; READY {ready_at - started:.1f} s")
 
         # STOPPING on SIGTERM, then a clean exit.
         term_at = time.monotonic()
