@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from localvmss import children, lifecycle
 from localvmss.config import DaemonConfig
-from localvmss.lb.haproxy import LoadBalancer
+from localvmss.lb.haproxy import LoadBalancer, ServerState
 from localvmss.lb.spec import Member, from_json, to_json
 from localvmss.model import OrchestrationMode
 from localvmss.spec import ScaleSetSpec
@@ -62,3 +62,7 @@ class HAProxyBalancer:
 
     def remove_set(self, scale_set: str) -> None:
         self.lb.remove_set(scale_set)
+
+    def server_states(self, scale_set: str) -> dict[int, ServerState]:
+        """HAProxy's view of each member now (status, current sessions): what ``watch`` shows."""
+        return self.lb.server_states(scale_set)

@@ -789,7 +789,7 @@ class Service:
         sessions: dict[int, Any] = {}
         if self.balancer is not None and row.spec.load_balancer is not None:
             try:
-                sessions = dict(self.balancer.lb.server_states(name))
+                sessions = dict(self.balancer.server_states(name))
             except LocalVMSSError as exc:
                 log.info("load-balancer sessions of %s: %s", name, exc.message)
         out = []

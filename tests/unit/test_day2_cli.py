@@ -327,15 +327,11 @@ class StatsHost:
         return name in self.running
 
 
-class FakeLb:
+class FakeBalancer:
     def server_states(self, _name: str) -> dict[int, Any]:
         from localvmss.lb.haproxy import ServerState
 
         return {0: ServerState(0, "UP", "L7OK", 4, {})}
-
-
-class FakeBalancer:
-    lb = FakeLb()
 
 
 def test_instance_metrics(tmp_path: Path) -> None:
