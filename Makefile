@@ -1,5 +1,5 @@
 # localvmss: the README's two commands are `make demo` and `make test` (as root on Debian 12).
-.PHONY: setup demo demo-down test unit lint image bench clean install
+.PHONY: setup demo demo-down test unit lint image cloud-image bench clean install
 
 PY := .venv/bin/python
 
@@ -31,6 +31,9 @@ lint: setup
 
 image:
 	@python3 images/build-base --out .cache/images/localvmss-base
+
+cloud-image:
+	@python3 images/build-cloud --out .cache/images/localvmss-cloud
 
 bench: setup
 	@$(PY) bench/scale_out.py
