@@ -419,7 +419,7 @@ class Inventory:
         kernel = newest_kernel(BOOT_DIR)
         if kernel is None:
             return None
-        digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+        digest = _sha256(kernel)
         vol = f"{OBJECT_PREFIX}probe-kernel-{digest[:12]}"
         host = self.hosts[name]
         with self._image_lock:

@@ -29,16 +29,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vm)
 
 
+def built_image(builder_name: str, out: Path) -> Path:
+    """``images/<builder_name>``'s output in ``out``, rebuilt only when missing or stale."""
+    builder = REPO / "images" / builder_name
+    check = subprocess.run([sys.executable, str(builder), "--check", str(out)], capture_output=True, text=True)
+    if check.returncode != 0:
+        subprocess.run([sys.executable, str(builder), "--out", str(out)], check=True)
+    return out
+
+
 @pytest.fixture(scope="session")
 def image_dir() -> Path:
     """The base image, built by `make` (scripts/setup); rebuilt here only if missing or stale."""
-    builder = REPO / "images" / "build-base"
-    check = subprocess.run(
-        [sys.executable, str(builder), "--check", str(DEFAULT_IMAGE_DIR)], capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        subprocess.run([sys.executable, str(builder), "--out", str(DEFAULT_IMAGE_DIR)], check=True)
-    return DEFAULT_IMAGE_DIR
+    return built_image("build-base", DEFAULT_IMAGE_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ real HAProxy, and its node_exporter scraped by the daemon's Prometheus at :9100/
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +18,7 @@ from localvmss.autoscale.settings import MetricSource
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import REPO, DaemonProcess, Testbed, free_port
 from localvmss.virt.host import Host
-from tests.conftest import Cli
+from tests.conftest import Cli, built_image
 from tests.e2e.helpers import backend_names, http_get, instances, prom_query, wait_until
 
 CLOUD_IMAGE_DIR = REPO / ".cache" / "images" / "localvmss-cloud"
@@ -39,13 +37,7 @@ runcmd:
 @pytest.fixture(scope="session")
 def cloud_disk() -> Path:
     """The cloud image, rebuilt only when missing or stale (about 2 s)."""
-    builder = REPO / "images" / "build-cloud"
-    check = subprocess.run(
-        [sys.executable, str(builder), "--check", str(CLOUD_IMAGE_DIR)], capture_output=True, text=True
-    )
-    if check.returncode != 0:
-        subprocess.run([sys.executable, str(builder), "--out", str(CLOUD_IMAGE_DIR)], check=True)
-    return CLOUD_IMAGE_DIR / "disk.qcow2"
+    return built_image("build-cloud", CLOUD_IMAGE_DIR) / "disk.qcow2"
 
 
 def _first_value(daemon: DaemonProcess, query: str, what: str) -> float:
