@@ -93,7 +93,9 @@ class HealthMonitor:
                 inst.scale_set, inst.instance_id, inst.generation, health="unhealthy", message=seen[:500]
             ):
                 return False
-            self.store.log_activity(inst.scale_set, "health", f"instance {inst.instance_id} unhealthy: {seen}")
+            self.store.log_activity(
+                inst.scale_set, "health", f"instance {inst.instance_id} unhealthy: {seen}", instances=[inst.instance_id]
+            )
             return True
         since = self._unhealthy_since.setdefault(key, now) if inst.health == "unhealthy" else None
         if since is not None:
@@ -108,6 +110,7 @@ class HealthMonitor:
                     inst.scale_set,
                     "repair",
                     f"instance {inst.instance_id} unhealthy for {now - since:.0f} s ({seen}): reimaging it",
+                    instances=[inst.instance_id],
                 )
                 return True
         return False

@@ -363,7 +363,7 @@ class Reconciler:
         for inst in on_host:
             by_set.setdefault(inst.scale_set, []).append(inst.instance_id)
         for scale_set, ids in by_set.items():
-            self.store.log_activity(scale_set, "host", f"{message}: instances {ids}")
+            self.store.log_activity(scale_set, "host", f"{message}: instances {ids}", instances=ids)
 
     def settling(self, host: str) -> bool:
         """True for ``host_lost_grace_s`` after a silent host answers again: its guests get that
@@ -413,7 +413,10 @@ class Reconciler:
             for iid in victims:
                 self.store.update_instance(row.name, iid, provisioning_state=ProvisioningState.DELETING.value)
             self.store.log_activity(
-                row.name, "scale-in", f"removing instances {victims} to reach capacity {row.capacity}"
+                row.name,
+                "scale-in",
+                f"removing instances {victims} to reach capacity {row.capacity}",
+                instances=victims,
             )
             if len(victims) < -diff:
                 self.store.record_set_status(
@@ -477,6 +480,7 @@ class Reconciler:
             row.name,
             "upgrade",
             f"{mode.value.lower()} upgrade of instances {targets} to model version {row.model_version}",
+            instances=targets,
         )
 
     def _create_records(
@@ -509,7 +513,10 @@ class Reconciler:
                 created.append(iid)
         if created:
             self.store.log_activity(
-                row.name, "scale-out", f"creating instances {created} to reach capacity {row.capacity}"
+                row.name,
+                "scale-out",
+                f"creating instances {created} to reach capacity {row.capacity}",
+                instances=created,
             )
         if waiting:
             self.store.record_set_status(
@@ -646,7 +653,10 @@ class Reconciler:
             )
             if outcome:
                 self.store.log_activity(
-                    inst.scale_set, inst.desired_power, f"instance {inst.instance_id} {inst.desired_power}: {outcome}"
+                    inst.scale_set,
+                    inst.desired_power,
+                    f"instance {inst.instance_id} {inst.desired_power}: {outcome}",
+                    instances=[inst.instance_id],
                 )
             return changed or bool(outcome)
         was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
@@ -664,7 +674,12 @@ class Reconciler:
             if outcome is None:
                 return False  # still shutting down: the next pass looks again
             if outcome:
-                self.store.log_activity(inst.scale_set, "restart", f"instance {inst.instance_id} restarting: {outcome}")
+                self.store.log_activity(
+                    inst.scale_set,
+                    "restart",
+                    f"instance {inst.instance_id} restarting: {outcome}",
+                    instances=[inst.instance_id],
+                )
             self._record_action("restart_instance", "ok")
         self.prov.converge_power(inst)
         changed = not was_defined
@@ -703,6 +718,7 @@ class Reconciler:
                 inst.scale_set,
                 "redeploy",
                 f"instance {inst.instance_id} restarted on {inst.host}: no other host of its zone has room",
+                instances=[inst.instance_id],
             )
             return True
         if inst.redeploy_target != target and not self._status(inst, redeploy_target=target):
@@ -738,6 +754,7 @@ class Reconciler:
             "redeploy",
             f"instance {inst.instance_id} redeployed from {inst.host} to {target} ({size >> 20} MiB disk moved; "
             f"address {inst.ip} -> {moved.ip}, NAT port {moved.nat_port} kept)",
+            instances=[inst.instance_id],
         )
         self._record_action("redeploy", "ok")
         return True  # the next pass defines and boots it on the new host

@@ -82,7 +82,7 @@ class Service:
         """An accepted request, logged once at INFO with its reason (the API logs refusals);
         ``record``: also the set's activity-log entry (the caller writes its own otherwise)."""
         if record and scale_set is not None:
-            self.store.log_activity(scale_set, action, reason)
+            self.store.log_activity(scale_set, action, reason, instances=instances or ())
         fields: dict[str, Any] = {"action": action, "reason": reason}
         if scale_set is not None:
             fields["scale_set"] = scale_set
@@ -378,7 +378,9 @@ class Service:
             changes.append((t.scale_set, t.instance_id, asked))
         self.store.update_instances(changes)
         for t in targets:
-            self.store.log_activity(t.scale_set, action, f"{action} requested for instance {t.instance_id}")
+            self.store.log_activity(
+                t.scale_set, action, f"{action} requested for instance {t.instance_id}", instances=[t.instance_id]
+            )
         for set_name in versions:
             ids = [t.instance_id for t in targets if t.scale_set == set_name]
             self._accepted(action, f"{action} requested for instances {ids}", set_name, ids, record=False)
@@ -762,6 +764,7 @@ class Service:
                 "kind": a.kind,
                 "message": a.message,
                 "details": a.details,
+                "instanceIds": [str(i) for i in a.instance_ids],
             }
             for a in rows
         ]

@@ -16,11 +16,10 @@ overwrites newer intent. SQLite failures (corrupt, full, read-only) become one `
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -117,7 +116,8 @@ CREATE TABLE IF NOT EXISTS activity_log (
     at REAL NOT NULL,
     kind TEXT NOT NULL,
     message TEXT NOT NULL,
-    details TEXT NOT NULL DEFAULT '{}'
+    details TEXT NOT NULL DEFAULT '{}',
+    instance_ids TEXT NOT NULL DEFAULT '[]'
 );
 """
 
@@ -199,6 +199,7 @@ class ActivityRow:
     kind: str
     message: str
     details: dict[str, Any]
+    instance_ids: list[int] = field(default_factory=list)
 
 
 _INSTANCE_COLUMNS = [f.name for f in fields(InstanceRow)]
@@ -223,18 +224,6 @@ def _check_columns(changes: dict[str, Any]) -> None:
     unknown = set(changes) - set(_INSTANCE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown instance columns {sorted(unknown)}")
-
-
-_ONE_INSTANCE = re.compile(r"\binstance ([0-9]+)\b")
-_INSTANCE_LIST = re.compile(r"\binstances \[([0-9, ]*)\]")
-
-
-def _mentions_instance(message: str, instance_id: int) -> bool:
-    """Whether an activity message names the instance, as every writer spells it."""
-    ids = {int(m) for m in _ONE_INSTANCE.findall(message)}
-    for listed in _INSTANCE_LIST.findall(message):
-        ids |= {int(i) for i in listed.replace(",", " ").split()}
-    return int(instance_id) in ids
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -643,11 +632,20 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM autoscale WHERE scale_set=?", (scale_set,))
 
-    def log_activity(self, scale_set: str, kind: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def log_activity(
+        self,
+        scale_set: str,
+        kind: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        instances: Iterable[int] = (),
+    ) -> None:
+        """One activity-log entry; ``instances``: the instance ids it is about (what
+        ``activity(instance_id=...)`` filters on)."""
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO activity_log (scale_set, at, kind, message, details) VALUES (?,?,?,?,?)",
-                (scale_set, time.time(), kind, message, json.dumps(details or {})),
+                "INSERT INTO activity_log (scale_set, at, kind, message, details, instance_ids) VALUES (?,?,?,?,?,?)",
+                (scale_set, time.time(), kind, message, json.dumps(details or {}), json.dumps(sorted(set(instances)))),
             )
 
     def activity(
@@ -661,10 +659,11 @@ class Store:
         instance_id: int | None = None,
     ) -> list[ActivityRow]:
         """The newest ``limit`` entries (oldest first) from ``since`` to ``until`` (inclusive,
-        epoch seconds), of ``kinds``, naming ``instance_id`` ("instance 3", "instances [1, 3]")."""
+        epoch seconds), of ``kinds``, about ``instance_id``."""
         where: list[str] = ["scale_set=?"]
         args: list[Any] = [scale_set]
-        for clause, value in (("at>=?", since), ("at<=?", until), ("lvmss_mentions(message, ?)", instance_id)):
+        about = "EXISTS (SELECT 1 FROM json_each(activity_log.instance_ids) WHERE value=?)"
+        for clause, value in (("at>=?", since), ("at<=?", until), (about, instance_id)):
             if value is not None:
                 where.append(clause)
                 args.append(value)
@@ -674,9 +673,13 @@ class Store:
         sql = f"SELECT * FROM activity_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
         with self._lock:
             self._check_open()
-            self._db.create_function("lvmss_mentions", 2, _mentions_instance, deterministic=True)
             rows = self._query(sql, (*args, limit))
-        return [ActivityRow(**{**dict(r), "details": json.loads(r["details"])}) for r in reversed(rows)]
+        return [
+            ActivityRow(
+                **{**dict(r), "details": json.loads(r["details"]), "instance_ids": json.loads(r["instance_ids"])}
+            )
+            for r in reversed(rows)
+        ]
 
     # -- requests (validation helper) --
     @staticmethod

@@ -27,7 +27,6 @@ from localvmss.cli.day2_cmds import (
 from localvmss.config import HostConfig
 from localvmss.errors import InvalidSpec
 from localvmss.model import PowerState
-from localvmss.store import _mentions_instance
 from localvmss.virt.host import OwnedDomain
 from tests.unit.servicefake import Harness, add_instances, api_client, make_service, refused, uniform_body
 
@@ -129,40 +128,22 @@ def test_shown_time_is_iso_utc_or_local() -> None:
 
 
 # -- activity filters (store and service) -------------------------------------------------------
-@pytest.mark.parametrize(
-    ("message", "iid", "named"),
-    [
-        ("restart requested for instance 3", 3, True),
-        ("restart requested for instance 3", 1, False),
-        ("instance 12 unhealthy: timeout", 1, False),
-        ("instance 12 unhealthy: timeout", 12, True),
-        ("removing instances [1, 3, 12] to reach capacity 2", 3, True),
-        ("removing instances [1, 3, 12] to reach capacity 2", 2, False),
-        ("host h1 does not answer: instances [0]", 0, True),
-        ("capacity 2 -> 3 (requested)", 3, False),
-        ("autoscale setting saved", 0, False),
-    ],
-)
-def test_which_messages_name_an_instance(message: str, iid: int, named: bool) -> None:
-    assert _mentions_instance(message, iid) is named
-
-
 def logged_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
     """A set whose activity log holds six entries, one an hour from NOW - 5h to NOW."""
     h = make_service(tmp_path)
     h.service.put_set("web", uniform_body(2))  # an entry "create", at the real time (now)
     entries = [
-        ("scale", "capacity 2 -> 3 (requested)"),
-        ("restart", "restart requested for instance 1"),
-        ("scale-out", "creating instances [2] to reach capacity 3"),
-        ("health", "instance 2 unhealthy: timeout"),
-        ("repair", "instance 2 unhealthy for 300 s (timeout): reimaging it"),
-        ("restart", "restart requested for instance 12"),
+        ("scale", "capacity 2 -> 3 (requested)", []),
+        ("restart", "restart requested for instance 1", [1]),
+        ("scale-out", "creating instances [2] to reach capacity 3", [2]),
+        ("health", "instance 2 unhealthy: timeout", [2]),
+        ("repair", "instance 2 unhealthy for 300 s (timeout): reimaging it", [2]),
+        ("restart", "restart requested for instance 12", [12]),
     ]
-    for hours_ago, (kind, message) in zip(range(5, -1, -1), entries, strict=True):
+    for hours_ago, (kind, message, ids) in zip(range(5, -1, -1), entries, strict=True):
         at = (NOW - timedelta(hours=hours_ago)).timestamp()
         monkeypatch.setattr("localvmss.store.time.time", lambda at=at: at)
-        h.store.log_activity("web", kind, message)
+        h.store.log_activity("web", kind, message, instances=ids)
     monkeypatch.undo()
     return h
 
@@ -188,7 +169,21 @@ def test_activity_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query
     assert [e["kind"] for e in entries] == messages
     for e in entries:
         assert datetime.fromisoformat(e["eventTimestamp"]).timestamp() == pytest.approx(e["at"], abs=0.001)
+        if "instanceId=" in query:
+            assert query.split("instanceId=")[1].split("&")[0] in e["instanceIds"]
         assert e["eventTimestamp"].endswith("+00:00")
+
+
+def test_entries_record_the_instances_they_are_about(tmp_path: Path) -> None:
+    """The instance filter reads a column every writer fills, not the message text."""
+    h = make_service(tmp_path)
+    h.service.put_set("web", uniform_body(2))
+    add_instances(h.store, "web", 3)
+    h.service.instance_action("web", "restart", ["1", "2"])
+    h.service.set_protection("web", "0", scale_in=True, actions=None)
+    about = {i: [a.kind for a in h.store.activity("web", instance_id=i)] for i in (0, 1, 2)}
+    assert about == {0: ["protection"], 1: ["restart"], 2: ["restart"]}
+    assert [a.instance_ids for a in h.store.activity("web", kinds=["create"])] == [[]]
 
 
 @pytest.mark.parametrize(
