@@ -471,15 +471,20 @@ def _routes(ns: str) -> str:
     return subprocess.run(["ip", "-n", ns, "route", "show"], capture_output=True, text=True, check=True).stdout
 
 
-def test_lab_routes_makes_the_routes_and_refuses_a_bad_file_whole(netns: str, tmp_path: Path) -> None:
-    good = tmp_path / "routes"
-    good.write_text("# SUBNET VIA\n198.18.11.0/24 198.18.10.11\n198.18.12.0/24 198.18.10.12\n")
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, "bash", str(PROVISION / "lab-routes"), str(good)],
+def _lab_routes(netns: str, routes: Path) -> subprocess.CompletedProcess[str]:
+    """The provisioning's route helper, run in the test's namespace."""
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "bash", str(PROVISION / "lab-routes"), str(routes)],
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_lab_routes_makes_the_routes_and_refuses_a_bad_file_whole(netns: str, tmp_path: Path) -> None:
+    good = tmp_path / "routes"
+    good.write_text("# SUBNET VIA\n198.18.11.0/24 198.18.10.11\n198.18.12.0/24 198.18.10.12\n")
+    done = _lab_routes(netns, good)
     assert done.returncode == 0, done.stderr
     table = _routes(netns)
     assert "198.18.11.0/24 via 198.18.10.11 dev rack0" in table
@@ -487,12 +492,7 @@ def test_lab_routes_makes_the_routes_and_refuses_a_bad_file_whole(netns: str, tm
 
     bad = tmp_path / "bad"
     bad.write_text("198.18.13.0/24 198.18.10.13\n198.18.14.0/24 $(reboot)\n")
-    refused = subprocess.run(
-        ["ip", "netns", "exec", netns, "bash", str(PROVISION / "lab-routes"), str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    refused = _lab_routes(netns, bad)
     assert refused.returncode == 2
     assert "line 2 is not 'SUBNET VIA'" in refused.stderr and "no route changed" in refused.stderr
     assert _routes(netns) == table, "the good first line of a bad file must not be applied"

@@ -4,8 +4,6 @@ run with the busybox awk the guest runs it with), as tables of cases."""
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import shutil
 import struct
@@ -13,9 +11,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.scripts import load_script
 
 IMAGES = Path(__file__).resolve().parents[2] / "images"
 YAML_AWK = IMAGES / "cloud" / "rootfs" / "usr" / "lib" / "nocloud" / "yaml.awk"
@@ -23,18 +22,7 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 INPUTS = {"builder:build-cloud": "aa" * 32, "package:extlinux": "3:6.04"}
 
 
-def load_build_cloud() -> ModuleType:
-    """The script has no .py suffix, so it is loaded by path."""
-    loader = importlib.machinery.SourceFileLoader("build_cloud", str(IMAGES / "build-cloud"))
-    spec = importlib.util.spec_from_loader("build_cloud", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_cloud"] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
-
-
-build_cloud = load_build_cloud()
+build_cloud = load_script("build_cloud", IMAGES / "build-cloud")
 
 
 def test_the_partition_table_has_one_bootable_linux_partition_from_1_mib() -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.scripts import load_script
 
 BUILD_BASE = Path(__file__).resolve().parents[2] / "images" / "build-base"
 INPUTS = {
@@ -21,18 +20,7 @@ INPUTS = {
 }
 
 
-def load_build_base() -> ModuleType:
-    """The script has no .py suffix, so it is loaded by path."""
-    loader = importlib.machinery.SourceFileLoader("build_base", str(BUILD_BASE))
-    spec = importlib.util.spec_from_loader("build_base", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_base"] = module  # dataclasses look their module up there
-    loader.exec_module(module)
-    return module
-
-
-build_base = load_build_base()
+build_base = load_script("build_base", BUILD_BASE)
 
 
 def make_image(directory: Path, inputs: dict[str, str]) -> Path:
