@@ -30,6 +30,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/localvmss/localvmssd.toml")
 ENV_PREFIX = "LOCALVMSSD_"
 CREDENTIAL_NAME = "api_token"  # systemd: LoadCredential=api_token:/etc/localvmss/api-token
 
+
 class HostConfig(BaseModel):
     """One ``[[hosts]]`` entry: a libvirt host the daemon places instances on."""
 

@@ -561,9 +561,7 @@ class Inventory:
         return f"{self.configs[host].serial_log_dir}/{domain}-serial.log"
 
     # -- images -----------------------------------------------------------------------------
-    def import_image(
-        self, name: str, directory: Path, guest_metrics: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def import_image(self, name: str, directory: Path, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         """Verify an image directory, record it and upload it to every available host.
 
         ``guest_metrics`` (checked fields) overrides the endpoint image.json gives, if any."""

@@ -86,6 +86,13 @@ class PowerState(StrEnum):
     DEALLOCATED = "deallocated"
     UNKNOWN = "unknown"
 
+    @property
+    def active(self) -> bool:
+        """Its QEMU process is still there: running, or its guest shutting down (libvirt's "in
+        shutdown"). A domain is off, and its disk may be moved or its definition removed, only
+        when this is False."""
+        return self in (PowerState.STARTING, PowerState.RUNNING, PowerState.STOPPING)
+
 
 class ScaleInPolicy(StrEnum):
     DEFAULT = "Default"

@@ -142,7 +142,7 @@ class Provisioner:
         host = self.inv.host(inst.host)
         name = inst.domain_name
         try:
-            running = host.power_state(name) is PowerState.RUNNING
+            running = host.power_state(name).active
         except NotFound:
             running = False
         asked = self._shutdown_asked.pop(name, None)

@@ -666,7 +666,7 @@ class Reconciler:
             self._record_action("define_instance", "ok")
         before = self.prov.power_state(inst)
         restarting = inst.restart_generation > inst.applied_restart
-        if restarting and before is PowerState.RUNNING:
+        if restarting and before.active:
             # Azure's restart: the guest shuts down (ACPI), then starts again.
             if not self.prov.shutdown_pending(inst):
                 self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
@@ -712,13 +712,12 @@ class Reconciler:
         target = inst.redeploy_target or self._redeploy_host(inst, spec)
         if target == inst.host:
             self.store.move_instance(
-                inst.scale_set, inst.instance_id, inst.host, lambda _db: (inst.mac, inst.ip), inst.redeploy_generation
-            )
-            self.store.log_activity(
                 inst.scale_set,
-                "redeploy",
-                f"instance {inst.instance_id} restarted on {inst.host}: no other host of its zone has room",
-                instances=[inst.instance_id],
+                inst.instance_id,
+                inst.host,
+                lambda _db: (inst.mac, inst.ip),
+                inst.redeploy_generation,
+                lambda _ip: f"instance {inst.instance_id} restarted on {inst.host}: no other host of its zone has room",
             )
             return True
         if inst.redeploy_target != target and not self._status(inst, redeploy_target=target):
@@ -737,26 +736,24 @@ class Reconciler:
             copy.unlink(missing_ok=True)
         # An address belongs to its host's network (each host has its own DHCP range), so the
         # instance takes one of the new host's network; on its own host it keeps its own.
-        moved = self.store.move_instance(
+        self.store.move_instance(
             inst.scale_set,
             inst.instance_id,
             target,
             lambda db: self.alloc.address(db, target),
             inst.redeploy_generation,
+            lambda ip: (
+                f"instance {inst.instance_id} redeployed from {inst.host} to {target} ({size >> 20} MiB disk moved; "
+                f"address {inst.ip} -> {ip}, NAT port {inst.nat_port} kept)"
+            ),
         )
+        self._record_action("redeploy", "ok")
+        # The old host's clean-up; if it fails, what is left there is an orphan of no record.
         source.undefine(inst.domain_name)
         self.inv.delete_volume(inst.host, os_volume(inst))
         self.inv.delete_volume(inst.host, seed_volume(inst))
         source.release_address(self.inv.network(inst.host), inst.mac)
         self.inv.refresh_reservations(inst.host)
-        self.store.log_activity(
-            inst.scale_set,
-            "redeploy",
-            f"instance {inst.instance_id} redeployed from {inst.host} to {target} ({size >> 20} MiB disk moved; "
-            f"address {inst.ip} -> {moved.ip}, NAT port {moved.nat_port} kept)",
-            instances=[inst.instance_id],
-        )
-        self._record_action("redeploy", "ok")
         return True  # the next pass defines and boots it on the new host
 
     def _redeploy_host(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:

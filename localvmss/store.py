@@ -524,10 +524,13 @@ class Store:
         host: str,
         address: Callable[[sqlite3.Connection], tuple[str, str]],
         redeploy_generation: int,
+        describe: Callable[[str], str],
     ) -> InstanceRow:
         """A redeploy's one durable step: the instance now lives on ``host`` with the MAC and IP
         ``address(db)`` gives (inside this transaction), the redeploy is applied, and it boots
-        there (Updating until healthy). Id, name and NAT port stay."""
+        there (Updating until healthy). Id, name and NAT port stay. The activity-log entry
+        (``describe(new_ip)``) is part of the same transaction, so a move is never unlogged
+        whatever happens to the clean-up after it."""
         with self.transaction() as db:
             mac, ip = address(db)
             db.execute(
@@ -536,6 +539,7 @@ class Store:
                 " WHERE scale_set=? AND instance_id=?",
                 (host, mac, ip, redeploy_generation, time.time(), scale_set, instance_id),
             )
+            _insert_activity(db, scale_set, "redeploy", describe(ip), None, [instance_id])
         return self.instance(scale_set, instance_id)
 
     def delete_instance_row(self, scale_set: str, instance_id: int) -> None:
@@ -643,10 +647,7 @@ class Store:
         """One activity-log entry; ``instances``: the instance ids it is about (what
         ``activity(instance_id=...)`` filters on)."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO activity_log (scale_set, at, kind, message, details, instance_ids) VALUES (?,?,?,?,?,?)",
-                (scale_set, time.time(), kind, message, json.dumps(details or {}), json.dumps(sorted(set(instances)))),
-            )
+            _insert_activity(db, scale_set, kind, message, details, instances)
 
     def activity(
         self,
@@ -740,3 +741,17 @@ class Store:
                     (max(int(row["capacity"]) - len(marked), 0), time.time(), scale_set),
                 )
             return marked
+
+
+def _insert_activity(
+    db: sqlite3.Connection,
+    scale_set: str,
+    kind: str,
+    message: str,
+    details: dict[str, Any] | None,
+    instances: Iterable[int],
+) -> None:
+    db.execute(
+        "INSERT INTO activity_log (scale_set, at, kind, message, details, instance_ids) VALUES (?,?,?,?,?,?)",
+        (scale_set, time.time(), kind, message, json.dumps(details or {}), json.dumps(sorted(set(instances)))),
+    )

@@ -72,6 +72,22 @@ _STATE_MAP = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.STOPPED,
 }
 
+
+def _unless_already(dom: libvirt.virDomain, act: Callable[[], object], active: bool) -> None:
+    """``act`` unless the domain already is active (or inactive) as asked. A domain that got
+    there by itself between the look and the act (a guest finishing its own shutdown while we
+    power it off) counts as done: libvirt then answers "domain is not running", which is no
+    failure of ours."""
+    if bool(dom.isActive()) == active:
+        return
+    try:
+        act()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and bool(dom.isActive()) == active:
+            return
+        raise
+
+
 _event_loop_started = False
 _event_loop_lock = threading.Lock()
 
@@ -517,8 +533,7 @@ class Host:
 
         def start(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
-            if not dom.isActive():
-                dom.create()
+            _unless_already(dom, dom.create, active=True)
 
         self._call(f"starting {name}", start)
 
@@ -527,8 +542,7 @@ class Host:
 
         def shutdown(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.shutdown()
+            _unless_already(dom, dom.shutdown, active=False)
 
         self._call(f"shutting down {name}", shutdown)
 
@@ -537,8 +551,7 @@ class Host:
 
         def destroy(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
+            _unless_already(dom, dom.destroy, active=False)
 
         try:
             self._call(f"powering off {name}", destroy)

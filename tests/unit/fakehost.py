@@ -28,6 +28,7 @@ BULK_CALLS = {"ping", "owned_domains", "volume_names", "network_layout"}
 class FakeDomain:
     xml: str
     state: PowerState = PowerState.STOPPED
+    lingering: int = 0
 
 
 @dataclass
@@ -44,6 +45,8 @@ class FakeHost:
     network: tuple[str, str, str, str] = ("198.18.0.1", "255.255.255.0", "198.18.0.10", "198.18.0.250")
     # Called on every verb; a test sets it to catch calls made while something is held.
     on_call: Any = None
+    # How many looks a guest stays "in shutdown" (QEMU still running) after the ACPI button.
+    shutdown_lingers: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -176,7 +179,12 @@ class FakeHost:
         self._enter("power_state", name)
         if name not in self.domains:
             raise NotFound(f"domain {name} on host {self.name}")
-        return self.domains[name].state
+        dom = self.domains[name]
+        if dom.state is PowerState.STOPPING:
+            dom.lingering -= 1
+            if dom.lingering < 0:
+                dom.state = PowerState.STOPPED
+        return dom.state
 
     def start(self, name: str) -> None:
         self._enter("start", name)
@@ -186,8 +194,11 @@ class FakeHost:
 
     def shutdown(self, name: str) -> None:
         self._enter("shutdown", name)
-        if name in self.domains:
-            self.domains[name].state = PowerState.STOPPED  # a guest that obeys at once
+        dom = self.domains.get(name)
+        if dom is not None and dom.state is PowerState.RUNNING:
+            # A guest that obeys at once, or after ``shutdown_lingers`` more looks.
+            dom.state = PowerState.STOPPING if self.shutdown_lingers else PowerState.STOPPED
+            dom.lingering = self.shutdown_lingers
 
     def destroy(self, name: str) -> None:
         self._enter("destroy", name)

@@ -22,7 +22,10 @@ from localvmss.sdnotify import Notifier, watchdog_interval
         ({"LOCALVMSSD_STATE_DIR": "/srv/lvmss"}, {"state_dir": "/srv/lvmss"}),
         ({"LOCALVMSSD_PROMETHEUS_URL": ""}, {"prometheus_url": None}),
         ({"LOCALVMSSD_LOG_FORMAT": "json"}, {"log_format": "json"}),
-        ({"LOCALVMSSD_HOSTS": '[{"name": "h1", "uri": "qemu:///system"}]'}, {"hosts": [{"name": "h1", "uri": "qemu:///system"}]}),
+        (
+            {"LOCALVMSSD_HOSTS": '[{"name": "h1", "uri": "qemu:///system"}]'},
+            {"hosts": [{"name": "h1", "uri": "qemu:///system"}]},
+        ),
         ({"PATH": "/bin", "LOCALVMSS_OTHER": "x"}, {}),
     ],
 )

@@ -92,6 +92,21 @@ def test_the_guest_is_asked_then_found_off(clock: Clock) -> None:
     assert not prov.shutdown_pending(_inst()) and host.calls == ["shutdown"], "never forced"
 
 
+def test_a_guest_still_shutting_down_is_not_off(clock: Clock) -> None:
+    """libvirt's "in shutdown": the guest has begun to power off and QEMU still runs. Its disk
+    must not be copied (a redeploy) nor its definition removed (a deallocate) yet."""
+    host = RecordingHost()
+    prov = _prov(host, timeout=30)
+    assert prov.converge_power(_inst("deallocated")) is None
+    host.state = PowerState.STOPPING
+    clock.now += 1
+    assert prov.converge_power(_inst("deallocated")) is None and host.calls == ["shutdown"], "still waiting"
+    host.state = PowerState.STOPPED
+    clock.now += 1
+    assert prov.converge_power(_inst("deallocated")) == "the guest shut down in 2.0 s"
+    assert host.calls == ["shutdown", "undefine"]
+
+
 def test_a_guest_that_ignores_the_button_is_powered_off_after_the_timeout(clock: Clock) -> None:
     host = RecordingHost()
     prov = _prov(host, timeout=30)

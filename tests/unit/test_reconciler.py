@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from localvmss.config import DaemonConfig, HostConfig
-from localvmss.errors import VirtError
+from localvmss.errors import HostBusy, VirtError
 from localvmss.inventory import Inventory
 from localvmss.model import PowerState, ProvisioningState
 from localvmss.provision import Provisioner
@@ -613,6 +613,27 @@ def test_redeploy_moves_the_instance_and_its_disk_to_another_host(env: Env) -> N
     assert ("drain", inst.instance_id) in env.balancer.calls
     assert "shutdown" in old.verbs(), "a graceful shutdown before the move"
     assert any("redeployed from" in a.message for a in env.store.activity("web"))
+
+
+def test_redeploy_copies_the_disk_only_once_qemu_is_gone(env: Env) -> None:
+    """A guest "in shutdown" still has QEMU writing its disk: the copy waits until it is off,
+    and the move is logged even if the old host's clean-up then fails."""
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    old = env.hosts[inst.host]
+    old.shutdown_lingers = 3
+    seen: list[PowerState] = []
+    old.on_call = lambda verb: verb == "download_volume" and seen.append(old.domains[inst.domain_name].state)
+    old.failing["undefine"] = HostBusy("undefining: busy")
+    _ask(env, "redeploy", inst.instance_id)
+    env.converge(6)
+    assert seen == [PowerState.STOPPED], "copied once, from a guest that was off"
+    after = env.store.instance("web", inst.instance_id)
+    assert after.host != old.name and after.applied_redeploy == 1
+    assert any(
+        f"instance {inst.instance_id} redeployed from {old.name}" in a.message for a in env.store.activity("web")
+    )
 
 
 def test_redeploy_without_another_host_with_room_restarts_in_place(env: Env) -> None:
