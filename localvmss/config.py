@@ -44,6 +44,9 @@ class HostConfig(BaseModel):
     # directory as the daemon can read it (None: not readable from here, e.g. a remote host).
     serial_log_dir: str = "/var/log/libvirt/qemu"
     serial_log_read_dir: str | None = "/var/log/libvirt/qemu"
+    # The network namespace the host's libvirt network lives in, where its guests' metadata
+    # proxy runs (None: the root namespace for a local libvirtd; a remote host gets none).
+    metadata_netns: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -91,6 +94,9 @@ class DaemonConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     watchdog_pass_s: float = Field(60.0, gt=0)  # a reconcile pass longer than this is a hang
+    # The instance metadata service's port on each guest network's gateway address (guests are
+    # told another port than 80 through their NoCloud seed).
+    metadata_port: int = Field(80, ge=1, le=65535)
 
     @property
     def db_path(self) -> Path:

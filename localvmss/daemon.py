@@ -43,6 +43,8 @@ from localvmss.config import DaemonConfig, load_config, reload_changes
 from localvmss.errors import Conflict, InvalidSpec, LocalVMSSError
 from localvmss.inventory import Inventory
 from localvmss.logs import configure_logging
+from localvmss.metadata import MetadataServer, MetadataService, socket_path
+from localvmss.metadata_proxies import MetadataProxies, stop_all
 from localvmss.metrics.exporter import (
     DaemonMetrics,
     InstanceCollector,
@@ -117,8 +119,14 @@ class Daemon:
             self.provisioner,
             self.balancer,
             on_action=lambda kind, result: self.metrics.action(kind, result),
+            capacity=self.capacity,
         )
         self.monitor = HealthMonitor(self.store, cfg.health_interval_s, self.reconciler.wake)
+        # Guests' metadata (identity, terminate notices): a unix socket here, a proxy per host.
+        self.metadata = MetadataServer(
+            socket_path(cfg.state_dir), MetadataService(self.store, self.reconciler.wake, time.time)
+        )
+        self.metadata_proxies = MetadataProxies(cfg, self.inventory, socket_path(cfg.state_dir))
         self.service = Service(
             cfg,
             self.store,
@@ -128,6 +136,8 @@ class Daemon:
             capacity=self.capacity,
         )
         self.service.management_key = self.management_key
+        self.service.upgrades = self.reconciler.upgrades  # rolling-upgrade start/cancel: the loop's own
+        self.service.scale_planner = self.reconciler.scale_plan  # what-if: the plan a pass carries out
         self.sources = Sources(self.store, self.inventory)
         self.threads: list[threading.Thread] = []
         self.exporter: Any = None
@@ -142,6 +152,8 @@ class Daemon:
     def start(self) -> None:
         start_event_loop()
         self.inventory.prepare_all()
+        self.metadata.start()
+        self.metadata_proxies.ensure_running()
         for name, host in self.inventory.hosts.items():
             try:
                 host.register_lifecycle_events(lambda _dom, _event: self.reconciler.wake())
@@ -294,6 +306,7 @@ class Daemon:
                 if self.balancer is not None and self.balancer.ensure_running():
                     log.warning("haproxy had stopped; restarted it with its backends")
                     self.reconciler.wake()
+                self.metadata_proxies.ensure_running()
             except Exception:
                 log.exception("supervisor pass failed")
 
@@ -356,6 +369,7 @@ class Daemon:
         for thread in self.threads:
             thread.join(15)
         self.reconciler.stop()
+        self.metadata.stop()
         if self.exporter is not None:
             self.exporter.stop()
         self.store.close()
@@ -407,6 +421,7 @@ def stop_data_plane(cfg: DaemonConfig) -> list[str]:
         lb.stop()
         if children.stop(cfg.state_dir, "prometheus"):
             stopped.append("prometheus")
+        stopped += [f"metadata proxy of {h}" for h in stop_all(cfg.state_dir)]
         return stopped
     finally:
         os.close(fd)

@@ -86,8 +86,10 @@ def request(
     if name == "delete":
         return {"provisioning_state": ProvisioningState.DELETING.value}
     if name == "start":
-        if inst.desired_power == "running":
+        if inst.desired_power == "running" and inst.health != "unhealthy":
             return {"desired_power": "running"}
+        # Also an instance meant to run but unhealthy: its domain may be off (stopped outside
+        # localvmss and left to the repair, or protected from it): start boots it again.
         return {"desired_power": "running", **_booting(now)}
     if name in ("powerOff", "deallocate"):
         # A guest that is off has no health (the monitor probes running instances only).
@@ -149,12 +151,29 @@ def busy(inst: InstanceRow) -> bool:
 
 
 def in_rotation(inst: InstanceRow) -> bool:
-    """Takes new connections: healthy since its last (re)start, meant to run, nothing pending."""
+    """Takes new connections: ready, and not an overprovisioning extra still waiting to be kept
+    (the first extras to become healthy are adopted; the rest go without ever taking traffic)."""
+    return ready(inst) and not inst.overprovisioned
+
+
+def ready(inst: InstanceRow) -> bool:
+    """Could take traffic: healthy since its last (re)start, meant to run, nothing pending."""
     return (
         inst.ready_at is not None
         and inst.desired_power == "running"
         and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
         and not changing(inst)
+    )
+
+
+def unhealthy_for_scale_in(inst: InstanceRow) -> bool:
+    """Removed first by a scale-in with ``prioritizeUnhealthyVMs`` (Azure: "unhealthy and inactive
+    VMs"): its probe says unhealthy, its provisioning failed, or it is not meant to run. An
+    instance still initializing (inside its grace period) or of unknown health is not."""
+    return (
+        inst.health == "unhealthy"
+        or inst.provisioning_state == ProvisioningState.FAILED.value
+        or inst.desired_power != "running"
     )
 
 
@@ -170,14 +189,48 @@ def to_probe(inst: InstanceRow, spec: ScaleSetSpec) -> bool:
 
 def to_repair(inst: InstanceRow, spec: ScaleSetSpec, unhealthy_for_s: float | None, grace_s: float) -> bool:
     """Automatic repair is due: the set has it on, it is a Uniform set's instance (a Flexible VM
-    is managed on its own), and the instance has been unhealthy for the whole grace period."""
+    is managed on its own), it is not protected from scale-set actions, nothing is already being
+    done to it, and it has been unhealthy or unknown (its probe unreachable) for the whole grace
+    period after it left Initializing."""
     return (
         spec.automatic_repairs.enabled
         and spec.mode is OrchestrationMode.UNIFORM
-        and inst.health == "unhealthy"
+        and inst.health in FAILING_HEALTH
+        and not inst.protect_actions
+        and inst.provisioning_state != ProvisioningState.DELETING.value
+        and not changing(inst)
         and unhealthy_for_s is not None
         and unhealthy_for_s >= grace_s
     )
+
+
+# Rich health states (Azure's Application Health extension), as the ``health`` column keeps them.
+FAILING_HEALTH = frozenset({"unhealthy", "unknown"})
+
+
+def boot_started(inst: InstanceRow) -> float:
+    """When the instance's current (re)boot began (its creation if it never rebooted)."""
+    return inst.boot_started_at if inst.boot_started_at is not None else inst.created_at
+
+
+def initializing(inst: InstanceRow, spec: ScaleSetSpec, now: float) -> bool:
+    """Inside the grace period (automaticRepairsPolicy.gracePeriod) after its (re)boot and not
+    yet seen healthy or failing since: counts for neither repair nor upgrade."""
+    return (
+        inst.health in ("unknown", "initializing")
+        and now < boot_started(inst) + spec.automatic_repairs.grace_s()
+    )
+
+
+def outdated(inst: InstanceRow, set_version: int) -> bool:
+    """Not on the set's model version (older, or newer after a rollback of the set's model)."""
+    return inst.model_version != set_version
+
+
+def counts_toward_capacity(inst: InstanceRow) -> bool:
+    """One of the set's ``capacity`` instances: not on its way out (being deleted, or replaced
+    by a surge upgrade's new instance, while it still serves until that one is healthy)."""
+    return inst.provisioning_state != ProvisioningState.DELETING.value and inst.replaced_by is None
 
 
 def memory_mib(inst: InstanceRow | None, spec: ScaleSetSpec) -> int:

@@ -8,9 +8,10 @@ Azure rules this module follows:
 * New instances are spread evenly over the availability zones first (least-populated zone,
   ties by the order the zones were listed), then over the fault domains inside that zone
   (least-populated, ties by lowest fault domain number). No zones means a regional set.
-* Scale-in never removes an instance that is protected from scale-in. Unhealthy instances
-  are removed before healthy ones: Azure deletes failed/unhealthy VMs first, because removing
-  them costs no serving capacity. Within each group the scale-in policy decides:
+* Scale-in never removes an instance that is protected from scale-in. With
+  ``prioritizeUnhealthyVMs`` (Azure: "prioritize the deletion of unhealthy and inactive VMs";
+  off unless set) unhealthy instances are removed before healthy ones, because removing them
+  costs no serving capacity. Within each group the scale-in policy decides:
 
   - ``Default``: take from the zone with the most instances, then the fault domain with the
     most instances in that zone, then the highest instance id there.
@@ -20,6 +21,14 @@ Azure rules this module follows:
 
   Protected and unhealthy instances still count as present when balancing, since they occupy
   their zone and fault domain just the same.
+* ``plan_scale`` turns all of this into one ``plans.Plan``: what a scale to a capacity would
+  create (zone, fault domain, host) or remove, in order and why. The reconciler carries out
+  exactly that plan and ``--what-if`` prints it, so the preview cannot drift from the action.
+* Overprovisioning (Azure's ``overprovision``): a scale-out makes ``overprovision_extra(n)``
+  more instances than it needs; they are candidates, out of rotation, and the first ones to
+  become healthy are adopted as members; the rest are removed before they ever take traffic.
+  Azure does not document how many extras it makes; localvmss makes ceil(20 %) of the new
+  ones, at least one. The scale-in policy never chooses among candidates.
 * Rolling upgrades run in batches that never mix update domains; update domains come from
   fault domains (``model.update_domain_for``), as the seed documents say.
 """
@@ -28,18 +37,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from localvmss.errors import InvalidSpec
 from localvmss.model import ScaleInPolicy, update_domain_for
+from localvmss.plans import Change, Plan, PlannedChange
 
 __all__ = [
     "Placement",
     "Slot",
     "check_zone_balance",
     "choose_scale_in",
+    "overprovision_extra",
     "place_new",
+    "plan_scale",
     "unhealthy_limit_exceeded",
     "upgrade_batches",
     "zone_counts",
@@ -47,6 +59,7 @@ __all__ = [
 
 # Azure's rollingUpgradePolicy accepts 5-100 for both percentages.
 PERCENT_RANGE = (5, 100)
+OVERPROVISION_PERCENT = 20  # extras per scale-out: ceil(20 % of the new instances), at least 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,8 @@ class Slot:
     healthy: bool = True
     model_version: int = 0
     host: str | None = None
+    candidate: bool = False  # an overprovisioning extra not yet adopted
+    ready_at: float | None = None  # healthy since (None: not healthy since its last start)
 
 
 @dataclass(frozen=True)
@@ -132,18 +147,31 @@ def place_new(
     return out
 
 
-def choose_scale_in(existing: Sequence[Slot], count: int, *, policy: ScaleInPolicy | str) -> list[int]:
+def choose_scale_in(
+    existing: Sequence[Slot], count: int, *, policy: ScaleInPolicy | str, prioritize_unhealthy: bool = True
+) -> list[int]:
     """Instance ids to remove, in removal order; fewer than ``count`` if not enough are removable.
 
     The caller reports any shortfall (e.g. everything left is protected).
     """
-    _check_count(count, "count")
-    _check_unique_ids(existing)
+    return [s.instance_id for s, _why in _scale_in_order(existing, count, policy, prioritize_unhealthy)]
+
+
+def _policy(policy: ScaleInPolicy | str) -> ScaleInPolicy:
     try:
-        pol = ScaleInPolicy(policy)
+        return ScaleInPolicy(policy)
     except ValueError:
         known = ", ".join(p.value for p in ScaleInPolicy)
         raise InvalidSpec(f"scaleInPolicy {policy!r} is not one of {known}") from None
+
+
+def _scale_in_order(
+    existing: Sequence[Slot], count: int, policy: ScaleInPolicy | str, prioritize_unhealthy: bool
+) -> list[tuple[Slot, str]]:
+    """The victims in removal order, each with the reason it was chosen."""
+    _check_count(count, "count")
+    _check_unique_ids(existing)
+    pol = _policy(policy)
 
     zc: Counter[str | None] = Counter(s.zone for s in existing)
     fdc: Counter[tuple[str | None, int]] = Counter((s.zone, s.fault_domain) for s in existing)
@@ -151,21 +179,230 @@ def choose_scale_in(existing: Sequence[Slot], count: int, *, policy: ScaleInPoli
 
     def key(s: Slot) -> tuple[float, ...]:
         # Larger key = removed sooner.
-        head = (float(not s.healthy), float(zc[s.zone]))
+        head = (float(prioritize_unhealthy and not s.healthy), float(zc[s.zone]))
         if pol is ScaleInPolicy.NEWEST_VM:
             return head + (s.created_at, float(s.instance_id))
         if pol is ScaleInPolicy.OLDEST_VM:
             return head + (-s.created_at, -float(s.instance_id))
         return head + (float(fdc[(s.zone, s.fault_domain)]), float(s.instance_id))
 
-    chosen: list[int] = []
+    chosen: list[tuple[Slot, str]] = []
     while len(chosen) < count and candidates:
         victim = max(candidates.values(), key=key)
+        chosen.append((victim, _scale_in_reason(victim, pol, prioritize_unhealthy, zc, fdc, candidates.values())))
         del candidates[victim.instance_id]
         zc[victim.zone] -= 1
         fdc[(victim.zone, victim.fault_domain)] -= 1
-        chosen.append(victim.instance_id)
     return chosen
+
+
+def _scale_in_reason(
+    victim: Slot,
+    pol: ScaleInPolicy,
+    prioritize_unhealthy: bool,
+    zc: Counter[str | None],
+    fdc: Counter[tuple[str | None, int]],
+    removable: object,
+) -> str:
+    """Why ``victim`` goes now, in the words of the rule that decided it."""
+    if prioritize_unhealthy and not victim.healthy:
+        return "unhealthy or inactive (prioritizeUnhealthyVMs): removed before healthy instances"
+    parts: list[str] = []
+    zones = [z for z in zc if z is not None]
+    if len(zones) > 1 and victim.zone is not None:
+        if len({zc[z] for z in zones}) > 1:
+            parts.append(f"zone {victim.zone} holds the most instances ({zc[victim.zone]})")
+        else:
+            parts.append("zones balanced")
+    if pol is ScaleInPolicy.NEWEST_VM:
+        parts.append("NewestVM: the newest removable instance" + (" there" if parts else ""))
+    elif pol is ScaleInPolicy.OLDEST_VM:
+        parts.append("OldestVM: the oldest removable instance" + (" there" if parts else ""))
+    else:
+        parts.append(
+            f"Default: fault domain {victim.fault_domain} holds the most ({fdc[(victim.zone, victim.fault_domain)]}), "
+            "the highest instance id in it"
+        )
+    return "; ".join(parts)
+
+
+def overprovision_extra(new: int) -> int:
+    """How many extras a scale-out of ``new`` instances makes when overprovisioning."""
+    _check_count(new, "count")
+    return 0 if new == 0 else max(1, math.ceil(new * OVERPROVISION_PERCENT / 100))
+
+
+HostFor = Callable[[str | None, int], str | None]
+
+
+def plan_scale(
+    scale_set: str,
+    existing: Sequence[Slot],
+    capacity: int,
+    *,
+    zones: Sequence[str],
+    fault_domain_count: int,
+    policy: ScaleInPolicy | str,
+    prioritize_unhealthy: bool = False,
+    zone_balance: bool = False,
+    overprovision: bool = False,
+    host_for: HostFor | None = None,
+    hold_scale_in: str | None = None,
+) -> Plan:
+    """What bringing a Uniform set of ``existing`` instances to ``capacity`` does, as a Plan.
+
+    ``existing`` are the instances that count (not being deleted, host not lost). Candidates
+    (overprovisioning extras) are resolved first: the ones that became healthy earliest are
+    adopted (ADOPT) while members are missing; once the set is full, the rest are removed.
+    Then the shortfall is created (CREATE, balanced by ``place_new``; plus extras when
+    ``overprovision``) or the surplus removed (REMOVE, by ``policy``; protected instances are
+    listed as KEEP). ``host_for(zone, fault_domain)`` is allocation's rule for the host of a new
+    instance among the hosts that answer (None: none does); without it hosts are left to
+    allocation. With ``zone_balance`` false, an instance whose zone has no host goes to the
+    first listed zone that has one. ``hold_scale_in`` (a reason) postpones any removal.
+    Notes say what the plan cannot do and why (protection, no host).
+    """
+    _check_count(capacity, "capacity")
+    _check_unique_ids(existing)
+    _policy(policy)
+    changes: list[PlannedChange] = []
+    notes: list[str] = []
+    members = [s for s in existing if not s.candidate]
+    candidates = [s for s in existing if s.candidate]
+    need = capacity - len(members)
+
+    if need < 0 or (need == 0 and candidates):
+        if hold_scale_in:
+            return Plan("scale", scale_set, (), (hold_scale_in,), capacity)
+        for c in sorted(candidates, key=lambda s: s.instance_id):
+            changes.append(_remove_extra(c, f"the set already has its {capacity} instance(s)"))
+    elif candidates:
+        ready = sorted((c for c in candidates if c.ready_at is not None), key=lambda s: (s.ready_at, s.instance_id))
+        adopted = ready[:need]
+        for c in adopted:
+            changes.append(
+                PlannedChange(
+                    Change.ADOPT,
+                    "overprovisioned: among the first to become healthy, kept as a member",
+                    c.instance_id,
+                    zone=c.zone,
+                    fault_domain=c.fault_domain,
+                    overprovisioned=True,
+                )
+            )
+        need -= len(adopted)
+        rest = sorted((c for c in candidates if c not in adopted), key=lambda s: s.instance_id)
+        for c in rest:
+            if need == 0:
+                changes.append(_remove_extra(c, f"{len(adopted)} other(s) became healthy first"))
+            else:
+                changes.append(
+                    PlannedChange(
+                        Change.KEEP,
+                        "overprovisioned, not healthy yet: kept if among the first to become healthy",
+                        c.instance_id,
+                        zone=c.zone,
+                        fault_domain=c.fault_domain,
+                        overprovisioned=True,
+                    )
+                )
+        if need:
+            need = max(0, need - len(rest))
+
+    if need > 0:
+        extra = overprovision_extra(need) if overprovision else 0
+        changes.extend(
+            _creates(existing, need, extra, zones, fault_domain_count, zone_balance, host_for, notes)
+        )
+    elif need < 0:
+        victims = _scale_in_order(members, -need, policy, prioritize_unhealthy)
+        for victim, why in victims:
+            changes.append(
+                PlannedChange(
+                    Change.REMOVE, why, victim.instance_id, zone=victim.zone, fault_domain=victim.fault_domain
+                )
+            )
+        for s in sorted(members, key=lambda s: s.instance_id):
+            if s.protected_from_scale_in:
+                changes.append(
+                    PlannedChange(
+                        Change.KEEP, "protected from scale-in", s.instance_id, zone=s.zone, fault_domain=s.fault_domain
+                    )
+                )
+        if len(victims) < -need:
+            notes.append(f"{-need - len(victims)} instance(s) could not be removed: protected from scale-in")
+    return Plan("scale", scale_set, tuple(changes), tuple(notes), capacity)
+
+
+def _remove_extra(c: Slot, why: str) -> PlannedChange:
+    return PlannedChange(
+        Change.REMOVE,
+        f"overprovisioned extra, never in rotation: {why}",
+        c.instance_id,
+        zone=c.zone,
+        fault_domain=c.fault_domain,
+        overprovisioned=True,
+    )
+
+
+def _creates(
+    existing: Sequence[Slot],
+    count: int,
+    extra: int,
+    zones: Sequence[str],
+    fault_domain_count: int,
+    zone_balance: bool,
+    host_for: HostFor | None,
+    notes: list[str],
+) -> list[PlannedChange]:
+    """CREATE changes for ``count`` members plus ``extra`` overprovisioned ones, balanced."""
+    placements = place_new(existing, count + extra, zones=zones, fault_domain_count=fault_domain_count)
+    zc = zone_counts(existing, zones)
+    out: list[PlannedChange] = []
+    waiting: list[str | None] = []
+    for n, p in enumerate(placements):
+        zone, host = p.zone, None
+        if zones:
+            why = f"zone {zone} holds the fewest instances ({zc[zone]}), then fault domain {p.fault_domain} in it"
+        else:
+            why = f"fault domain {p.fault_domain} holds the fewest instances"
+        if host_for is not None:
+            host = host_for(zone, p.fault_domain)
+            if host is None and zones and not zone_balance:
+                # Best-effort balance (zoneBalance=false): use a zone that has a host now.
+                for other in zones:
+                    host = host_for(other, p.fault_domain)
+                    if host is not None:
+                        why = f"zone {zone} has no host that answers; zone {other} instead (zoneBalance=false)"
+                        zone = other
+                        break
+            if host is None:
+                waiting.append(p.zone)
+                continue
+        if zone in zc:
+            zc[zone] += 1
+        if extra and n >= count:
+            why = (
+                f"overprovisioned extra ({extra} for {count} new: ceil({OVERPROVISION_PERCENT} %), at least 1); "
+                + why
+            )
+        out.append(
+            PlannedChange(
+                Change.CREATE,
+                why,
+                zone=zone,
+                fault_domain=p.fault_domain,
+                host=host,
+                overprovisioned=extra > 0,
+            )
+        )
+    if host_for is None and out:
+        notes.append("hosts are chosen by allocation when the instances are created")
+    if waiting:
+        notes.append(
+            f"{len(waiting)} instance(s) wait for an available host in zone(s) {sorted(set(map(str, waiting)))}"
+        )
+    return out
 
 
 def check_zone_balance(existing: Sequence[Slot], zones: Sequence[str]) -> bool:

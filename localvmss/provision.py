@@ -76,7 +76,9 @@ class Provisioner:
             keys = list(inst.overrides.get("ssh_public_keys") or spec.ssh_public_keys)
             if self.management_public_key:
                 keys.append(self.management_public_key)
-            seed = build_nocloud_seed(inst.domain_name, computer_name(spec, inst), keys, user_data)
+            seed = build_nocloud_seed(
+                inst.domain_name, computer_name(spec, inst), keys, user_data, self.cfg.metadata_port
+            )
             self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
         host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))
         if not host.domain_exists(inst.domain_name):

@@ -25,13 +25,15 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from localvmss import lifecycle, planner
+from localvmss import lifecycle, planner, repairs, terminate
 from localvmss.allocation import Allocator, slot
+from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
 from localvmss.errors import LocalVMSSError, NotFound, StoreError
 from localvmss.inventory import Inventory
@@ -42,9 +44,11 @@ from localvmss.model import (
     ProvisioningState,
     UpgradeMode,
 )
-from localvmss.provision import Provisioner, os_volume, seed_volume
-from localvmss.spec import ScaleSetSpec, check_iso_duration
-from localvmss.store import InstanceRow, ScaleSetRow, Store
+from localvmss.plans import Change, Plan, PlannedChange
+from localvmss.provision import Provisioner, computer_name, os_volume, seed_volume
+from localvmss.spec import ScaleSetSpec, check_not_before_timeout
+from localvmss.store import InstanceRow, ScaleSetRow, ScheduledEventRow, Store
+from localvmss.upgrades import Upgrades
 from localvmss.virt.domainxml import read_macs
 from localvmss.virt.host import OwnedDomain
 
@@ -55,6 +59,7 @@ HOST_LOST_GRACE_S = 20.0  # a host silent this long gets its Uniform instances r
 ORPHAN_GRACE_S = 30.0  # an orphan must be seen this long, while its host answers, before removal
 BACKOFF_MAX_S = 300.0  # a failing instance is retried at most this far apart
 POOL_REFRESH_S = 300.0  # how often a pool is refreshed to see files changed behind libvirt's back
+STOPPED_OUTSIDE = "the domain stopped outside localvmss"
 
 
 def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None) -> bool:
@@ -128,6 +133,7 @@ class Reconciler:
         host_lost_grace_s: float = HOST_LOST_GRACE_S,
         orphan_grace_s: float = ORPHAN_GRACE_S,
         clock: Callable[[], float] = time.time,
+        capacity: CapacityRule | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -135,6 +141,7 @@ class Reconciler:
         self.prov = provisioner
         self.balancer: Balancer = balancer or NoBalancer()
         self.alloc = Allocator(inventory, clock)
+        self.upgrades = Upgrades(store, self.alloc, capacity, clock)
         self.host_lost_grace_s = host_lost_grace_s
         self.orphan_grace_s = orphan_grace_s
         self.clock = clock
@@ -148,7 +155,6 @@ class Reconciler:
         self._orphan_seen: dict[tuple[str, str], float] = {}  # (host, object) -> first seen as orphan
         self._failures: dict[tuple[str, int | str], tuple[int, float]] = {}  # key -> (count, retry at)
         self._pool_refreshed: dict[str, float] = {}
-        self._batch_done: dict[str, float] = {}
         self._stopping = False
         self._last_errors: list[str] = []
         self.action_hook = on_action  # callable(kind, result) for metrics
@@ -396,134 +402,131 @@ class Reconciler:
         spec = row.spec
         # Instances of a host silent past its grace keep their records but do not count: the
         # set makes replacements elsewhere, and scales the surplus in once the host is back.
+        live = [i for i in instances if lifecycle.counts_toward_capacity(i) and not self.unreachable(i.host)]
+        self.upgrades.step(row, alive)  # a rolling upgrade's next step (Rolling policy, or one started)
+        self._plan_upgrade(row, spec, live)
+        self._carry_out(row, spec, self.scale_plan(row, alive))
+
+    def scale_plan(self, row: ScaleSetRow, alive: dict[str, bool] | None = None, capacity: int | None = None) -> Plan:
+        """What this set's next pass does to reach ``capacity`` (default: the set's), as a Plan:
+        the one object ``_carry_out`` applies and ``--what-if`` shows, so they cannot drift.
+        ``alive``: hosts that answer (default: as last seen). Read-only; the API calls it too."""
+        if alive is None:
+            answering = set(self.inv.available())
+            alive = {h: h in answering for h in self.inv.hosts}
+        spec = row.spec
+        # Instances of a host silent past its grace keep their records but do not count: the
+        # set makes replacements elsewhere, and scales the surplus in once the host is back.
         live = [
             i
-            for i in instances
-            if i.provisioning_state != ProvisioningState.DELETING.value and not self.unreachable(i.host)
+            for i in self.store.instances(row.name)
+            if lifecycle.counts_toward_capacity(i) and not self.unreachable(i.host)
         ]
-        self._plan_upgrade(row, spec, live)
-        diff = row.capacity - len(live)
-        if diff > 0:
-            self._create_records(row, spec, live, diff, alive)
-        elif diff < 0 and any(self.settling(i.host) for i in live):
-            return  # a host just came back: scale in once its guests had time to show their health
-        elif diff < 0:
-            slots = [slot(i) for i in live]
-            victims = planner.choose_scale_in(slots, -diff, policy=spec.scale_in_policy)
-            for iid in victims:
-                self.store.update_instance(row.name, iid, provisioning_state=ProvisioningState.DELETING.value)
+        back = sorted({i.host for i in live if self.settling(i.host)})
+        hold = (
+            f"scale-in waits: host(s) {back} answer again and their guests get {self.host_lost_grace_s:.0f} s "
+            "to show their health first"
+            if back
+            else None
+        )
+        return planner.plan_scale(
+            row.name,
+            [scale_slot(i) for i in live],
+            row.capacity if capacity is None else capacity,
+            zones=spec.zones,
+            fault_domain_count=spec.platform_fault_domain_count,
+            policy=spec.scale_in_policy,
+            prioritize_unhealthy=spec.prioritize_unhealthy_vms,
+            zone_balance=spec.zone_balance,
+            overprovision=spec.overprovision,
+            host_for=lambda zone, fd: self.host_for(spec, zone, fd, alive),
+            hold_scale_in=hold,
+        )
+
+    def _carry_out(self, row: ScaleSetRow, spec: ScaleSetSpec, plan: Plan) -> None:
+        """Apply a scale plan: adopt the overprovisioned instances it keeps, mark what it removes
+        for deletion, create what it creates; its notes become the set's message."""
+        adopted = plan.instance_ids(Change.ADOPT)
+        removed = plan.of(Change.REMOVE)
+        extras = [c.instance_id for c in removed if c.overprovisioned and c.instance_id is not None]
+        victims = [c.instance_id for c in removed if not c.overprovisioned and c.instance_id is not None]
+        for iid in adopted:
+            self.store.update_instance(row.name, iid, overprovisioned=False)
+        for iid in extras:
+            self.store.update_instance(row.name, iid, provisioning_state=ProvisioningState.DELETING.value)
+        for iid in victims:
+            self.store.update_instance(
+                row.name, iid, provisioning_state=ProvisioningState.DELETING.value, delete_reason=terminate.SCALE_IN
+            )
+        if adopted or extras:
+            self.store.log_activity(
+                row.name,
+                "overprovision",
+                f"overprovisioning: kept instances {adopted} (the first to become healthy), removing extras "
+                f"{extras} (never in rotation)",
+                instances=[*adopted, *extras],
+            )
+        if victims:
+            why = "; ".join(f"{c.instance_id}: {c.reason}" for c in removed if c.instance_id in victims)
             self.store.log_activity(
                 row.name,
                 "scale-in",
-                f"removing instances {victims} to reach capacity {row.capacity}",
+                f"removing instances {victims} to reach capacity {plan.capacity} ({why})",
                 instances=victims,
             )
-            if len(victims) < -diff:
-                self.store.record_set_status(
-                    row.name,
-                    message=f"{-diff - len(victims)} instance(s) could not be removed: protected from scale-in",
-                )
+        creates = plan.of(Change.CREATE)
+        if creates:
+            self._create_records(row, spec, creates)
+        if plan.notes and row.message != "; ".join(plan.notes):
+            self.store.record_set_status(row.name, message="; ".join(plan.notes))
 
     def _plan_upgrade(self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow]) -> None:
-        """Automatic: every outdated instance at once. Rolling: one batch at a time, by update
-        domain, the next only when the previous is healthy again and the unhealthy share is low."""
-        mode = spec.upgrade_policy.mode
-        outdated = [i for i in live if i.model_version < row.model_version]
-        if not outdated or mode is UpgradeMode.MANUAL:
+        """Automatic policy: every outdated instance at once, through the action table's reimage.
+        Rolling upgrades (the policy, or ``rolling-upgrade start``) are ``Upgrades.step``'s."""
+        if spec.upgrade_policy.mode is not UpgradeMode.AUTOMATIC:
             return
-        busy = [i for i in live if lifecycle.busy(i)]
-        if mode is UpgradeMode.AUTOMATIC:
-            targets = [i.instance_id for i in outdated if i not in busy]
-        else:
-            if busy:
-                self._batch_done.pop(row.name, None)
-                return
-            policy = spec.upgrade_policy.rolling_upgrade_policy
-            pause = check_iso_duration(policy.pause_time_between_batches, "pauseTimeBetweenBatches")
-            done_at = self._batch_done.setdefault(row.name, self.clock())
-            if self.clock() - done_at < pause:
-                return
-            slots = [slot(i) for i in live]
-            if planner.unhealthy_limit_exceeded(
-                slots, max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent
-            ):
-                self.store.record_set_status(
-                    row.name,
-                    message="rolling upgrade paused: more instances unhealthy than maxUnhealthyInstancePercent",
-                )
-                return
-            batches = planner.upgrade_batches(
-                slots,
-                target_version=row.model_version,
-                fault_domain_count=spec.platform_fault_domain_count,
-                max_batch_instance_percent=policy.max_batch_instance_percent,
-                max_unhealthy_instance_percent=policy.max_unhealthy_instance_percent,
-                prioritize_unhealthy=policy.prioritize_unhealthy_instances,
-            )
-            targets = batches[0] if batches else []
+        targets = [
+            i
+            for i in live
+            if lifecycle.outdated(i, row.model_version) and not lifecycle.busy(i) and not i.protect_actions
+        ]
         if not targets:
             return
+        reimage = lifecycle.find_action("reimage")
         now = self.clock()
-        for iid in targets:
-            inst = next(i for i in live if i.instance_id == iid)
-            self.store.update_instance(
-                row.name,
-                iid,
-                reimage_generation=inst.reimage_generation + 1,
-                model_version=row.model_version,
-                provisioning_state=ProvisioningState.UPDATING.value,
-                health="unknown",
-                ready_at=None,
-                boot_started_at=now,
-            )
-        self.store.log_activity(
-            row.name,
-            "upgrade",
-            f"{mode.value.lower()} upgrade of instances {targets} to model version {row.model_version}",
-            instances=targets,
-        )
+        for inst in targets:
+            changes = lifecycle.request(reimage, inst, model_version=row.model_version, now=now)
+            self.store.update_instance(row.name, inst.instance_id, **changes)
+        ids = [i.instance_id for i in targets]
+        message = f"automatic upgrade of instances {ids} to model version {row.model_version}"
+        self.store.log_activity(row.name, "upgrade", message, instances=ids)
 
-    def _create_records(
-        self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow], count: int, alive: dict[str, bool]
-    ) -> None:
-        placements = planner.place_new(
-            [slot(i) for i in live], count, zones=spec.zones, fault_domain_count=spec.platform_fault_domain_count
-        )
+    def _create_records(self, row: ScaleSetRow, spec: ScaleSetSpec, creates: list[PlannedChange]) -> None:
+        """The records of a plan's CREATE changes, each on the host, zone and fault domain the
+        plan names (one transaction: all or none)."""
         created: list[int] = []
-        waiting: list[str | None] = []
+        extras: list[int] = []
+        # Update domains go round-robin by the index of the instance among those that count.
+        index = sum(1 for i in self.store.instances(row.name) if lifecycle.counts_toward_capacity(i))
         with self.store.transaction() as db:
-            for placement in placements:
-                zone = placement.zone
-                host = self.host_for(spec, zone, placement.fault_domain, alive)
-                if host is None and spec.zones and not spec.zone_balance:
-                    # Best-effort balance (zoneBalance=false): use a zone that has a host now.
-                    for other in spec.zones:
-                        host = self.host_for(spec, other, placement.fault_domain, alive)
-                        if host is not None:
-                            zone = other
-                            break
-                if host is None:
-                    waiting.append(placement.zone)
-                    continue
+            for change in creates:
+                assert change.host is not None and change.fault_domain is not None  # plan_scale with host_for
                 iid = self.store.allocate_instance_id(db, row.name)
                 inst = self.alloc.new_instance_row(
-                    db, row, spec, iid, host, zone, placement.fault_domain, index=len(live) + len(created)
+                    db, row, spec, iid, change.host, change.zone, change.fault_domain, index=index + len(created)
                 )
+                if change.overprovisioned:
+                    inst = replace(inst, overprovisioned=True)
+                    extras.append(iid)
                 self.store.insert_instance(db, inst)
                 created.append(iid)
-        if created:
-            self.store.log_activity(
-                row.name,
-                "scale-out",
-                f"creating instances {created} to reach capacity {row.capacity}",
-                instances=created,
-            )
-        if waiting:
-            self.store.record_set_status(
-                row.name,
-                message=f"{len(waiting)} instance(s) wait for an available host in zone(s) "
-                f"{sorted(set(map(str, waiting)))}",
-            )
+        self.store.log_activity(
+            row.name,
+            "scale-out",
+            f"creating instances {created} to reach capacity {row.capacity}"
+            + (" (overprovisioned: the first to become healthy are kept, the rest removed)" if extras else ""),
+            instances=created,
+        )
 
     def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
         return self.alloc.host_for(spec, zone, fault_domain, alive)
@@ -605,16 +608,28 @@ class Reconciler:
         return False
 
     # -- converging one instance ------------------------------------------------------------
+    def _spec_for(self, inst: InstanceRow) -> ScaleSetSpec:
+        """The set's spec with the VM model of the version the instance runs: an instance on an
+        older version (Manual policy, a rollout under way, a rollback) is made, reimaged or
+        moved from its own model, never from a newer one it was not upgraded to."""
+        row = self.store.scale_set(inst.scale_set)
+        if inst.model_version == row.model_version:
+            return row.spec
+        version = self.store.model_version(inst.scale_set, inst.model_version)
+        return row.spec if version is None else row.spec.with_model_of(version.model)
+
     def _converge_instance(self, inst: InstanceRow) -> bool:
         """One step of one instance toward its record; True if it changed something (the loop
         then looks again at once). Observations are written for the generation read here, so
         an intent that arrives meanwhile (a delete during a drain) is never overwritten."""
         try:
             inst = self.store.instance(inst.scale_set, inst.instance_id)  # the snapshot may be a pass old
-            spec = self.store.scale_set(inst.scale_set).spec
+            spec = self._spec_for(inst)
         except NotFound:
             return False
         if inst.provisioning_state == ProvisioningState.DELETING.value:
+            if not self._terminate_notice(inst, spec):
+                return False  # the guest has its notice: a later pass (or its acknowledgement) looks again
             self.balancer.drain_and_remove(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.remove(inst)
             self.inv.refresh_reservations(inst.host)
@@ -681,6 +696,40 @@ class Reconciler:
                     instances=[inst.instance_id],
                 )
             self._record_action("restart_instance", "ok")
+        elif restarting:
+            # Already off (the guest obeyed the power button between two passes): settle the
+            # shutdown asked of it, else the next restart would wait for this one's timeout.
+            self.prov.power_off(inst)
+        if (
+            was_defined
+            and not restarting
+            and before is PowerState.STOPPED
+            and inst.desired_power == "running"
+            and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
+        ):
+            # The domain was shut off outside localvmss (virsh destroy, a guest's poweroff).
+            if repairs.applies(spec) and spec.health_probe is not None:
+                # Not started here: it is unhealthy, and the automatic repair acts on it after
+                # the grace period with the set's repairAction (a protected one stays off until
+                # someone starts it).
+                if inst.health == "unhealthy" and inst.message == STOPPED_OUTSIDE:
+                    return False
+                if not self._status(inst, health="unhealthy", message=STOPPED_OUTSIDE):
+                    return True  # something was asked meanwhile: look again
+                self.store.log_activity(
+                    inst.scale_set,
+                    "health",
+                    f"instance {inst.instance_id} unhealthy: {STOPPED_OUTSIDE}; left to the automatic repair "
+                    f"({spec.automatic_repairs.repair_action.value} after {spec.automatic_repairs.grace_period})",
+                    instances=[inst.instance_id],
+                )
+                return True
+            self.store.log_activity(
+                inst.scale_set,
+                "start",
+                f"instance {inst.instance_id} found stopped outside localvmss: started again",
+                instances=[inst.instance_id],
+            )
         self.prov.converge_power(inst)
         changed = not was_defined
         if restarting:
@@ -697,6 +746,58 @@ class Reconciler:
             self._status(inst, provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=self.clock(), message="")
             return True
         return self._check_boot_timeout(inst) or changed
+
+    def _terminate_notice(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+        """What comes before deleting ``inst`` (``terminate.before_delete`` decides): True once
+        the deletion may go ahead. Sending the notice drains the instance first; the wait never
+        blocks a worker (False: a later pass, or the guest's acknowledgement, looks again)."""
+        profile = spec.terminate_notification
+        events = self.store.scheduled_events(inst.scale_set, inst.instance_id)
+        stored = next((e for e in events if e.event_type == terminate.EVENT_TYPE), None)
+        now = self.clock()
+        decision = terminate.before_delete(
+            enabled=profile.enable,
+            force_deletion=spec.force_deletion,
+            scale_in=inst.delete_reason == terminate.SCALE_IN,
+            notice=terminate.Notice(stored.created_at, stored.not_before, stored.acknowledged_at) if stored else None,
+            now=now,
+        )
+        if decision.step is terminate.Step.WAIT:
+            return False
+        if decision.step is terminate.Step.DELETE:
+            if decision.outcome:
+                what = f"terminate notice {stored.event_id} sent to {stored.resource} " if stored else ""
+                self.store.log_activity(
+                    inst.scale_set,
+                    "terminate-notice",
+                    f"instance {inst.instance_id}: {what}{decision.outcome}",
+                    instances=[inst.instance_id],
+                )
+            return True
+        # Out of rotation first: the guest is told only once no new connection reaches it.
+        self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
+        timeout_s = check_not_before_timeout(profile.not_before_timeout)
+        now = self.clock()
+        event = self.store.schedule_event(
+            ScheduledEventRow(
+                event_id=str(uuid.uuid4()),
+                scale_set=inst.scale_set,
+                instance_id=inst.instance_id,
+                event_type=terminate.EVENT_TYPE,
+                resource=computer_name(spec, inst),
+                created_at=now,
+                not_before=terminate.not_before(now, timeout_s),
+            )
+        )
+        self.store.log_activity(
+            inst.scale_set,
+            "terminate-notice",
+            f"instance {inst.instance_id}: terminate notice sent to {event.resource} (EventId {event.event_id}, "
+            f"NotBefore {terminate.rfc1123(event.not_before)})",
+            instances=[inst.instance_id],
+        )
+        self._record_action("terminate_notice", "ok")
+        return False
 
     def _redeploy(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         """Azure's redeploy, over several passes: out of rotation, a graceful shutdown, then the
@@ -824,6 +925,16 @@ class Reconciler:
                 except LocalVMSSError as exc:
                     log.warning("load balancer sync of %s: %s", name, exc.message)
 
+
+def scale_slot(inst: InstanceRow) -> planner.Slot:
+    """What a scale plan needs of an instance: its placement and protection, whether it counts
+    as unhealthy for scale-in, and (an overprovisioning candidate) since when it is ready."""
+    return replace(
+        slot(inst),
+        healthy=not lifecycle.unhealthy_for_scale_in(inst),
+        candidate=inst.overprovisioned,
+        ready_at=inst.ready_at if lifecycle.ready(inst) else None,
+    )
 
 def _homes(inst: InstanceRow) -> list[tuple[str, str, int]]:
     """(host, set, id) where the instance's objects may rightly be: its host, and the host a

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from localvmss import lifecycle
+from localvmss import lifecycle, repairs
 from localvmss.allocation import Allocator, slot
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
@@ -33,8 +33,9 @@ from localvmss.model import (
     resolve_size,
     validate_name,
 )
+from localvmss.plans import Plan
 from localvmss.provision import computer_name
-from localvmss.spec import ScaleSetSpec, parse_scale_set_body, spec_to_azure
+from localvmss.spec import MODEL_FIELDS, ScaleSetSpec, parse_scale_set_body, spec_to_azure
 from localvmss.sshkeys import check_ssh_public_key
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 from localvmss.virt.stats import DomainStats, parse_domain_stats
@@ -69,6 +70,9 @@ class Service:
         self.autoscaler: Any = None  # set by the daemon once Prometheus is known
         self.balancer: Any = None
         self.management_key: Any = None
+        self.upgrades: Any = None  # the reconciler's Upgrades (rolling-upgrade start/cancel)
+        # Reconciler.scale_plan, set by the daemon: what-if shows the plan a pass would carry out.
+        self.scale_planner: Callable[..., Plan] | None = None
 
     def _accepted(
         self,
@@ -117,7 +121,7 @@ class Service:
         }
         return spec_to_azure(row.name, spec, row.capacity, extra)
 
-    def put_set(self, name: str, body: Any, create_only: bool = False) -> tuple[dict[str, Any], bool]:
+    def put_set(self, name: str, body: Any, create_only: bool = False, actor: str = "") -> tuple[dict[str, Any], bool]:
         """Create or update; returns (view, created). ``create_only``: an existing set is a Conflict."""
         if create_only:
             try:
@@ -139,11 +143,13 @@ class Service:
         if existing is None:
             self._check_zones(spec)
             self._admit(spec, capacity)
-            self.store.insert_scale_set(name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating")
+            self.store.insert_scale_set(
+                name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating", actor=actor
+            )
             self._accepted("create", f"scale set created ({spec.mode.value}, capacity {capacity})", name)
             self.wake()
             return self.get_set(name), True
-        return self._update_set(existing, spec, capacity, body), False
+        return self._update_set(existing, spec, capacity, body, actor), False
 
     def _check_load_balancer(self, name: str, spec: ScaleSetSpec, capacity: int) -> dict[str, Any]:
         """The set's load balancer checked whole before anything is written: its shape (probe
@@ -185,7 +191,9 @@ class Service:
                 "(it is fixed when the scale set is created)"
             )
 
-    def _update_set(self, row: ScaleSetRow, spec: ScaleSetSpec, capacity: int, body: Any) -> dict[str, Any]:
+    def _update_set(
+        self, row: ScaleSetRow, spec: ScaleSetSpec, capacity: int, body: Any, actor: str = ""
+    ) -> dict[str, Any]:
         if row.deleting:
             raise Conflict(f"scale set {row.name!r} is being deleted")
         old = row.spec
@@ -208,19 +216,30 @@ class Service:
         new_capacity = capacity if _sku_capacity_given(body) else row.capacity
         if new_capacity > row.capacity:
             self._admit(spec, new_capacity - row.capacity)
-        changes: dict[str, Any] = {"model": spec.model_dump(mode="json"), "capacity": new_capacity}
-        if model_changed:
-            changes["model_version"] = row.model_version + 1
-        self.store.update_scale_set(row.name, **changes)
-        self._accepted(
-            "update",
-            f"model updated (version {changes.get('model_version', row.model_version)}), capacity {new_capacity}",
+        described = describe_model_change(old, spec)
+        version = self.store.update_model(
             row.name,
+            spec.model_dump(mode="json"),
+            new_capacity,
+            new_version=model_changed,
+            actor=actor,
+            changes=described,
         )
+        what = f"; {', '.join(described)}" if model_changed else ""
+        self._accepted("update", f"model updated (version {version}{what}), capacity {new_capacity}", row.name)
         self.wake()
         return self.get_set(row.name)
 
     def set_capacity(self, name: str, capacity: Any) -> dict[str, Any]:
+        row, capacity = self._check_scale(name, capacity)
+        self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
+        self._accepted("scale", f"capacity {row.capacity} -> {capacity} (requested)", name)
+        self.wake()
+        return self.get_set(name)
+
+    def _check_scale(self, name: str, capacity: Any) -> tuple[ScaleSetRow, int]:
+        """Everything a scale is refused for, checked before anything is written (a what-if
+        asks the same, so it fails with the same one-line errors)."""
         row = self.store.scale_set(name)
         mode = OrchestrationMode(row.mode)
         if mode is OrchestrationMode.FLEXIBLE:
@@ -230,12 +249,17 @@ class Service:
         capacity = check_capacity(capacity, mode)
         if row.deleting:
             raise Conflict(f"scale set {name!r} is being deleted")
-        spec = row.spec
-        self.capacity.check(name, spec, row.capacity, capacity)  # the rule autoscale uses too
-        self.store.update_scale_set(name, capacity=capacity, provisioning_state=ProvisioningState.UPDATING.value)
-        self._accepted("scale", f"capacity {row.capacity} -> {capacity} (requested)", name)
-        self.wake()
-        return self.get_set(name)
+        self.capacity.check(name, row.spec, row.capacity, capacity)  # the rule autoscale uses too
+        return row, capacity
+
+    def what_if_scale(self, name: str, capacity: Any) -> dict[str, Any]:
+        """The plan a scale to ``capacity`` would carry out (the reconciler's own ``scale_plan``,
+        the object its next pass applies), as JSON; writes nothing."""
+        row, capacity = self._check_scale(name, capacity)
+        if self.scale_planner is None:
+            raise NotSupported("what-if needs the daemon's reconciler, which is not running here")
+        plan: Plan = self.scale_planner(row, capacity=capacity)
+        return plan.to_json()
 
     def delete_set(self, name: str) -> None:
         row = self.store.scale_set(name)
@@ -263,6 +287,72 @@ class Service:
     def _admit(self, spec: ScaleSetSpec, new_instances: int, memory_mib: int | None = None) -> None:
         self.capacity.admit(spec, new_instances, memory_mib)
 
+    # -- rolling upgrades and model versions -------------------------------------------------
+    def _rollouts(self) -> Any:
+        if self.upgrades is None:
+            raise NotSupported("rolling upgrades need the daemon's reconcile loop")
+        return self.upgrades
+
+    def start_rolling_upgrade(self, name: str, actor: str = "", what_if: bool = False) -> dict[str, Any]:
+        """``rolling-upgrade start``: every outdated instance to the set's model version, batch
+        by batch under the set's rollingUpgradePolicy (whatever its upgrade mode). With
+        ``what_if`` the plan it would carry out, and nothing is written."""
+        if what_if:
+            return dict(self._rollouts().preview(name).to_json())
+        ro = self._rollouts().start(name, actor or "user")
+        log.info("%s: rolling-upgrade start: to model version %s (rollout %s)", name, ro.to_version, ro.id)
+        self.wake()
+        return self._rollout_view(ro)
+
+    def cancel_rolling_upgrade(self, name: str, actor: str = "") -> dict[str, Any]:
+        ro = self._rollouts().cancel(name, actor or "user")
+        log.info("%s: rolling-upgrade cancel (rollout %s)", name, ro.id)
+        self.wake()
+        return self._rollout_view(ro)
+
+    def latest_rolling_upgrade(self, name: str) -> dict[str, Any]:
+        self.store.scale_set(name)
+        ro = self.store.latest_rollout(name)
+        if ro is None:
+            raise NotFound(f"scale set {name!r} has had no rolling upgrade")
+        return self._rollout_view(ro)
+
+    def _rollout_view(self, ro: Any) -> dict[str, Any]:
+        row = self.store.scale_set(ro.scale_set)
+        return dict(self._rollouts().view(ro, self.store.instances(ro.scale_set), row.spec))
+
+    def os_upgrade_history(self, name: str) -> dict[str, Any]:
+        """Every model version with who made it and what changed, newest first, each with the
+        rollouts that took the set to it (Azure's UpgradeOperationHistoricalStatusInfo shape)."""
+        row = self.store.scale_set(name)
+        rollouts = self.store.rollouts(name)
+        instances = self.store.instances(name)
+        running: dict[int, list[str]] = {}
+        for i in instances:
+            running.setdefault(i.model_version, []).append(str(i.instance_id))
+        value = []
+        for version in reversed(self.store.model_versions(name)):
+            value.append(
+                {
+                    "type": "Microsoft.Compute/virtualMachineScaleSets/modelVersions",
+                    "properties": {
+                        "modelVersion": version.version,
+                        "createdTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(version.created_at)),
+                        "changedBy": version.actor or "unknown",
+                        "changes": version.changes,
+                        "image": version.model.get("image"),
+                        "current": version.version == row.model_version,
+                        "instanceIds": running.get(version.version, []),
+                        "rollingUpgrades": [
+                            self._rollouts().view(ro, instances, row.spec)["properties"]
+                            for ro in rollouts
+                            if ro.to_version == version.version
+                        ],
+                    },
+                }
+            )
+        return {"value": value}
+
     # -- instances --------------------------------------------------------------------------
     def list_instances(self, name: str) -> list[dict[str, Any]]:
         row = self.store.scale_set(name)
@@ -277,6 +367,76 @@ class Service:
         return self._instance_view(row, self.store.instance(name, _iid(instance_id)), live=True)["properties"][
             "instanceView"
         ]
+
+    def set_instance_view(self, name: str) -> dict[str, Any]:
+        """Azure's instance view of a scale set: its statuses, a summary of its instances'
+        states, and its orchestration services (AutomaticRepairs: Running/Suspended/NotRunning)."""
+        row = self.store.scale_set(name)
+        state = repairs.RepairsState.from_json(row.repairs_state)
+        service: dict[str, Any] = {
+            "serviceName": repairs.SERVICE_NAME,
+            "serviceState": repairs.service_state(row.spec, state),
+        }
+        if service["serviceState"] == repairs.SUSPENDED:
+            service["reason"] = state.reason
+            if state.since is not None:
+                service["since"] = datetime.fromtimestamp(state.since, UTC).isoformat()
+        counts: dict[str, int] = {}
+        for inst in self.store.instances(name):
+            code = f"ProvisioningState/{inst.provisioning_state.lower()}"
+            counts[code] = counts.get(code, 0) + 1
+        shown = self._set_view(row)["properties"]["provisioningState"]
+        return {
+            "statuses": [
+                {"code": f"ProvisioningState/{shown.lower()}", "displayStatus": f"Provisioning {shown.lower()}"}
+            ],
+            "virtualMachine": {"statusesSummary": [{"code": c, "count": n} for c, n in sorted(counts.items())]},
+            "orchestrationServices": [service],
+        }
+
+    def set_orchestration_service_state(self, name: str, body: Any) -> dict[str, Any]:
+        """Azure's setOrchestrationServiceState: suspend or resume the set's automatic repairs.
+        Checked whole first (a bad service name or action changes nothing)."""
+        body = _obj(body, "request body")
+        service = body.get("serviceName")
+        action = body.get("action")
+        if not isinstance(service, str) or service.strip().lower() != repairs.SERVICE_NAME.lower():
+            raise InvalidSpec(f"serviceName {service!r} is not known; the orchestration service is AutomaticRepairs")
+        if not isinstance(action, str) or action.strip().lower() not in ("suspend", "resume"):
+            raise InvalidSpec(f"action {action!r} is not known; actions are Suspend, Resume")
+        unknown = sorted(set(body) - {"serviceName", "action"})
+        if unknown:
+            raise InvalidSpec(f"unknown fields {unknown}; the body is {{serviceName, action}}")
+        row = self.store.scale_set(name)
+        if row.deleting:
+            raise Conflict(f"scale set {name!r} is being deleted")
+        if not repairs.applies(row.spec):
+            raise Conflict(
+                f"scale set {name!r} has no automatic repairs to {action.strip().lower()}: "
+                + (
+                    "they exist in Uniform mode only"
+                    if row.spec.mode is not OrchestrationMode.UNIFORM
+                    else "enable automaticRepairsPolicy first"
+                )
+            )
+        suspend = action.strip().lower() == "suspend"
+        now = time.time()
+
+        def change(stored: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:
+            current = repairs.RepairsState.from_json(stored)
+            if suspend:
+                if current.state == repairs.SUSPENDED:
+                    return None
+                new = repairs.suspended(current, "by request (setOrchestrationServiceState)", now)
+                return new.to_json(), "automatic repairs suspended by request"
+            if current.state == repairs.RUNNING and current.failed_in_row == 0:
+                return None
+            was = f" (suspended: {current.reason})" if current.reason else ""
+            return repairs.resumed(current, now).to_json(), f"automatic repairs resumed by request{was}"
+
+        if self.store.change_repairs_state(name, change) is not None:
+            log.info("%s: automatic repairs %s by request", name, "suspended" if suspend else "resumed")
+        return self.set_instance_view(name)
 
     def _power(self, inst: InstanceRow) -> PowerState:
         try:
@@ -310,7 +470,7 @@ class Service:
         }
         props: dict[str, Any] = {
             "provisioningState": inst.provisioning_state,
-            "latestModelApplied": inst.model_version >= row.model_version,
+            "latestModelApplied": not lifecycle.outdated(inst, row.model_version),
             "modelVersion": inst.model_version,
             "osProfile": {"computerName": computer_name(spec, inst), "adminUsername": "root"},
             "networkProfile": {"privateIpAddress": inst.ip, "macAddress": inst.mac, "natPort": inst.nat_port},
@@ -429,7 +589,7 @@ class Service:
         row = self.store.scale_set(name)
         if row.mode == OrchestrationMode.FLEXIBLE.value:
             raise NotSupported(f"OS upgrade and model updates {NOT_IN_VM_MODE}")
-        targets = [t for t in self._targets(name, instance_ids) if t.model_version < row.model_version]
+        targets = [t for t in self._targets(name, instance_ids) if lifecycle.outdated(t, row.model_version)]
         self._apply_actions(targets, "reimage")
         return {"status": "Accepted", "instanceIds": [str(t.instance_id) for t in targets]}
 
@@ -861,6 +1021,31 @@ IMAGE_BODY_USAGE = (
     '{"sourceFile": "/absolute/disk.qcow2"} (a qcow2 or raw disk that boots itself), '
     'optionally with "guestMetrics": {"port": 9100, "path": "/metrics"}'
 )
+
+
+def describe_model_change(old: ScaleSetSpec, new: ScaleSetSpec) -> list[str]:
+    """What changed in the VM model, in words for the upgrade history (secrets not shown)."""
+    out: list[str] = []
+    for field in sorted(MODEL_FIELDS):
+        before, after = getattr(old, field), getattr(new, field)
+        if before == after:
+            continue
+        label = _MODEL_FIELD_LABELS.get(field, field)
+        if field in ("custom_data", "ssh_public_keys"):
+            out.append(f"{label} changed")
+        else:
+            out.append(f"{label} {before} -> {after}")
+    return out
+
+
+_MODEL_FIELD_LABELS = {
+    "image": "image",
+    "vm_size": "vmSize",
+    "vcpus": "vCPUs",
+    "memory_mib": "memoryMiB",
+    "ssh_public_keys": "SSH public keys",
+    "custom_data": "customData",
+}
 
 
 def parse_image_body(body: Any) -> tuple[str, str, dict[str, Any] | None]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+from enum import StrEnum
 from typing import Any, Literal
 
 import isodate
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from localvmss.errors import InvalidSpec
 from localvmss.lb.spec import check_probe_path
@@ -28,16 +29,46 @@ from localvmss.model import (
 )
 from localvmss.sshkeys import check_ssh_public_key
 
+# The VM model: a change of any of these makes a new model version, and a rollback restores them.
+MODEL_FIELDS = frozenset({"image", "vm_size", "vcpus", "memory_mib", "ssh_public_keys", "custom_data"})
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class RollingUpgradePolicy(_Strict):
+    """Azure's rollingUpgradePolicy, whole, and two fields beyond it:
+
+    * ``rollbackAllInstancesOnPolicyBreach``: on a breach the whole set returns to the model
+      version the rollout started from (as AWS instance refresh's automatic rollback does);
+      Azure's ``rollbackFailedInstancesOnPolicyBreach`` returns only the failed instances.
+    * ``bakeTime``: after the last batch the rollout watches the upgraded instances this long
+      before it calls itself Completed; a breach meanwhile still stops (and rolls back) it.
+    """
+
     max_batch_instance_percent: int = Field(20, alias="maxBatchInstancePercent", ge=5, le=100)
     max_unhealthy_instance_percent: int = Field(20, alias="maxUnhealthyInstancePercent", ge=5, le=100)
+    max_unhealthy_upgraded_instance_percent: int = Field(20, alias="maxUnhealthyUpgradedInstancePercent", ge=0, le=100)
     pause_time_between_batches: str = Field("PT0S", alias="pauseTimeBetweenBatches")
-    prioritize_unhealthy_instances: bool = Field(True, alias="prioritizeUnhealthyInstances")
+    prioritize_unhealthy_instances: bool = Field(True, alias="prioritizeUnhealthyInstances", strict=True)
+    max_surge: bool = Field(False, alias="maxSurge", strict=True)
+    rollback_failed_instances_on_policy_breach: bool = Field(
+        False, alias="rollbackFailedInstancesOnPolicyBreach", strict=True
+    )
+    rollback_all_instances_on_policy_breach: bool = Field(
+        False, alias="rollbackAllInstancesOnPolicyBreach", strict=True
+    )
+    bake_time: str = Field("PT0S", alias="bakeTime")
+
+    @field_validator("pause_time_between_batches", "bake_time")
+    @classmethod
+    def _duration(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            check_iso_duration(value, str(cls.model_fields[str(info.field_name)].alias))
+        except InvalidSpec as exc:
+            raise ValueError(exc.message) from None
+        return value
 
 
 class UpgradePolicy(_Strict):
@@ -55,9 +86,77 @@ class HealthProbeModel(_Strict):
     path: str = "/healthz"
 
 
+class RepairAction(StrEnum):
+    """What an automatic repair does to an instance that stayed unhealthy (Azure's repairAction)."""
+
+    REPLACE = "Replace"  # delete it; the set, below capacity, creates a new one
+    RESTART = "Restart"
+    REIMAGE = "Reimage"
+
+
+MAX_REPAIR_GRACE_S = 90 * 60.0
+
+
 class AutomaticRepairs(_Strict):
+    """Azure's automaticRepairsPolicy. ``gracePeriod`` is how long a (re)booted instance is
+    Initializing and how long it must then stay unhealthy before it is repaired. Azure allows
+    PT10M..PT90M (default PT10M); localvmss accepts PT0S..PT90M so tests can use short ones."""
+
     enabled: bool = False
-    grace_period: str = Field("PT5M", alias="gracePeriod")
+    grace_period: str = Field("PT10M", alias="gracePeriod")
+    repair_action: RepairAction = Field(RepairAction.REPLACE, alias="repairAction")
+
+    @field_validator("repair_action", mode="before")
+    @classmethod
+    def _action_any_case(cls, value: Any) -> Any:
+        """ARM matches enum values case-insensitively; store Azure's spelling."""
+        if isinstance(value, str):
+            for action in RepairAction:
+                if action.value.lower() == value.strip().lower():
+                    return action
+            known = ", ".join(a.value for a in RepairAction)
+            raise ValueError(f"repairAction {value!r} is not one of {known}")
+        return value
+
+    @field_validator("grace_period")
+    @classmethod
+    def _grace_in_range(cls, value: str) -> str:
+        try:
+            seconds = isodate.parse_duration(value).total_seconds()
+        except (isodate.ISO8601Error, ValueError, TypeError, AttributeError):
+            raise ValueError(f"gracePeriod {value!r} is not an ISO-8601 duration such as PT10M") from None
+        if not 0 <= seconds <= MAX_REPAIR_GRACE_S:
+            raise ValueError(f"gracePeriod {value!r} must be between PT0S and PT90M")
+        return value
+
+    def grace_s(self) -> float:
+        return float(isodate.parse_duration(self.grace_period).total_seconds())
+
+
+# Azure accepts PT5M-PT15M; localvmss accepts PT0S-PT15M so tests and demos can use short ones.
+NOT_BEFORE_TIMEOUT_MAX_S = 15 * 60.0
+
+
+class TerminateNotificationProfile(_Strict):
+    """Azure's scheduledEventsProfile.terminateNotificationProfile: before an instance is
+    deleted its guest is sent a Terminate scheduled event and may acknowledge it early."""
+
+    enable: bool = False
+    not_before_timeout: str = Field("PT5M", alias="notBeforeTimeout")
+
+
+class _AzScheduledEvents(_Strict):
+    terminate_notification_profile: TerminateNotificationProfile | None = Field(
+        None, alias="terminateNotificationProfile"
+    )
+
+
+def check_not_before_timeout(value: str) -> float:
+    """Seconds of a notBeforeTimeout; InvalidSpec outside PT0S-PT15M."""
+    seconds = check_iso_duration(value, "terminateNotificationProfile.notBeforeTimeout")
+    if seconds > NOT_BEFORE_TIMEOUT_MAX_S:
+        raise InvalidSpec(f"terminateNotificationProfile.notBeforeTimeout {value!r} is longer than PT15M")
+    return seconds
 
 
 class ScaleSetSpec(_Strict):
@@ -80,10 +179,25 @@ class ScaleSetSpec(_Strict):
     load_balancer: dict[str, Any] | None = None
     health_probe: HealthProbeModel | None = Field(default_factory=HealthProbeModel)
     automatic_repairs: AutomaticRepairs = Field(default_factory=AutomaticRepairs)
+    terminate_notification: TerminateNotificationProfile = Field(default_factory=TerminateNotificationProfile)
+    force_deletion: bool = False  # scaleInPolicy.forceDeletion: scale-in skips the notice and its wait
+    # scaleInPolicy.prioritizeUnhealthyVMs: a scale-in removes unhealthy and inactive instances
+    # first (lifecycle.unhealthy_for_scale_in). Off unless set, as in Azure.
+    prioritize_unhealthy_vms: bool = False
+    # properties.overprovision (Uniform): a scale-out makes extra instances, keeps the first to
+    # become healthy and removes the rest before they take traffic (planner.plan_scale). Azure's
+    # default is true because its extras cost the user nothing; here every extra is a real boot
+    # on the user's own hosts, so localvmss's default is false.
+    overprovision: bool = False
 
     def model_fields_for_update(self) -> set[str]:
         """Fields whose change makes a new model version (instances become not latest)."""
-        return {"image", "vm_size", "vcpus", "memory_mib", "ssh_public_keys", "custom_data"}
+        return set(MODEL_FIELDS)
+
+    def with_model_of(self, version_model: dict[str, Any]) -> ScaleSetSpec:
+        """This set's spec with the VM model of a stored version (what an instance on that
+        version runs); policies, probe and load balancer stay the set's current ones."""
+        return self.model_copy(update={k: v for k, v in version_model.items() if k in MODEL_FIELDS})
 
 
 # -- Azure-shaped request bodies ------------------------------------------------------------
@@ -141,10 +255,13 @@ class _AzVmProfile(_Strict):
     hardware_profile: _AzHardware | None = Field(None, alias="hardwareProfile")
     os_profile: _AzOsProfile | None = Field(None, alias="osProfile")
     network_profile: _AzNetwork | None = Field(None, alias="networkProfile")
+    scheduled_events_profile: _AzScheduledEvents | None = Field(None, alias="scheduledEventsProfile")
 
 
 class _AzScaleIn(_Strict):
     rules: list[ScaleInPolicy] = Field(default_factory=lambda: [ScaleInPolicy.DEFAULT])
+    force_deletion: bool | None = Field(None, alias="forceDeletion")
+    prioritize_unhealthy_vms: bool | None = Field(None, alias="prioritizeUnhealthyVMs")
 
 
 class _AzProperties(_Strict):
@@ -154,6 +271,7 @@ class _AzProperties(_Strict):
     zone_balance: bool | None = Field(None, alias="zoneBalance")
     upgrade_policy: UpgradePolicy | None = Field(None, alias="upgradePolicy")
     scale_in_policy: _AzScaleIn | None = Field(None, alias="scaleInPolicy")
+    overprovision: bool | None = None
     automatic_repairs_policy: AutomaticRepairs | None = Field(None, alias="automaticRepairsPolicy")
     virtual_machine_profile: _AzVmProfile | None = Field(None, alias="virtualMachineProfile")
     single_placement_group: bool | None = Field(None, alias="singlePlacementGroup")
@@ -234,6 +352,14 @@ def parse_scale_set_body(name: str, body: Any, known_images: set[str]) -> tuple[
         spec_data["upgrade_policy"] = props.upgrade_policy
     if props.scale_in_policy is not None and props.scale_in_policy.rules:
         spec_data["scale_in_policy"] = props.scale_in_policy.rules[0]
+    if props.scale_in_policy is not None and props.scale_in_policy.force_deletion is not None:
+        spec_data["force_deletion"] = props.scale_in_policy.force_deletion
+    if props.scale_in_policy is not None and props.scale_in_policy.prioritize_unhealthy_vms is not None:
+        spec_data["prioritize_unhealthy_vms"] = props.scale_in_policy.prioritize_unhealthy_vms
+    if props.overprovision is not None:
+        if props.overprovision and mode is OrchestrationMode.FLEXIBLE:
+            raise InvalidSpec("overprovision is not supported in VM (Flexible) orchestration mode")
+        spec_data["overprovision"] = props.overprovision
     if props.automatic_repairs_policy is not None:
         check_iso_duration(props.automatic_repairs_policy.grace_period, "automaticRepairsPolicy.gracePeriod")
         spec_data["automatic_repairs"] = props.automatic_repairs_policy
@@ -278,6 +404,10 @@ def _profile_fields(name: str, vmp: _AzVmProfile, sku: _AzSku, known_images: set
             out["health_probe"] = check_probe(vmp.network_profile.health_probe)
         if vmp.network_profile.load_balancer is not None:
             out["load_balancer"] = vmp.network_profile.load_balancer
+    sep = vmp.scheduled_events_profile
+    if sep is not None and sep.terminate_notification_profile is not None:
+        check_not_before_timeout(sep.terminate_notification_profile.not_before_timeout)
+        out["terminate_notification"] = sep.terminate_notification_profile
     return out
 
 
@@ -312,6 +442,11 @@ def spec_to_azure(
     if spec.image is None and spec.load_balancer:
         # A Flexible set without a model can still put its VMs behind a load balancer.
         vm_profile = {"networkProfile": network}
+    scheduled_events = {
+        "terminateNotificationProfile": spec.terminate_notification.model_dump(by_alias=True, mode="json")
+    }
+    if spec.image is None and spec.terminate_notification.enable:
+        vm_profile = {**(vm_profile or {"networkProfile": network}), "scheduledEventsProfile": scheduled_events}
     if spec.image is not None:
         vm_profile = {
             "storageProfile": {"imageReference": {"id": spec.image}},
@@ -326,6 +461,7 @@ def spec_to_azure(
                 "customData": "(set)" if spec.custom_data else None,
             },
             "networkProfile": network,
+            "scheduledEventsProfile": scheduled_events,
         }
     props: dict[str, Any] = {
         "orchestrationMode": spec.mode.value,
@@ -333,8 +469,13 @@ def spec_to_azure(
         "faultDomainMapping": spec.fault_domain_mapping.value,
         "zoneBalance": spec.zone_balance,
         "upgradePolicy": spec.upgrade_policy.model_dump(by_alias=True, mode="json"),
-        "scaleInPolicy": {"rules": [spec.scale_in_policy.value]},
-        "automaticRepairsPolicy": spec.automatic_repairs.model_dump(by_alias=True),
+        "scaleInPolicy": {
+            "rules": [spec.scale_in_policy.value],
+            "forceDeletion": spec.force_deletion,
+            "prioritizeUnhealthyVMs": spec.prioritize_unhealthy_vms,
+        },
+        "overprovision": spec.overprovision,
+        "automaticRepairsPolicy": spec.automatic_repairs.model_dump(by_alias=True, mode="json"),
         "virtualMachineProfile": vm_profile,
     }
     props.update(extra_props or {})

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from localvmss.errors import Conflict, NotFound, StoreError
 from localvmss.model import OrchestrationMode, PowerState, ProvisioningState
-from localvmss.spec import ScaleSetSpec
+from localvmss.spec import MODEL_FIELDS, ScaleSetSpec
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scale_sets (
@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS scale_sets (
     message TEXT NOT NULL DEFAULT '',
     deleting INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    repairs_state TEXT NOT NULL DEFAULT '{}'   -- JSON: the automatic repairs service (suspended?)
 );
 CREATE TABLE IF NOT EXISTS instances (
     scale_set TEXT NOT NULL REFERENCES scale_sets(name),
@@ -76,7 +77,21 @@ CREATE TABLE IF NOT EXISTS instances (
     redeploy_generation INTEGER NOT NULL DEFAULT 0,  -- bumped to ask for a redeploy (another host)
     applied_redeploy INTEGER NOT NULL DEFAULT 0,
     redeploy_target TEXT,                            -- the host a redeploy is copying the disk to
+    replaced_by INTEGER,                             -- a surge upgrade's new instance taking its place
+    delete_reason TEXT,                              -- 'scale-in' when a scale-in chose it (forceDeletion)
+    overprovisioned INTEGER NOT NULL DEFAULT 0,      -- an overprovisioning extra: out of rotation until adopted
     PRIMARY KEY (scale_set, instance_id)
+);
+CREATE TABLE IF NOT EXISTS scheduled_events (  -- Azure's Scheduled Events (Terminate notices), per instance
+    event_id TEXT PRIMARY KEY,
+    scale_set TEXT NOT NULL,
+    instance_id INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    resource TEXT NOT NULL,          -- the computer name the event is about
+    created_at REAL NOT NULL,
+    not_before REAL NOT NULL,
+    acknowledged_at REAL,
+    UNIQUE (scale_set, instance_id, event_type)
 );
 CREATE TABLE IF NOT EXISTS uploads (         -- volumes whose upload finished (a partial one is not here)
     host TEXT NOT NULL,
@@ -110,6 +125,27 @@ CREATE TABLE IF NOT EXISTS autoscale (
     last_action_at REAL,
     state TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS model_versions (  -- every VM model a set has had: rollback and history
+    scale_set TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    model TEXT NOT NULL,            -- JSON: the whole stored model of that version
+    created_at REAL NOT NULL,
+    actor TEXT NOT NULL DEFAULT '',
+    changes TEXT NOT NULL DEFAULT '[]',  -- JSON: what changed from the version before, in words
+    PRIMARY KEY (scale_set, version)
+);
+CREATE TABLE IF NOT EXISTS rollouts (   -- rolling upgrades: one row each, its progress as JSON
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scale_set TEXT NOT NULL,
+    from_version INTEGER NOT NULL,
+    to_version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    actor TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT '{}'
+);
 CREATE TABLE IF NOT EXISTS activity_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     scale_set TEXT NOT NULL,
@@ -138,6 +174,7 @@ class ScaleSetRow:
     created_at: float
     updated_at: float
     spec: ScaleSetSpec
+    repairs_state: dict[str, Any] = field(default_factory=dict)  # localvmss.repairs.RepairsState, as JSON
 
 
 @dataclass
@@ -172,12 +209,39 @@ class InstanceRow:
     redeploy_generation: int = 0
     applied_redeploy: int = 0
     redeploy_target: str | None = None
+    replaced_by: int | None = None
+    delete_reason: str | None = None
+    overprovisioned: bool = False
 
     @property
     def domain_name(self) -> str:
         from localvmss.model import OBJECT_PREFIX
 
         return f"{OBJECT_PREFIX}{self.scale_set}-{self.instance_id}"
+
+
+@dataclass
+class ModelVersionRow:
+    scale_set: str
+    version: int
+    model: dict[str, Any]
+    created_at: float
+    actor: str
+    changes: list[str]
+
+
+@dataclass
+class RolloutRow:
+    id: int
+    scale_set: str
+    from_version: int
+    to_version: int
+    status: str
+    started_at: float
+    ended_at: float | None
+    actor: str
+    reason: str
+    state: dict[str, Any]
 
 
 @dataclass
@@ -189,6 +253,20 @@ class HostRow:
     accel_reason: str
     available: bool
     message: str
+
+
+@dataclass
+class ScheduledEventRow:
+    """One scheduled event of an instance (columns in table order: ``schedule_event`` relies on it)."""
+
+    event_id: str
+    scale_set: str
+    instance_id: int
+    event_type: str
+    resource: str
+    created_at: float
+    not_before: float
+    acknowledged_at: float | None = None
 
 
 @dataclass
@@ -361,6 +439,7 @@ class Store:
     def _set_row(self, row: sqlite3.Row) -> ScaleSetRow:
         data = dict(row)
         data["model"] = json.loads(data["model"])
+        data["repairs_state"] = json.loads(data.get("repairs_state") or "{}")
         data["deleting"] = bool(data["deleting"])
         data["mode"] = OrchestrationMode(data["mode"])
         data["provisioning_state"] = ProvisioningState(data["provisioning_state"])
@@ -375,7 +454,9 @@ class Store:
             ) from None
         return ScaleSetRow(**data)
 
-    def insert_scale_set(self, name: str, mode: str, model: dict[str, Any], capacity: int, state: str) -> None:
+    def insert_scale_set(
+        self, name: str, mode: str, model: dict[str, Any], capacity: int, state: str, actor: str = ""
+    ) -> None:
         now = time.time()
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM scale_sets WHERE name=?", (name,)).fetchone():
@@ -385,6 +466,117 @@ class Store:
                 " VALUES (?,?,?,?,?,?,?)",
                 (name, mode, json.dumps(model), capacity, state, now, now),
             )
+            db.execute("DELETE FROM model_versions WHERE scale_set=?", (name,))  # a former set of that name
+            db.execute("DELETE FROM rollouts WHERE scale_set=?", (name,))
+            _insert_model_version(db, name, 1, model, actor, ["created"])
+
+    def update_model(
+        self, name: str, model: dict[str, Any], capacity: int, *, new_version: bool, actor: str, changes: list[str]
+    ) -> int:
+        """A PUT of the set: its model and capacity in one transaction, and when the VM model
+        changed a new version (one above every version the set has had, so numbers never
+        repeat even after a rollback) with who changed what. Returns the set's model version."""
+        with self.transaction() as db:
+            row = db.execute("SELECT model_version FROM scale_sets WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"scale set {name!r} does not exist")
+            version = int(row["model_version"])
+            if new_version:
+                top = db.execute("SELECT MAX(version) AS v FROM model_versions WHERE scale_set=?", (name,)).fetchone()
+                version = max(version, int(top["v"] or 0)) + 1
+                _insert_model_version(db, name, version, model, actor, changes)
+            db.execute(
+                "UPDATE scale_sets SET model=?, capacity=?, model_version=?, updated_at=? WHERE name=?",
+                (json.dumps(model), capacity, version, time.time(), name),
+            )
+        return version
+
+    def model_versions(self, name: str) -> list[ModelVersionRow]:
+        rows = self._query("SELECT * FROM model_versions WHERE scale_set=? ORDER BY version", (name,))
+        return [
+            ModelVersionRow(
+                r["scale_set"],
+                r["version"],
+                json.loads(r["model"]),
+                r["created_at"],
+                r["actor"],
+                json.loads(r["changes"]),
+            )
+            for r in rows
+        ]
+
+    def model_version(self, name: str, version: int) -> ModelVersionRow | None:
+        return next((v for v in self.model_versions(name) if v.version == version), None)
+
+    def revert_model(self, name: str, version: int, reason: str) -> None:
+        """A rollback of the whole set: its VM model becomes that of ``version`` again (same
+        number: instances still on it are current). Policies and capacity stay as they are."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT model FROM model_versions WHERE scale_set=? AND version=?", (name, version)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"scale set {name!r} has no stored model version {version}")
+            current = db.execute("SELECT model FROM scale_sets WHERE name=?", (name,)).fetchone()
+            model = json.loads(current["model"])
+            model.update({k: v for k, v in json.loads(row["model"]).items() if k in MODEL_FIELDS})
+            db.execute(
+                "UPDATE scale_sets SET model=?, model_version=?, updated_at=? WHERE name=?",
+                (json.dumps(model), version, time.time(), name),
+            )
+            _insert_activity(db, name, "rollback", reason, None, [])
+
+    # -- rollouts ---------------------------------------------------------------------------
+    def insert_rollout(
+        self, name: str, from_version: int, to_version: int, status: str, actor: str, state: dict[str, Any]
+    ) -> RolloutRow:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO rollouts (scale_set, from_version, to_version, status, started_at, actor, state)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (name, from_version, to_version, status, time.time(), actor, json.dumps(state)),
+            )
+            rollout_id = int(cur.lastrowid or 0)
+        found = self.rollouts(name, rollout_id=rollout_id)
+        return found[0]
+
+    def update_rollout(self, rollout_id: int, **changes: Any) -> None:
+        bad = set(changes) - {"status", "ended_at", "reason", "state"}
+        if bad:
+            raise ValueError(f"update_rollout cannot write {sorted(bad)}")
+        if "state" in changes:
+            changes["state"] = json.dumps(changes["state"])
+        cols = ", ".join(f"{k}=?" for k in changes)
+        with self.transaction() as db:
+            db.execute(f"UPDATE rollouts SET {cols} WHERE id=?", (*changes.values(), rollout_id))
+
+    def rollouts(self, name: str, *, rollout_id: int | None = None) -> list[RolloutRow]:
+        """The set's rollouts, newest first."""
+        sql = "SELECT * FROM rollouts WHERE scale_set=?"
+        args: list[Any] = [name]
+        if rollout_id is not None:
+            sql += " AND id=?"
+            args.append(rollout_id)
+        rows = self._query(sql + " ORDER BY id DESC", tuple(args))
+        return [
+            RolloutRow(
+                r["id"],
+                r["scale_set"],
+                r["from_version"],
+                r["to_version"],
+                r["status"],
+                r["started_at"],
+                r["ended_at"],
+                r["actor"],
+                r["reason"],
+                json.loads(r["state"]),
+            )
+            for r in rows
+        ]
+
+    def latest_rollout(self, name: str) -> RolloutRow | None:
+        found = self.rollouts(name)
+        return found[0] if found else None
 
     def scale_sets(self) -> list[ScaleSetRow]:
         return [self._set_row(r) for r in self._query("SELECT * FROM scale_sets ORDER BY name")]
@@ -414,10 +606,36 @@ class Store:
             if cur.rowcount == 0:
                 raise NotFound(f"scale set {name!r} does not exist")
 
+    def change_repairs_state(
+        self,
+        name: str,
+        change: Callable[[dict[str, Any]], tuple[dict[str, Any], str | None] | None],
+        instances: Iterable[int] = (),
+    ) -> dict[str, Any] | None:
+        """Read-modify-write of a set's automatic repairs state (the monitor and the API both
+        write it): ``change`` gets the stored JSON and returns (new JSON, activity message or
+        None), or None to change nothing. The message becomes a "repair" activity-log entry in
+        the same transaction. Returns the new state, or None if unchanged."""
+        with self.transaction() as db:
+            row = db.execute("SELECT repairs_state FROM scale_sets WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"scale set {name!r} does not exist")
+            outcome = change(json.loads(row[0] or "{}"))
+            if outcome is None:
+                return None
+            new, message = outcome
+            db.execute("UPDATE scale_sets SET repairs_state=? WHERE name=?", (json.dumps(new), name))
+            if message:
+                _insert_activity(db, name, "repair", message, None, instances)
+            return new
+
     def delete_scale_set_row(self, name: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM activity_log WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM model_versions WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM rollouts WHERE scale_set=?", (name,))
             db.execute("DELETE FROM autoscale WHERE scale_set=?", (name,))
+            db.execute("DELETE FROM scheduled_events WHERE scale_set=?", (name,))
             db.execute("DELETE FROM instances WHERE scale_set=?", (name,))
             db.execute("DELETE FROM scale_sets WHERE name=?", (name,))
 
@@ -431,6 +649,7 @@ class Store:
         data["protect_scale_in"] = bool(data["protect_scale_in"])
         data["protect_actions"] = bool(data["protect_actions"])
         data["skip_shutdown"] = bool(data["skip_shutdown"])
+        data["overprovisioned"] = bool(data["overprovisioned"])
         return InstanceRow(**data)
 
     def instances(self, scale_set: str | None = None) -> list[InstanceRow]:
@@ -491,6 +710,15 @@ class Store:
         marks = ", ".join("?" for _ in _INSTANCE_COLUMNS)
         db.execute(f"INSERT INTO instances ({cols}) VALUES ({marks})", [data[c] for c in _INSTANCE_COLUMNS])
 
+    @classmethod
+    def mark_replaced(cls, db: sqlite3.Connection, scale_set: str, instance_id: int, by: int) -> None:
+        """Inside the transaction that inserts its surge replacement ``by``: the old instance no
+        longer counts toward capacity (it serves on until ``by`` is healthy)."""
+        db.execute(
+            f"UPDATE instances SET {cls._intent_sql({'replaced_by': by})} WHERE scale_set=? AND instance_id=?",
+            (by, scale_set, instance_id),
+        )
+
     def update_instance(self, scale_set: str, instance_id: int, **changes: Any) -> None:
         """A change of intent (what is asked of the instance): bumps its generation, so any
         observation made before it is dropped by ``record_status``."""
@@ -545,6 +773,52 @@ class Store:
     def delete_instance_row(self, scale_set: str, instance_id: int) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
+            db.execute("DELETE FROM scheduled_events WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
+
+    # -- scheduled events (terminate notices) -------------------------------------------------
+    def instance_by_address(self, host: str, ip: str) -> InstanceRow:
+        """The instance holding ``ip`` on ``host`` (how the metadata service knows who asks)."""
+        rows = self._query("SELECT * FROM instances WHERE host=? AND ip=?", (host, ip))
+        if not rows:
+            raise NotFound(f"no instance has address {ip} on host {host}")
+        return self._instance_row(rows[0])
+
+    def scheduled_events(self, scale_set: str, instance_id: int) -> list[ScheduledEventRow]:
+        rows = self._query(
+            "SELECT * FROM scheduled_events WHERE scale_set=? AND instance_id=? ORDER BY created_at",
+            (scale_set, instance_id),
+        )
+        return [ScheduledEventRow(**dict(r)) for r in rows]
+
+    def schedule_event(self, event: ScheduledEventRow) -> ScheduledEventRow:
+        """Record ``event`` unless the instance already has one of its type; returns the one
+        that is recorded (so a retried step never sends a second notice)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO scheduled_events (event_id, scale_set, instance_id, event_type, resource,"
+                " created_at, not_before, acknowledged_at) VALUES (?,?,?,?,?,?,?,?)",
+                tuple(asdict(event).values()),
+            )
+            row = db.execute(
+                "SELECT * FROM scheduled_events WHERE scale_set=? AND instance_id=? AND event_type=?",
+                (event.scale_set, event.instance_id, event.event_type),
+            ).fetchone()
+        return ScheduledEventRow(**dict(row))
+
+    def acknowledge_events(self, scale_set: str, instance_id: int, event_ids: list[str], at: float) -> list[str]:
+        """Mark the instance's own events among ``event_ids`` acknowledged (StartRequests);
+        another instance's ids change nothing. Returns the ids newly acknowledged."""
+        done: list[str] = []
+        with self.transaction() as db:
+            for event_id in event_ids:
+                cur = db.execute(
+                    "UPDATE scheduled_events SET acknowledged_at=? WHERE event_id=? AND scale_set=? AND instance_id=?"
+                    " AND acknowledged_at IS NULL",
+                    (at, event_id, scale_set, instance_id),
+                )
+                if cur.rowcount:
+                    done.append(event_id)
+        return done
 
     # -- images -----------------------------------------------------------------------------
     def put_image(self, name: str, manifest: dict[str, Any], source_dir: str) -> None:
@@ -754,4 +1028,14 @@ def _insert_activity(
     db.execute(
         "INSERT INTO activity_log (scale_set, at, kind, message, details, instance_ids) VALUES (?,?,?,?,?,?)",
         (scale_set, time.time(), kind, message, json.dumps(details or {}), json.dumps(sorted(set(instances)))),
+    )
+
+
+def _insert_model_version(
+    db: sqlite3.Connection, name: str, version: int, model: dict[str, Any], actor: str, changes: list[str]
+) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO model_versions (scale_set, version, model, created_at, actor, changes)"
+        " VALUES (?,?,?,?,?,?)",
+        (name, version, json.dumps(model), time.time(), actor, json.dumps(changes)),
     )

@@ -188,7 +188,9 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     @app.put("/scaleSets/{name}", tags=["scaleSets"], status_code=200)
     def put_set(name: str, request: Request, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         # PUT is create-or-update, as in Azure; "If-None-Match: *" makes it create-only.
-        view, created = service.put_set(name, body, create_only=request.headers.get("if-none-match") == "*")
+        view, created = service.put_set(
+            name, body, create_only=request.headers.get("if-none-match") == "*", actor=_actor(request)
+        )
         response.status_code = 201 if created else 200
         return view
 
@@ -197,11 +199,19 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return service.get_set(name)
 
     @app.patch("/scaleSets/{name}", tags=["scaleSets"])
-    def patch_set(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def patch_set(
+        name: str,
+        body: dict[str, Any] = Body(...),
+        whatIf: str | None = Query(  # noqa: N803 (ARM's style)
+            None, description="true: return the plan (what would be created or removed, and why); change nothing"
+        ),
+    ) -> dict[str, Any]:
         unknown = set(body) - {"sku"}
         sku = body.get("sku")
         if unknown or not isinstance(sku, dict) or set(sku) - {"capacity"} or "capacity" not in sku:
             raise InvalidSpec('PATCH takes {"sku": {"capacity": N}}; use PUT to change the model')
+        if _flag("whatIf", whatIf):
+            return service.what_if_scale(name, sku["capacity"])
         return service.set_capacity(name, sku["capacity"])
 
     @app.delete("/scaleSets/{name}", tags=["scaleSets"], status_code=202)
@@ -254,6 +264,40 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         action = _check_action(action)
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, [instance_id], skip)
+
+    @app.get("/scaleSets/{name}/instanceView", tags=["scaleSets"])
+    def set_instance_view(name: str) -> dict[str, Any]:
+        return service.set_instance_view(name)
+
+    @app.post("/scaleSets/{name}/setOrchestrationServiceState", tags=["scaleSets"], status_code=200)
+    def set_orchestration_service_state(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        return service.set_orchestration_service_state(name, body)
+
+    @app.post("/scaleSets/{name}/osRollingUpgrade", tags=["rollingUpgrades"], status_code=202)
+    def start_rolling_upgrade(
+        name: str,
+        request: Request,
+        response: Response,
+        whatIf: str | None = Query(  # noqa: N803 (ARM's style)
+            None, description="true: return the batches it would run, and why; change nothing"
+        ),
+    ) -> dict[str, Any]:
+        if _flag("whatIf", whatIf):
+            response.status_code = 200
+            return service.start_rolling_upgrade(name, what_if=True)
+        return service.start_rolling_upgrade(name, actor=_actor(request))
+
+    @app.post("/scaleSets/{name}/rollingUpgrades/cancel", tags=["rollingUpgrades"], status_code=202)
+    def cancel_rolling_upgrade(name: str, request: Request) -> dict[str, Any]:
+        return service.cancel_rolling_upgrade(name, actor=_actor(request))
+
+    @app.get("/scaleSets/{name}/rollingUpgrades/latest", tags=["rollingUpgrades"])
+    def latest_rolling_upgrade(name: str) -> dict[str, Any]:
+        return service.latest_rolling_upgrade(name)
+
+    @app.get("/scaleSets/{name}/osUpgradeHistory", tags=["rollingUpgrades"])
+    def os_upgrade_history(name: str) -> dict[str, Any]:
+        return service.os_upgrade_history(name)
 
     @app.post("/scaleSets/{name}/manualUpgrade", tags=["scaleSets"], status_code=202)
     def manual_upgrade(name: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
@@ -397,3 +441,9 @@ def _instance_ids(body: dict[str, Any]) -> list[str] | None:
     if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
         raise InvalidSpec("instanceIds must be a list of instance ids")
     return [str(i) for i in ids]
+
+
+def _actor(request: Request) -> str:
+    """Who asks, for the upgrade history: the CLI sends its user's login name. Advisory, as
+    anyone who can reach the API socket (root or its group) may name themselves."""
+    return (request.headers.get("x-localvmss-user") or "api")[:64]

@@ -6,6 +6,8 @@ exit with the kind's code.
 
 from __future__ import annotations
 
+import getpass
+import os
 from typing import Any
 from urllib.parse import quote
 
@@ -53,6 +55,7 @@ class ApiClient:
         timeout: float = 120.0,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers["X-Localvmss-User"] = _login_name()  # who changed what, in the upgrade history
         if url:
             self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
             self.where = url
@@ -98,3 +101,10 @@ class ApiClient:
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no LOGNAME
+        return f"uid {os.getuid()}"

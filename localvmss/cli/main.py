@@ -22,11 +22,16 @@ from localvmss.cli.autoscale_cmds import autoscale
 from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
 from localvmss.cli.context import Ctx, pass_ctx
 from localvmss.cli.day2_cmds import COMMANDS as DAY2_COMMANDS
-from localvmss.cli.output import INSTANCE_COLUMNS, SET_COLUMNS, emit, err_console, status_code
+from localvmss.cli.output import INSTANCE_COLUMNS, PLAN_COLUMNS, SET_COLUMNS, emit, err_console, status_code
+from localvmss.cli.upgrade_cmds import COMMANDS as UPGRADE_COMMANDS
+from localvmss.cli.upgrade_cmds import rolling_policy_options
 from localvmss.cli.waiting import wait_for_power, wait_for_set
 from localvmss.errors import InvalidSpec, LocalVMSSError
 from localvmss.lifecycle import ACTIONS, InstanceAction, check_options
 from localvmss.model import PowerState
+from localvmss.spec import RepairAction
+
+REPAIR_ACTIONS = [a.value for a in RepairAction]  # automaticRepairsPolicy.repairAction
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +55,8 @@ def cli(ctx: click.Context, socket_path: str, url: str | None, token: str | None
 cli.add_command(autoscale)  # localvmss.cli.autoscale_cmds: 'az monitor autoscale'
 for _day2 in DAY2_COMMANDS:  # localvmss.cli.day2_cmds: watch, boot-diagnostics, activity-log
     cli.add_command(_day2)
+for _upgrade in UPGRADE_COMMANDS:  # localvmss.cli.upgrade_cmds: rolling-upgrade, get-os-upgrade-history
+    cli.add_command(_upgrade)
 
 
 class _ValuesOption(click.Option):
@@ -110,6 +117,34 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
     return spec.to_json()
 
 
+TERMINATE_TIME_HELP = (
+    "minutes (az's unit; 5-15 in Azure, 0-15 here; a decimal or ISO-8601 such as PT60S is taken too) the "
+    "guest has to acknowledge the Terminate notice before its instance is deleted; enables the notice"
+)
+
+
+def _terminate_notification(current: dict[str, Any], time: str | None, enable: bool | None) -> dict[str, Any]:
+    """terminateNotificationProfile from az's flags over ``current``: a time enables the notice
+    unless ``--enable-terminate-notification false`` says otherwise. {} when neither is given."""
+    if time is None and enable is None:
+        return {}
+    out = dict(current)
+    if time is not None:
+        text = time.strip()
+        if text[:2].upper() == "PT":
+            out["notBeforeTimeout"] = text.upper()
+        else:
+            try:
+                minutes = float(text)
+            except ValueError:
+                raise InvalidSpec(f"--terminate-notification-time {time!r} must be minutes (e.g. 5) or PT60S") from None
+            whole = int(minutes)
+            out["notBeforeTimeout"] = f"PT{whole}M" if minutes == whole else f"PT{round(minutes * 60)}S"
+    out["enable"] = enable if enable is not None else True
+    out.setdefault("notBeforeTimeout", "PT5M")
+    return out
+
+
 @cli.command("create")
 @click.argument("name")
 @click.option("--image", help="image name (see 'localvmss image list')")
@@ -128,14 +163,45 @@ def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None)
 @click.option("--zones", cls=_ValuesOption, multiple=True, help="zones, as in az: --zones 1 2 3")
 @click.option("--zone-balance", is_flag=True)
 @click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]), default="Manual")
-@click.option("--max-batch-instance-percent", type=int, default=20, show_default=True)
 @click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"]), default="Default")
+@click.option(
+    "--prioritize-unhealthy-vms",
+    type=bool,
+    default=False,
+    show_default=True,
+    help="scale-in removes unhealthy and inactive instances first (scaleInPolicy.prioritizeUnhealthyVMs)",
+)
+@click.option(
+    "--overprovision/--disable-overprovision",
+    default=False,
+    show_default=True,
+    help="Uniform: a scale-out boots extra instances, keeps the first to become healthy and removes the rest "
+    "before they take traffic. Off by default here (Azure's default is on because its extras are free; "
+    "here every extra is a real boot on your hosts)",
+)
 @click.option("--lb-rule", "lb_rules", multiple=True, help="FRONTEND:BACKEND port (TCP); repeat for several")
 @click.option("--health-probe", help="http:/path[:port] or tcp:PORT (default http:/healthz)")
 @click.option("--nat-pool", help="FIRST-LAST:BACKENDPORT, e.g. 50000-50119:22")
 @click.option("--enable-automatic-repairs", is_flag=True)
-@click.option("--automatic-repairs-grace-period", default="PT5M", show_default=True)
+@click.option("--automatic-repairs-grace-period", default="PT10M", show_default=True, help="PT0S..PT90M")
+@click.option(
+    "--automatic-repairs-action",
+    type=click.Choice(REPAIR_ACTIONS, case_sensitive=False),
+    default="Replace",
+    show_default=True,
+    help="what a repair does to an instance that stayed unhealthy",
+)
+@click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)
+@click.option(
+    "--enable-terminate-notification",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=None,
+    help="send the guest a Terminate scheduled event before its instance is deleted [true|false]",
+)
 @click.option("--no-wait", is_flag=True)
+@rolling_policy_options
 @pass_ctx
 def create(
     c: Ctx,
@@ -154,14 +220,19 @@ def create(
     zones: tuple[str, ...],
     zone_balance: bool,
     upgrade_policy_mode: str,
-    max_batch_instance_percent: int,
     scale_in_policy: str,
+    prioritize_unhealthy_vms: bool,
+    overprovision: bool,
     lb_rules: tuple[str, ...],
     health_probe: str | None,
     nat_pool: str | None,
     enable_automatic_repairs: bool,
     automatic_repairs_grace_period: str,
+    automatic_repairs_action: str,
+    terminate_notification_time: str | None,
+    enable_terminate_notification: bool | None,
     no_wait: bool,
+    rolling_policy: dict[str, Any],
 ) -> None:
     """Create a scale set."""
     flexible = orchestration_mode.strip().lower() in ("flexible", "vm")
@@ -169,12 +240,18 @@ def create(
         "orchestrationMode": orchestration_mode,
         "upgradePolicy": {
             "mode": upgrade_policy_mode,
-            "rollingUpgradePolicy": {"maxBatchInstancePercent": max_batch_instance_percent},
+            "rollingUpgradePolicy": rolling_policy,
         },
-        "scaleInPolicy": {"rules": [scale_in_policy]},
+        "scaleInPolicy": {"rules": [scale_in_policy], "prioritizeUnhealthyVMs": prioritize_unhealthy_vms},
         "zoneBalance": zone_balance,
-        "automaticRepairsPolicy": {"enabled": enable_automatic_repairs, "gracePeriod": automatic_repairs_grace_period},
+        "automaticRepairsPolicy": {
+            "enabled": enable_automatic_repairs,
+            "gracePeriod": automatic_repairs_grace_period,
+            "repairAction": automatic_repairs_action,
+        },
     }
+    if overprovision:
+        props["overprovision"] = True
     if platform_fault_domain_count is not None:
         props["platformFaultDomainCount"] = platform_fault_domain_count
     if fault_domain_mapping:
@@ -208,6 +285,10 @@ def create(
             "osProfile": os_profile,
             "networkProfile": network,
         }
+    notice = _terminate_notification({}, terminate_notification_time, enable_terminate_notification)
+    if notice:
+        vmp = props.setdefault("virtualMachineProfile", {})
+        vmp["scheduledEventsProfile"] = {"terminateNotificationProfile": notice}
     body: dict[str, Any] = {
         "sku": {"name": vm_size, "capacity": 0 if flexible else instance_count},
         "properties": props,
@@ -248,16 +329,41 @@ def show(c: Ctx, name: str) -> None:
     )
     if lb:
         click.echo(f"load balancer: {json.dumps(lb)}")
+    repairs_policy = props.get("automaticRepairsPolicy") or {}
+    if repairs_policy.get("enabled"):
+        services = c.client.get(api_path("scaleSets", name, "instanceView")).get("orchestrationServices", [])
+        state: dict[str, Any] = next((s for s in services if s["serviceName"] == "AutomaticRepairs"), {})
+        reason = f" ({state['reason']})" if state.get("reason") else ""
+        click.echo(
+            f"automatic repairs: {repairs_policy.get('repairAction')} after {repairs_policy.get('gracePeriod')}, "
+            f"{state.get('serviceState', 'NotRunning')}{reason}"
+        )
 
 
 @cli.command("scale")
 @click.argument("name")
 @click.option("--new-capacity", type=int, required=True)
+@click.option(
+    "--what-if",
+    is_flag=True,
+    help="print which instances would be created or removed, in order and why, and change nothing "
+    "(the plan the daemon carries out)",
+)
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
-def scale(c: Ctx, name: str, new_capacity: int, no_wait: bool) -> None:
+def scale(c: Ctx, name: str, new_capacity: int, what_if: bool, no_wait: bool) -> None:
     """Change the number of instances."""
-    result = c.client.patch(api_path("scaleSets", name), {"sku": {"capacity": new_capacity}})
+    body = {"sku": {"capacity": new_capacity}}
+    if what_if:
+        plan = c.client.patch(api_path("scaleSets", name) + "?whatIf=true", body)
+        emit(c, plan["changes"] if c.output != "json" else plan, PLAN_COLUMNS)
+        if c.output != "json":
+            if not plan["changes"]:
+                click.echo(f"no changes: nothing to create or remove to reach capacity {new_capacity}")
+            for note in plan["notes"]:
+                click.echo(f"note: {note}")
+        return
+    result = c.client.patch(api_path("scaleSets", name), body)
     if not no_wait:
         wait_for_set(c, name)
         result = c.client.get(api_path("scaleSets", name))
@@ -270,7 +376,36 @@ def scale(c: Ctx, name: str, new_capacity: int, no_wait: bool) -> None:
 @click.option("--custom-data", type=click.Path(exists=True, dir_okay=False))
 @click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]))
 @click.option("--orchestration-mode", help="(cannot be changed: given only to get the clear error)")
+@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"]))
+@click.option("--prioritize-unhealthy-vms", type=bool, help="scale-in removes unhealthy and inactive instances first")
+@click.option(
+    "--overprovision/--disable-overprovision",
+    default=None,
+    help="Uniform: boot extras on scale-out, keep the first healthy (off unless turned on)",
+)
+@click.option("--enable-automatic-repairs", type=bool, help="true or false")
+@click.option("--automatic-repairs-grace-period", help="PT0S..PT90M")
+@click.option("--automatic-repairs-action", type=click.Choice(REPAIR_ACTIONS, case_sensitive=False))
+@click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)
+@click.option(
+    "--enable-terminate-notification",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=None,
+    help="send the guest a Terminate scheduled event before its instance is deleted [true|false]",
+)
+@click.option(
+    "--force-deletion",
+    type=click.BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=None,
+    help="scale-in deletes its instances without the terminate notice and its wait "
+    "(scaleInPolicy.forceDeletion) [true|false]",
+)
 @click.option("--no-wait", is_flag=True)
+@rolling_policy_options
 @pass_ctx
 def update(
     c: Ctx,
@@ -279,7 +414,17 @@ def update(
     custom_data: str | None,
     upgrade_policy_mode: str | None,
     orchestration_mode: str | None,
+    scale_in_policy: str | None,
+    prioritize_unhealthy_vms: bool | None,
+    overprovision: bool | None,
+    enable_automatic_repairs: bool | None,
+    automatic_repairs_grace_period: str | None,
+    automatic_repairs_action: str | None,
+    terminate_notification_time: str | None,
+    enable_terminate_notification: bool | None,
+    force_deletion: bool | None,
     no_wait: bool,
+    rolling_policy: dict[str, Any],
 ) -> None:
     """Update the model (a new model version) or the upgrade policy."""
     current = c.client.get(api_path("scaleSets", name))
@@ -291,6 +436,30 @@ def update(
         props["orchestrationMode"] = orchestration_mode
     if upgrade_policy_mode:
         props["upgradePolicy"]["mode"] = upgrade_policy_mode
+    props["upgradePolicy"]["rollingUpgradePolicy"].update(rolling_policy)
+    if scale_in_policy:
+        props["scaleInPolicy"]["rules"] = [scale_in_policy]
+    if prioritize_unhealthy_vms is not None:
+        props["scaleInPolicy"]["prioritizeUnhealthyVMs"] = prioritize_unhealthy_vms
+    if overprovision is not None:
+        props["overprovision"] = overprovision
+    if force_deletion is not None:
+        props["scaleInPolicy"]["forceDeletion"] = force_deletion
+    events = (props.get("virtualMachineProfile") or {}).get("scheduledEventsProfile") or {}
+    notice = _terminate_notification(
+        events.get("terminateNotificationProfile") or {}, terminate_notification_time, enable_terminate_notification
+    )
+    if notice:
+        vmp_now = props.setdefault("virtualMachineProfile", None) or {}
+        props["virtualMachineProfile"] = {**vmp_now, "scheduledEventsProfile": {"terminateNotificationProfile": notice}}
+    repairs_policy = props.setdefault("automaticRepairsPolicy", {})
+    for key, value in (
+        ("enabled", enable_automatic_repairs),
+        ("gracePeriod", automatic_repairs_grace_period),
+        ("repairAction", automatic_repairs_action),
+    ):
+        if value is not None:
+            repairs_policy[key] = value
     vmp = props.get("virtualMachineProfile")
     if vmp:
         vmp["osProfile"].pop("adminUsername", None)
@@ -333,13 +502,21 @@ def list_instances(c: Ctx, name: str) -> None:
 
 @cli.command("get-instance-view")
 @click.argument("name")
-@click.option("--instance-id")
+@click.option("--instance-id", help="one instance, or '*' for all; without it: the scale set's own view")
 @pass_ctx
 def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
-    """Live state of one instance (or all) as libvirt reports it."""
+    """Live state of one instance (or all, --instance-id '*') as libvirt reports it; without
+    --instance-id the set's view (as az): instance states and orchestration services (with -o
+    table also every instance)."""
+    set_view = None
+    if not instance_id:
+        set_view = c.client.get(api_path("scaleSets", name, "instanceView"))
+        if c.output == "json":
+            emit(c, set_view)
+            return
     ids = (
         [instance_id]
-        if instance_id
+        if instance_id and instance_id != "*"
         else [i["instanceId"] for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]]
     )
     views = [
@@ -348,7 +525,7 @@ def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
     ]
     emit(
         c,
-        views if not instance_id else views[0],
+        views if not instance_id or instance_id == "*" else views[0],
         [
             ("InstanceId", lambda v: v["instanceId"]),
             ("ComputerName", lambda v: v["computerName"]),
@@ -362,6 +539,27 @@ def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
             ("Health", lambda v: v["vmHealth"]["status"]["code"].split("/")[1]),
         ],
     )
+    for service in (set_view or {}).get("orchestrationServices", []):
+        reason = f" ({service['reason']})" if service.get("reason") else ""
+        click.echo(f"orchestration service {service['serviceName']}: {service['serviceState']}{reason}")
+
+
+@cli.command("set-orchestration-service-state")
+@click.argument("name")
+@click.option("--service-name", required=True, help="AutomaticRepairs")
+@click.option("--action", "action", required=True, help="Suspend or Resume")
+@pass_ctx
+def set_orchestration_service_state(c: Ctx, name: str, service_name: str, action: str) -> None:
+    """Suspend or resume a scale set's automatic repairs (as az vmss set-orchestration-service-state)."""
+    view = c.client.post(
+        api_path("scaleSets", name, "setOrchestrationServiceState"), {"serviceName": service_name, "action": action}
+    )
+    if c.output == "json":
+        emit(c, view)
+        return
+    for service in view.get("orchestrationServices", []):
+        reason = f" ({service['reason']})" if service.get("reason") else ""
+        click.echo(f"{service['serviceName']}: {service['serviceState']}{reason}")
 
 
 # -- per-instance actions: one command per row of localvmss.lifecycle.ACTIONS -------------------

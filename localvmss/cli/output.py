@@ -72,3 +72,13 @@ INSTANCE_COLUMNS: Columns = [
     ("State", lambda i: i["properties"]["provisioningState"]),
     ("Latest", lambda i: i["properties"]["latestModelApplied"]),
 ]
+
+# A plan (--what-if): one row per instance it creates, removes, adopts or keeps, in order.
+PLAN_COLUMNS: Columns = [
+    ("Change", lambda c: c["change"] + (" (overprovisioned)" if c.get("overprovisioned") else "")),
+    ("InstanceId", lambda c: c.get("instanceId", "(new)")),
+    ("Zone", lambda c: c.get("zone")),
+    ("FD", lambda c: c.get("platformFaultDomain")),
+    ("Host", lambda c: c.get("host")),
+    ("Reason", lambda c: c["reason"]),
+]

@@ -225,6 +225,8 @@ class Testbed:
                 "network": host.network_name,
                 "serial_log_dir": "/var/log/libvirt/qemu",
                 "serial_log_read_dir": f"{host.state_dir}/log/qemu",
+                # The metadata proxy listens on the guest network's gateway inside the host's namespace.
+                "metadata_netns": host.netns,
             }
             zone = self.zones[i] if i < len(self.zones) else None
             if zone:
@@ -241,6 +243,8 @@ class Testbed:
             "exporter_port": free_port(),
             "prometheus_port": free_port(),
             "haproxy_stats_port": free_port(),
+            # Per daemon, so that two daemons on one lab never share a proxy (guests learn it from the seed).
+            "metadata_port": free_port(),
             "scrape_interval_s": 2.0,
             "reconcile_interval_s": 2.0,
             "health_interval_s": 1.0,

@@ -87,8 +87,7 @@ class SetStatus:
     mode: str
     provisioning_state: str
     automatic_repairs_enabled: bool
-    # Nothing suspends automatic repairs yet (always False); the series exists so alerts and
-    # dashboards need no change when suspension arrives.
+    # Suspended by a person (set-orchestration-service-state) or by repairs that kept failing.
     automatic_repairs_suspended: bool
     autoscale: AutoscaleLimits | None
 
@@ -116,7 +115,7 @@ class StatusSnapshot:
     hosts: list[HostStatus]
 
 
-HEALTH_STATES = ("healthy", "unhealthy", "unknown")
+HEALTH_STATES = ("healthy", "unhealthy", "unknown", "initializing")  # rich health states
 InstanceSource = Callable[[], Iterable[InstanceSample]]
 ScaleSetSource = Callable[[], Iterable[ScaleSetSample]]
 StatusSource = Callable[[], StatusSnapshot]
@@ -290,7 +289,7 @@ class StatusCollector(Collector):
             ),
             "suspended": g(
                 "localvmss_scale_set_automatic_repairs_suspended",
-                "1 when the set's automatic repairs are suspended (nothing suspends them yet: 0).",
+                "1 when the set's automatic repairs are suspended (by a person, or by repairs that kept failing).",
                 labels=SCALE_SET_LABELS,
             ),
             "as_enabled": g(

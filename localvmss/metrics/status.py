@@ -60,7 +60,10 @@ class StatusSource:
                     mode=_enum_value(row.mode),
                     provisioning_state=_enum_value(row.provisioning_state),
                     automatic_repairs_enabled=bool(row.spec.automatic_repairs.enabled),
-                    automatic_repairs_suspended=False,
+                    # Suspended by a person or by the repairs themselves (localvmss.repairs);
+                    # only while repairs are on (a set without them has nothing to suspend).
+                    automatic_repairs_suspended=bool(row.spec.automatic_repairs.enabled)
+                    and row.repairs_state.get("state") == "Suspended",
                     autoscale=autoscale_limits(found[0], found[2]) if found is not None else None,
                 )
             )

@@ -34,11 +34,19 @@ EMPTY_USER_DATA = b"#cloud-config\n"
 MIN_SEED_BYTES = 256 * 1024
 
 
-def build_nocloud_seed(instance_id: str, hostname: str, ssh_public_keys: list[str], user_data: bytes | None) -> bytes:
+def build_nocloud_seed(
+    instance_id: str,
+    hostname: str,
+    ssh_public_keys: list[str],
+    user_data: bytes | None,
+    metadata_port: int | None = None,
+) -> bytes:
     """Return a NoCloud seed ISO (label ``cidata``, Joliet + Rock Ridge) as bytes.
 
     ``user_data`` is stored unchanged (the busybox guest runs it once per instance-id when it starts
     with ``#!``; cloud-init also understands ``#cloud-config``); None stores an empty cloud-config.
+    ``metadata_port``: where the instance metadata service listens on the gateway when it is not
+    80 (``localvmss-metadata-port`` in meta-data; cloud-init keeps unknown keys and ignores them).
     Raises InvalidSpec for a bad instance id, hostname or key.
     """
     _check_name("instance-id", instance_id)
@@ -46,13 +54,17 @@ def build_nocloud_seed(instance_id: str, hostname: str, ssh_public_keys: list[st
     keys = [check_ssh_public_key(key) for key in ssh_public_keys]
     if user_data is not None and not isinstance(user_data, bytes):
         raise InvalidSpec(f"user-data must be bytes or None, not {type(user_data).__name__}")
-    meta_data = render_meta_data(instance_id, hostname, keys).encode()
+    if metadata_port is not None and not (isinstance(metadata_port, int) and 1 <= metadata_port <= 65535):
+        raise InvalidSpec(f"metadata port {metadata_port!r} must be a port number 1-65535")
+    meta_data = render_meta_data(instance_id, hostname, keys, metadata_port).encode()
     return _iso({"meta-data": meta_data, "user-data": EMPTY_USER_DATA if user_data is None else user_data})
 
 
-def render_meta_data(instance_id: str, hostname: str, keys: list[str]) -> str:
+def render_meta_data(instance_id: str, hostname: str, keys: list[str], metadata_port: int | None = None) -> str:
     """meta-data YAML for values already validated (so they hold no quote to escape)."""
     lines = [f"instance-id: '{instance_id}'", f"local-hostname: '{hostname}'"]
+    if metadata_port is not None and metadata_port != 80:
+        lines.append(f"localvmss-metadata-port: '{metadata_port}'")
     if keys:  # an empty list is left out: `public-keys: []` would be one more syntax to parse
         lines.append("public-keys:")
         lines.extend(f"  - '{key}'" for key in keys)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from localvmss import monitor as monitor_module
+from localvmss.health import ProbeResult
 from localvmss.monitor import HealthMonitor
 from localvmss.store import Store
 from tests.unit.servicefake import add_instances
@@ -23,11 +24,11 @@ def test_a_probe_that_raises_does_not_stop_the_others(tmp_path: Path, monkeypatc
     add_instances(store, "good", 1, provisioning_state="Creating", ready_at=None)
     probed: list[str] = []
 
-    def probe(ip: str, model: Any) -> tuple[bool, str]:  # no network: what probe_once would answer
+    def probe(ip: str, model: Any) -> ProbeResult:  # no network: what probe_once would answer
         probed.append(model.path)
         if not model.path.isascii():
             model.path.encode("ascii")  # what http.client does with it: UnicodeEncodeError
-        return True, "HTTP 200"
+        return ProbeResult("healthy", "HTTP 200")
 
     monkeypatch.setattr(monitor_module, "probe_once", probe)
     changes: list[int] = []

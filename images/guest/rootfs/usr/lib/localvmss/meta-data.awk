@@ -1,5 +1,6 @@
 # Reads NoCloud meta-data as written by localvmss/virt/seed.py (a small subset of YAML: top-level
-# `key: 'value'` and a `public-keys:` list of quoted strings) into files under `out`.
+# `key: 'value'` and a `public-keys:` list of quoted strings) into files under `out`. Unknown keys
+# are ignored; `localvmss-metadata-port` is the metadata service's port when it is not 80.
 function unquote(v) {
     sub(/^[ \t]+/, "", v)
     sub(/[ \t\r]+$/, "", v)
@@ -20,6 +21,7 @@ function unquote(v) {
     in_keys = (key == "public-keys")
     if (key == "instance-id") print value > (out "/instance-id")
     else if (key == "local-hostname") print value > (out "/hostname")
+    else if (key == "localvmss-metadata-port" && value ~ /^[0-9]+$/) print value > (out "/metadata-port")
     else if (in_keys && value != "") print value > (out "/authorized_keys")
     next
 }
