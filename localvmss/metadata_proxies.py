@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,17 +99,22 @@ class MetadataProxies:
                 continue  # the host is not prepared yet: a later round
             argv = proxy_argv(self.cfg, self.upstream, name, where, gateway)
             proc = self._procs.get(name)
-            if proc is not None and proc.poll() is not None:
-                del self._procs[name]
-                if proc.returncode:
+            if proc is not None:
+                if proc.poll() is None and proc.args == argv:
+                    continue  # ours, running as configured
+                if proc.poll() is None:
+                    children.stop(self.cfg.state_dir, child_name(name))  # another port or gateway now
+                elif proc.returncode:
                     self._failed.add(name)
                     why = self._last_line(name)
                     self._tell(name, f"metadata proxy for host {name} exited ({proc.returncode}): {why}")
-            pid = children.recorded(self.cfg.state_dir, child_name(name))
-            if pid is not None and f"--listen {gateway}:{self.cfg.metadata_port} " in children.cmdline(pid):
-                continue
-            if pid is not None:
-                children.stop(self.cfg.state_dir, child_name(name))
+                del self._procs[name]
+            else:
+                pid = children.recorded(self.cfg.state_dir, child_name(name))
+                if pid is not None and f"--listen {gateway}:{self.cfg.metadata_port} " in children.cmdline(pid):
+                    continue  # left running by an earlier daemon: adopted
+                if pid is not None:
+                    children.stop(self.cfg.state_dir, child_name(name))
             self._start(name, argv, where, gateway)
 
     def _start(self, name: str, argv: list[str], where: Placement, gateway: str) -> None:
@@ -119,6 +125,13 @@ class MetadataProxies:
             )
         self._procs[name] = proc
         children.record(self.cfg.state_dir, child_name(name), proc.pid)
+        # /proc/PID/cmdline is briefly empty after the exec; wait for it, so that whoever reads
+        # the record next (``children.recorded``, --stop-data-plane) recognises the process.
+        deadline = time.monotonic() + 2.0
+        while str(self.cfg.state_dir) not in children.cmdline(proc.pid) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         if name not in self._failed:  # a proxy that keeps failing is told about once, not every round
             log.info(
                 "metadata proxy for host %s on %s:%d%s (pid %d; log %s)",

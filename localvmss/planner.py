@@ -189,7 +189,7 @@ def _scale_in_order(
     chosen: list[tuple[Slot, str]] = []
     while len(chosen) < count and candidates:
         victim = max(candidates.values(), key=key)
-        chosen.append((victim, _scale_in_reason(victim, pol, prioritize_unhealthy, zc, fdc, candidates.values())))
+        chosen.append((victim, _scale_in_reason(victim, pol, prioritize_unhealthy, zc, fdc)))
         del candidates[victim.instance_id]
         zc[victim.zone] -= 1
         fdc[(victim.zone, victim.fault_domain)] -= 1
@@ -202,7 +202,6 @@ def _scale_in_reason(
     prioritize_unhealthy: bool,
     zc: Counter[str | None],
     fdc: Counter[tuple[str | None, int]],
-    removable: object,
 ) -> str:
     """Why ``victim`` goes now, in the words of the rule that decided it."""
     if prioritize_unhealthy and not victim.healthy:
@@ -311,9 +310,7 @@ def plan_scale(
 
     if need > 0:
         extra = overprovision_extra(need) if overprovision else 0
-        changes.extend(
-            _creates(existing, need, extra, zones, fault_domain_count, zone_balance, host_for, notes)
-        )
+        changes.extend(_creates(existing, need, extra, zones, fault_domain_count, zone_balance, host_for, notes))
     elif need < 0:
         victims = _scale_in_order(members, -need, policy, prioritize_unhealthy)
         for victim, why in victims:
@@ -383,8 +380,7 @@ def _creates(
             zc[zone] += 1
         if extra and n >= count:
             why = (
-                f"overprovisioned extra ({extra} for {count} new: ceil({OVERPROVISION_PERCENT} %), at least 1); "
-                + why
+                f"overprovisioned extra ({extra} for {count} new: ceil({OVERPROVISION_PERCENT} %), at least 1); " + why
             )
         out.append(
             PlannedChange(
@@ -394,6 +390,7 @@ def _creates(
                 fault_domain=p.fault_domain,
                 host=host,
                 overprovisioned=extra > 0,
+                extra=bool(extra) and n >= count,
             )
         )
     if host_for is None and out:

@@ -33,6 +33,7 @@ class PlannedChange:
     fault_domain: int | None = None
     host: str | None = None  # CREATE: the host allocation chose (None: no host answers)
     overprovisioned: bool = False  # an overprovisioning candidate: kept only if among the first healthy
+    extra: bool = False  # CREATE: beyond the count asked for (made only if admitted)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"change": self.change.value, "reason": self.reason}
@@ -48,6 +49,8 @@ class PlannedChange:
             out["host"] = self.host
         if self.overprovisioned:
             out["overprovisioned"] = True
+        if self.extra:
+            out["extra"] = True
         return out
 
 

@@ -141,6 +141,7 @@ class Reconciler:
         self.prov = provisioner
         self.balancer: Balancer = balancer or NoBalancer()
         self.alloc = Allocator(inventory, clock)
+        self.capacity = capacity  # admission of what the loop makes by itself (surge, overprovisioning)
         self.upgrades = Upgrades(store, self.alloc, capacity, clock)
         self.host_lost_grace_s = host_lost_grace_s
         self.orphan_grace_s = orphan_grace_s
@@ -453,7 +454,12 @@ class Reconciler:
         for iid in adopted:
             self.store.update_instance(row.name, iid, overprovisioned=False)
         for iid in extras:
-            self.store.update_instance(row.name, iid, provisioning_state=ProvisioningState.DELETING.value)
+            self.store.update_instance(
+                row.name,
+                iid,
+                provisioning_state=ProvisioningState.DELETING.value,
+                delete_reason=terminate.OVERPROVISION,
+            )
         for iid in victims:
             self.store.update_instance(
                 row.name, iid, provisioning_state=ProvisioningState.DELETING.value, delete_reason=terminate.SCALE_IN
@@ -503,30 +509,45 @@ class Reconciler:
 
     def _create_records(self, row: ScaleSetRow, spec: ScaleSetSpec, creates: list[PlannedChange]) -> None:
         """The records of a plan's CREATE changes, each on the host, zone and fault domain the
-        plan names (one transaction: all or none)."""
-        created: list[int] = []
-        extras: list[int] = []
-        # Update domains go round-robin by the index of the instance among those that count.
+        plan names: the instances asked for in one transaction (all or none); overprovisioning
+        extras after them, each only if admitted (host memory, as any new instance) and given an
+        address and NAT port, so a tight host or pool costs the extras, never the scale-out."""
         index = sum(1 for i in self.store.instances(row.name) if lifecycle.counts_toward_capacity(i))
+        needed = [c for c in creates if not c.extra]
+        wanted = [c for c in creates if c.extra]
+        created: list[int] = []
         with self.store.transaction() as db:
-            for change in creates:
-                assert change.host is not None and change.fault_domain is not None  # plan_scale with host_for
-                iid = self.store.allocate_instance_id(db, row.name)
-                inst = self.alloc.new_instance_row(
-                    db, row, spec, iid, change.host, change.zone, change.fault_domain, index=index + len(created)
-                )
-                if change.overprovisioned:
-                    inst = replace(inst, overprovisioned=True)
-                    extras.append(iid)
-                self.store.insert_instance(db, inst)
-                created.append(iid)
+            for change in needed:
+                created.append(self._insert_record(db, row, spec, change, index + len(created)))
+        extras: list[int] = []
+        skipped = ""
+        try:
+            if wanted and self.capacity is not None:
+                self.capacity.admit(spec, len(wanted))
+            for change in wanted:
+                with self.store.transaction() as db:
+                    extras.append(self._insert_record(db, row, spec, change, index + len(created) + len(extras)))
+        except LocalVMSSError as exc:
+            skipped = f"; {len(wanted) - len(extras)} overprovisioning extra(s) not made: {exc.message}"
         self.store.log_activity(
             row.name,
             "scale-out",
-            f"creating instances {created} to reach capacity {row.capacity}"
-            + (" (overprovisioned: the first to become healthy are kept, the rest removed)" if extras else ""),
-            instances=created,
+            f"creating instances {created + extras} to reach capacity {row.capacity}"
+            + (f" (overprovisioned: extras {extras}; the first to become healthy are kept)" if extras else "")
+            + skipped,
+            instances=created + extras,
         )
+
+    def _insert_record(self, db: Any, row: ScaleSetRow, spec: ScaleSetSpec, change: PlannedChange, index: int) -> int:
+        assert change.host is not None and change.fault_domain is not None  # plan_scale with host_for
+        iid = self.store.allocate_instance_id(db, row.name)
+        inst = self.alloc.new_instance_row(
+            db, row, spec, iid, change.host, change.zone, change.fault_domain, index=index
+        )
+        if change.overprovisioned:
+            inst = replace(inst, overprovisioned=True)
+        self.store.insert_instance(db, inst)
+        return iid
 
     def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
         return self.alloc.host_for(spec, zone, fault_domain, alive)
@@ -755,12 +776,19 @@ class Reconciler:
         events = self.store.scheduled_events(inst.scale_set, inst.instance_id)
         stored = next((e for e in events if e.event_type == terminate.EVENT_TYPE), None)
         now = self.clock()
+        scale_in = inst.delete_reason == terminate.SCALE_IN
+        extra = inst.delete_reason == terminate.OVERPROVISION
+        running = True
+        if profile.enable and not extra and not (spec.force_deletion and scale_in):
+            running = self.prov.power_state(inst) is PowerState.RUNNING  # only a running guest can read it
         decision = terminate.before_delete(
             enabled=profile.enable,
             force_deletion=spec.force_deletion,
-            scale_in=inst.delete_reason == terminate.SCALE_IN,
+            scale_in=scale_in,
             notice=terminate.Notice(stored.created_at, stored.not_before, stored.acknowledged_at) if stored else None,
             now=now,
+            guest_running=running,
+            overprovisioned=extra,
         )
         if decision.step is terminate.Step.WAIT:
             return False
@@ -935,6 +963,7 @@ def scale_slot(inst: InstanceRow) -> planner.Slot:
         candidate=inst.overprovisioned,
         ready_at=inst.ready_at if lifecycle.ready(inst) else None,
     )
+
 
 def _homes(inst: InstanceRow) -> list[tuple[str, str, int]]:
     """(host, set, id) where the instance's objects may rightly be: its host, and the host a

@@ -204,7 +204,8 @@ def plan(
             changes.append(PlannedChange(Change.KEEP, f"already on model version {target_version}", inst.instance_id))
     batch_max = max(1, math.ceil(policy.max_batch_instance_percent * len(members) / 100))
     notes = [
-        f"{len(batches)} batch(es) of at most {batch_max} instance(s); pause {policy.pause_time_between_batches} between batches; bake time {policy.bake_time}",
+        f"{len(batches)} batch(es) of at most {batch_max} instance(s); pause {policy.pause_time_between_batches} "
+        f"between batches; bake time {policy.bake_time}",
         f"stops when more than {allowed_unhealthy(len(present), policy.max_unhealthy_instance_percent)} other "
         f"instance(s) are unhealthy or more than "
         f"{allowed_failed_upgrades(len(present), policy.max_unhealthy_upgraded_instance_percent)} upgraded ones fail",

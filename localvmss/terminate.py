@@ -18,6 +18,7 @@ from enum import StrEnum
 
 EVENT_TYPE = "Terminate"
 SCALE_IN = "scale-in"  # the delete reason a scale-in records (forceDeletion applies to it only)
+OVERPROVISION = "overprovision"  # an overprovisioned extra: never in rotation, deleted without a notice
 
 
 class Step(StrEnum):
@@ -42,12 +43,25 @@ class Decision:
 
 
 def before_delete(
-    *, enabled: bool, force_deletion: bool, scale_in: bool, notice: Notice | None, now: float
+    *,
+    enabled: bool,
+    force_deletion: bool,
+    scale_in: bool,
+    notice: Notice | None,
+    now: float,
+    guest_running: bool = True,
+    overprovisioned: bool = False,
 ) -> Decision:
     """The next step for an instance marked for deletion. A notice already sent is judged by its
-    stored NotBefore only: a changed profile or a restarted daemon never extends it."""
+    stored NotBefore only: a changed profile or a restarted daemon never extends it. A guest
+    that does not run (never booted, stopped, crashed) cannot read a notice: nothing is waited for.
+    An overprovisioned extra (never took traffic, part of the scale-out that made it) gets none."""
+    if overprovisioned:
+        return Decision(Step.DELETE)
     if force_deletion and scale_in:
         return Decision(Step.DELETE, "forceDeletion: deleted without a terminate notice" if enabled else "")
+    if notice is None and enabled and not guest_running:
+        return Decision(Step.DELETE, "the guest is not running: deleted without a terminate notice")
     if notice is None:
         return Decision(Step.NOTIFY) if enabled else Decision(Step.DELETE)
     if notice.acknowledged_at is not None:
@@ -59,6 +73,8 @@ def before_delete(
         )
     if not enabled:
         return Decision(Step.DELETE, "terminate notification disabled meanwhile: not waiting any longer")
+    if not guest_running:
+        return Decision(Step.DELETE, "not acknowledged: the guest stopped running meanwhile")
     return Decision(Step.WAIT)
 
 

@@ -463,7 +463,7 @@ def update(
     vmp = props.get("virtualMachineProfile")
     if vmp:
         vmp["osProfile"].pop("adminUsername", None)
-        if vmp["osProfile"].get("customData") == "(set)":
+        if vmp["osProfile"].get("customData") == "(set)" and not custom_data:
             raise InvalidSpec("this set has custom data; give --custom-data again to update its model")
         if image:
             vmp["storageProfile"]["imageReference"]["id"] = image

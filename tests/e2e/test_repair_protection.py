@@ -131,7 +131,7 @@ def test_a_domain_destroyed_outside_is_repaired_after_the_grace_period(
     assert libvirt_view(testbed, name)["domains"][f"lvmss-{name}-0"][1] == "stopped", "not started again"
     wait_until(lambda: bool(activity(api, name, "repair")), 120, "an automatic repair")
     (repair,) = activity(api, name, "repair")
-    assert repair["details"] == {"action": action} and repair["instanceIds"] == [0], repair
+    assert repair["details"] == {"action": action} and repair["instanceIds"] == ["0"], repair
     assert "the domain stopped outside localvmss" in repair["message"]
     survivor = "1" if action == "Replace" else "0"
     wait_until(

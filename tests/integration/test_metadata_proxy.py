@@ -170,6 +170,7 @@ def test_proxies_are_started_adopted_by_the_next_daemon_replaced_on_a_new_port_a
     assert placement(HostConfig(name="lab", uri="qemu:///system", metadata_netns="ns1")) == Placement(True, "ns1")
     upstream = tmp_path / "metadata.sock"
     first = MetadataProxies(cfg, _Inventory(hosts), upstream)  # type: ignore[arg-type]
+    second = first
     try:
         first.ensure_running()
         pid = children.recorded(tmp_path, child_name("local"))
@@ -186,5 +187,9 @@ def test_proxies_are_started_adopted_by_the_next_daemon_replaced_on_a_new_port_a
         assert replaced is not None and replaced != pid
         assert children.cmdline(pid) == "" or "metadata_proxy" not in children.cmdline(pid)
     finally:
-        assert stop_all(tmp_path) == ["local"]
+        stopped = stop_all(tmp_path)
+        for proc in [*first._procs.values(), *second._procs.values()]:  # whatever a failed assertion left
+            proc.kill()
+            proc.wait(10)
+    assert stopped == ["local"]
     assert children.recorded(tmp_path, child_name("local")) is None

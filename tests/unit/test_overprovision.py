@@ -5,6 +5,7 @@ before they take traffic, and the activity log says which were kept and which re
 from __future__ import annotations
 
 from localvmss import lifecycle
+from localvmss.errors import CapacityError
 from localvmss.model import ProvisioningState
 from tests.unit.test_reconciler import Env, all_running, env  # noqa: F401 (env: the fixture)
 
@@ -99,3 +100,25 @@ def test_a_scale_in_during_an_overprovisioned_scale_out_removes_the_candidates_f
     env.converge(3, guests_answer=False)
     # NewestVM would have chosen a candidate; the candidates go as extras, the member stays.
     assert [i.instance_id for i in env.instances("web")] == [0]
+
+
+def test_extras_that_cannot_be_admitted_cost_the_extras_never_the_scale_out(env: Env) -> None:  # noqa: F811
+    """A NAT pool (or host memory) with room for the instances asked for only: they are made,
+    the extra is not, and the activity log says why; the next passes do not retry it forever."""
+    real = env.rec.alloc.nat_port
+    made: list[int] = []
+
+    def pool_of_two(db: object, scale_set: str, spec: object) -> int | None:
+        if len(made) >= 2:
+            raise CapacityError(f"inbound NAT pool 50000-50001 of {scale_set} is exhausted")
+        made.append(1)
+        return real(db, scale_set, spec)  # type: ignore[arg-type]
+
+    env.rec.alloc.nat_port = pool_of_two  # type: ignore[method-assign]
+    env.create_set("web", 2, fault_domains=2, overprovision=True)
+    env.converge(1, guests_answer=False)
+    assert sorted(i.instance_id for i in env.instances("web")) == [0, 1], "the two asked for, no extra"
+    log = [a.message for a in env.store.activity("web") if a.kind == "scale-out"]
+    assert len(log) == 1 and "1 overprovisioning extra(s) not made: inbound NAT pool" in log[0], log
+    env.converge(2)
+    assert len(env.instances("web")) == 2 and len([a for a in env.store.activity("web") if a.kind == "scale-out"]) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,12 @@ class Env:
     clock: Clock
     balancer: RecordingBalancer
 
-    def converge(self, passes: int = 1, guests_answer: bool = True) -> None:
+    def converge(
+        self, passes: int = 1, guests_answer: bool = True, serving: Callable[[InstanceRow], bool] | None = None
+    ) -> None:
         """Passes, each followed by its workers; guests that run answer their health probe
-        (recorded as the health monitor records it, so nothing is sent on a network)."""
+        (recorded as the health monitor records it, so nothing is sent on a network), those
+        ``serving`` says no of excepted."""
         for _ in range(passes):
             self.rec.pass_once()
             deadline = time.monotonic() + 10
@@ -86,13 +90,15 @@ class Env:
                 assert time.monotonic() < deadline, "workers did not finish"
                 time.sleep(0.005)
             if guests_answer:
-                self.probe_running_guests()
+                self.probe_running_guests(serving)
 
-    def probe_running_guests(self) -> None:
+    def probe_running_guests(self, serving: Callable[[InstanceRow], bool] | None = None) -> None:
         for inst in self.store.instances():
             host = self.hosts[inst.host]
             dom = host.domains.get(inst.domain_name)
             if not host.answering or dom is None or dom.state is not PowerState.RUNNING:
+                continue
+            if serving is not None and not serving(inst):
                 continue
             if inst.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
                 self.store.record_status(

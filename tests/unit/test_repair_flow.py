@@ -242,3 +242,33 @@ def test_suspend_and_resume_through_the_api(tmp_path: Path) -> None:
         "automatic repairs suspended by request",
         "automatic repairs resumed by request (suspended: by request (setOrchestrationServiceState))",
     ]
+
+
+def test_a_store_from_before_repairs_state_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from localvmss.store import SCHEMA
+
+    path = tmp_path / "old.db"
+    old_schema = SCHEMA.replace(
+        "    updated_at REAL NOT NULL,\n    repairs_state TEXT NOT NULL DEFAULT '{}'", "    updated_at REAL NOT NULL"
+    )
+    assert "repairs_state" not in old_schema.split("CREATE TABLE IF NOT EXISTS instances")[0]
+    db = sqlite3.connect(path)
+    db.executescript(old_schema)
+    db.execute(
+        "INSERT INTO scale_sets (name, mode, model, capacity, provisioning_state, created_at, updated_at)"
+        " VALUES ('web', 'Uniform', '{\"mode\": \"Uniform\"}', 1, 'Succeeded', 0, 0)"
+    )
+    db.commit()
+    db.close()
+    store = Store(path)
+    try:
+        assert store.scale_set("web").repairs_state == {}
+        assert store.change_repairs_state("web", lambda _s: ({"state": "Suspended"}, "suspended")) == {
+            "state": "Suspended"
+        }
+        assert store.scale_set("web").repairs_state == {"state": "Suspended"}
+        assert [a.message for a in store.activity("web", kinds=["repair"])] == ["suspended"]
+    finally:
+        store.close()

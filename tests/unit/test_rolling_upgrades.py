@@ -4,15 +4,14 @@ what-if, cancel, and a daemon restart in the middle."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from localvmss.model import PowerState, ProvisioningState
+from localvmss.model import ProvisioningState
 from localvmss.plans import Change
 from localvmss.reconciler import Reconciler
 from localvmss.store import Store
 from localvmss.upgrades import Upgrades
-from tests.unit.test_reconciler import Env, env  # noqa: F401 (the fixture)
+from tests.unit.test_reconciler import Env
 
 POLICY = {"mode": "Rolling", "rollingUpgradePolicy": {"maxBatchInstancePercent": 50, "pauseTimeBetweenBatches": "PT0S"}}
 
@@ -39,28 +38,11 @@ def _new_model(env: Env, data: str = "djI=") -> int:
 
 
 def _run(env: Env, passes: int, healthy_version: int | None = None, watch: Any = None) -> None:
-    """Passes with workers; running guests become healthy unless they run a version other than
-    ``healthy_version`` (a new version whose guest never serves). ``watch`` is called after each."""
+    """Passes with workers, 2 s apart; running guests become healthy unless ``healthy_version``
+    is given and they run another (a new version whose guest never serves). ``watch`` is
+    called after each pass."""
     for _ in range(passes):
-        env.rec.pass_once()
-        deadline = time.monotonic() + 10
-        while not env.rec.idle():
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        for inst in env.store.instances():
-            dom = env.hosts[inst.host].domains.get(inst.domain_name)
-            serving = healthy_version is None or inst.model_version == healthy_version
-            if dom is None or dom.state is not PowerState.RUNNING or not serving:
-                continue
-            if inst.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value):
-                env.store.record_status(
-                    inst.scale_set,
-                    inst.instance_id,
-                    inst.generation,
-                    provisioning_state=ProvisioningState.SUCCEEDED.value,
-                    health="healthy",
-                    ready_at=env.clock(),
-                )
+        env.converge(1, serving=None if healthy_version is None else lambda i: i.model_version == healthy_version)
         if watch is not None:
             watch()
         env.clock.advance(2)
@@ -162,7 +144,9 @@ def test_manual_policy_waits_for_start_and_cancel_stops_after_the_batch(env: Env
     _run(env, 10)
     latest = env.store.latest_rollout("web")
     assert latest is not None and latest.status == "Cancelled"
-    assert sorted(i.model_version for i in env.instances("web")) == [1, 1, 1, 2], "only the first batch (20 % of 4: one)"
+    assert sorted(i.model_version for i in env.instances("web")) == [1, 1, 1, 2], (
+        "only the first batch (20 % of 4: one)"
+    )
 
 
 def test_a_daemon_restart_resumes_the_rollout(env: Env) -> None:

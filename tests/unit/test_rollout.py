@@ -19,7 +19,14 @@ def members(spec: str, version: int = 1) -> dict[int, Member]:
 
 
 def decide(
-    state: State, m: dict[int, Member], status: Status = Status.ROLLING_FORWARD, **policy: object
+    state: State,
+    m: dict[int, Member],
+    status: Status = Status.ROLLING_FORWARD,
+    *,
+    pause_s: float = 0.0,
+    bake_s: float = 0.0,
+    now: float = NOW,
+    **policy: object,
 ) -> rollout.Decision:
     return rollout.decide(
         state,
@@ -28,9 +35,9 @@ def decide(
         status=status,
         to_version=2,
         from_version=1,
-        pause_s=0.0,
-        bake_s=0.0,
-        now=NOW,
+        pause_s=pause_s,
+        bake_s=bake_s,
+        now=now,
     )
 
 
@@ -171,40 +178,19 @@ def test_a_surge_batch_with_an_instance_upgraded_in_place_waits_for_both() -> No
 def test_pause_between_batches_then_the_next() -> None:
     state = State(batches=[[0], [1]], next=1, succeeded=[0], batch_done_at=NOW - 5)
     m = {0: Member(0, 2, H), 1: Member(1, 1, H)}
-    d = rollout.decide(
-        state,
-        m,
-        RollingUpgradePolicy(),
-        status=Status.ROLLING_FORWARD,
-        to_version=2,
-        from_version=1,
-        pause_s=10,
-        bake_s=0,
-        now=NOW,
-    )
+    d = decide(state, m, pause_s=10)
     assert d.step is Step.WAIT and "pausing 5 s" in d.reason
-    d = rollout.decide(
-        state,
-        m,
-        RollingUpgradePolicy(),
-        status=Status.ROLLING_FORWARD,
-        to_version=2,
-        from_version=1,
-        pause_s=10,
-        bake_s=0,
-        now=NOW + 5,
-    )
+    d = decide(state, m, pause_s=10, now=NOW + 5)
     assert (d.step, d.ids) == (Step.UPGRADE, (1,))
 
 
 def test_bake_time_then_completed_and_a_breach_while_baking_stops() -> None:
     state = State(batches=[[0]], next=1, succeeded=[0])
-    kw = {"status": Status.ROLLING_FORWARD, "to_version": 2, "from_version": 1, "pause_s": 0.0, "bake_s": 30.0}
-    d = rollout.decide(state, {0: Member(0, 2, H)}, RollingUpgradePolicy(), now=NOW, **kw)  # type: ignore[arg-type]
+    d = decide(state, {0: Member(0, 2, H)}, bake_s=30)
     assert d.step is Step.WAIT and d.state.bake_until == NOW + 30
-    d2 = rollout.decide(d.state, {0: Member(0, 2, H)}, RollingUpgradePolicy(), now=NOW + 30, **kw)  # type: ignore[arg-type]
+    d2 = decide(d.state, {0: Member(0, 2, H)}, bake_s=30, now=NOW + 30)
     assert (d2.step, d2.status) == (Step.FINISH, Status.COMPLETED)
-    d3 = rollout.decide(d.state, {0: Member(0, 2, U)}, RollingUpgradePolicy(), now=NOW + 10, **kw)  # type: ignore[arg-type]
+    d3 = decide(d.state, {0: Member(0, 2, U)}, bake_s=30, now=NOW + 10)
     assert d3.status is Status.FAULTED, "an upgraded instance failing while baking is a breach"
 
 

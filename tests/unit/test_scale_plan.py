@@ -4,6 +4,7 @@ tables pin both the preview and the action."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -13,6 +14,7 @@ from localvmss.errors import InvalidSpec
 from localvmss.model import ScaleInPolicy
 from localvmss.planner import HostFor, Slot, overprovision_extra, plan_scale
 from localvmss.plans import Change, Plan
+from localvmss.spec import parse_scale_set_body, spec_to_azure
 from localvmss.store import InstanceRow
 
 D, N, OLD = ScaleInPolicy.DEFAULT, ScaleInPolicy.NEWEST_VM, ScaleInPolicy.OLDEST_VM
@@ -369,3 +371,46 @@ def test_ready_and_in_rotation(changes: dict[str, object], ready: bool, in_rotat
     row = inst(**changes)
     assert lifecycle.ready(row) is ready
     assert lifecycle.in_rotation(row) is in_rotation
+
+
+# -- the spec fields the plan follows -----------------------------------------------------------
+def body(mode: str = "Uniform", **props: object) -> dict[str, object]:
+    vmp = {"storageProfile": {"imageReference": {"id": "base"}}} if mode == "Uniform" else None
+    return {"properties": {"orchestrationMode": mode, **({"virtualMachineProfile": vmp} if vmp else {}), **props}}
+
+
+@pytest.mark.parametrize(
+    ("props", "prioritize", "overprovision"),
+    [
+        ({}, False, False),  # Azure's default for prioritizeUnhealthyVMs; localvmss's for overprovision
+        ({"scaleInPolicy": {"rules": ["OldestVM"], "prioritizeUnhealthyVMs": True}}, True, False),
+        ({"scaleInPolicy": {"prioritizeUnhealthyVMs": False}}, False, False),
+        ({"overprovision": True}, False, True),
+        ({"overprovision": False}, False, False),
+    ],
+)
+def test_spec_fields(props: dict[str, object], prioritize: bool, overprovision: bool) -> None:
+    spec, _ = parse_scale_set_body("web", body(**props), {"base"})
+    assert (spec.prioritize_unhealthy_vms, spec.overprovision) == (prioritize, overprovision)
+    shown = spec_to_azure("web", spec, 0)["properties"]
+    assert shown["scaleInPolicy"]["prioritizeUnhealthyVMs"] is prioritize
+    assert shown["overprovision"] is overprovision
+    again, _ = parse_scale_set_body(
+        "web",
+        {"properties": {**shown, "virtualMachineProfile": body()["properties"]["virtualMachineProfile"]}},
+        {"base"},
+    )  # type: ignore[index]
+    assert (again.prioritize_unhealthy_vms, again.overprovision) == (prioritize, overprovision), "round trip"
+
+
+@pytest.mark.parametrize(
+    ("b", "message"),
+    [
+        (body("Flexible", overprovision=True), "overprovision is not supported in VM (Flexible) orchestration mode"),
+        (body(overprovision="often"), "overprovision"),
+        (body(scaleInPolicy={"prioritizeUnhealthyVMs": "maybe"}), "prioritizeUnhealthyVMs"),
+    ],
+)
+def test_spec_refuses(b: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(message)):
+        parse_scale_set_body("web", b, {"base"})

@@ -6,19 +6,22 @@ on scale-in, a daemon restart mid-notice) and the metadata service's documents."
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from localvmss import terminate
+from localvmss.cli.main import _terminate_notification
 from localvmss.errors import InvalidSpec
 from localvmss.metadata import MetadataService, events_document
-from localvmss.model import ProvisioningState
+from localvmss.model import PowerState, ProvisioningState
 from localvmss.provision import Provisioner
 from localvmss.reconciler import Reconciler
 from localvmss.spec import parse_scale_set_body, spec_to_azure
 from localvmss.store import ScheduledEventRow, Store
 from localvmss.terminate import Decision, Notice, Step
+from localvmss.virt.seed import build_nocloud_seed, render_meta_data
 from tests.unit import test_reconciler
 from tests.unit.test_reconciler import GRACE, ORPHAN_GRACE, Env
 
@@ -68,6 +71,35 @@ def test_before_delete(
         terminate.before_delete(enabled=enabled, force_deletion=force, scale_in=scale_in, notice=notice, now=now)
         == expected
     )
+
+
+@pytest.mark.parametrize(
+    ("enabled", "notice", "now", "expected"),
+    [
+        # a guest that does not run (never booted, stopped, crashed) cannot read a notice
+        (True, None, T0, Decision(Step.DELETE, "the guest is not running: deleted without a terminate notice")),
+        (False, None, T0, Decision(Step.DELETE)),
+        (True, SENT, T0 + 1, Decision(Step.DELETE, "not acknowledged: the guest stopped running meanwhile")),
+        # an acknowledgement or a passed NotBefore is told as such, running or not
+        (True, ACKED, T0 + 3, Decision(Step.DELETE, "acknowledged after 2.5 s")),
+        (True, SENT, T0 + 61, Decision(Step.DELETE, "not acknowledged within notBeforeTimeout (60 s)")),
+    ],
+)
+def test_before_delete_of_a_guest_that_does_not_run(
+    enabled: bool, notice: Notice | None, now: float, expected: Decision
+) -> None:
+    decision = terminate.before_delete(
+        enabled=enabled, force_deletion=False, scale_in=True, notice=notice, now=now, guest_running=False
+    )
+    assert decision == expected
+
+
+@pytest.mark.parametrize(("enabled", "force"), [(True, False), (True, True), (False, False)])
+def test_an_overprovisioned_extra_gets_no_notice(enabled: bool, force: bool) -> None:
+    decision = terminate.before_delete(
+        enabled=enabled, force_deletion=force, scale_in=False, notice=None, now=T0, overprovisioned=True
+    )
+    assert decision == Decision(Step.DELETE)
 
 
 def test_not_before_is_rfc1123_as_azure_writes_it() -> None:
@@ -294,3 +326,79 @@ def test_metadata_service_answers_only_the_guest_that_asks(env: Env) -> None:
     assert woken == [1]
     stranger = {"X-Forwarded-For": "198.18.9.9", "X-Localvmss-Host": "h1", "Metadata": "true"}
     assert service.handle("GET", "/metadata/instance", stranger, b"")[0] == 404
+
+
+# -- the CLI's az flags -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current", "time", "enable", "expected"),
+    [
+        ({}, None, None, {}),
+        ({}, "5", None, {"enable": True, "notBeforeTimeout": "PT5M"}),
+        ({}, "0.5", None, {"enable": True, "notBeforeTimeout": "PT30S"}),
+        ({}, "pt60s", None, {"enable": True, "notBeforeTimeout": "PT60S"}),
+        ({}, None, True, {"enable": True, "notBeforeTimeout": "PT5M"}),
+        ({"enable": True, "notBeforeTimeout": "PT10M"}, None, False, {"enable": False, "notBeforeTimeout": "PT10M"}),
+        ({"enable": False, "notBeforeTimeout": "PT10M"}, "2", None, {"enable": True, "notBeforeTimeout": "PT2M"}),
+    ],
+)
+def test_cli_terminate_flags(
+    current: dict[str, object], time: str | None, enable: bool | None, expected: object
+) -> None:
+    assert _terminate_notification(current, time, enable) == expected
+
+
+def test_cli_terminate_time_must_be_minutes() -> None:
+    with pytest.raises(InvalidSpec, match="must be minutes"):
+        _terminate_notification({}, "soon", None)
+
+
+def test_a_guest_that_does_not_run_is_deleted_without_a_notice(env: Env) -> None:
+    _notify_set(env, "web", 2)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    env.hosts[inst.host].domains[inst.domain_name].state = PowerState.STOPPED  # crashed, say
+    env.store.update_instances([("web", inst.instance_id, {"provisioning_state": ProvisioningState.DELETING.value})])
+    env.converge(1)
+    assert inst.instance_id not in {i.instance_id for i in env.instances("web")}
+    assert env.store.scheduled_events("web", inst.instance_id) == []
+    assert _activity(env, "web") == [
+        f"instance {inst.instance_id}: the guest is not running: deleted without a terminate notice"
+    ]
+
+
+# -- the guest side: the seed tells the port, the agent reads the daemon's document ----------------------
+
+GUEST = Path(__file__).resolve().parents[2] / "images/guest/rootfs/usr/lib/localvmss"
+
+
+@pytest.mark.parametrize(("port", "line"), [(80, None), (None, None), (8080, "localvmss-metadata-port: '8080'")])
+def test_the_seed_names_the_metadata_port_only_when_it_is_not_80(
+    tmp_path: Path, port: int | None, line: str | None
+) -> None:
+    meta = render_meta_data("i-7", "web-7", [], port)
+    assert (line in meta.splitlines()) if line else ("metadata-port" not in meta)
+    (tmp_path / "meta-data").write_text(meta)
+    subprocess.run(
+        ["busybox", "awk", "-v", f"out={tmp_path}", "-f", str(GUEST / "meta-data.awk"), str(tmp_path / "meta-data")],
+        check=True,
+    )
+    assert (tmp_path / "metadata-port").read_text() == "8080\n" if line else not (tmp_path / "metadata-port").exists()
+    with pytest.raises(InvalidSpec, match="metadata port"):
+        build_nocloud_seed("i-7", "web-7", [], None, 0)
+
+
+def test_the_agent_parses_the_daemons_document() -> None:
+    """The awk program of ``agent`` over the JSON the daemon writes (compact, one object an event)."""
+    script = (GUEST / "agent").read_text()
+    program = script[script.index("awk '") + 5 : script.index("}' |") + 1]
+    events = [
+        ScheduledEventRow("e-1", "web", 1, "Terminate", "web000001", T0, T0 + 60),
+        ScheduledEventRow("e-2", "web", 1, "Freeze", "web000001", T0, T0 + 60, T0 + 1),
+    ]
+    doc = json.dumps(events_document(events), separators=(",", ":"))
+    out = subprocess.run(["busybox", "awk", program], input=doc, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["e-1 Terminate Scheduled web000001", "e-2 Freeze Started web000001"]
+    empty = json.dumps(events_document([]), separators=(",", ":"))
+    assert subprocess.run(["busybox", "awk", program], input=empty, capture_output=True, text=True).stdout == ""
