@@ -16,7 +16,7 @@ test: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
 	@.venv/bin/lint-imports
-	@$(PY) -m pytest tests -v
+	@$(PY) -m pytest tests -v --durations=40
 
 install: setup
 	@bash scripts/install

@@ -10,8 +10,6 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed
 from tests.conftest import Cli
@@ -102,7 +100,7 @@ def health(api: ApiClient, name: str, instance_id: str) -> str:
     return str(view["vmHealth"]["status"]["code"])
 
 
-def create_repaired(cli: Cli, api: ApiClient, name: str, action: str, grace: str = GRACE) -> None:
+def create_repaired(cli: Cli, api: ApiClient, name: str, action: str, grace: str = GRACE, wait: bool = True) -> None:
     cli.ok(
         "create",
         name,
@@ -115,41 +113,51 @@ def create_repaired(cli: Cli, api: ApiClient, name: str, action: str, grace: str
         grace,
         "--automatic-repairs-action",
         action,
+        *([] if wait else ["--no-wait"]),
     )
-    wait_until(lambda: health(api, name, "0") == "HealthState/healthy", 120, "a healthy instance")
+    if wait:
+        wait_until(lambda: health(api, name, "0") == "HealthState/healthy", 120, "a healthy instance")
 
 
-@pytest.mark.parametrize("action", ["Replace", "Restart", "Reimage"])
-def test_a_domain_destroyed_outside_is_repaired_after_the_grace_period(
-    cli: Cli, api: ApiClient, testbed: Testbed, name: str, action: str
+def test_a_domain_destroyed_outside_is_repaired_after_the_grace_period_by_each_action(
+    cli: Cli, api: ApiClient, testbed: Testbed, name: str
 ) -> None:
-    create_repaired(cli, api, name, action)
-    destroy_outside(testbed, name, 0)
-    wait_until(lambda: health(api, name, "0") == "HealthState/unhealthy", 60, "instance 0 recorded unhealthy")
-    noticed = [a for a in activity(api, name, "health") if "the domain stopped outside localvmss" in a["message"]]
-    assert noticed and f"left to the automatic repair ({action} after {GRACE})" in noticed[0]["message"]
-    assert libvirt_view(testbed, name)["domains"][f"lvmss-{name}-0"][1] == "stopped", "not started again"
-    wait_until(lambda: bool(activity(api, name, "repair")), 120, "an automatic repair")
-    (repair,) = activity(api, name, "repair")
-    assert repair["details"] == {"action": action} and repair["instanceIds"] == ["0"], repair
-    assert "the domain stopped outside localvmss" in repair["message"]
-    survivor = "1" if action == "Replace" else "0"
-    wait_until(
-        lambda: (
-            [i["instanceId"] for i in instances(api, name)] == [survivor]
-            and health(api, name, survivor) == "HealthState/healthy"
-        ),
-        240,
-        f"instance {survivor} healthy after the repair",
-    )
-    assert libvirt_view(testbed, name)["domains"] == {
-        f"lvmss-{name}-{survivor}": (
-            libvirt_view(testbed, name)["domains"][f"lvmss-{name}-{survivor}"][0],
-            "running",
+    """One set per repair action, side by side (their boots and grace periods overlap)."""
+    sets = {action: f"{name}{action[:3].lower()}" for action in ("Replace", "Restart", "Reimage")}
+    for action, set_name in sets.items():
+        create_repaired(cli, api, set_name, action, wait=False)
+    for set_name in sets.values():
+        wait_until(lambda n=set_name: health(api, n, "0") == "HealthState/healthy", 180, f"{set_name}: healthy")
+    for set_name in sets.values():
+        destroy_outside(testbed, set_name, 0)
+    for action, set_name in sets.items():
+        wait_until(lambda n=set_name: health(api, n, "0") == "HealthState/unhealthy", 60, f"{set_name}: unhealthy")
+        noticed = [
+            a for a in activity(api, set_name, "health") if "the domain stopped outside localvmss" in a["message"]
+        ]
+        assert noticed and f"left to the automatic repair ({action} after {GRACE})" in noticed[0]["message"]
+        assert libvirt_view(testbed, set_name)["domains"][f"lvmss-{set_name}-0"][1] == "stopped", "not started again"
+    for action, set_name in sets.items():
+        wait_until(lambda n=set_name: bool(activity(api, n, "repair")), 120, f"{set_name}: an automatic repair")
+        (repair,) = activity(api, set_name, "repair")
+        assert repair["details"] == {"action": action} and repair["instanceIds"] == ["0"], repair
+        assert "the domain stopped outside localvmss" in repair["message"]
+    for action, set_name in sets.items():
+        survivor = "1" if action == "Replace" else "0"
+        wait_until(
+            lambda n=set_name, s=survivor: (
+                [i["instanceId"] for i in instances(api, n)] == [s] and health(api, n, s) == "HealthState/healthy"
+            ),
+            240,
+            f"{set_name}: instance {survivor} healthy after the {action} repair",
         )
-    }
-    assert len(activity(api, name, "repair")) == 1, "one repair, and it worked"
-    cli.ok("delete", name)
+        domains = libvirt_view(testbed, set_name)["domains"]
+        assert list(domains) == [f"lvmss-{set_name}-{survivor}"] and domains[f"lvmss-{set_name}-{survivor}"][1] == (
+            "running"
+        ), domains
+        assert len(activity(api, set_name, "repair")) == 1, f"{action}: one repair, and it worked"
+    for set_name in sets.values():
+        cli.ok("delete", set_name)
 
 
 def test_a_protected_instance_destroyed_outside_stays_off_until_started(
