@@ -153,6 +153,10 @@ class Reconciler:
         self._host_down_since: dict[str, float] = {}
         self._lost_told: set[str] = set()
         self._host_back_since: dict[str, float] = {}
+        # Sets whose instances on a lost host were replaced and whose host came back: their
+        # surplus goes failing instances first (unhealthy or unknown), whatever prioritizeUnhealthyVMs
+        # says, as it is the loop's own repair, not a scale-in someone asked for.
+        self._surplus_from_loss: set[str] = set()
         self._orphan_seen: dict[tuple[str, str], float] = {}  # (host, object) -> first seen as orphan
         self._failures: dict[tuple[str, int | str], tuple[int, float]] = {}  # key -> (count, retry at)
         self._pool_refreshed: dict[str, float] = {}
@@ -337,6 +341,8 @@ class Reconciler:
                 since = self._host_down_since.pop(host, None)
                 if since is not None:
                     self._host_back_since[host] = now
+                    if host in self._lost_told:  # its instances were replaced elsewhere: a surplus follows
+                        self._surplus_from_loss |= {i.scale_set for i in on_host}
                     for inst in on_host:
                         if inst.message.startswith(f"host {host} does not answer"):
                             self.store.record_status(inst.scale_set, inst.instance_id, message="")
@@ -423,6 +429,10 @@ class Reconciler:
             for i in self.store.instances(row.name)
             if lifecycle.counts_toward_capacity(i) and not self.unreachable(i.host)
         ]
+        recovering = row.name in self._surplus_from_loss
+        if recovering and len(live) <= row.capacity:
+            self._surplus_from_loss.discard(row.name)
+            recovering = False
         back = sorted({i.host for i in live if self.settling(i.host)})
         hold = (
             f"scale-in waits: host(s) {back} answer again and their guests get {self.host_lost_grace_s:.0f} s "
@@ -432,12 +442,12 @@ class Reconciler:
         )
         return planner.plan_scale(
             row.name,
-            [scale_slot(i) for i in live],
+            [scale_slot(i, failing_first=recovering) for i in live],
             row.capacity if capacity is None else capacity,
             zones=spec.zones,
             fault_domain_count=spec.platform_fault_domain_count,
             policy=spec.scale_in_policy,
-            prioritize_unhealthy=spec.prioritize_unhealthy_vms,
+            prioritize_unhealthy=spec.prioritize_unhealthy_vms or recovering,
             zone_balance=spec.zone_balance,
             overprovision=spec.overprovision,
             host_for=lambda zone, fd: self.host_for(spec, zone, fd, alive),
@@ -954,12 +964,14 @@ class Reconciler:
                     log.warning("load balancer sync of %s: %s", name, exc.message)
 
 
-def scale_slot(inst: InstanceRow) -> planner.Slot:
+def scale_slot(inst: InstanceRow, failing_first: bool = False) -> planner.Slot:
     """What a scale plan needs of an instance: its placement and protection, whether it counts
-    as unhealthy for scale-in, and (an overprovisioning candidate) since when it is ready."""
+    as unhealthy for scale-in (``failing_first``: also when its health is unknown, as a guest
+    that died with its host is), and (an overprovisioning candidate) since when it is ready."""
+    unhealthy = lifecycle.unhealthy_for_scale_in(inst) or (failing_first and inst.health in lifecycle.FAILING_HEALTH)
     return replace(
         slot(inst),
-        healthy=not lifecycle.unhealthy_for_scale_in(inst),
+        healthy=not unhealthy,
         candidate=inst.overprovisioned,
         ready_at=inst.ready_at if lifecycle.ready(inst) else None,
     )

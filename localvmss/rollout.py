@@ -73,8 +73,9 @@ class Standing(StrEnum):
     UNHEALTHY = "unhealthy"
 
 
-def standing(inst: InstanceRow, spec: ScaleSetSpec, now: float, grace_s: float) -> Standing:
-    """How an instance stands for a rollout (see the module docstring)."""
+def standing(inst: InstanceRow, spec: ScaleSetSpec, now: float) -> Standing:
+    """How an instance stands for a rollout (see the module docstring); the grace period is
+    the set's health grace (``automaticRepairsPolicy.gracePeriod``), as for repairs."""
     settled = inst.provisioning_state == ProvisioningState.SUCCEEDED.value and not lifecycle.busy(inst)
     if settled and (spec.health_probe is None or inst.health == "healthy"):
         return Standing.HEALTHY
@@ -82,8 +83,7 @@ def standing(inst: InstanceRow, spec: ScaleSetSpec, now: float, grace_s: float) 
         return Standing.UNHEALTHY
     if lifecycle.changing(inst):
         return Standing.PENDING
-    started = inst.boot_started_at or inst.created_at
-    if now - started < grace_s:
+    if now - lifecycle.boot_started(inst) < spec.automatic_repairs.grace_s():
         return Standing.PENDING
     return Standing.UNHEALTHY
 

@@ -31,18 +31,12 @@ log = logging.getLogger(__name__)
 POLICY_ACTOR = "upgradePolicy Rolling"
 
 
-def grace_s(spec: ScaleSetSpec) -> float:
-    """How long a (re)booted instance may take to become healthy: Azure's health grace period."""
-    return check_iso_duration(spec.automatic_repairs.grace_period, "automaticRepairsPolicy.gracePeriod")
-
-
 def members(instances: list[InstanceRow], spec: ScaleSetSpec, now: float) -> dict[int, Member]:
-    grace = grace_s(spec)
     return {
         i.instance_id: Member(
             i.instance_id,
             i.model_version,
-            rollout.standing(i, spec, now, grace),
+            rollout.standing(i, spec, now),
             busy=lifecycle.changing(i),
             replaced_by=i.replaced_by,
         )

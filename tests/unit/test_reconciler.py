@@ -265,6 +265,28 @@ def test_scale_in_deletes_objects_then_the_record(env: Env) -> None:
 # -- unreachable is not gone; busy is not down -----------------------------------------------------
 
 
+def test_the_surplus_after_a_lost_host_goes_failing_instances_first(env: Env) -> None:
+    """Its guest died with the host and does not serve when the host is back (health unknown):
+    the loop's own surplus removes it, not the healthy replacement, whatever the policy's order."""
+    env.create_set("web", 2, fault_domains=2)
+    env.converge(2)
+    h2 = env.hosts["h2"]
+    (dead,) = [i for i in env.instances("web") if i.host == "h2"]
+    h2.answering = False
+    env.converge(1)
+    env.clock.advance(GRACE * 1.5)
+    env.converge(2)
+    assert len(env.instances("web")) == 3
+    h2.answering = True
+    env.converge(1, guests_answer=False)
+    inst = env.store.instance("web", dead.instance_id)
+    env.store.record_status("web", inst.instance_id, inst.generation, health="unknown")
+    env.clock.advance(GRACE)
+    env.converge(3, guests_answer=False)
+    final = {i.instance_id for i in env.instances("web")}
+    assert final == {0, 1, 2} - {dead.instance_id}, "the instance that does not serve went, the replacement stayed"
+
+
 def test_unreachable_host_keeps_its_guests_and_records_then_surplus_is_scaled_in(env: Env) -> None:
     env.create_set("web", 2, fault_domains=2)
     env.converge(2)
