@@ -12,11 +12,13 @@ demo: setup
 demo-down:
 	@$(PY) -m localvmss.lab.demo down
 
+# Tests run in two pytest-xdist workers, a file at a time: each worker has its own lab hosts and
+# daemon (labs never share a slot); VM tests spend most of their time waiting on guests.
 test: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
 	@.venv/bin/lint-imports
-	@$(PY) -m pytest tests -v --durations=40
+	@$(PY) -m pytest tests -v --durations=40 -n 2 --dist loadfile
 
 install: setup
 	@bash scripts/install
