@@ -145,6 +145,20 @@ def _terminate_notification(current: dict[str, Any], time: str | None, enable: b
     return out
 
 
+def _terminate_notification_options(fn: Any) -> Any:
+    """``--terminate-notification-time`` and ``--enable-terminate-notification``, as az has them
+    on both ``create`` and ``update``."""
+    fn = click.option(
+        "--enable-terminate-notification",
+        type=click.BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=None,
+        help="send the guest a Terminate scheduled event before its instance is deleted [true|false]",
+    )(fn)
+    return click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)(fn)
+
+
 @cli.command("create")
 @click.argument("name")
 @click.option("--image", help="image name (see 'localvmss image list')")
@@ -191,15 +205,7 @@ def _terminate_notification(current: dict[str, Any], time: str | None, enable: b
     show_default=True,
     help="what a repair does to an instance that stayed unhealthy",
 )
-@click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)
-@click.option(
-    "--enable-terminate-notification",
-    type=click.BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=None,
-    help="send the guest a Terminate scheduled event before its instance is deleted [true|false]",
-)
+@_terminate_notification_options
 @click.option("--no-wait", is_flag=True)
 @rolling_policy_options
 @pass_ctx
@@ -386,15 +392,7 @@ def scale(c: Ctx, name: str, new_capacity: int, what_if: bool, no_wait: bool) ->
 @click.option("--enable-automatic-repairs", type=bool, help="true or false")
 @click.option("--automatic-repairs-grace-period", help="PT0S..PT90M")
 @click.option("--automatic-repairs-action", type=click.Choice(REPAIR_ACTIONS, case_sensitive=False))
-@click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)
-@click.option(
-    "--enable-terminate-notification",
-    type=click.BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=None,
-    help="send the guest a Terminate scheduled event before its instance is deleted [true|false]",
-)
+@_terminate_notification_options
 @click.option(
     "--force-deletion",
     type=click.BOOL,

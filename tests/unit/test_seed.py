@@ -26,9 +26,10 @@ def openssh_public(
     )
 
 
-ED25519 = openssh_public(ed25519.Ed25519PrivateKey.generate())
+# Fixed keys where a test id shows them: every pytest-xdist worker must collect the same ids.
+ED25519 = openssh_public(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 RSA = openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-ECDSA = openssh_public(ec.generate_private_key(ec.SECP256R1()))
+ECDSA = openssh_public(ec.derive_private_key(0x10CA1F55, ec.SECP256R1()))
 
 
 def read_iso(data: bytes) -> tuple[pycdlib.PyCdlib, dict[str, bytes]]:

@@ -28,11 +28,12 @@ def blob_of(key_type: str, rest: bytes = b"\x00\x00\x00\x20" + b"k" * 32) -> str
     return base64.b64encode(raw).decode()
 
 
-ED25519 = openssh(ed25519.Ed25519PrivateKey.generate())
+# Fixed keys where a test id shows them: every pytest-xdist worker must collect the same ids.
+ED25519 = openssh(ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 RSA = openssh(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-P256 = openssh(ec.generate_private_key(ec.SECP256R1()))
-P384 = openssh(ec.generate_private_key(ec.SECP384R1()))
-P521 = openssh(ec.generate_private_key(ec.SECP521R1()))
+P256 = openssh(ec.derive_private_key(0x10CA1F55, ec.SECP256R1()))
+P384 = openssh(ec.derive_private_key(0x10CA1F55, ec.SECP384R1()))
+P521 = openssh(ec.derive_private_key(0x10CA1F55, ec.SECP521R1()))
 SK_ED = f"sk-ssh-ed25519@openssh.com {blob_of('sk-ssh-ed25519@openssh.com')} yubikey"
 SK_EC = f"sk-ecdsa-sha2-nistp256@openssh.com {blob_of('sk-ecdsa-sha2-nistp256@openssh.com')}"
 
