@@ -62,11 +62,12 @@ POOL_REFRESH_S = 300.0  # how often a pool is refreshed to see files changed beh
 STOPPED_OUTSIDE = "the domain stopped outside localvmss"
 
 
-def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None) -> bool:
+def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None, shutdown_asked: bool = False) -> bool:
     """Whether a worker has anything to do for the instance, judged from this pass's observation
     of its host (``None``: not observed, so a worker looks for itself). A converged instance
-    costs no libvirt call and no worker."""
-    if domains is None:
+    costs no libvirt call and no worker. ``shutdown_asked``: its guest was asked to power off;
+    a worker sees it off even when this pass already finds it off (and says how it went)."""
+    if domains is None or shutdown_asked:
         return True
     if inst.provisioning_state in (
         ProvisioningState.CREATING.value,
@@ -301,7 +302,7 @@ class Reconciler:
         for inst in instances:
             if not alive.get(inst.host, False) or inst.scale_set not in sets:
                 continue
-            if not needs_work(inst, observed.get(inst.host)):
+            if not needs_work(inst, observed.get(inst.host), self.prov.shutdown_pending(inst)):
                 continue
             if self._submit((inst.scale_set, inst.instance_id), self._converge_instance, inst):
                 report.submitted += 1

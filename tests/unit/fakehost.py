@@ -179,7 +179,11 @@ class FakeHost:
         self._enter("power_state", name)
         if name not in self.domains:
             raise NotFound(f"domain {name} on host {self.name}")
-        dom = self.domains[name]
+        return self._look(self.domains[name])
+
+    @staticmethod
+    def _look(dom: FakeDomain) -> PowerState:
+        """A guest "in shutdown" is off after ``shutdown_lingers`` looks (of any kind)."""
         if dom.state is PowerState.STOPPING:
             dom.lingering -= 1
             if dom.lingering < 0:
@@ -215,7 +219,7 @@ class FakeHost:
         for name, dom in sorted(self.domains.items()):
             own = read_ownership(dom.xml)
             if name.startswith(prefix) and own is not None:
-                out.append(OwnedDomain(name, own, dom.state))
+                out.append(OwnedDomain(name, own, self._look(dom)))
         return out
 
     def all_domain_stats(self) -> list[tuple[str, dict[str, Any]]]:

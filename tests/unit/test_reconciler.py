@@ -228,6 +228,7 @@ def test_a_converged_set_costs_no_per_instance_call_and_no_worker(env: Env) -> N
         ("Deleting", "running", PowerState.RUNNING, False, True),
         ("Succeeded", "running", PowerState.RUNNING, True, True),  # a reimage is asked for
         ("Failed", "running", PowerState.RUNNING, False, False),
+        ("Succeeded", "stopped", PowerState.STOPPING, False, True),  # libvirt's "in shutdown"
     ],
 )
 def test_needs_work(state: str, desired: str, observed: PowerState | None, pending: bool, expected: bool) -> None:
@@ -248,6 +249,21 @@ def test_needs_work(state: str, desired: str, observed: PowerState | None, pendi
     domains = {} if observed is None else {"lvmss-web-0": OwnedDomain("lvmss-web-0", Ownership("web", 0, 1), observed)}
     assert needs_work(inst, domains) is expected
     assert needs_work(inst, None) is True, "an instance whose host was not observed is looked at"
+    assert needs_work(inst, domains, shutdown_asked=True) is True, "a guest asked to power off is seen off"
+
+
+def test_a_graceful_stop_is_seen_through_when_the_guest_is_off_by_the_next_look(env: Env) -> None:
+    """The guest stays "in shutdown" for a while, then is off before any worker looks again:
+    the stop still ends with its outcome logged and nothing left pending."""
+    env.create_set("web", 1)
+    env.converge(2)
+    inst = env.instances("web")[0]
+    env.hosts[inst.host].shutdown_lingers = 2
+    _ask(env, "powerOff", inst.instance_id)
+    env.converge(5)
+    said = [a.message for a in env.store.activity("web")]
+    assert any(m.startswith("instance 0 stopped: the guest shut down in") for m in said), said
+    assert not env.rec.prov.shutdown_pending(env.store.instance("web", inst.instance_id))
 
 
 def test_scale_in_deletes_objects_then_the_record(env: Env) -> None:
