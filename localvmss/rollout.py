@@ -23,8 +23,8 @@ The rules, and why:
   new version is evidence against it, and with the defaults a small set stops at its first.
 * **maxSurge**: a batch first gets new instances (new version, same zone and fault domain as
   the ones they replace); the old ones keep serving and leave (drained, deleted) only once
-  their replacement is healthy. A replacement that fails is deleted and its old instance
-  stays: no serving capacity is ever lost.
+  their replacement is healthy and both have served side by side for ``SURGE_OVERLAP_S``. A
+  replacement that fails is deleted and its old instance stays: no serving capacity is lost.
 * **Rollback** on a breach: ``rollbackFailedInstancesOnPolicyBreach`` (Azure) reimages the
   failed instances back to the version the rollout started from; ``rollbackAllInstancesOnPolicyBreach``
   (beyond Azure, as AWS instance refresh) returns the whole set's model to that version and
@@ -50,6 +50,11 @@ from localvmss.plans import Change, Plan, PlannedChange
 if TYPE_CHECKING:
     from localvmss.spec import RollingUpgradePolicy, ScaleSetSpec
     from localvmss.store import InstanceRow
+
+
+# A surge batch's new and old instances serve side by side at least this long before the old
+# ones drain: the load balancer has the new servers in rotation (and their checks passed) first.
+SURGE_OVERLAP_S = 5.0
 
 
 class Status(StrEnum):
@@ -117,6 +122,7 @@ class State:
     rollback_failed: list[int] = field(default_factory=list)
     cancel: bool = False
     breach: str = ""  # why it stopped rolling forward
+    serving_since: float | None = None  # when this surge batch's replacements joined the rotation
 
     def to_json(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -298,6 +304,15 @@ def _finish_batch(st: State, members: Mapping[int, Member], now: float) -> Decis
     pending = [watched(o) for o, s in stands.items() if s is Standing.PENDING]
     if pending:
         return Decision(Step.WAIT, st, f"instances {pending} are not healthy yet")
+    # Healthy replacements join the load balancer at its next sync (the end of this pass); the
+    # old instances leave only after both have served side by side for SURGE_OVERLAP_S.
+    joining = [n for o, s in stands.items() if s is Standing.HEALTHY and (n := pairs[o]) is not None]
+    if joining:
+        if st.serving_since is None:
+            st.serving_since = now
+        if now - st.serving_since < SURGE_OVERLAP_S:
+            return Decision(Step.WAIT, st, f"new instances {joining} in rotation beside the old ones")
+        st.serving_since = None
     ok = [o for o, s in stands.items() if s is Standing.HEALTHY]
     bad = [o for o, s in stands.items() if s is Standing.UNHEALTHY]
     st.succeeded += [watched(o) for o in ok]

@@ -2,7 +2,8 @@
 
 * ``scale --what-if`` names the instances a scale-in removes, for each scale-in policy (one set
   of 4, its policy changed with ``update --scale-in-policy`` between scale-ins 4 -> 3 -> 2 -> 1);
-  the real scale then removes exactly those, what-if itself changes nothing, and no request fails.
+  the real scale then removes exactly those, each guest logs its terminate notice (and its
+  acknowledgement) before it goes, what-if itself changes nothing, and no request fails.
 * With ``--overprovision`` a scale-out 1 -> 2 boots an extra, keeps the first to become healthy,
   and ends with exactly 2 instances; the extra that went never answered a request.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from localvmss.cli.client import ApiClient
@@ -24,7 +26,7 @@ def _names(api: ApiClient, name: str) -> dict[str, str]:
     return {i["instanceId"]: i["properties"]["instanceView"]["computerName"] for i in instances(api, name)}
 
 
-def _create(cli: Cli, name: str, count: int, port: int) -> None:
+def _create(cli: Cli, name: str, count: int, port: int, *flags: str) -> None:
     cli.ok(
         "create",
         name,
@@ -38,6 +40,7 @@ def _create(cli: Cli, name: str, count: int, port: int) -> None:
         f"{port}:80",
         "--health-probe",
         "http:/healthz",
+        *flags,
         timeout=600,
     )
 
@@ -55,13 +58,15 @@ def test_scale_in_removes_exactly_what_what_if_named_for_each_policy(
 ) -> None:
     port = free_port()
     try:
-        _create(cli, name, 4, port)
+        # With terminate notices: each instance a scale-in removes is told first and says so.
+        _create(cli, name, 4, port, "--enable-terminate-notification", "true", "--terminate-notification-time", "PT60S")
         wait_until(lambda: backend_names(port, 40) == set(_names(api, name).values()), 90, "all 4 answering")
         with Load(port, threads=2, max_seconds=900) as load:
             time.sleep(2)
             for policy, capacity in (("Default", 3), ("NewestVM", 2), ("OldestVM", 1)):
                 cli.ok("update", name, "--scale-in-policy", policy, timeout=120)
                 before = _names(api, name)
+                hosts = {i["instanceId"]: i["properties"]["instanceView"]["host"] for i in instances(api, name)}
                 shown = api.get(f"/scaleSets/{name}")
                 plan = json.loads(cli.ok("-o", "json", "scale", name, "--new-capacity", str(capacity), "--what-if"))
                 table = cli.ok("scale", name, "--new-capacity", str(capacity), "--what-if")
@@ -76,6 +81,10 @@ def test_scale_in_removes_exactly_what_what_if_named_for_each_policy(
                 removed = sorted(set(before) - set(after))
                 print(f"\n{policy}: {len(before)} -> {capacity}: what-if named {named}, removed {removed}: {plan}")
                 assert removed == named, f"{policy}: what-if named {named}, the scale removed {removed}"
+                serial = testbed.serial_log(hosts[removed[0]], f"lvmss-{name}-{removed[0]}")
+                told = rf"localvmss-agent: terminate notice (\S+) for {before[removed[0]]}; acknowledging"
+                seen = re.search(told, serial)
+                assert seen and f"acknowledged terminate notice {seen[1]}" in serial, serial[-1500:]
                 assert set(after) <= set(before), "a scale-in creates nothing"
             time.sleep(2)
         result = load.result

@@ -162,6 +162,10 @@ def test_a_surge_batch_keeps_the_old_instance_until_its_replacement_is_healthy(
     state = State(batches=[[0]], next=1, current=[0], surge={0: 7})
     m = {0: Member(0, 1, H, replaced_by=7), 7: Member(7, 2, new)}
     d = decide(state, m, maxSurge=True)
+    if new is H:
+        assert (d.step, d.state.serving_since) == (Step.WAIT, NOW), "both serve side by side first"
+        assert decide(d.state, m, maxSurge=True, now=NOW + rollout.SURGE_OVERLAP_S - 1).step is Step.WAIT
+        d = decide(d.state, m, maxSurge=True, now=NOW + rollout.SURGE_OVERLAP_S)
     assert (d.step, d.ids, d.restore) == (step, deleted, restored)
 
 
@@ -171,7 +175,7 @@ def test_a_surge_batch_with_an_instance_upgraded_in_place_waits_for_both() -> No
     m = {0: Member(0, 1, H, replaced_by=7), 1: Member(1, 2, P), 7: Member(7, 2, H)}
     assert decide(state, m, maxSurge=True).step is Step.WAIT
     m[1] = Member(1, 2, H)
-    d = decide(state, m, maxSurge=True)
+    d = decide(decide(state, m, maxSurge=True).state, m, maxSurge=True, now=NOW + rollout.SURGE_OVERLAP_S)
     assert (d.step, d.ids, d.state.succeeded) == (Step.RETIRE, (0,), [7, 1])
 
 

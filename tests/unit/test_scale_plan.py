@@ -5,7 +5,6 @@ tables pin both the preview and the action."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 import pytest
 
@@ -16,26 +15,9 @@ from localvmss.planner import HostFor, Slot, overprovision_extra, plan_scale
 from localvmss.plans import Change, Plan
 from localvmss.spec import parse_scale_set_body, spec_to_azure
 from localvmss.store import InstanceRow
+from tests.unit.test_planner import slots
 
 D, N, OLD = ScaleInPolicy.DEFAULT, ScaleInPolicy.NEWEST_VM, ScaleInPolicy.OLDEST_VM
-
-
-def slots(spec: str, *, protected: Sequence[int] = (), unhealthy: Sequence[int] = ()) -> list[Slot]:
-    """``"1:0 2:1 -:0"``: instance i in zone:fault domain ('-' regional), created at time i."""
-    out = []
-    for i, item in enumerate(spec.split()):
-        zone, fd = item.split(":")
-        out.append(
-            Slot(
-                instance_id=i,
-                zone=None if zone == "-" else zone,
-                fault_domain=int(fd),
-                created_at=float(i),
-                protected_from_scale_in=i in protected,
-                healthy=i not in unhealthy,
-            )
-        )
-    return out
 
 
 def hosts(table: dict[str | None, list[str]]) -> HostFor:
