@@ -408,7 +408,7 @@ def _group_id(name: str) -> int:
 
 
 def stop_data_plane(cfg: DaemonConfig) -> list[str]:
-    """Stop the HAProxy and Prometheus of this state directory (for good: an uninstall, the
+    """Stop the HAProxy, Prometheus and metadata proxies of this state directory (for good: an uninstall, the
     demo's teardown). Refused while a daemon runs on it, which would only start them again."""
     fd = lock_state_dir(cfg.state_dir)
     try:

@@ -166,7 +166,7 @@ class DaemonProcess:
         return load_config(self.config_path).state_dir
 
     def stop_data_plane(self, timeout_s: float = 60.0) -> None:
-        """Stop the HAProxy and Prometheus that belong to this configuration's state directory
+        """Stop the HAProxy, Prometheus and metadata proxies of this configuration's state directory
         (``localvmssd --stop-data-plane``; fine when none runs). For when the daemon is stopped
         for good: after ``stop``, never while the daemon runs. Raises RuntimeError with the
         command's own message if it fails or does not finish within ``timeout_s``."""

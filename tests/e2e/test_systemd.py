@@ -165,4 +165,5 @@ def test_the_notify_protocol_from_start_to_stop(own_testbed: Testbed, tmp_path: 
         client.close()
     finally:
         proc.stop()
+        proc.stop_data_plane()  # its metadata proxy (HAProxy is off, Prometheus is not ours here)
         listener.close()
