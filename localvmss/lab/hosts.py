@@ -429,9 +429,9 @@ def _destroy_host(host: LabHost) -> None:
     # Anything else still running inside the host's namespace (a daemon's metadata proxy whose
     # daemon never stopped its data plane) is the lab's too: it would keep the namespace alive.
     inside = _run(["ip", "netns", "pids", host.netns], check=False)
-    for pid in inside.stdout.split():
-        if pid.isdigit() and int(pid) != os.getpid():
-            _kill(int(pid))
+    for word in inside.stdout.split():
+        if word.isdigit() and int(word) != os.getpid():
+            _kill(int(word))
     _run(["ip", "netns", "del", host.netns], check=False)
     _run(["ip", "route", "del", host.guest_network], check=False)
 
