@@ -24,13 +24,22 @@ def _dir(state_dir: Path) -> Path:
     return path
 
 
-def record(state_dir: Path, name: str, pid: int | None) -> None:
-    """Remember ``pid`` as the process ``name``, written then renamed (never half a file)."""
-    if pid:
-        path = _dir(state_dir) / f"{name}.pid"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(str(pid))
-        os.replace(tmp, path)
+def record(state_dir: Path, name: str, pid: int | None, timeout_s: float = 2.0) -> None:
+    """Remember ``pid`` as the process ``name``, written then renamed (never half a file).
+
+    ``Popen`` returns while the kernel is still in the child's exec, when /proc/PID/cmdline
+    reads empty for a moment: so wait (bounded) until the process shows the command line that
+    makes it ours, and whoever reads the record next (``recorded``, --stop-data-plane, the next
+    daemon) recognises it."""
+    if not pid:
+        return
+    path = _dir(state_dir) / f"{name}.pid"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(str(pid))
+    os.replace(tmp, path)
+    deadline = time.monotonic() + timeout_s
+    while str(state_dir) not in cmdline(pid) and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def cmdline(pid: int) -> str:

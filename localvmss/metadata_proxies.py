@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,14 +123,7 @@ class MetadataProxies:
                 argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
             )
         self._procs[name] = proc
-        children.record(self.cfg.state_dir, child_name(name), proc.pid)
-        # /proc/PID/cmdline is briefly empty after the exec; wait for it, so that whoever reads
-        # the record next (``children.recorded``, --stop-data-plane) recognises the process.
-        deadline = time.monotonic() + 2.0
-        while str(self.cfg.state_dir) not in children.cmdline(proc.pid) and proc.poll() is None:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        children.record(self.cfg.state_dir, child_name(name), proc.pid)  # waits until it shows as ours
         if name not in self._failed:  # a proxy that keeps failing is told about once, not every round
             log.info(
                 "metadata proxy for host %s on %s:%d%s (pid %d; log %s)",

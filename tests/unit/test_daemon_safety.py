@@ -59,6 +59,20 @@ def test_a_recorded_child_is_ours_only_while_its_command_line_names_the_state_di
             proc.wait()
 
 
+def test_a_child_just_spawned_is_recognised_at_once(tmp_path: Path) -> None:
+    """Popen returns while the kernel is still in the child's exec (/proc/PID/cmdline reads
+    empty for a moment); ``record`` waits for the command line, so the next reader always
+    recognises the child. A full run once failed the test above on that race."""
+    for _ in range(30):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", str(tmp_path)])
+        try:
+            children.record(tmp_path, "prometheus", proc.pid)
+            assert children.recorded(tmp_path, "prometheus") == proc.pid
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize(
     ("code", "message", "busy"),
     [
