@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from localvmss import lifecycle
+from localvmss import lifecycle, standby
 from localvmss.config import DaemonConfig
 from localvmss.errors import CapacityError, LocalVMSSError
 from localvmss.inventory import Inventory
@@ -31,11 +31,42 @@ class CapacityRule:
         self.lb_check: Callable[[str, ScaleSetSpec, int], Any] | None = None
 
     def check(self, name: str, spec: ScaleSetSpec, current: int, new: int) -> None:
-        """Raise if ``name`` may not go from ``current`` to ``new`` instances (nothing changes)."""
+        """Raise if ``name`` may not go from ``current`` to ``new`` instances (nothing changes).
+        Members a standby pool already holds in memory (Running, Paused) need no more of it;
+        the NAT pool must number the standby pool too (its instances keep their ports)."""
         if spec.load_balancer is not None and self.lb_check is not None:
-            self.lb_check(name, spec, new)  # e.g. a NAT pool too small for the new capacity
+            # e.g. a NAT pool too small for the new capacity
+            self.lb_check(name, spec, new + standby.target_size(spec.standby_pool, new))
         if new > current:
-            self.admit(spec, new - current)
+            self.admit(spec, new - current - min(new - current, self.pool_in_memory(name)))
+
+    def pool_in_memory(self, name: str) -> int:
+        """The set's standby-pool instances a scale-out can take that already hold their memory."""
+        try:
+            row = self.store.scale_set(name)
+        except LocalVMSSError:
+            return 0
+        return sum(
+            1
+            for i in self.store.instances(name)
+            if lifecycle.usable_from_pool(i, row.model_version) and i.standby_state != "Saved"
+        )
+
+    def admit_pool(self, spec: ScaleSetSpec, new_members: int, capacity: int, pool_now: int = 0) -> None:
+        """Admission of a set with a standby pool (create or update): the new members plus the
+        pool instances still to be made; Saved ones count too, as each boots before it is saved
+        (then it holds disk, not memory). The error names the pool's share."""
+        more = max(0, standby.target_size(spec.standby_pool, capacity) - pool_now)
+        try:
+            self.admit(spec, new_members + more)
+        except CapacityError as exc:
+            if not more:
+                raise
+            raise CapacityError(
+                f"standbyPool of {more} more instance(s) (maxReadyCapacity "
+                f"{spec.standby_pool.max_ready_capacity if spec.standby_pool else 0}) with {new_members} new "
+                f"member(s): {exc.message}"
+            ) from None
 
     def admit(self, spec: ScaleSetSpec, new_instances: int, memory_mib: int | None = None) -> None:
         """Refuse work the hosts cannot hold: free memory x overcommit, minus what is still

@@ -109,3 +109,27 @@ class TemporaryError(LocalVMSSError):
     http_status = 503
     exit_code = 10
     code = "TemporaryError"
+
+
+class GuestAgentUnavailable(LocalVMSSError):
+    """Nobody answers on a guest's command channel (no channel, not running, no answer in time)."""
+
+    http_status = 503
+    exit_code = 12
+    code = "GuestAgentUnavailable"
+
+
+class GuestAgentError(LocalVMSSError):
+    """The guest's command service answered, but refused or said something unexpected."""
+
+    http_status = 500
+    exit_code = 12
+    code = "GuestAgentError"
+
+
+class WarmCloneUnavailable(LocalVMSSError):
+    """A saved template cannot become this instance; start it with a cold boot instead."""
+
+    http_status = 409
+    exit_code = 13
+    code = "WarmCloneUnavailable"

@@ -152,8 +152,42 @@ def busy(inst: InstanceRow) -> bool:
 
 def in_rotation(inst: InstanceRow) -> bool:
     """Takes new connections: ready, and not an overprovisioning extra still waiting to be kept
-    (the first extras to become healthy are adopted; the rest go without ever taking traffic)."""
-    return ready(inst) and not inst.overprovisioned
+    (the first extras to become healthy are adopted; the rest go without ever taking traffic),
+    nor a standby-pool instance."""
+    return ready(inst) and not inst.overprovisioned and not in_pool(inst)
+
+
+def in_pool(inst: InstanceRow) -> bool:
+    """A standby-pool instance: kept ready out of the set's capacity, its load balancer, its
+    metrics and its instance counts, until a scale-out takes it (``localvmss.standby``)."""
+    return inst.standby_state is not None
+
+
+# Where a member came from (the ``origin`` column, shown by the instance view and the activity log).
+COLD_BOOT = "cold boot"
+FROM_POOL = "standby pool"
+
+
+def load_balanced(inst: InstanceRow) -> bool:
+    """One of the set's servers in the load balancer (in rotation or not): every member, and a
+    pool instance only while a scale-in returns it (it drains; then it leaves the backends)."""
+    return not in_pool(inst) or (inst.standby_at is None and inst.origin != "")
+
+
+def standing_by(inst: InstanceRow) -> bool:
+    """A pool instance that has reached its standby state (Running, Paused or Saved)."""
+    return in_pool(inst) and inst.standby_at is not None
+
+
+def usable_from_pool(inst: InstanceRow, set_version: int) -> bool:
+    """A scale-out may take it: standing by, on the set's current model, nothing pending. An
+    outdated one is never handed out (the pool replaces it in the background)."""
+    return (
+        standing_by(inst)
+        and not outdated(inst, set_version)
+        and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
+        and not changing(inst)
+    )
 
 
 def ready(inst: InstanceRow) -> bool:
@@ -184,6 +218,8 @@ def to_probe(inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         and inst.desired_power == "running"
         and inst.provisioning_state != ProvisioningState.DELETING.value
         and not changing(inst)
+        # A paused or saved pool instance has no CPU to answer with; a Running one is watched.
+        and (not standing_by(inst) or inst.standby_state == "Running")
     )
 
 
@@ -195,6 +231,7 @@ def to_repair(inst: InstanceRow, spec: ScaleSetSpec, unhealthy_for_s: float | No
     return (
         spec.automatic_repairs.enabled
         and spec.mode is OrchestrationMode.UNIFORM
+        and not in_pool(inst)  # the pool replaces its own failures
         and inst.health in FAILING_HEALTH
         and not inst.protect_actions
         and inst.provisioning_state != ProvisioningState.DELETING.value
@@ -229,8 +266,13 @@ def outdated(inst: InstanceRow, set_version: int) -> bool:
 
 def counts_toward_capacity(inst: InstanceRow) -> bool:
     """One of the set's ``capacity`` instances: not on its way out (being deleted, or replaced
-    by a surge upgrade's new instance, while it still serves until that one is healthy)."""
-    return inst.provisioning_state != ProvisioningState.DELETING.value and inst.replaced_by is None
+    by a surge upgrade's new instance, while it still serves until that one is healthy), and not
+    a standby-pool instance."""
+    return (
+        inst.provisioning_state != ProvisioningState.DELETING.value
+        and inst.replaced_by is None
+        and not in_pool(inst)
+    )
 
 
 def memory_mib(inst: InstanceRow | None, spec: ScaleSetSpec) -> int:

@@ -82,6 +82,7 @@ class PowerState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    PAUSED = "paused"  # libvirt suspend (a Paused standby-pool instance): memory kept, no CPU
     DEALLOCATING = "deallocating"
     DEALLOCATED = "deallocated"
     UNKNOWN = "unknown"
@@ -91,7 +92,7 @@ class PowerState(StrEnum):
         """Its QEMU process is still there: running, or its guest shutting down (libvirt's "in
         shutdown"). A domain is off, and its disk may be moved or its definition removed, only
         when this is False."""
-        return self in (PowerState.STARTING, PowerState.RUNNING, PowerState.STOPPING)
+        return self in (PowerState.STARTING, PowerState.RUNNING, PowerState.STOPPING, PowerState.PAUSED)
 
 
 class ScaleInPolicy(StrEnum):

@@ -19,6 +19,8 @@ class Change(StrEnum):
     REPLACE = "replace"  # a surge: a new instance first, this one removed once it is healthy
     KEEP = "keep"  # named so a preview can say why it is left alone (protection, ...)
     ADOPT = "adopt"  # overprovisioning: an extra that became healthy in time joins the set as a member
+    TAKE = "take"  # a standby-pool instance becomes a member (instead of a CREATE)
+    RETURN = "return"  # reuseOnScaleIn: a scale-in victim goes back to the standby pool (instead of a REMOVE)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from localvmss import lifecycle, planner, repairs, terminate
+from localvmss import lifecycle, planner, repairs, standby, terminate
 from localvmss.allocation import Allocator, slot
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
 from localvmss.errors import LocalVMSSError, NotFound, StoreError
+from localvmss.health import probe_once
 from localvmss.inventory import Inventory
 from localvmss.model import (
     OBJECT_PREFIX,
@@ -46,7 +47,7 @@ from localvmss.model import (
 )
 from localvmss.plans import Change, Plan, PlannedChange
 from localvmss.provision import Provisioner, computer_name, os_volume, seed_volume
-from localvmss.spec import ScaleSetSpec, check_not_before_timeout
+from localvmss.spec import ScaleSetSpec, StandbyState, check_not_before_timeout
 from localvmss.store import InstanceRow, ScaleSetRow, ScheduledEventRow, Store
 from localvmss.upgrades import Upgrades
 from localvmss.virt.domainxml import read_macs
@@ -60,6 +61,14 @@ ORPHAN_GRACE_S = 30.0  # an orphan must be seen this long, while its host answer
 BACKOFF_MAX_S = 300.0  # a failing instance is retried at most this far apart
 POOL_REFRESH_S = 300.0  # how often a pool is refreshed to see files changed behind libvirt's back
 STOPPED_OUTSIDE = "the domain stopped outside localvmss"
+RESUME_PROBE_S = 10.0  # a member taken from the pool is probed this long at once, then by the monitor
+RESUME_PROBE_EVERY_S = 0.05
+# The libvirt power state a pool instance standing by is kept in.
+STANDBY_POWER = {
+    StandbyState.RUNNING.value: PowerState.RUNNING,
+    StandbyState.PAUSED.value: PowerState.PAUSED,
+    StandbyState.SAVED.value: PowerState.STOPPED,
+}
 
 
 def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None, shutdown_asked: bool = False) -> bool:
@@ -78,6 +87,11 @@ def needs_work(inst: InstanceRow, domains: dict[str, OwnedDomain] | None, shutdo
     if lifecycle.changing(inst):
         return True
     dom = domains.get(inst.domain_name)
+    if lifecycle.in_pool(inst):
+        if not lifecycle.standing_by(inst):
+            # Booting (the normal path), or healthy and to be brought to its standby state.
+            return dom is None or dom.power_state is not PowerState.RUNNING or lifecycle.ready(inst)
+        return dom is None or dom.power_state is not STANDBY_POWER[str(inst.standby_state)]
     if inst.desired_power == "running":
         return dom is None or dom.power_state is not PowerState.RUNNING
     if inst.desired_power == "stopped":
@@ -414,6 +428,7 @@ class Reconciler:
         self.upgrades.step(row, alive)  # a rolling upgrade's next step (Rolling policy, or one started)
         self._plan_upgrade(row, spec, live)
         self._carry_out(row, spec, self.scale_plan(row, alive))
+        self._keep_pool(row, spec, alive)
 
     def scale_plan(self, row: ScaleSetRow, alive: dict[str, bool] | None = None, capacity: int | None = None) -> Plan:
         """What this set's next pass does to reach ``capacity`` (default: the set's), as a Plan:
@@ -441,7 +456,7 @@ class Reconciler:
             if back
             else None
         )
-        return planner.plan_scale(
+        plan = planner.plan_scale(
             row.name,
             [scale_slot(i, failing_first=recovering) for i in live],
             row.capacity if capacity is None else capacity,
@@ -454,6 +469,72 @@ class Reconciler:
             host_for=lambda zone, fd: self.host_for(spec, zone, fd, alive),
             hold_scale_in=hold,
         )
+        return self._with_pool(row, plan, live, alive)
+
+    def _pool_slots(self, row: ScaleSetRow, alive: dict[str, bool]) -> list[standby.PoolSlot]:
+        """The set's pool instances on hosts that answer, as the pool decisions see them."""
+        return [
+            standby.PoolSlot(
+                instance_id=i.instance_id,
+                state=StandbyState(str(i.standby_state)),
+                zone=i.zone,
+                fault_domain=i.fault_domain,
+                standing_by=lifecycle.standing_by(i),
+                usable=lifecycle.usable_from_pool(i, row.model_version),
+                outdated=lifecycle.outdated(i, row.model_version),
+                failed=i.provisioning_state == ProvisioningState.FAILED.value,
+            )
+            for i in self.store.instances(row.name)
+            if lifecycle.in_pool(i)
+            and i.provisioning_state != ProvisioningState.DELETING.value
+            and alive.get(i.host, False)
+        ]
+
+    def _with_pool(self, row: ScaleSetRow, plan: Plan, live: list[InstanceRow], alive: dict[str, bool]) -> Plan:
+        """The scale plan with the standby pool in it: a new member the pool holds is taken
+        from it (TAKE, not CREATE), and with ``reuseOnScaleIn`` a scale-in victim of the current
+        model returns to the pool (RETURN, not REMOVE) while the pool has room."""
+        policy = row.spec.standby_pool
+        if policy is None:
+            return plan
+        pool = self._pool_slots(row, alive)
+        creates = [c for c in plan.changes if c.change is Change.CREATE and not c.extra]
+        takes = standby.choose_takes(
+            [(c.zone, c.fault_domain or 0) for c in creates], pool, zonal=bool(row.spec.zones)
+        )
+        taken = dict(zip([id(c) for c in creates], takes, strict=True))
+        by_id = {i.instance_id: i for i in live}
+        victims = [
+            (c.instance_id, _reusable(by_id[c.instance_id], row.model_version))
+            for c in plan.of(Change.REMOVE)
+            if c.instance_id in by_id and not c.overprovisioned
+        ]
+        returned = standby.reuse_on_scale_in(policy, plan.capacity or 0, pool, victims)
+        changes: list[PlannedChange] = []
+        for c in plan.changes:
+            take = taken.get(id(c))
+            if take is not None:
+                changes.append(
+                    PlannedChange(
+                        Change.TAKE,
+                        f"from the standby pool ({take.state.value}) instead of a new instance: {c.reason}",
+                        instance_id=take.instance_id,
+                        zone=c.zone,
+                        fault_domain=c.fault_domain,
+                    )
+                )
+            elif c.change is Change.REMOVE and c.instance_id in returned:
+                state = returned[c.instance_id]
+                changes.append(
+                    replace(
+                        c,
+                        change=Change.RETURN,
+                        reason=f"back to the standby pool ({state.value}, reuseOnScaleIn): {c.reason}",
+                    )
+                )
+            else:
+                changes.append(c)
+        return replace(plan, changes=tuple(changes))
 
     def _carry_out(self, row: ScaleSetRow, spec: ScaleSetSpec, plan: Plan) -> None:
         """Apply a scale plan: adopt the overprovisioned instances it keeps, mark what it removes
@@ -483,6 +564,7 @@ class Reconciler:
                 f"{extras} (never in rotation)",
                 instances=[*adopted, *extras],
             )
+        self._take_and_return(row, spec, plan)
         if victims:
             why = "; ".join(f"{c.instance_id}: {c.reason}" for c in removed if c.instance_id in victims)
             self.store.log_activity(
@@ -496,6 +578,114 @@ class Reconciler:
             self._create_records(row, spec, creates)
         if plan.notes and row.message != "; ".join(plan.notes):
             self.store.record_set_status(row.name, message="; ".join(plan.notes))
+
+    def _take_and_return(self, row: ScaleSetRow, spec: ScaleSetSpec, plan: Plan) -> None:
+        """A plan's TAKE changes make pool instances members (resumed by a worker, joining the
+        load balancer once healthy); its RETURN changes send members back to the pool (drained
+        by a worker, then brought to their standby state). One transaction each way."""
+        now = self.clock()
+        takes = plan.of(Change.TAKE)
+        if takes:
+            states = {i.instance_id: i.standby_state for i in self.store.instances(row.name)}
+            self.store.update_instances(
+                [
+                    (
+                        row.name,
+                        int(c.instance_id or 0),
+                        {
+                            "standby_state": None,
+                            "standby_at": None,
+                            "ready_at": None,
+                            "provisioning_state": ProvisioningState.UPDATING.value,
+                            "boot_started_at": now,
+                            "origin": f"{lifecycle.FROM_POOL} ({states.get(int(c.instance_id or 0))})",
+                        },
+                    )
+                    for c in takes
+                ]
+            )
+            ids = [int(c.instance_id or 0) for c in takes]
+            what = ", ".join(f"{c.instance_id} ({states.get(int(c.instance_id or 0))})" for c in takes)
+            self.store.log_activity(
+                row.name,
+                "scale-out",
+                f"taking instances {what} from the standby pool to reach capacity {plan.capacity}",
+                instances=ids,
+            )
+        returns = plan.of(Change.RETURN)
+        if returns:
+            pool = self._pool_slots(row, {h: True for h in self.inv.hosts})
+            assert spec.standby_pool is not None  # RETURN changes come only from a set with a pool
+            going = standby.states_for_new(spec.standby_pool, [p.state for p in pool], len(returns))
+            self.store.update_instances(
+                [
+                    (row.name, int(c.instance_id or 0), {"standby_state": state.value, "standby_at": None})
+                    for c, state in zip(returns, going, strict=True)
+                ]
+            )
+            ids = [int(c.instance_id or 0) for c in returns]
+            self.store.log_activity(
+                row.name,
+                "scale-in",
+                f"returning instances {ids} to the standby pool (reuseOnScaleIn) to reach capacity {plan.capacity}: "
+                "each is drained, then kept " + ", ".join(s.value for s in going),
+                instances=ids,
+            )
+
+    def _keep_pool(self, row: ScaleSetRow, spec: ScaleSetSpec, alive: dict[str, bool]) -> None:
+        """The pool's background work (``standby.upkeep``): failed, outdated and surplus pool
+        instances are removed (no terminate notice: they serve nothing), and the pool is refilled
+        to its size, each new one admitted against host memory as any instance; one that does
+        not fit is left out and the set's message says why."""
+        if spec.standby_pool is None and not any(lifecycle.in_pool(i) for i in self.store.instances(row.name)):
+            return
+        pool = self._pool_slots(row, alive)
+        work = standby.upkeep(spec.standby_pool, row.capacity, pool)
+        if work.remove:
+            ids = [iid for iid, _ in work.remove]
+            for iid in ids:
+                self.store.update_instance(
+                    row.name, iid, provisioning_state=ProvisioningState.DELETING.value, delete_reason=terminate.STANDBY
+                )
+            why = "; ".join(f"{iid}: {reason}" for iid, reason in work.remove)
+            self.store.log_activity(row.name, "standby-pool", f"removing pool instances {ids} ({why})", instances=ids)
+        if not work.create:
+            return
+        kept = [p for p in pool if (p.instance_id, standby.FAILED) not in work.remove and not p.outdated]
+        slots = [planner.Slot(p.instance_id, p.zone, p.fault_domain, 0.0) for p in kept]
+        placement = planner.plan_scale(
+            row.name,
+            slots,
+            len(slots) + len(work.create),
+            zones=spec.zones,
+            fault_domain_count=spec.platform_fault_domain_count,
+            policy=spec.scale_in_policy,
+            zone_balance=spec.zone_balance,
+            host_for=lambda zone, fd: self.host_for(spec, zone, fd, alive),
+        )
+        creates = [c for c in placement.of(Change.CREATE) if c.host is not None]
+        made: list[int] = []
+        skipped = ""
+        try:
+            for change, state in zip(creates, work.create, strict=False):
+                if self.capacity is not None:
+                    self.capacity.admit(spec, 1)
+                with self.store.transaction() as db:
+                    made.append(self._insert_record(db, row, spec, change, 0, standby_state=state.value))
+        except LocalVMSSError as exc:
+            skipped = f"{len(work.create) - len(made)} standby pool instance(s) not made: {exc.message}"
+        if len(creates) < len(work.create) and not skipped:
+            skipped = f"{len(work.create) - len(creates)} standby pool instance(s) not made: no host answers"
+        if made:
+            self.store.log_activity(
+                row.name,
+                "standby-pool",
+                f"filling the standby pool: creating instances {made} "
+                f"({', '.join(s.value for s in work.create[: len(made)])})",
+                instances=made,
+            )
+        if skipped and row.message != skipped:
+            self.store.record_set_status(row.name, message=skipped[:500])
 
     def _plan_upgrade(self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow]) -> None:
         """Automatic policy: every outdated instance at once, through the action table's reimage.
@@ -549,12 +739,26 @@ class Reconciler:
             instances=created + extras,
         )
 
-    def _insert_record(self, db: Any, row: ScaleSetRow, spec: ScaleSetSpec, change: PlannedChange, index: int) -> int:
+    def _insert_record(
+        self,
+        db: Any,
+        row: ScaleSetRow,
+        spec: ScaleSetSpec,
+        change: PlannedChange,
+        index: int,
+        standby_state: str | None = None,
+    ) -> int:
+        """A new instance's record with its final identity (id, address, NAT port): a member
+        (a cold boot), or with ``standby_state`` a standby-pool instance."""
         assert change.host is not None and change.fault_domain is not None  # plan_scale with host_for
         iid = self.store.allocate_instance_id(db, row.name)
         inst = self.alloc.new_instance_row(
             db, row, spec, iid, change.host, change.zone, change.fault_domain, index=index
         )
+        if standby_state is None:
+            inst = replace(inst, origin=lifecycle.COLD_BOOT)
+        else:
+            inst = replace(inst, standby_state=standby_state)
         if change.overprovisioned:
             inst = replace(inst, overprovisioned=True)
         self.store.insert_instance(db, inst)
@@ -686,6 +890,10 @@ class Reconciler:
             )
             self._record_action("reimage", "ok")
             return True  # the next pass boots it
+        if lifecycle.in_pool(inst) and lifecycle.ready(inst):
+            return self._stand_by(inst)
+        if self._taken_from_pool(inst):
+            return self._resume_from_pool(inst, spec)
         if inst.desired_power == "deallocated" or (
             inst.desired_power == "stopped" and self.inv.host(inst.host).domain_exists(inst.domain_name)
         ):
@@ -779,6 +987,106 @@ class Reconciler:
             return True
         return self._check_boot_timeout(inst) or changed
 
+    # -- standby pool -----------------------------------------------------------------------
+    def _stand_by(self, inst: InstanceRow) -> bool:
+        """A healthy pool instance to its standby state: a member returned by a scale-in drains
+        first and leaves the load balancer; then Paused (libvirt suspend), Saved (managed save)
+        or left Running. Also puts back one found in another state (a restart, a resume by hand)."""
+        host = self.inv.host(inst.host)
+        state = StandbyState(str(inst.standby_state))
+        if lifecycle.load_balanced(inst):
+            self.balancer.drain(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
+            # Out of the load balancer's member list: the next sync deletes its drained servers.
+            self._status(inst, origin="")
+            return True
+        power = self.prov.power_state(inst)
+        if state is StandbyState.PAUSED and power is not PowerState.PAUSED:
+            if not power.active:
+                host.start(inst.domain_name)
+            host.suspend(inst.domain_name)
+        elif state is StandbyState.SAVED and (power.active or not host.has_managed_save(inst.domain_name)):
+            if not power.active:
+                host.start(inst.domain_name)
+            host.managed_save(inst.domain_name)
+        elif state is StandbyState.RUNNING and power is not PowerState.RUNNING:
+            host.start(inst.domain_name)
+        elif inst.standby_at is not None:
+            return False
+        if inst.standby_at is None:
+            took = self.clock() - lifecycle.boot_started(inst)
+            if self._status(inst, standby_at=self.clock()):
+                self.store.log_activity(
+                    inst.scale_set,
+                    "standby-pool",
+                    f"instance {inst.instance_id} standing by ({state.value}), {took:.1f} s after its boot began",
+                    instances=[inst.instance_id],
+                )
+                self._record_action(f"standby_{state.value.lower()}", "ok")
+        return True
+
+    @staticmethod
+    def _taken_from_pool(inst: InstanceRow) -> bool:
+        """A member a scale-out just took from the pool, not yet seen healthy again."""
+        return (
+            inst.origin.startswith(lifecycle.FROM_POOL)
+            and inst.ready_at is None
+            and inst.desired_power == "running"
+            and inst.provisioning_state == ProvisioningState.UPDATING.value
+        )
+
+    def _resume_from_pool(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+        """A member taken from the pool: resume it (or restore its saved memory), give its clock
+        the host's time, probe it at once until healthy, and record it ready, so the very next
+        pass puts it in the load balancer. What took how long goes to the activity log."""
+        host = self.inv.host(inst.host)
+        if not host.domain_exists(inst.domain_name):
+            return self._status(inst, origin=lifecycle.COLD_BOOT)  # lost meanwhile: the normal path boots it
+        started = time.monotonic()
+        host.start(inst.domain_name)
+        resumed = time.monotonic() - started
+        clock = self._sync_clock(host, inst)
+        probed = time.monotonic()
+        healthy = spec.health_probe is None
+        while not healthy and time.monotonic() - probed < RESUME_PROBE_S:
+            healthy = probe_once(inst.ip, spec.health_probe, timeout_s=1.0).healthy  # type: ignore[arg-type]
+            if not healthy:
+                time.sleep(RESUME_PROBE_EVERY_S)
+        if not healthy:
+            return False  # the health monitor goes on probing; the boot timeout still applies
+        now = self.clock()
+        if not self._status(
+            inst,
+            provisioning_state=ProvisioningState.SUCCEEDED.value,
+            ready_at=now,
+            health="healthy",
+            message="",
+        ):
+            return True
+        self.store.log_activity(
+            inst.scale_set,
+            "scale-out",
+            f"instance {inst.instance_id} from the {inst.origin.removeprefix(lifecycle.FROM_POOL + ' ').strip('()')} "
+            f"standby pool healthy {now - lifecycle.boot_started(inst):.2f} s after it was taken "
+            f"(resume {resumed:.2f} s{clock}, first healthy probe {time.monotonic() - probed:.2f} s); "
+            "it joins the load balancer now",
+            instances=[inst.instance_id],
+        )
+        self._record_action("take_from_pool", "ok")
+        return True
+
+    def _sync_clock(self, host: Any, inst: InstanceRow) -> str:
+        """The guest's clock stood still while it was paused or saved: set it to the host's time
+        through the guest channel. Returns what to log ("" if the guest has no channel)."""
+        sync = getattr(host, "sync_clock", None)
+        if sync is None:
+            return ""
+        try:
+            skew = sync(inst.domain_name)
+        except LocalVMSSError as exc:
+            log.warning("%s: clock not set after resume: %s", inst.domain_name, exc.message)
+            return "; clock not set: " + exc.message
+        return f", clock set (skew after {skew * 1000:+.0f} ms)"
+
     def _terminate_notice(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         """What comes before deleting ``inst`` (``terminate.before_delete`` decides): True once
         the deletion may go ahead. Sending the notice drains the instance first; the wait never
@@ -788,7 +1096,7 @@ class Reconciler:
         stored = next((e for e in events if e.event_type == terminate.EVENT_TYPE), None)
         now = self.clock()
         scale_in = inst.delete_reason == terminate.SCALE_IN
-        extra = inst.delete_reason == terminate.OVERPROVISION
+        extra = inst.delete_reason in (terminate.OVERPROVISION, terminate.STANDBY)
         running = True
         if profile.enable and not extra and not (spec.force_deletion and scale_in):
             running = self.prov.power_state(inst) is PowerState.RUNNING  # only a running guest can read it
@@ -939,8 +1247,9 @@ class Reconciler:
                 continue
             instances = self.store.instances(name)
             spec = row.spec
-            states = {i.provisioning_state for i in instances}
-            live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
+            members = [i for i in instances if not lifecycle.in_pool(i)]
+            states = {i.provisioning_state for i in members}
+            live = [i for i in members if i.provisioning_state != ProvisioningState.DELETING.value]
             if ProvisioningState.FAILED.value in states:
                 state = ProvisioningState.FAILED
             elif (row.mode == OrchestrationMode.UNIFORM.value and len(live) != row.capacity) or states - {
@@ -960,7 +1269,7 @@ class Reconciler:
                 self.store.record_set_status(name, **changes)
             if spec.load_balancer:
                 try:
-                    self.balancer.sync(name, spec, instances)
+                    self.balancer.sync(name, spec, [i for i in instances if lifecycle.load_balanced(i)])
                 except LocalVMSSError as exc:
                     log.warning("load balancer sync of %s: %s", name, exc.message)
 
@@ -976,6 +1285,11 @@ def scale_slot(inst: InstanceRow, failing_first: bool = False) -> planner.Slot:
         candidate=inst.overprovisioned,
         ready_at=inst.ready_at if lifecycle.ready(inst) else None,
     )
+
+
+def _reusable(inst: InstanceRow, set_version: int) -> bool:
+    """A scale-in victim reuseOnScaleIn may return to the pool: healthy and of the current model."""
+    return lifecycle.ready(inst) and not lifecycle.outdated(inst, set_version)
 
 
 def _homes(inst: InstanceRow) -> list[tuple[str, str, int]]:

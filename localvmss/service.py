@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from localvmss import lifecycle, repairs
+from localvmss import lifecycle, repairs, standby
 from localvmss.allocation import Allocator, slot
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
@@ -35,7 +35,14 @@ from localvmss.model import (
 )
 from localvmss.plans import Plan
 from localvmss.provision import computer_name
-from localvmss.spec import MODEL_FIELDS, ScaleSetSpec, parse_scale_set_body, spec_to_azure
+from localvmss.spec import (
+    MODEL_FIELDS,
+    ScaleSetSpec,
+    StandbyState,
+    parse_scale_set_body,
+    parse_standby_pool,
+    spec_to_azure,
+)
 from localvmss.sshkeys import check_ssh_public_key
 from localvmss.store import InstanceRow, ScaleSetRow, Store
 from localvmss.virt.stats import DomainStats, parse_domain_stats
@@ -105,6 +112,9 @@ class Service:
         spec = row.spec
         instances = self.store.instances(row.name)
         state = ProvisioningState.DELETING.value if row.deleting else row.provisioning_state
+        deleting = ProvisioningState.DELETING.value
+        pool = [i for i in instances if lifecycle.in_pool(i) and i.provisioning_state != deleting]
+        instances = [i for i in instances if not lifecycle.in_pool(i)]  # members: the pool is shown apart
         live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
         settling = any(i.provisioning_state != ProvisioningState.SUCCEEDED.value for i in instances) or (
             row.mode == OrchestrationMode.UNIFORM.value and len(live) != row.capacity
@@ -119,6 +129,9 @@ class Service:
             "instanceCount": len([i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]),
             "readyCount": len([i for i in instances if i.provisioning_state == ProvisioningState.SUCCEEDED.value]),
         }
+        if spec.standby_pool is not None or pool:
+            extra["standbyPoolCount"] = len(pool)
+            extra["standbyPoolStandingBy"] = sum(1 for i in pool if lifecycle.standing_by(i))
         return spec_to_azure(row.name, spec, row.capacity, extra)
 
     def put_set(self, name: str, body: Any, create_only: bool = False, actor: str = "") -> tuple[dict[str, Any], bool]:
@@ -139,10 +152,12 @@ class Service:
         if spec.load_balancer is not None:
             # An update without sku.capacity keeps the current capacity: the NAT pool must cover it.
             lb_capacity = capacity if existing is None or _sku_capacity_given(body) else existing.capacity
+            # Standby-pool instances keep their NAT ports: the NAT pool numbers them too.
+            lb_capacity += standby.target_size(spec.standby_pool, lb_capacity)
             spec.load_balancer = self._check_load_balancer(name, spec, lb_capacity)
         if existing is None:
             self._check_zones(spec)
-            self._admit(spec, capacity)
+            self.capacity.admit_pool(spec, capacity, capacity)
             self.store.insert_scale_set(
                 name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating", actor=actor
             )
@@ -214,8 +229,8 @@ class Service:
         if spec.mode is OrchestrationMode.FLEXIBLE and model_changed:
             raise NotSupported(f"model updates {NOT_IN_VM_MODE}")
         new_capacity = capacity if _sku_capacity_given(body) else row.capacity
-        if new_capacity > row.capacity:
-            self._admit(spec, new_capacity - row.capacity)
+        pool_now = sum(1 for i in self.store.instances(row.name) if lifecycle.in_pool(i))
+        self.capacity.admit_pool(spec, max(0, new_capacity - row.capacity), new_capacity, pool_now)
         described = describe_model_change(old, spec)
         version = self.store.update_model(
             row.name,
@@ -260,6 +275,45 @@ class Service:
             raise NotSupported("what-if needs the daemon's reconciler, which is not running here")
         plan: Plan = self.scale_planner(row, capacity=capacity)
         return plan.to_json()
+
+    def put_standby_pool(self, name: str, body: Any) -> dict[str, Any]:
+        """Attach or change the set's standby pool (Azure: a standbyVirtualMachinePool attached
+        to the set). Checked whole first: the mode (the seed's table gives a Flexible set no
+        model to make pool instances from), the policy, the NAT pool and host memory for the pool
+        instances still to be made; a refusal changes nothing."""
+        row = self.store.scale_set(name)
+        if row.mode != OrchestrationMode.UNIFORM.value:
+            raise InvalidSpec(
+                "standbyPool is not supported in VM (Flexible) orchestration mode: pool instances are made from "
+                "the set's VM model, and a Flexible set has none (its VMs are created and attached one by one)"
+            )
+        if row.deleting:
+            raise Conflict(f"scale set {name!r} is being deleted")
+        policy = parse_standby_pool(body)
+        spec = row.spec.model_copy(update={"standby_pool": policy})
+        if spec.load_balancer is not None:
+            self._check_load_balancer(name, spec, row.capacity + standby.target_size(policy, row.capacity))
+        pool_now = sum(
+            1
+            for i in self.store.instances(name)
+            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
+        )
+        self.capacity.admit_pool(spec, 0, row.capacity, pool_now)
+        self.store.update_set_policy(name, spec.model_dump(mode="json"))
+        size = standby.target_size(policy, row.capacity)
+        states = ", ".join(f"{state.value} {n}" for state, n in standby.desired_counts(policy, size).items() if n)
+        self._accepted("standby-pool", f"standby pool set: size {size} ({states or 'empty'})", name)
+        self.wake()
+        return self.standby_pool(name)
+
+    def delete_standby_pool(self, name: str) -> None:
+        """Detach the pool: its instances are removed in the background (they serve nothing)."""
+        row = self.store.scale_set(name)
+        if row.spec.standby_pool is None:
+            raise NotFound(f"scale set {name!r} has no standby pool")
+        self.store.update_set_policy(name, row.spec.model_copy(update={"standby_pool": None}).model_dump(mode="json"))
+        self._accepted("standby-pool", "standby pool removed; its instances are deleted", name)
+        self.wake()
 
     def delete_set(self, name: str) -> None:
         row = self.store.scale_set(name)
@@ -354,9 +408,46 @@ class Service:
         return {"value": value}
 
     # -- instances --------------------------------------------------------------------------
-    def list_instances(self, name: str) -> list[dict[str, Any]]:
+    def list_instances(self, name: str, standby_pool: bool = False) -> list[dict[str, Any]]:
+        """The set's members, or with ``standby_pool`` its standby-pool instances (shown apart:
+        they are no members until a scale-out takes them)."""
         row = self.store.scale_set(name)
-        return [self._instance_view(row, i, live=False) for i in self.store.instances(name)]
+        return [
+            self._instance_view(row, i, live=False)
+            for i in self.store.instances(name)
+            if lifecycle.in_pool(i) == standby_pool
+        ]
+
+    def standby_pool(self, name: str) -> dict[str, Any]:
+        """The set's standby pool: its policy, its size now and its target, how many instances
+        stand by in each state (Azure's standby pool runtime view), and the instances."""
+        row = self.store.scale_set(name)
+        policy = row.spec.standby_pool
+        pool = [
+            i
+            for i in self.store.instances(name)
+            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
+        ]
+        summary = [
+            {
+                "state": state.value,
+                "standingBy": sum(1 for i in pool if i.standby_state == state.value and lifecycle.standing_by(i)),
+                "preparing": sum(1 for i in pool if i.standby_state == state.value and not lifecycle.standing_by(i)),
+            }
+            for state in StandbyState
+        ]
+        return {
+            "name": name,
+            "type": "Microsoft.StandbyPool/standbyVirtualMachinePools",
+            "properties": {
+                "policy": policy.model_dump(by_alias=True, mode="json") if policy else None,
+                "targetSize": standby.target_size(policy, row.capacity),
+                "size": len(pool),
+                "instanceCountSummary": summary,
+                "outdated": sum(1 for i in pool if lifecycle.outdated(i, row.model_version)),
+            },
+            "value": [self._instance_view(row, i, live=False) for i in pool],
+        }
 
     def get_instance(self, name: str, instance_id: str) -> dict[str, Any]:
         row = self.store.scale_set(name)
@@ -482,6 +573,10 @@ class Service:
         }
         if inst.vm_name:
             props["virtualMachineScaleSet"] = {"id": f"/scaleSets/{row.name}"}
+        if inst.origin:
+            props["origin"] = inst.origin  # how it came to serve: cold boot, standby pool (Paused), ...
+        if lifecycle.in_pool(inst):
+            props["standbyPool"] = {"state": inst.standby_state, "standingBy": lifecycle.standing_by(inst)}
         return {
             "instanceId": str(inst.instance_id),
             "name": inst.vm_name or f"{row.name}_{inst.instance_id}",
@@ -518,8 +613,19 @@ class Service:
     def _targets(self, name: str, instance_ids: list[str] | None) -> list[InstanceRow]:
         """The instances an action names (none or ["*"]: every live instance), each existing."""
         if not instance_ids or instance_ids == ["*"]:
-            return [i for i in self.store.instances(name) if i.provisioning_state != ProvisioningState.DELETING.value]
-        return [self.store.instance(name, i) for i in _instance_id_list(instance_ids)]
+            return [
+                i
+                for i in self.store.instances(name)
+                if i.provisioning_state != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
+            ]
+        targets = [self.store.instance(name, i) for i in _instance_id_list(instance_ids)]
+        pooled = [t.instance_id for t in targets if lifecycle.in_pool(t)]
+        if pooled:
+            raise Conflict(
+                f"instances {pooled} are in the standby pool, not members of the set: the pool manages them "
+                "(a scale-out takes them; change standbyPool to resize it); nothing was changed"
+            )
+        return targets
 
     def _apply_actions(self, targets: list[InstanceRow], action: str, skip_shutdown: bool = False) -> None:
         """Check the action on every instance first (lifecycle.request raises Conflict for one
@@ -1153,6 +1259,8 @@ def _shown_power(inst: InstanceRow, actual: PowerState) -> PowerState:
 
 
 def _intended_power(inst: InstanceRow) -> PowerState:
+    if lifecycle.standing_by(inst) and inst.standby_state != StandbyState.RUNNING.value:
+        return PowerState.PAUSED if inst.standby_state == StandbyState.PAUSED.value else PowerState.STOPPED
     return {"running": PowerState.RUNNING, "stopped": PowerState.STOPPED, "deallocated": PowerState.DEALLOCATED}[
         inst.desired_power
     ]

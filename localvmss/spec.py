@@ -133,6 +133,99 @@ class AutomaticRepairs(_Strict):
         return float(isodate.parse_duration(self.grace_period).total_seconds())
 
 
+class StandbyState(StrEnum):
+    """What a standby-pool instance waits in (Azure's virtualMachineState, on local hypervisors):
+    Running (booted, no traffic), Paused (libvirt suspend: memory kept, no CPU) or Saved (libvirt
+    managed save: memory written to disk, no memory held)."""
+
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SAVED = "Saved"
+
+    @property
+    def holds_memory(self) -> bool:
+        return self is not StandbyState.SAVED
+
+
+# Azure's names for the states it has: Hibernated is what Saved is here (memory on disk);
+# Deallocated (no memory, a cold boot on use) would be no faster than a new instance.
+_STANDBY_ALIASES = {"hibernated": StandbyState.SAVED}
+MAX_READY_CAPACITY = 1000
+
+
+class VmStateDistribution(_Strict):
+    """Azure's vmStateDistribution: the pool's share of each state, in percent (sum 100)."""
+
+    running_percent: int = Field(0, alias="runningPercent", ge=0, le=100, strict=True)
+    paused_percent: int = Field(0, alias="pausedPercent", ge=0, le=100, strict=True)
+    saved_percent: int = Field(0, alias="savedPercent", ge=0, le=100, strict=True)
+
+    def percents(self) -> dict[StandbyState, int]:
+        return {
+            StandbyState.RUNNING: self.running_percent,
+            StandbyState.PAUSED: self.paused_percent,
+            StandbyState.SAVED: self.saved_percent,
+        }
+
+
+class DynamicSizing(_Strict):
+    enabled: bool = Field(False, strict=True)
+
+
+class StandbyPoolPolicy(_Strict):
+    """A Uniform set's standby pool (Azure's standbyVirtualMachinePool, attached to the set):
+    instances booted from the current model and kept ready out of capacity and out of the load
+    balancer; a scale-out takes them first. ``reuseOnScaleIn`` (AWS's ReuseOnScaleIn, beyond
+    Azure): a scale-in returns drained instances of the current model to the pool."""
+
+    max_ready_capacity: int = Field(alias="maxReadyCapacity", ge=0, le=MAX_READY_CAPACITY, strict=True)
+    min_ready_capacity: int = Field(0, alias="minReadyCapacity", ge=0, le=MAX_READY_CAPACITY, strict=True)
+    virtual_machine_state: StandbyState = Field(StandbyState.PAUSED, alias="virtualMachineState")
+    vm_state_distribution: VmStateDistribution | None = Field(None, alias="vmStateDistribution")
+    dynamic_sizing: DynamicSizing = Field(default_factory=lambda: DynamicSizing(), alias="dynamicSizing")
+    reuse_on_scale_in: bool = Field(False, alias="reuseOnScaleIn", strict=True)
+
+    @field_validator("virtual_machine_state", mode="before")
+    @classmethod
+    def _state_any_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            for state in StandbyState:
+                if state.value.lower() == word:
+                    return state
+            if word in _STANDBY_ALIASES:
+                return _STANDBY_ALIASES[word]
+            if word == "deallocated":
+                raise ValueError(
+                    "virtualMachineState 'Deallocated' is not offered: a deallocated standby instance boots cold "
+                    "when used, no faster than a new one; use Saved (memory on disk) or Paused"
+                )
+            raise ValueError(f"virtualMachineState {value!r} is not one of Running, Paused, Saved (or Hibernated)")
+        return value
+
+    @field_validator("vm_state_distribution")
+    @classmethod
+    def _sums_to_100(cls, value: VmStateDistribution | None) -> VmStateDistribution | None:
+        if value is not None and sum(value.percents().values()) != 100:
+            total = sum(value.percents().values())
+            raise ValueError(f"vmStateDistribution percentages add up to {total}, not 100")
+        return value
+
+    def check(self) -> StandbyPoolPolicy:
+        if self.min_ready_capacity > self.max_ready_capacity:
+            raise InvalidSpec(
+                f"standbyPool.minReadyCapacity {self.min_ready_capacity} exceeds maxReadyCapacity "
+                f"{self.max_ready_capacity}"
+            )
+        return self
+
+    def distribution(self) -> dict[StandbyState, int]:
+        """Percent per state: the distribution if given, else all in ``virtualMachineState``."""
+        if self.vm_state_distribution is not None:
+            return self.vm_state_distribution.percents()
+        return {s: (100 if s is self.virtual_machine_state else 0) for s in StandbyState}
+
+
 # Azure accepts PT5M-PT15M; localvmss accepts PT0S-PT15M so tests and demos can use short ones.
 NOT_BEFORE_TIMEOUT_MAX_S = 15 * 60.0
 
@@ -189,6 +282,8 @@ class ScaleSetSpec(_Strict):
     # default is true because its extras cost the user nothing; here every extra is a real boot
     # on the user's own hosts, so localvmss's default is false.
     overprovision: bool = False
+    # properties.standbyPool (Uniform): instances kept ready out of capacity (localvmss.standby).
+    standby_pool: StandbyPoolPolicy | None = None
 
     def model_fields_for_update(self) -> set[str]:
         """Fields whose change makes a new model version (instances become not latest)."""
@@ -272,6 +367,7 @@ class _AzProperties(_Strict):
     upgrade_policy: UpgradePolicy | None = Field(None, alias="upgradePolicy")
     scale_in_policy: _AzScaleIn | None = Field(None, alias="scaleInPolicy")
     overprovision: bool | None = None
+    standby_pool: StandbyPoolPolicy | None = Field(None, alias="standbyPool")
     automatic_repairs_policy: AutomaticRepairs | None = Field(None, alias="automaticRepairsPolicy")
     virtual_machine_profile: _AzVmProfile | None = Field(None, alias="virtualMachineProfile")
     single_placement_group: bool | None = Field(None, alias="singlePlacementGroup")
@@ -290,6 +386,17 @@ def _validation_message(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "body"
     more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return f"{where}: {first['msg']}{more}"
+
+
+def parse_standby_pool(body: Any) -> StandbyPoolPolicy:
+    """A standbyPool body (PUT /scaleSets/{name}/standbyPool, or properties.standbyPool)."""
+    if not isinstance(body, dict):
+        raise InvalidSpec("request body must be a JSON object: the standbyPool policy")
+    props = body.get("properties", body) if set(body) <= {"properties", "name", "type"} else body
+    try:
+        return StandbyPoolPolicy.model_validate(props).check()
+    except ValidationError as exc:
+        raise InvalidSpec(f"invalid standbyPool: {_validation_message(exc)}") from None
 
 
 def check_iso_duration(value: str, what: str) -> float:
@@ -360,6 +467,13 @@ def parse_scale_set_body(name: str, body: Any, known_images: set[str]) -> tuple[
         if props.overprovision and mode is OrchestrationMode.FLEXIBLE:
             raise InvalidSpec("overprovision is not supported in VM (Flexible) orchestration mode")
         spec_data["overprovision"] = props.overprovision
+    if props.standby_pool is not None:
+        if mode is OrchestrationMode.FLEXIBLE:
+            raise InvalidSpec(
+                "standbyPool is not supported in VM (Flexible) orchestration mode: pool instances are made from "
+                "the set's VM model, and a Flexible set has none (its VMs are created and attached one by one)"
+            )
+        spec_data["standby_pool"] = props.standby_pool.check()
     if props.automatic_repairs_policy is not None:
         check_iso_duration(props.automatic_repairs_policy.grace_period, "automaticRepairsPolicy.gracePeriod")
         spec_data["automatic_repairs"] = props.automatic_repairs_policy
@@ -475,6 +589,7 @@ def spec_to_azure(
             "prioritizeUnhealthyVMs": spec.prioritize_unhealthy_vms,
         },
         "overprovision": spec.overprovision,
+        "standbyPool": spec.standby_pool.model_dump(by_alias=True, mode="json") if spec.standby_pool else None,
         "automaticRepairsPolicy": spec.automatic_repairs.model_dump(by_alias=True, mode="json"),
         "virtualMachineProfile": vm_profile,
     }

@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS instances (
     replaced_by INTEGER,                             -- a surge upgrade's new instance taking its place
     delete_reason TEXT,                              -- 'scale-in' when a scale-in chose it (forceDeletion)
     overprovisioned INTEGER NOT NULL DEFAULT 0,      -- an overprovisioning extra: out of rotation until adopted
+    standby_state TEXT,             -- a standby-pool instance: Running | Paused | Saved (NULL: a member)
+    standby_at REAL,                -- when it reached its standby state (NULL: not yet)
+    origin TEXT NOT NULL DEFAULT '', -- how it came to serve: cold boot, standby pool (Paused), ...
     PRIMARY KEY (scale_set, instance_id)
 );
 CREATE TABLE IF NOT EXISTS scheduled_events (  -- Azure's Scheduled Events (Terminate notices), per instance
@@ -212,6 +215,9 @@ class InstanceRow:
     replaced_by: int | None = None
     delete_reason: str | None = None
     overprovisioned: bool = False
+    standby_state: str | None = None
+    standby_at: float | None = None
+    origin: str = ""
 
     @property
     def domain_name(self) -> str:
@@ -293,6 +299,8 @@ STATUS_COLUMNS = frozenset(
         "applied_restart",
         "skip_shutdown",
         "redeploy_target",
+        "standby_at",
+        "origin",
     }
 )
 
@@ -490,6 +498,16 @@ class Store:
                 (json.dumps(model), capacity, version, time.time(), name),
             )
         return version
+
+    def update_set_policy(self, name: str, model: dict[str, Any]) -> None:
+        """A change of the set's policies alone (no VM model field, no capacity): no new version,
+        and a concurrent scale keeps its capacity."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE scale_sets SET model=?, updated_at=? WHERE name=?", (json.dumps(model), time.time(), name)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"scale set {name!r} does not exist")
 
     def model_versions(self, name: str) -> list[ModelVersionRow]:
         rows = self._query("SELECT * FROM model_versions WHERE scale_set=? ORDER BY version", (name,))

@@ -19,6 +19,7 @@ from enum import StrEnum
 EVENT_TYPE = "Terminate"
 SCALE_IN = "scale-in"  # the delete reason a scale-in records (forceDeletion applies to it only)
 OVERPROVISION = "overprovision"  # an overprovisioned extra: never in rotation, deleted without a notice
+STANDBY = "standby"  # a standby-pool instance the pool replaces: not serving, deleted without a notice
 
 
 class Step(StrEnum):

@@ -80,7 +80,11 @@ class Upgrades:
                 "cancel it first ('rolling-upgrade cancel')"
             )
         plan, batches = self._plan(row)
-        outdated = [i for i in self.store.instances(name) if lifecycle.outdated(i, row.model_version)]
+        outdated = [
+            i
+            for i in self.store.instances(name)
+            if lifecycle.outdated(i, row.model_version) and not lifecycle.in_pool(i)  # the pool renews its own
+        ]
         versions = [i.model_version for i in outdated]
         from_version = max(set(versions), key=versions.count) if versions else row.model_version
         state = State(batches=batches)
@@ -159,7 +163,10 @@ class Upgrades:
                 return
             if latest is not None and latest.to_version == row.model_version:
                 return  # that version's rollout ended: only a new model or 'start' tries again
-            if not any(lifecycle.outdated(i, row.model_version) for i in self.store.instances(row.name)):
+            if not any(
+                lifecycle.outdated(i, row.model_version) and not lifecycle.in_pool(i)
+                for i in self.store.instances(row.name)
+            ):
                 return
             latest = self.start(row.name, POLICY_ACTOR)
             if not Status(latest.status).active:

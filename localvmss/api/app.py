@@ -221,7 +221,24 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
 
     @app.get("/scaleSets/{name}/virtualMachines", tags=["instances"])
     def list_instances(name: str) -> dict[str, Any]:
+        """The set's members (standby-pool instances are listed apart, under standbyPool)."""
         return {"value": service.list_instances(name)}
+
+    @app.get("/scaleSets/{name}/standbyPool", tags=["instances"])
+    def standby_pool(name: str) -> dict[str, Any]:
+        """The standby pool: policy, size and target, instances per state, and the instances."""
+        return service.standby_pool(name)
+
+    @app.put("/scaleSets/{name}/standbyPool", tags=["instances"])
+    def put_standby_pool(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        """Attach or change the standby pool: {maxReadyCapacity, minReadyCapacity,
+        virtualMachineState | vmStateDistribution, dynamicSizing, reuseOnScaleIn}."""
+        return service.put_standby_pool(name, body)
+
+    @app.delete("/scaleSets/{name}/standbyPool", tags=["instances"], status_code=202)
+    def delete_standby_pool(name: str) -> dict[str, Any]:
+        service.delete_standby_pool(name)
+        return {"status": "Accepted"}
 
     @app.get("/scaleSets/{name}/virtualMachines/{instance_id}", tags=["instances"])
     def get_instance(name: str, instance_id: str) -> dict[str, Any]:

@@ -22,7 +22,16 @@ from localvmss.cli.autoscale_cmds import autoscale
 from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
 from localvmss.cli.context import Ctx, pass_ctx
 from localvmss.cli.day2_cmds import COMMANDS as DAY2_COMMANDS
-from localvmss.cli.output import INSTANCE_COLUMNS, PLAN_COLUMNS, SET_COLUMNS, emit, err_console, status_code
+from localvmss.cli.output import (
+    INSTANCE_COLUMNS,
+    PLAN_COLUMNS,
+    SET_COLUMNS,
+    STANDBY_COLUMNS,
+    emit,
+    err_console,
+    status_code,
+)
+from localvmss.cli.standby_cmds import standby_pool
 from localvmss.cli.upgrade_cmds import COMMANDS as UPGRADE_COMMANDS
 from localvmss.cli.upgrade_cmds import rolling_policy_options
 from localvmss.cli.waiting import wait_for_power, wait_for_set
@@ -57,6 +66,7 @@ for _day2 in DAY2_COMMANDS:  # localvmss.cli.day2_cmds: watch, boot-diagnostics,
     cli.add_command(_day2)
 for _upgrade in UPGRADE_COMMANDS:  # localvmss.cli.upgrade_cmds: rolling-upgrade, get-os-upgrade-history
     cli.add_command(_upgrade)
+cli.add_command(standby_pool)  # localvmss.cli.standby_cmds: 'az standby-vm-pool'
 
 
 class _ValuesOption(click.Option):
@@ -428,7 +438,15 @@ def update(
     current = c.client.get(api_path("scaleSets", name))
     body = {k: current[k] for k in ("sku", "zones")}
     props = dict(current["properties"])
-    for key in ("provisioningState", "message", "modelVersion", "instanceCount", "readyCount"):
+    for key in (
+        "provisioningState",
+        "message",
+        "modelVersion",
+        "instanceCount",
+        "readyCount",
+        "standbyPoolCount",
+        "standbyPoolStandingBy",
+    ):
         props.pop(key, None)
     if orchestration_mode:
         props["orchestrationMode"] = orchestration_mode
@@ -492,10 +510,22 @@ def delete(c: Ctx, name: str, no_wait: bool) -> None:
 
 @cli.command("list-instances")
 @click.argument("name")
+@click.option("--standby-pool", is_flag=True, help="list the standby-pool instances instead of the members")
 @pass_ctx
-def list_instances(c: Ctx, name: str) -> None:
-    """List a scale set's instances (both modes)."""
+def list_instances(c: Ctx, name: str, standby_pool: bool) -> None:
+    """List a scale set's instances (both modes); its standby pool apart (--standby-pool)."""
+    if standby_pool:
+        pool = c.client.get(api_path("scaleSets", name, "standbyPool"))
+        emit(c, pool["value"], STANDBY_COLUMNS)
+        return
     emit(c, c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"], INSTANCE_COLUMNS)
+    if c.output == "table":
+        view = c.client.get(api_path("scaleSets", name))["properties"]
+        if "standbyPoolCount" in view:
+            click.echo(
+                f"standby pool: {view['standbyPoolCount']} instance(s), {view['standbyPoolStandingBy']} standing by "
+                f"(not members; list them with --standby-pool)"
+            )
 
 
 @cli.command("get-instance-view")

@@ -73,6 +73,20 @@ INSTANCE_COLUMNS: Columns = [
     ("Latest", lambda i: i["properties"]["latestModelApplied"]),
 ]
 
+# The standby pool (list-instances --standby-pool): no members, so no health or model columns.
+STANDBY_COLUMNS: Columns = [
+    ("InstanceId", lambda i: i["instanceId"]),
+    ("ComputerName", lambda i: i["properties"]["osProfile"]["computerName"]),
+    ("IP", lambda i: i["properties"]["networkProfile"]["privateIpAddress"]),
+    ("Host", lambda i: i["properties"]["instanceView"]["host"]),
+    ("Zone", lambda i: i["properties"]["instanceView"]["zone"]),
+    ("FD", lambda i: i["properties"]["instanceView"]["platformFaultDomain"]),
+    ("StandbyState", lambda i: i["properties"]["standbyPool"]["state"]),
+    ("StandingBy", lambda i: i["properties"]["standbyPool"]["standingBy"]),
+    ("State", lambda i: i["properties"]["provisioningState"]),
+    ("Latest", lambda i: i["properties"]["latestModelApplied"]),
+]
+
 # A plan (--what-if): one row per instance it creates, removes, adopts or keeps, in order.
 PLAN_COLUMNS: Columns = [
     ("Change", lambda c: c["change"] + (" (overprovisioned)" if c.get("overprovisioned") else "")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from localvmss import lifecycle
 from localvmss.errors import LocalVMSSError
 from localvmss.inventory import DIRECTORY_GUEST_METRICS, Inventory, guest_metrics_of
 from localvmss.metrics.exporter import InstanceSample, ScaleSetSample
@@ -27,7 +28,8 @@ class Sources:
         self.inv = inventory
 
     def instance_samples(self) -> list[InstanceSample]:
-        by_domain = {i.domain_name: i for i in self.store.instances()}
+        # Standby-pool instances are no part of the set's metrics (autoscale must not see them).
+        by_domain = {i.domain_name: i for i in self.store.instances() if not lifecycle.in_pool(i)}
         samples = []
         for host in self.inv.available():
             try:
@@ -50,7 +52,9 @@ class Sources:
         out = []
         for row in self.store.scale_sets():
             instances = [
-                i for i in self.store.instances(row.name) if i.provisioning_state != ProvisioningState.DELETING.value
+                i
+                for i in self.store.instances(row.name)
+                if i.provisioning_state != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
             ]
             out.append(
                 ScaleSetSample(
@@ -66,7 +70,8 @@ class Sources:
         """file_sd for guest metrics: every running instance at its image's endpoint."""
         specs = {row.name: row.spec for row in self.store.scale_sets()}
         images = {name: manifest for name, (manifest, _source) in self.store.images().items()}
-        write_file_sd(path, guest_targets(self.store.instances(), specs, images))
+        members = [i for i in self.store.instances() if not lifecycle.in_pool(i)]
+        write_file_sd(path, guest_targets(members, specs, images))
 
 
 def guest_targets(

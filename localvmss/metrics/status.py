@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from localvmss import lifecycle
 from localvmss.metrics.exporter import AutoscaleLimits, HostStatus, InstanceStatus, SetStatus, StatusSnapshot
 from localvmss.model import ProvisioningState
 from localvmss.store import Store
@@ -70,7 +71,7 @@ class StatusSource:
         instances = [
             InstanceStatus(i.scale_set, i.instance_id, i.host, i.health, _enum_value(i.provisioning_state))
             for i in self.store.instances()
-            if _enum_value(i.provisioning_state) != ProvisioningState.DELETING.value
+            if _enum_value(i.provisioning_state) != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
         ]
         hosts = [HostStatus(h.name, h.zone or "", bool(h.available)) for h in self.store.hosts()]
         return StatusSnapshot(sets, instances, hosts)

@@ -130,7 +130,19 @@ def build_domain_xml(spec: InstanceDomain) -> str:
     _sub(balloon, "stats", period="5")
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
+    _agent_channel(devices)
     return etree.tostring(dom, pretty_print=True, encoding="unicode")
+
+
+# The virtio-serial port the guest's command service listens on (images/guest/.../channel); the
+# host reaches it with virDomainOpenChannel (virt/guestchannel.py), also over qemu+ssh.
+AGENT_CHANNEL = "org.localvmss.agent.0"
+
+
+def _agent_channel(devices: etree._Element) -> None:
+    """A unix channel without a path: libvirt makes the socket in its own per-domain directory."""
+    channel = _sub(devices, "channel", type="unix")
+    _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
 
 
 def read_ownership(domain_xml: str) -> Ownership | None:

@@ -21,7 +21,7 @@ from lxml import etree
 
 from localvmss.errors import HostBusy, HostUnavailable, NotFound, VirtError
 from localvmss.model import OBJECT_PREFIX, PowerState
-from localvmss.virt import domainxml
+from localvmss.virt import domainxml, guestchannel
 from localvmss.virt.domainxml import Ownership
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ _CLOSE_REASONS = {
 _STATE_MAP = {
     libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
     libvirt.VIR_DOMAIN_BLOCKED: PowerState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PowerState.STOPPED,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
     libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.STOPPING,
     libvirt.VIR_DOMAIN_SHUTOFF: PowerState.STOPPED,
     libvirt.VIR_DOMAIN_CRASHED: PowerState.STOPPED,
@@ -84,6 +84,16 @@ def _unless_already(dom: libvirt.virDomain, act: Callable[[], object], active: b
         act()
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and bool(dom.isActive()) == active:
+            return
+        raise
+
+
+def _resume_unless_running(dom: libvirt.virDomain) -> None:
+    """Resume a paused domain; one that runs again by itself meanwhile counts as resumed."""
+    try:
+        dom.resume()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING:
             return
         raise
 
@@ -529,13 +539,45 @@ class Host:
         return _STATE_MAP.get(state, PowerState.UNKNOWN)
 
     def start(self, name: str) -> None:
-        """Start a defined domain; one already running counts as started."""
+        """Start a defined domain; one already running counts as started, a paused one is
+        resumed, and one with a managed save image is restored from it (libvirt's own rule)."""
 
         def start(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                _resume_unless_running(dom)
+                return
             _unless_already(dom, dom.create, active=True)
 
         self._call(f"starting {name}", start)
+
+    def suspend(self, name: str) -> None:
+        """Pause a running domain (libvirt suspend: its memory stays, its vCPUs stop); one
+        already paused counts as paused."""
+
+        def suspend(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                dom.suspend()
+
+        self._call(f"pausing {name}", suspend)
+
+    def managed_save(self, name: str) -> None:
+        """Write a running (or paused) domain's memory to libvirt's managed save image and stop
+        it; the next ``start`` restores it. A domain already saved counts as saved."""
+
+        def save(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if not dom.isActive() and dom.hasManagedSaveImage(0):
+                return
+            dom.managedSave(0)
+
+        self._call(f"saving {name}", save)  # repeatable: a domain already saved counts as saved
+
+    def has_managed_save(self, name: str) -> bool:
+        return bool(
+            self._call(f"looking at {name}'s save image", lambda c: c.lookupByName(name).hasManagedSaveImage(0))
+        )
 
     def shutdown(self, name: str) -> None:
         """Ask the guest to power off (ACPI); falls through if it is already off."""
@@ -564,7 +606,9 @@ class Host:
         try:
             self._call(
                 f"undefining {name}",
-                lambda c: c.lookupByName(name).undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM),
+                lambda c: c.lookupByName(name).undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                ),
             )
         except NotFound:
             pass
@@ -593,6 +637,28 @@ class Host:
 
     def domain_xml(self, name: str) -> str:
         return self._call(f"reading XML of {name}", lambda c: c.lookupByName(name).XMLDesc(0))
+
+    # -- guest command channel (virt/guestchannel.py) -------------------------------------------
+    def guest_command(self, name: str, line: str, timeout_s: float = 5.0) -> str:
+        """One command line to the guest's command service, its reply line back. Runs on a
+        connection of its own, so a guest that does not answer never holds the shared one.
+        GuestAgentUnavailable when nobody answers; the reply is returned as the guest sent it."""
+        return self._call(
+            f"talking to the guest of {name}",
+            lambda _c: self._on_own_connection(
+                lambda c: guestchannel.exchange(c, c.lookupByName(name), line, timeout_s)
+            ),
+            idempotent=False,
+        )
+
+    def sync_clock(self, name: str, timeout_s: float = 5.0) -> float:
+        """Set the guest clock to this machine's (after a resume or restore: under TCG the
+        guest clock stands still while paused); returns the skew left, guest minus host, in s."""
+        return self._call(
+            f"setting the guest clock of {name}",
+            lambda _c: self._on_own_connection(lambda c: guestchannel.sync_clock(c, c.lookupByName(name), timeout_s)),
+            idempotent=False,
+        )
 
     def all_domain_stats(self) -> list[tuple[str, dict[str, Any]]]:
         """libvirt's bulk statistics for every active domain in one call."""
