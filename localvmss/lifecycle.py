@@ -166,6 +166,10 @@ def in_pool(inst: InstanceRow) -> bool:
 # Where a member came from (the ``origin`` column, shown by the instance view and the activity log).
 COLD_BOOT = "cold boot"
 FROM_POOL = "standby pool"
+TEMPLATE_CLONE = "template clone"
+# The ``standby_state`` of a hidden instance booted only to be saved as a warm template
+# (``localvmss.warmclones``): out of everything a pool instance is out of, and never taken.
+TEMPLATE_BUILDER = "Template"
 
 
 def load_balanced(inst: InstanceRow) -> bool:
@@ -253,10 +257,7 @@ def boot_started(inst: InstanceRow) -> float:
 def initializing(inst: InstanceRow, spec: ScaleSetSpec, now: float) -> bool:
     """Inside the grace period (automaticRepairsPolicy.gracePeriod) after its (re)boot and not
     yet seen healthy or failing since: counts for neither repair nor upgrade."""
-    return (
-        inst.health in ("unknown", "initializing")
-        and now < boot_started(inst) + spec.automatic_repairs.grace_s()
-    )
+    return inst.health in ("unknown", "initializing") and now < boot_started(inst) + spec.automatic_repairs.grace_s()
 
 
 def outdated(inst: InstanceRow, set_version: int) -> bool:
@@ -269,9 +270,7 @@ def counts_toward_capacity(inst: InstanceRow) -> bool:
     by a surge upgrade's new instance, while it still serves until that one is healthy), and not
     a standby-pool instance."""
     return (
-        inst.provisioning_state != ProvisioningState.DELETING.value
-        and inst.replaced_by is None
-        and not in_pool(inst)
+        inst.provisioning_state != ProvisioningState.DELETING.value and inst.replaced_by is None and not in_pool(inst)
     )
 
 

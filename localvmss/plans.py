@@ -36,6 +36,7 @@ class PlannedChange:
     host: str | None = None  # CREATE: the host allocation chose (None: no host answers)
     overprovisioned: bool = False  # an overprovisioning candidate: kept only if among the first healthy
     extra: bool = False  # CREATE: beyond the count asked for (made only if admitted)
+    standby_state: str | None = None  # TAKE: the state it waits in; RETURN: the state it will wait in
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"change": self.change.value, "reason": self.reason}
@@ -53,6 +54,8 @@ class PlannedChange:
             out["overprovisioned"] = True
         if self.extra:
             out["extra"] = True
+        if self.standby_state is not None:
+            out["standbyState"] = self.standby_state
         return out
 
 

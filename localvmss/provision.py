@@ -70,6 +70,18 @@ class Provisioner:
         manifest, source = self.inv.image(image)
         vols = self.inv.ensure_image(inst.host, image, manifest, source)
         host.create_overlay(pool, os_volume(inst), vols.disk)
+        self.ensure_identity(inst, spec)
+        if not host.domain_exists(inst.domain_name):
+            host.define_domain(self.domain_xml(inst, spec))
+
+    def ensure_identity(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
+        """What gives an instance its identity whether it boots or is restored from a warm
+        template: its NoCloud seed (read at every boot) and its DHCP reservation. The image's
+        volumes too: a domain XML names the kernel and initrd volumes."""
+        host = self.inv.host(inst.host)
+        image = self._image_for(spec, inst)
+        manifest, source = self.inv.image(image)
+        self.inv.ensure_image(inst.host, image, manifest, source)
         if not self.inv.volume_ready(inst.host, seed_volume(inst)):
             # Also when a seed exists but its upload never finished (a crash): it is made again.
             user_data = base64.b64decode(spec.custom_data) if spec.custom_data else None
@@ -81,8 +93,6 @@ class Provisioner:
             )
             self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
         host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))
-        if not host.domain_exists(inst.domain_name):
-            host.define_domain(self.domain_xml(inst, spec))
 
     def domain_xml(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
         host = self.inv.host(inst.host)
@@ -182,6 +192,12 @@ class Provisioner:
         self.inv.delete_volume(inst.host, os_volume(inst))
         self.inv.delete_volume(inst.host, seed_volume(inst))
         self.ensure_artifacts(inst, spec)
+
+    def remove_compute_and_disk(self, inst: InstanceRow) -> None:
+        """Domain and OS disk (a warm clone that could not be made): seed and address stay, so
+        the instance boots cold with the identity it has."""
+        self.inv.host(inst.host).undefine(inst.domain_name)
+        self.inv.delete_volume(inst.host, os_volume(inst))
 
     def remove(self, inst: InstanceRow) -> None:
         """Domain, disks, seed and address reservation; anything already gone counts as removed."""

@@ -35,7 +35,7 @@ from localvmss import lifecycle, planner, repairs, standby, terminate
 from localvmss.allocation import Allocator, slot
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
-from localvmss.errors import LocalVMSSError, NotFound, StoreError
+from localvmss.errors import LocalVMSSError, NotFound, StoreError, WarmCloneUnavailable
 from localvmss.health import probe_once
 from localvmss.inventory import Inventory
 from localvmss.model import (
@@ -52,6 +52,7 @@ from localvmss.store import InstanceRow, ScaleSetRow, ScheduledEventRow, Store
 from localvmss.upgrades import Upgrades
 from localvmss.virt.domainxml import read_macs
 from localvmss.virt.host import OwnedDomain
+from localvmss.warmclones import WarmClones
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class Reconciler:
         self.alloc = Allocator(inventory, clock)
         self.capacity = capacity  # admission of what the loop makes by itself (surge, overprovisioning)
         self.upgrades = Upgrades(store, self.alloc, capacity, clock)
+        self.clones = WarmClones(cfg, store, inventory, provisioner, clock)
         self.host_lost_grace_s = host_lost_grace_s
         self.orphan_grace_s = orphan_grace_s
         self.clock = clock
@@ -306,6 +308,8 @@ class Reconciler:
             except LocalVMSSError as exc:
                 report.errors.append(exc.message)
                 self.store.record_set_status(row.name, message=exc.message[:500])
+        for tpl in self.clones.stale():
+            self._submit(("template", f"{tpl.scale_set}/{tpl.model_version}/{tpl.host}"), self.clones.delete, tpl)
         instances = self.store.instances()
         keys = {home for i in instances for home in _homes(i)} | known_before
         report.orphans_removed = self._remove_orphans(observed, volumes, keys, now)
@@ -411,8 +415,10 @@ class Reconciler:
         if row.deleting:
             for inst in instances:
                 if inst.provisioning_state != ProvisioningState.DELETING.value:
+                    # Pool instances serve nothing: no terminate notice (the reason says so).
+                    reason = {"delete_reason": terminate.STANDBY} if lifecycle.in_pool(inst) else {}
                     self.store.update_instance(
-                        row.name, inst.instance_id, provisioning_state=ProvisioningState.DELETING.value
+                        row.name, inst.instance_id, provisioning_state=ProvisioningState.DELETING.value, **reason
                     )
             if not instances:
                 self.balancer.remove_set(row.name)
@@ -429,6 +435,7 @@ class Reconciler:
         self._plan_upgrade(row, spec, live)
         self._carry_out(row, spec, self.scale_plan(row, alive))
         self._keep_pool(row, spec, alive)
+        self._keep_templates(row, spec, alive)
 
     def scale_plan(self, row: ScaleSetRow, alive: dict[str, bool] | None = None, capacity: int | None = None) -> Plan:
         """What this set's next pass does to reach ``capacity`` (default: the set's), as a Plan:
@@ -486,6 +493,7 @@ class Reconciler:
             )
             for i in self.store.instances(row.name)
             if lifecycle.in_pool(i)
+            and i.standby_state != lifecycle.TEMPLATE_BUILDER
             and i.provisioning_state != ProvisioningState.DELETING.value
             and alive.get(i.host, False)
         ]
@@ -499,9 +507,7 @@ class Reconciler:
             return plan
         pool = self._pool_slots(row, alive)
         creates = [c for c in plan.changes if c.change is Change.CREATE and not c.extra]
-        takes = standby.choose_takes(
-            [(c.zone, c.fault_domain or 0) for c in creates], pool, zonal=bool(row.spec.zones)
-        )
+        takes = standby.choose_takes([(c.zone, c.fault_domain or 0) for c in creates], pool, zonal=bool(row.spec.zones))
         taken = dict(zip([id(c) for c in creates], takes, strict=True))
         by_id = {i.instance_id: i for i in live}
         victims = [
@@ -510,17 +516,21 @@ class Reconciler:
             if c.instance_id in by_id and not c.overprovisioned
         ]
         returned = standby.reuse_on_scale_in(policy, plan.capacity or 0, pool, victims)
+        where = {i.instance_id: i for i in self.store.instances(row.name)}
         changes: list[PlannedChange] = []
         for c in plan.changes:
             take = taken.get(id(c))
             if take is not None:
+                inst = where[take.instance_id]  # it keeps its own placement (zone, fault domain, host)
                 changes.append(
                     PlannedChange(
                         Change.TAKE,
                         f"from the standby pool ({take.state.value}) instead of a new instance: {c.reason}",
                         instance_id=take.instance_id,
-                        zone=c.zone,
-                        fault_domain=c.fault_domain,
+                        zone=inst.zone,
+                        fault_domain=inst.fault_domain,
+                        host=inst.host,
+                        standby_state=take.state.value,
                     )
                 )
             elif c.change is Change.REMOVE and c.instance_id in returned:
@@ -530,6 +540,7 @@ class Reconciler:
                         c,
                         change=Change.RETURN,
                         reason=f"back to the standby pool ({state.value}, reuseOnScaleIn): {c.reason}",
+                        standby_state=state.value,
                     )
                 )
             else:
@@ -586,7 +597,6 @@ class Reconciler:
         now = self.clock()
         takes = plan.of(Change.TAKE)
         if takes:
-            states = {i.instance_id: i.standby_state for i in self.store.instances(row.name)}
             self.store.update_instances(
                 [
                     (
@@ -598,37 +608,34 @@ class Reconciler:
                             "ready_at": None,
                             "provisioning_state": ProvisioningState.UPDATING.value,
                             "boot_started_at": now,
-                            "origin": f"{lifecycle.FROM_POOL} ({states.get(int(c.instance_id or 0))})",
+                            "origin": f"{lifecycle.FROM_POOL} ({c.standby_state})",
                         },
                     )
                     for c in takes
                 ]
             )
-            ids = [int(c.instance_id or 0) for c in takes]
-            what = ", ".join(f"{c.instance_id} ({states.get(int(c.instance_id or 0))})" for c in takes)
+            what = ", ".join(f"{c.instance_id} ({c.standby_state})" for c in takes)
             self.store.log_activity(
                 row.name,
                 "scale-out",
                 f"taking instances {what} from the standby pool to reach capacity {plan.capacity}",
-                instances=ids,
+                instances=plan.instance_ids(Change.TAKE),
             )
         returns = plan.of(Change.RETURN)
         if returns:
-            pool = self._pool_slots(row, {h: True for h in self.inv.hosts})
-            assert spec.standby_pool is not None  # RETURN changes come only from a set with a pool
-            going = standby.states_for_new(spec.standby_pool, [p.state for p in pool], len(returns))
+            # The state each waits in is the plan's (what --what-if showed), decided once.
             self.store.update_instances(
                 [
-                    (row.name, int(c.instance_id or 0), {"standby_state": state.value, "standby_at": None})
-                    for c, state in zip(returns, going, strict=True)
+                    (row.name, int(c.instance_id or 0), {"standby_state": c.standby_state, "standby_at": None})
+                    for c in returns
                 ]
             )
-            ids = [int(c.instance_id or 0) for c in returns]
+            ids = plan.instance_ids(Change.RETURN)
             self.store.log_activity(
                 row.name,
                 "scale-in",
                 f"returning instances {ids} to the standby pool (reuseOnScaleIn) to reach capacity {plan.capacity}: "
-                "each is drained, then kept " + ", ".join(s.value for s in going),
+                "each is drained, then kept " + ", ".join(str(c.standby_state) for c in returns),
                 instances=ids,
             )
 
@@ -686,6 +693,34 @@ class Reconciler:
             )
         if skipped and row.message != skipped:
             self.store.record_set_status(row.name, message=skipped[:500])
+
+    def _keep_templates(self, row: ScaleSetRow, spec: ScaleSetSpec, alive: dict[str, bool]) -> None:
+        """templateClones: a hidden builder instance on each host of the set that has no warm
+        template of the set's model version yet (admitted against memory like any instance;
+        one that does not fit is left out, and new instances there boot cold)."""
+        hosts = self.clones.hosts_needing_a_builder(row, spec, alive, self.store.instances(row.name))
+        made: list[int] = []
+        for host in hosts:
+            try:
+                if self.capacity is not None:
+                    self.capacity.admit(spec, 1)
+                change = PlannedChange(Change.CREATE, "warm template builder", zone=self.inv.zone_of(host), host=host)
+                with self.store.transaction() as db:
+                    made.append(
+                        self._insert_record(
+                            db, row, spec, replace(change, fault_domain=0), 0, lifecycle.TEMPLATE_BUILDER
+                        )
+                    )
+            except LocalVMSSError as exc:
+                log.info("%s: no warm template builder on %s now: %s", row.name, host, exc.message)
+        if made:
+            self.store.log_activity(
+                row.name,
+                "template",
+                f"booting template builders {made} for model version {row.model_version} (on {', '.join(hosts)}): "
+                "each is saved as a warm template once healthy",
+                instances=made,
+            )
 
     def _plan_upgrade(self, row: ScaleSetRow, spec: ScaleSetSpec, live: list[InstanceRow]) -> None:
         """Automatic policy: every outdated instance at once, through the action table's reimage.
@@ -756,7 +791,10 @@ class Reconciler:
             db, row, spec, iid, change.host, change.zone, change.fault_domain, index=index
         )
         if standby_state is None:
-            inst = replace(inst, origin=lifecycle.COLD_BOOT)
+            cloned = spec.template_clones.enabled and self.clones.ready_template(
+                row.name, row.model_version, change.host
+            )
+            inst = replace(inst, origin=lifecycle.TEMPLATE_CLONE if cloned else lifecycle.COLD_BOOT)
         else:
             inst = replace(inst, standby_state=standby_state)
         if change.overprovisioned:
@@ -891,7 +929,11 @@ class Reconciler:
             self._record_action("reimage", "ok")
             return True  # the next pass boots it
         if lifecycle.in_pool(inst) and lifecycle.ready(inst):
+            if inst.standby_state == lifecycle.TEMPLATE_BUILDER:
+                return self.clones.make(inst)
             return self._stand_by(inst)
+        if inst.origin == lifecycle.TEMPLATE_CLONE and inst.provisioning_state == ProvisioningState.CREATING.value:
+            return self._clone(inst, spec)
         if self._taken_from_pool(inst):
             return self._resume_from_pool(inst, spec)
         if inst.desired_power == "deallocated" or (
@@ -1046,12 +1088,7 @@ class Reconciler:
         resumed = time.monotonic() - started
         clock = self._sync_clock(host, inst)
         probed = time.monotonic()
-        healthy = spec.health_probe is None
-        while not healthy and time.monotonic() - probed < RESUME_PROBE_S:
-            healthy = probe_once(inst.ip, spec.health_probe, timeout_s=1.0).healthy  # type: ignore[arg-type]
-            if not healthy:
-                time.sleep(RESUME_PROBE_EVERY_S)
-        if not healthy:
+        if not self._probe_now(inst, spec):
             return False  # the health monitor goes on probing; the boot timeout still applies
         now = self.clock()
         if not self._status(
@@ -1073,6 +1110,54 @@ class Reconciler:
         )
         self._record_action("take_from_pool", "ok")
         return True
+
+    def _clone(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+        """A new member restored from its host's warm template instead of booted, then probed
+        at once; one that cannot be cloned safely boots cold (and the activity log says why)."""
+        if self.inv.host(inst.host).domain_exists(inst.domain_name):
+            detail = "restored before a restart of the daemon"
+        else:
+            try:
+                detail = self.clones.clone(inst, spec)
+            except WarmCloneUnavailable as exc:
+                self.store.log_activity(
+                    inst.scale_set,
+                    "scale-out",
+                    f"instance {inst.instance_id}: no warm clone ({exc.message}); booting it cold",
+                    instances=[inst.instance_id],
+                )
+                self._status(inst, origin=lifecycle.COLD_BOOT)
+                return True
+            self.inv.refresh_reservations(inst.host)
+        probed = time.monotonic()
+        if not self._probe_now(inst, spec):
+            return self._check_boot_timeout(inst)  # the health monitor goes on probing
+        now = self.clock()
+        if self._status(
+            inst, provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=now, health="healthy", message=""
+        ):
+            self.store.log_activity(
+                inst.scale_set,
+                "scale-out",
+                f"instance {inst.instance_id} restored from a warm template: healthy "
+                f"{now - lifecycle.boot_started(inst):.2f} s after its record was made ({detail}; first healthy "
+                f"probe {time.monotonic() - probed:.2f} s); it joins the load balancer now",
+                instances=[inst.instance_id],
+            )
+            self._record_action("template_clone", "ok")
+        return True
+
+    def _probe_now(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
+        """Probe a just-resumed or just-restored instance until healthy (up to RESUME_PROBE_S),
+        so it joins the load balancer on the very next pass rather than the monitor's next round."""
+        if spec.health_probe is None:
+            return True
+        started = time.monotonic()
+        while time.monotonic() - started < RESUME_PROBE_S:
+            if probe_once(inst.ip, spec.health_probe, timeout_s=1.0).healthy:
+                return True
+            time.sleep(RESUME_PROBE_EVERY_S)
+        return False
 
     def _sync_clock(self, host: Any, inst: InstanceRow) -> str:
         """The guest's clock stood still while it was paused or saved: set it to the host's time

@@ -229,7 +229,11 @@ class Service:
         if spec.mode is OrchestrationMode.FLEXIBLE and model_changed:
             raise NotSupported(f"model updates {NOT_IN_VM_MODE}")
         new_capacity = capacity if _sku_capacity_given(body) else row.capacity
-        pool_now = sum(1 for i in self.store.instances(row.name) if lifecycle.in_pool(i))
+        pool_now = sum(
+            1
+            for i in self.store.instances(row.name)
+            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
+        )
         self.capacity.admit_pool(spec, max(0, new_capacity - row.capacity), new_capacity, pool_now)
         described = describe_model_change(old, spec)
         version = self.store.update_model(
@@ -618,14 +622,7 @@ class Service:
                 for i in self.store.instances(name)
                 if i.provisioning_state != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
             ]
-        targets = [self.store.instance(name, i) for i in _instance_id_list(instance_ids)]
-        pooled = [t.instance_id for t in targets if lifecycle.in_pool(t)]
-        if pooled:
-            raise Conflict(
-                f"instances {pooled} are in the standby pool, not members of the set: the pool manages them "
-                "(a scale-out takes them; change standbyPool to resize it); nothing was changed"
-            )
-        return targets
+        return _members_only([self.store.instance(name, i) for i in _instance_id_list(instance_ids)])
 
     def _apply_actions(self, targets: list[InstanceRow], action: str, skip_shutdown: bool = False) -> None:
         """Check the action on every instance first (lifecycle.request raises Conflict for one
@@ -661,8 +658,8 @@ class Service:
         if not instance_ids:
             raise InvalidSpec("give the instance ids to delete")
         ids = _instance_id_list(instance_ids)
-        for iid in ids:
-            self.store.instance(name, iid)  # NotFound names the first missing id
+        # NotFound names the first missing id; a pool instance is no member to delete.
+        _members_only([self.store.instance(name, iid) for iid in ids])
         marked = self.store.mark_instances_deleting(
             name,
             ids,
@@ -676,7 +673,7 @@ class Service:
     def set_protection(
         self, name: str, instance_id: str, scale_in: bool | None, actions: bool | None
     ) -> dict[str, Any]:
-        inst = self.store.instance(name, _iid(instance_id))
+        inst = _members_only([self.store.instance(name, _iid(instance_id))])[0]
         changes: dict[str, Any] = {}
         if scale_in is not None:
             changes["protect_scale_in"] = int(scale_in)
@@ -704,7 +701,7 @@ class Service:
 
         if not isinstance(body, dict) or set(body) - {"script"}:
             raise InvalidSpec('runCommand takes {"script": "commands"}')
-        inst = self.store.instance(name, _iid(instance_id))
+        inst = _members_only([self.store.instance(name, _iid(instance_id))])[0]
         if inst.desired_power != "running" or inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             raise Conflict(f"instance {inst.instance_id} is not running and ready")
         said = f"run-command on instance {inst.instance_id} ({len(str(body.get('script', '')))} characters of script)"
@@ -1256,6 +1253,18 @@ def _shown_power(inst: InstanceRow, actual: PowerState) -> PowerState:
     if actual is PowerState.RUNNING and inst.desired_power == "deallocated":
         return PowerState.DEALLOCATING
     return actual
+
+
+def _members_only(instances: list[InstanceRow]) -> list[InstanceRow]:
+    """The instances a request names, refused whole (Conflict) if any is a standby-pool instance:
+    the pool manages those (a scale-out takes them), no action, protection or command reaches them."""
+    pooled = [i.instance_id for i in instances if lifecycle.in_pool(i)]
+    if pooled:
+        raise Conflict(
+            f"instances {pooled} are in the standby pool, not members of the set: the pool manages them "
+            "(a scale-out takes them; change standbyPool to resize it); nothing was changed"
+        )
+    return instances
 
 
 def _intended_power(inst: InstanceRow) -> PowerState:

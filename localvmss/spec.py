@@ -168,6 +168,13 @@ class VmStateDistribution(_Strict):
         }
 
 
+class TemplateClones(_Strict):
+    """properties.templateClones (beyond Azure): new instances beyond the standby pool are
+    restored from a warm template of their model version instead of booted (docs/WARM-CLONES.md)."""
+
+    enabled: bool = Field(False, strict=True)
+
+
 class DynamicSizing(_Strict):
     enabled: bool = Field(False, strict=True)
 
@@ -284,6 +291,7 @@ class ScaleSetSpec(_Strict):
     overprovision: bool = False
     # properties.standbyPool (Uniform): instances kept ready out of capacity (localvmss.standby).
     standby_pool: StandbyPoolPolicy | None = None
+    template_clones: TemplateClones = Field(default_factory=lambda: TemplateClones())
 
     def model_fields_for_update(self) -> set[str]:
         """Fields whose change makes a new model version (instances become not latest)."""
@@ -368,6 +376,7 @@ class _AzProperties(_Strict):
     scale_in_policy: _AzScaleIn | None = Field(None, alias="scaleInPolicy")
     overprovision: bool | None = None
     standby_pool: StandbyPoolPolicy | None = Field(None, alias="standbyPool")
+    template_clones: TemplateClones | None = Field(None, alias="templateClones")
     automatic_repairs_policy: AutomaticRepairs | None = Field(None, alias="automaticRepairsPolicy")
     virtual_machine_profile: _AzVmProfile | None = Field(None, alias="virtualMachineProfile")
     single_placement_group: bool | None = Field(None, alias="singlePlacementGroup")
@@ -474,6 +483,13 @@ def parse_scale_set_body(name: str, body: Any, known_images: set[str]) -> tuple[
                 "the set's VM model, and a Flexible set has none (its VMs are created and attached one by one)"
             )
         spec_data["standby_pool"] = props.standby_pool.check()
+    if props.template_clones is not None:
+        if props.template_clones.enabled and mode is OrchestrationMode.FLEXIBLE:
+            raise InvalidSpec(
+                "templateClones is not supported in VM (Flexible) orchestration mode: a template is made from the "
+                "set's VM model, and a Flexible set has none"
+            )
+        spec_data["template_clones"] = props.template_clones
     if props.automatic_repairs_policy is not None:
         check_iso_duration(props.automatic_repairs_policy.grace_period, "automaticRepairsPolicy.gracePeriod")
         spec_data["automatic_repairs"] = props.automatic_repairs_policy
@@ -590,6 +606,7 @@ def spec_to_azure(
         },
         "overprovision": spec.overprovision,
         "standbyPool": spec.standby_pool.model_dump(by_alias=True, mode="json") if spec.standby_pool else None,
+        "templateClones": spec.template_clones.model_dump(by_alias=True, mode="json"),
         "automaticRepairsPolicy": spec.automatic_repairs.model_dump(by_alias=True, mode="json"),
         "virtualMachineProfile": vm_profile,
     }

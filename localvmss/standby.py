@@ -117,12 +117,14 @@ def upkeep(policy: StandbyPoolPolicy | None, capacity: int, pool: Sequence[PoolS
         want = desired_counts(policy, size) if policy is not None else {s: 0 for s in StandbyState}
         have = {s: sum(1 for i in kept if i.state is s) for s in StandbyState}
         surplus = len(kept) - size
-        # Not ready first, then newest ids; within that, states furthest over their share.
-        order = sorted(kept, key=lambda i: (i.standing_by, -i.instance_id))
+        left = list(kept)
         while surplus > 0:
-            over = [i for i in order if have[i.state] > want[i.state]] or order
-            victim = max(over, key=lambda i: (not i.standing_by, have[i.state] - want[i.state], i.instance_id))
-            order.remove(victim)
+            # Not ready first; among those, a state over its share; then the slowest state,
+            # then the newest id.
+            group = [i for i in left if not i.standing_by] or left
+            group = [i for i in group if have[i.state] > want[i.state]] or group
+            victim = max(group, key=lambda i: (SPEED_ORDER.index(i.state), i.instance_id))
+            left.remove(victim)
             have[victim.state] -= 1
             remove.append((victim.instance_id, SURPLUS))
             surplus -= 1
@@ -131,9 +133,7 @@ def upkeep(policy: StandbyPoolPolicy | None, capacity: int, pool: Sequence[PoolS
     return Upkeep(create=tuple(create), remove=tuple(remove))
 
 
-def choose_takes(
-    wanted: Sequence[tuple[str | None, int]], pool: Sequence[PoolSlot], zonal: bool
-) -> list[Take | None]:
+def choose_takes(wanted: Sequence[tuple[str | None, int]], pool: Sequence[PoolSlot], zonal: bool) -> list[Take | None]:
     """For each new member a scale-out wants (its zone and fault domain, as placement chose
     them), the pool instance it takes, or None for a new instance. The fastest state first;
     the same zone always when the set has zones (zone balance stays placement's), the same

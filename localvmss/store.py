@@ -149,6 +149,19 @@ CREATE TABLE IF NOT EXISTS rollouts (   -- rolling upgrades: one row each, its p
     reason TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS templates (  -- warm templates: a saved guest per set, model version and host
+    scale_set TEXT NOT NULL,
+    model_version INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    state_volume TEXT NOT NULL,
+    disk_volume TEXT NOT NULL,
+    saved_xml TEXT NOT NULL DEFAULT '',
+    builder INTEGER NOT NULL,          -- the hidden instance it is (being) saved from
+    ready INTEGER NOT NULL DEFAULT 0,  -- 0: being made (its volumes may be partial)
+    created_at REAL NOT NULL,
+    PRIMARY KEY (scale_set, model_version, host)
+);
 CREATE TABLE IF NOT EXISTS activity_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     scale_set TEXT NOT NULL,
@@ -224,6 +237,23 @@ class InstanceRow:
         from localvmss.model import OBJECT_PREFIX
 
         return f"{OBJECT_PREFIX}{self.scale_set}-{self.instance_id}"
+
+
+@dataclass
+class TemplateRow:
+    """A warm template (``localvmss.virt.template``): recorded before its volumes are made, so a
+    crash leaves a row to clean up, never volumes nobody knows of."""
+
+    scale_set: str
+    model_version: int
+    host: str
+    pool: str
+    state_volume: str
+    disk_volume: str
+    saved_xml: str
+    builder: int
+    ready: bool
+    created_at: float
 
 
 @dataclass
@@ -508,6 +538,46 @@ class Store:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"scale set {name!r} does not exist")
+
+    # -- warm templates ---------------------------------------------------------------------
+    def templates(self, scale_set: str | None = None) -> list[TemplateRow]:
+        where, args = ("WHERE scale_set=?", (scale_set,)) if scale_set else ("", ())
+        rows = self._query(f"SELECT * FROM templates {where} ORDER BY scale_set, model_version, host", args)
+        return [TemplateRow(**{**dict(r), "ready": bool(r["ready"])}) for r in rows]
+
+    def put_template(self, row: TemplateRow) -> None:
+        """Record a template (its volumes are made after; ``ready`` once they are whole)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO templates (scale_set, model_version, host, pool, state_volume, disk_volume, "
+                "saved_xml, builder, ready, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.scale_set,
+                    row.model_version,
+                    row.host,
+                    row.pool,
+                    row.state_volume,
+                    row.disk_volume,
+                    row.saved_xml,
+                    row.builder,
+                    int(row.ready),
+                    row.created_at,
+                ),
+            )
+
+    def template_ready(self, scale_set: str, model_version: int, host: str, saved_xml: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE templates SET ready=1, saved_xml=? WHERE scale_set=? AND model_version=? AND host=?",
+                (saved_xml, scale_set, model_version, host),
+            )
+
+    def delete_template_row(self, scale_set: str, model_version: int, host: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM templates WHERE scale_set=? AND model_version=? AND host=?",
+                (scale_set, model_version, host),
+            )
 
     def model_versions(self, name: str) -> list[ModelVersionRow]:
         rows = self._query("SELECT * FROM model_versions WHERE scale_set=? ORDER BY version", (name,))

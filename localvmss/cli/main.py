@@ -203,6 +203,13 @@ def _terminate_notification_options(fn: Any) -> Any:
     "before they take traffic. Off by default here (Azure's default is on because its extras are free; "
     "here every extra is a real boot on your hosts)",
 )
+@click.option(
+    "--template-clones",
+    type=click.BOOL,
+    default=None,
+    help="Uniform: new instances are restored from a warm template of the model instead of booted "
+    "(docs/WARM-CLONES.md) [true|false]",
+)
 @click.option("--lb-rule", "lb_rules", multiple=True, help="FRONTEND:BACKEND port (TCP); repeat for several")
 @click.option("--health-probe", help="http:/path[:port] or tcp:PORT (default http:/healthz)")
 @click.option("--nat-pool", help="FIRST-LAST:BACKENDPORT, e.g. 50000-50119:22")
@@ -239,6 +246,7 @@ def create(
     scale_in_policy: str,
     prioritize_unhealthy_vms: bool,
     overprovision: bool,
+    template_clones: bool | None,
     lb_rules: tuple[str, ...],
     health_probe: str | None,
     nat_pool: str | None,
@@ -268,6 +276,8 @@ def create(
     }
     if overprovision:
         props["overprovision"] = True
+    if template_clones is not None:
+        props["templateClones"] = {"enabled": template_clones}
     if platform_fault_domain_count is not None:
         props["platformFaultDomainCount"] = platform_fault_domain_count
     if fault_domain_mapping:
@@ -399,6 +409,12 @@ def scale(c: Ctx, name: str, new_capacity: int, what_if: bool, no_wait: bool) ->
     default=None,
     help="Uniform: boot extras on scale-out, keep the first healthy (off unless turned on)",
 )
+@click.option(
+    "--template-clones",
+    type=click.BOOL,
+    default=None,
+    help="new instances restored from a warm template of the model instead of booted [true|false]",
+)
 @click.option("--enable-automatic-repairs", type=bool, help="true or false")
 @click.option("--automatic-repairs-grace-period", help="PT0S..PT90M")
 @click.option("--automatic-repairs-action", type=click.Choice(REPAIR_ACTIONS, case_sensitive=False))
@@ -425,6 +441,7 @@ def update(
     scale_in_policy: str | None,
     prioritize_unhealthy_vms: bool | None,
     overprovision: bool | None,
+    template_clones: bool | None,
     enable_automatic_repairs: bool | None,
     automatic_repairs_grace_period: str | None,
     automatic_repairs_action: str | None,
@@ -459,6 +476,8 @@ def update(
         props["scaleInPolicy"]["prioritizeUnhealthyVMs"] = prioritize_unhealthy_vms
     if overprovision is not None:
         props["overprovision"] = overprovision
+    if template_clones is not None:
+        props["templateClones"] = {"enabled": template_clones}
     if force_deletion is not None:
         props["scaleInPolicy"]["forceDeletion"] = force_deletion
     events = (props.get("virtualMachineProfile") or {}).get("scheduledEventsProfile") or {}

@@ -28,11 +28,16 @@ def parse_distribution(words: tuple[str, ...]) -> dict[str, int] | None:
     if not words:
         return None
     out: dict[str, int] = {}
-    for word in (w for chunk in words for w in chunk.replace(",", " ").split()):
+    given = [w for chunk in words for w in chunk.replace(",", " ").split()]
+    if not given:
+        raise InvalidSpec("--vm-state-distribution is empty: give STATE=PERCENT words, e.g. 'paused=50 saved=50'")
+    for word in given:
         state, sep, value = word.partition("=")
         key = state.strip().lower()
         if not sep or key not in ("running", "paused", "saved"):
             raise InvalidSpec(f"--vm-state-distribution {word!r}: give STATE=PERCENT with STATE running, paused, saved")
+        if f"{key}Percent" in out:
+            raise InvalidSpec(f"--vm-state-distribution names {key} twice")
         try:
             out[f"{key}Percent"] = int(value)
         except ValueError:

@@ -2,7 +2,7 @@
 
 Every instance domain carries a ``<channel type='unix'>`` named ``AGENT_CHANNEL`` (domainxml);
 the base image's ``channel`` service answers ``ping``, ``clock <unix time>`` and ``identity
-<instance-id> <hostname> <mac>`` on it. The host end is ``virDomainOpenChannel`` on a libvirt
+<instance-id> <hostname> <mac> [<ip>/<prefix> <gateway>]`` on it. The host end is ``virDomainOpenChannel`` on a libvirt
 stream, so it works wherever the connection does (a local socket or qemu+ssh) without a path on
 the host. ``Host.guest_command`` and ``Host.sync_clock`` are the entry points; this module keeps
 the exchange and the reply rules so they can be tested apart from libvirt.
@@ -149,8 +149,9 @@ def sync_clock(conn: libvirt.virConnect, dom: libvirt.virDomain, timeout_s: floa
     """Set the guest clock to the host's; the remaining skew in seconds (guest minus host).
 
     The host's time is taken the moment it is sent, after a ``ping`` answered (see ``prime``).
-    The guest waits for the next whole second before it sets its clock (busybox date takes whole
-    seconds), so the call takes up to a second more than the exchange itself.
+    busybox date takes whole seconds: the guest steps to the nearest one at once (unless it is
+    closer already) and answers, so the skew returned is up to half a second; in the background
+    it then sets the next whole second precisely (a few ms off), about a second later.
     """
     reply = exchange(conn, dom, lambda: f"clock {time.time():.6f}", timeout_s, prime=True)
     return parse_clock_reply(check_reply("clock", reply)) - time.time()
