@@ -172,6 +172,17 @@ TEMPLATE_CLONE = "template clone"
 TEMPLATE_BUILDER = "Template"
 
 
+def preparing(inst: InstanceRow) -> bool:
+    """A member taken from the standby pool or restored from a warm template whose clock (and,
+    for a clone, identity) is not set yet: nothing may call it healthy meanwhile, as it may
+    still answer as the template it was saved from (the worker probes it once that is done)."""
+    return (
+        (inst.origin.startswith(FROM_POOL) or inst.origin == TEMPLATE_CLONE)
+        and inst.prepared_at is None
+        and inst.provisioning_state in (ProvisioningState.CREATING.value, ProvisioningState.UPDATING.value)
+    )
+
+
 def load_balanced(inst: InstanceRow) -> bool:
     """One of the set's servers in the load balancer (in rotation or not): every member, and a
     pool instance only while a scale-in returns it (it drains; then it leaves the backends)."""
@@ -190,6 +201,7 @@ def usable_from_pool(inst: InstanceRow, set_version: int) -> bool:
         standing_by(inst)
         and not outdated(inst, set_version)
         and inst.provisioning_state == ProvisioningState.SUCCEEDED.value
+        and inst.health != "unhealthy"
         and not changing(inst)
     )
 
@@ -224,6 +236,7 @@ def to_probe(inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         and not changing(inst)
         # A paused or saved pool instance has no CPU to answer with; a Running one is watched.
         and (not standing_by(inst) or inst.standby_state == "Running")
+        and not preparing(inst)
     )
 
 

@@ -479,7 +479,9 @@ class Reconciler:
         return self._with_pool(row, plan, live, alive)
 
     def _pool_slots(self, row: ScaleSetRow, alive: dict[str, bool]) -> list[standby.PoolSlot]:
-        """The set's pool instances on hosts that answer, as the pool decisions see them."""
+        """The set's pool instances as the pool decisions see them. Like members, those of a
+        silent host still count until it is lost (``host_lost_grace_s``: a busy host is not
+        refilled elsewhere), but only those of hosts that answer may be taken."""
         return [
             standby.PoolSlot(
                 instance_id=i.instance_id,
@@ -487,15 +489,16 @@ class Reconciler:
                 zone=i.zone,
                 fault_domain=i.fault_domain,
                 standing_by=lifecycle.standing_by(i),
-                usable=lifecycle.usable_from_pool(i, row.model_version),
+                usable=lifecycle.usable_from_pool(i, row.model_version) and alive.get(i.host, False),
                 outdated=lifecycle.outdated(i, row.model_version),
-                failed=i.provisioning_state == ProvisioningState.FAILED.value,
+                # Never ready in time, or a Running one whose probe now fails: replaced.
+                failed=i.provisioning_state == ProvisioningState.FAILED.value or i.health == "unhealthy",
             )
             for i in self.store.instances(row.name)
             if lifecycle.in_pool(i)
             and i.standby_state != lifecycle.TEMPLATE_BUILDER
             and i.provisioning_state != ProvisioningState.DELETING.value
-            and alive.get(i.host, False)
+            and (alive.get(i.host, False) or not self.unreachable(i.host))
         ]
 
     def _with_pool(self, row: ScaleSetRow, plan: Plan, live: list[InstanceRow], alive: dict[str, bool]) -> Plan:
@@ -609,6 +612,7 @@ class Reconciler:
                             "provisioning_state": ProvisioningState.UPDATING.value,
                             "boot_started_at": now,
                             "origin": f"{lifecycle.FROM_POOL} ({c.standby_state})",
+                            "prepared_at": None,
                         },
                     )
                     for c in takes
@@ -932,7 +936,7 @@ class Reconciler:
             if inst.standby_state == lifecycle.TEMPLATE_BUILDER:
                 return self.clones.make(inst)
             return self._stand_by(inst)
-        if inst.origin == lifecycle.TEMPLATE_CLONE and inst.provisioning_state == ProvisioningState.CREATING.value:
+        if lifecycle.preparing(inst) and inst.origin == lifecycle.TEMPLATE_CLONE:
             return self._clone(inst, spec)
         if self._taken_from_pool(inst):
             return self._resume_from_pool(inst, spec)
@@ -1068,13 +1072,8 @@ class Reconciler:
 
     @staticmethod
     def _taken_from_pool(inst: InstanceRow) -> bool:
-        """A member a scale-out just took from the pool, not yet seen healthy again."""
-        return (
-            inst.origin.startswith(lifecycle.FROM_POOL)
-            and inst.ready_at is None
-            and inst.desired_power == "running"
-            and inst.provisioning_state == ProvisioningState.UPDATING.value
-        )
+        """A member a scale-out just took from the pool, not yet resumed with its clock set."""
+        return lifecycle.preparing(inst) and inst.origin.startswith(lifecycle.FROM_POOL)
 
     def _resume_from_pool(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         """A member taken from the pool: resume it (or restore its saved memory), give its clock
@@ -1087,9 +1086,11 @@ class Reconciler:
         host.start(inst.domain_name)
         resumed = time.monotonic() - started
         clock = self._sync_clock(host, inst)
+        if not self._status(inst, prepared_at=self.clock()):
+            return True  # something was asked meanwhile: look again
         probed = time.monotonic()
         if not self._probe_now(inst, spec):
-            return False  # the health monitor goes on probing; the boot timeout still applies
+            return True  # prepared: the health monitor probes it from now on (the boot timeout applies)
         now = self.clock()
         if not self._status(
             inst,
@@ -1114,24 +1115,23 @@ class Reconciler:
     def _clone(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         """A new member restored from its host's warm template instead of booted, then probed
         at once; one that cannot be cloned safely boots cold (and the activity log says why)."""
-        if self.inv.host(inst.host).domain_exists(inst.domain_name):
-            detail = "restored before a restart of the daemon"
-        else:
-            try:
-                detail = self.clones.clone(inst, spec)
-            except WarmCloneUnavailable as exc:
-                self.store.log_activity(
-                    inst.scale_set,
-                    "scale-out",
-                    f"instance {inst.instance_id}: no warm clone ({exc.message}); booting it cold",
-                    instances=[inst.instance_id],
-                )
-                self._status(inst, origin=lifecycle.COLD_BOOT)
-                return True
-            self.inv.refresh_reservations(inst.host)
+        try:
+            detail = self.clones.clone(inst, spec)
+        except WarmCloneUnavailable as exc:
+            self.store.log_activity(
+                inst.scale_set,
+                "scale-out",
+                f"instance {inst.instance_id}: no warm clone ({exc.message}); booting it cold",
+                instances=[inst.instance_id],
+            )
+            self._status(inst, origin=lifecycle.COLD_BOOT)
+            return True
+        self.inv.refresh_reservations(inst.host)
+        if not self._status(inst, prepared_at=self.clock()):
+            return True  # something was asked meanwhile: look again
         probed = time.monotonic()
         if not self._probe_now(inst, spec):
-            return self._check_boot_timeout(inst)  # the health monitor goes on probing
+            return True  # prepared: the health monitor probes it from now on (the boot timeout applies)
         now = self.clock()
         if self._status(
             inst, provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=now, health="healthy", message=""

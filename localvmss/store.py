@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS instances (
     standby_state TEXT,             -- a standby-pool instance: Running | Paused | Saved (NULL: a member)
     standby_at REAL,                -- when it reached its standby state (NULL: not yet)
     origin TEXT NOT NULL DEFAULT '', -- how it came to serve: cold boot, standby pool (Paused), ...
+    prepared_at REAL,               -- a resumed or cloned member: when its clock/identity were set
     PRIMARY KEY (scale_set, instance_id)
 );
 CREATE TABLE IF NOT EXISTS scheduled_events (  -- Azure's Scheduled Events (Terminate notices), per instance
@@ -231,6 +232,7 @@ class InstanceRow:
     standby_state: str | None = None
     standby_at: float | None = None
     origin: str = ""
+    prepared_at: float | None = None
 
     @property
     def domain_name(self) -> str:
@@ -331,6 +333,7 @@ STATUS_COLUMNS = frozenset(
         "redeploy_target",
         "standby_at",
         "origin",
+        "prepared_at",
     }
 )
 

@@ -163,16 +163,20 @@ class WarmClones:
         identity and address; returns what took how long. WarmCloneUnavailable (the domain and
         disk it began are removed) means: boot it cold."""
         tpl = self.ready_template(inst.scale_set, inst.model_version, inst.host)
-        if tpl is None:
-            raise WarmCloneUnavailable(f"no template of model version {inst.model_version} on {inst.host}")
         host = self.inv.host(inst.host)
         self.prov.ensure_identity(inst, spec)
         gateway, mask, _start, _end = self.inv.network_range(inst.host)
         prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
         started = time.monotonic()
         try:
-            saved = template.Template(tpl.pool, tpl.state_volume, tpl.disk_volume, tpl.saved_xml)
-            restore_s = template.restore_clone(host, saved, self.prov.domain_xml(inst, spec))
+            if tpl is None:  # (a domain restored before a restart is removed too: its identity is unknown)
+                raise WarmCloneUnavailable(f"no template of model version {inst.model_version} on {inst.host}")
+            if host.domain_exists(inst.domain_name):
+                # Restored before the daemon stopped, identity unknown: identity is given again.
+                restore = "restored before a daemon restart"
+            else:
+                saved = template.Template(tpl.pool, tpl.state_volume, tpl.disk_volume, tpl.saved_xml)
+                restore = f"restore {template.restore_clone(host, saved, self.prov.domain_xml(inst, spec)):.2f} s"
             identity_started = time.monotonic()
             skew = template.reidentify(
                 host,
@@ -187,6 +191,6 @@ class WarmClones:
             self.prov.remove_compute_and_disk(inst)
             raise
         return (
-            f"restore {restore_s:.2f} s, identity and clock {time.monotonic() - identity_started:.2f} s "
+            f"{restore}, identity and clock {time.monotonic() - identity_started:.2f} s "
             f"(skew after {skew * 1000:+.0f} ms), {time.monotonic() - started:.2f} s in all"
         )
