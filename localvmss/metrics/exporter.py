@@ -66,6 +66,7 @@ class ScaleSetSample:
     desired: int
     actual: int
     healthy: int
+    standby: tuple[tuple[str, int], ...] = ()  # standby pool: (state, instances standing by in it)
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class ScaleSetCollector(Collector):
         self._source = source
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "localvmss_scale_set_capacity_desired",
@@ -248,18 +249,25 @@ class ScaleSetCollector(Collector):
                 "Instances of the scale set passing their health check.",
                 labels=SCALE_SET_LABELS,
             ),
+            GaugeMetricFamily(
+                "localvmss_standby_pool_instances",
+                "Standby-pool instances standing by, per state (not in the capacity or any figure above).",
+                labels=[*SCALE_SET_LABELS, "state"],
+            ),
         )
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        desired, actual, healthy = self._families()
+        desired, actual, healthy, standby = self._families()
         for sample in _safe_read(self._source, "scale set capacity"):
             desired.add_metric([sample.scale_set], sample.desired)
             actual.add_metric([sample.scale_set], sample.actual)
             healthy.add_metric([sample.scale_set], sample.healthy)
-        yield from (desired, actual, healthy)
+            for state, count in sample.standby:
+                standby.add_metric([sample.scale_set, state], count)
+        yield from (desired, actual, healthy, standby)
 
 
 class StatusCollector(Collector):

@@ -51,17 +51,19 @@ class Sources:
     def scale_set_samples(self) -> list[ScaleSetSample]:
         out = []
         for row in self.store.scale_sets():
-            instances = [
-                i
-                for i in self.store.instances(row.name)
-                if i.provisioning_state != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
+            every = [
+                i for i in self.store.instances(row.name) if i.provisioning_state != ProvisioningState.DELETING.value
             ]
+            instances = [i for i in every if not lifecycle.in_pool(i)]
+            standing = [i.standby_state for i in every if lifecycle.standing_by(i)]
+            states = ("Running", "Paused", "Saved") if row.spec.standby_pool is not None else ()
             out.append(
                 ScaleSetSample(
                     row.name,
                     desired=row.capacity if row.mode == "Uniform" else len(instances),
                     actual=len(instances),
                     healthy=len([i for i in instances if i.health == "healthy"]),
+                    standby=tuple((state, standing.count(state)) for state in states),
                 )
             )
         return out

@@ -135,6 +135,20 @@ def test_counter_and_gauge_types_in_text() -> None:
     assert "# TYPE localvmss_scale_set_capacity_desired gauge" in text
 
 
+def test_standby_pool_instances_per_state_and_not_in_the_capacity_figures() -> None:
+    registry = CollectorRegistry()
+    pool = (("Running", 0), ("Paused", 2), ("Saved", 1))
+    registry.register(
+        ScaleSetCollector(lambda: [ScaleSetSample("web", 1, 1, 1, standby=pool), ScaleSetSample("api", 2, 2, 2)])
+    )
+    text = generate_latest(registry).decode()
+    assert 'localvmss_standby_pool_instances{scale_set="web",state="Paused"} 2.0' in text
+    assert 'localvmss_standby_pool_instances{scale_set="web",state="Saved"} 1.0' in text
+    assert 'localvmss_standby_pool_instances{scale_set="web",state="Running"} 0.0' in text
+    assert 'localvmss_standby_pool_instances{scale_set="api"' not in text  # no pool, no series
+    assert 'localvmss_scale_set_capacity_actual{scale_set="web"} 1.0' in text
+
+
 def test_source_is_called_per_scrape() -> None:
     calls: list[int] = []
 

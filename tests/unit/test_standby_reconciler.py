@@ -661,6 +661,7 @@ def test_pool_predicates(
         pytest.param({"provisioning_state": ProvisioningState.DELETING.value}, False, id="deleting"),
         pytest.param({"restart_generation": 1}, False, id="restart-pending"),
         pytest.param({"standby_state": None}, False, id="a-member"),
+        pytest.param({"health": "unhealthy"}, False, id="a-running-one-failing-its-probe"),
     ],
 )
 def test_usable_from_pool(env: Env, changes: dict[str, Any], usable: bool) -> None:  # noqa: F811
@@ -728,3 +729,30 @@ def test_a_scale_out_admits_what_the_pool_does_not_hold(penv: Env, state: str, n
     rule.admit = lambda spec, new_instances, memory_mib=None: asked.append(new_instances)  # type: ignore[method-assign]
     rule.check("web", penv.store.scale_set("web").spec, 1, new)
     assert asked == ([] if admitted is None else [admitted])
+
+
+# A resumed or cloned member is not probed (so nobody can call it healthy) until its clock and,
+# for a clone, its identity are set: a clone still answers as its template until then.
+@pytest.mark.parametrize(
+    ("origin", "state", "prepared_at", "probed"),
+    [
+        pytest.param("cold boot", ProvisioningState.CREATING.value, None, True, id="cold-boot"),
+        pytest.param("template clone", ProvisioningState.CREATING.value, None, False, id="clone-restoring"),
+        pytest.param("template clone", ProvisioningState.CREATING.value, 5.0, True, id="clone-identified"),
+        pytest.param("standby pool (Paused)", ProvisioningState.UPDATING.value, None, False, id="taken-resuming"),
+        pytest.param("standby pool (Paused)", ProvisioningState.UPDATING.value, 5.0, True, id="taken-clock-set"),
+        pytest.param("template clone", ProvisioningState.SUCCEEDED.value, 5.0, True, id="clone-serving"),
+        pytest.param("template clone", ProvisioningState.UPDATING.value, 5.0, True, id="clone-restarting-later"),
+    ],
+)
+def test_no_probe_before_a_resumed_or_cloned_member_is_prepared(
+    env: Env,  # noqa: F811
+    origin: str,
+    state: str,
+    prepared_at: float | None,
+    probed: bool,
+) -> None:
+    inst = replace(_row(env), origin=origin, provisioning_state=state, prepared_at=prepared_at)
+    spec = env.store.scale_set(inst.scale_set).spec
+    assert lifecycle.preparing(inst) is not probed
+    assert lifecycle.to_probe(inst, spec) is probed
