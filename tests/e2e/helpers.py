@@ -88,6 +88,13 @@ def uniform_body(capacity: int, image: str = "base", **props: Any) -> dict[str, 
     }
 
 
+def create_set(cli: Any, name: str, count: int, *flags: str, port: int | None = None, timeout: float = 600) -> str:
+    """``localvmss create NAME --image base --instance-count COUNT`` plus ``flags``; with ``port``
+    behind a load-balancer rule PORT:80 with the default HTTP probe. Returns the CLI's output."""
+    lb = ("--lb-rule", f"{port}:80", "--health-probe", "http:/healthz") if port is not None else ()
+    return str(cli.ok("create", name, "--image", "base", "--instance-count", str(count), *lb, *flags, timeout=timeout))
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True)
 

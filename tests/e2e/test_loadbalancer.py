@@ -18,7 +18,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.errors import LocalVMSSError
 from localvmss.lab.testbed import DaemonProcess, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, instances, settled_sets, uniform_body, wait_until
+from tests.e2e.helpers import backend_names, create_set, instances, settled_sets, uniform_body, wait_until
 from tests.e2e.load import Load
 
 
@@ -38,23 +38,17 @@ def lb_set(daemon: DaemonProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     nat_start = free_port(span=10)
     keyfile = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)], check=True)
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "2",
-        "--lb-rule",
-        f"{port}:80",
-        "--health-probe",
-        "http:/healthz",
+        2,
         "--nat-pool",
         f"{nat_start}-{nat_start + 9}:22",
         "--ssh-key-value",
         f"{keyfile}.pub",
         "--computer-name-prefix",
         "lb",
+        port=port,
     )
     yield {"name": name, "port": port, "nat_start": nat_start, "key": str(keyfile)}
     cli("delete", name)

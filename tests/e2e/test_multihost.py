@@ -30,6 +30,7 @@ from localvmss.virt.host import Host
 from tests.conftest import Cli
 from tests.e2e.helpers import (
     POOL,
+    create_set,
     http_get,
     instances,
     libvirt_view,
@@ -320,13 +321,10 @@ def test_host_fault_domains_spread_serve_and_survive_losing_a_host(
     killed = restored = False
     check_name = f"{name}b"
     try:
-        cli.ok(
-            "create",
+        create_set(
+            cli,
             name,
-            "--image",
-            "base",
-            "--instance-count",
-            "4",
+            4,
             "--platform-fault-domain-count",
             "2",
             "--fault-domain-mapping",

@@ -9,7 +9,7 @@ import time
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, instances, libvirt_view, wait_until
+from tests.e2e.helpers import backend_names, create_set, instances, libvirt_view, wait_until
 from tests.e2e.load import Load
 
 
@@ -32,21 +32,15 @@ def test_redeploy_moves_an_instance_to_the_other_host_under_load(
 ) -> None:
     port, nat = free_port(), free_port(span=4)
     try:
-        cli.ok(
-            "create",
+        create_set(
+            cli,
             name,
-            "--image",
-            "base",
-            "--instance-count",
-            "2",
+            2,
             "--platform-fault-domain-count",
             "2",
-            "--lb-rule",
-            f"{port}:80",
-            "--health-probe",
-            "http:/healthz",
             "--nat-pool",
             f"{nat}-{nat + 3}:22",
+            port=port,
             timeout=300,
         )
         before = _placement(api, name)

@@ -13,17 +13,14 @@ from typing import Any
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed
 from tests.conftest import Cli
-from tests.e2e.helpers import instances, libvirt_view, wait_until
+from tests.e2e.helpers import create_set, instances, libvirt_view, wait_until
 
 
 def test_unhealthy_instance_is_repaired(cli: Cli, api: ApiClient, name: str) -> None:
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "1",
+        1,
         "--enable-automatic-repairs",
         "--automatic-repairs-grace-period",
         "PT30S",
@@ -101,13 +98,10 @@ def health(api: ApiClient, name: str, instance_id: str) -> str:
 
 
 def create_repaired(cli: Cli, api: ApiClient, name: str, action: str, grace: str = GRACE, wait: bool = True) -> None:
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "1",
+        1,
         "--enable-automatic-repairs",
         "--automatic-repairs-grace-period",
         grace,

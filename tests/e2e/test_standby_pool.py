@@ -30,7 +30,7 @@ from localvmss.errors import LocalVMSSError
 from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from localvmss.lb.runtime import RuntimeClient
 from tests.conftest import Cli
-from tests.e2e.helpers import instances, libvirt_view, wait_until
+from tests.e2e.helpers import create_set, instances, libvirt_view, wait_until
 from tests.e2e.load import Load
 
 
@@ -78,17 +78,11 @@ def test_a_pool_fills_serves_nothing_is_taken_kept_over_kill9_and_reused(
     cli: Cli, api: ApiClient, daemon: DaemonProcess, testbed: Testbed, name: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "1",
-        "--lb-rule",
-        f"{port}:80",
-        "--health-probe",
-        "http:/healthz",
+        1,
+        port=port,
         timeout=600,
     )
     try:

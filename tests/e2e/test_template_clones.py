@@ -18,7 +18,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed, free_port
 from localvmss.virt.host import Host
 from tests.conftest import Cli
-from tests.e2e.helpers import POOL, backend_names, instances, libvirt_view, wait_until
+from tests.e2e.helpers import POOL, backend_names, create_set, instances, libvirt_view, wait_until
 from tests.e2e.load import Load
 
 
@@ -50,21 +50,15 @@ def test_new_instances_are_restored_from_warm_templates_and_serve(
     assert testbed.lab is not None
     hosts = len(testbed.lab.hosts)
     port = free_port()
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "0",
+        0,
         "--platform-fault-domain-count",
         "2",
-        "--lb-rule",
-        f"{port}:80",
-        "--health-probe",
-        "http:/healthz",
         "--template-clones",
         "true",
+        port=port,
         timeout=600,
     )
     try:

@@ -13,7 +13,7 @@ import time
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, instances, libvirt_view, wait_until
+from tests.e2e.helpers import backend_names, create_set, instances, libvirt_view, wait_until
 from tests.e2e.load import Load
 
 
@@ -34,19 +34,13 @@ def test_scale_in_tells_the_guest_which_acknowledges_and_force_deletion_does_not
 ) -> None:
     port = free_port()
     try:
-        cli.ok(
-            "create",
+        create_set(
+            cli,
             name,
-            "--image",
-            "base",
-            "--instance-count",
-            "3",
-            "--lb-rule",
-            f"{port}:80",
-            "--health-probe",
-            "http:/healthz",
+            3,
             "--terminate-notification-time",
             "PT60S",
+            port=port,
             timeout=400,
         )
         shown = api.get(f"/scaleSets/{name}")["properties"]

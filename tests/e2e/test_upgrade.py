@@ -9,17 +9,14 @@ from pathlib import Path
 
 from localvmss.cli.client import ApiClient
 from tests.conftest import Cli
-from tests.e2e.helpers import instances, wait_until
+from tests.e2e.helpers import create_set, instances, wait_until
 
 
 def test_rolling_upgrade_goes_batch_by_batch(cli: Cli, api: ApiClient, name: str, tmp_path: Path) -> None:
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "3",
+        3,
         "--platform-fault-domain-count",
         "3",
         "--upgrade-policy-mode",

@@ -17,7 +17,7 @@ import time
 from localvmss.cli.client import ApiClient
 from localvmss.lab.testbed import Testbed, free_port
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, instances, libvirt_view, wait_until
+from tests.e2e.helpers import backend_names, create_set, instances, libvirt_view, wait_until
 from tests.e2e.load import Load
 
 
@@ -27,20 +27,14 @@ def _names(api: ApiClient, name: str) -> dict[str, str]:
 
 
 def _create(cli: Cli, name: str, count: int, port: int, *flags: str) -> None:
-    cli.ok(
-        "create",
+    create_set(
+        cli,
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        str(count),
+        count,
         "--platform-fault-domain-count",
         "2",
-        "--lb-rule",
-        f"{port}:80",
-        "--health-probe",
-        "http:/healthz",
         *flags,
+        port=port,
         timeout=600,
     )
 

@@ -13,27 +13,13 @@ from localvmss.cli.main import list_instances
 from localvmss.cli.standby_cmds import parse_distribution, standby_pool
 from localvmss.errors import InvalidSpec
 from localvmss.spec import StandbyState, parse_standby_pool
+from tests.unit.test_upgrade_cli import RecordingClient as UpgradeRecordingClient
 
 POOL = "/scaleSets/web/standbyPool"
 
 
-class RecordingClient:
-    """Answers per path (the last answer repeats), records what was sent."""
-
-    def __init__(self, answers: dict[str, list[Any]]) -> None:
-        self.answers = answers
-        self.sent: list[tuple[str, str, Any]] = []
-
-    def _answer(self, method: str, path: str, body: Any = None) -> Any:
-        self.sent.append((method, path, body))
-        queue = self.answers[path.split("?")[0]]
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    def get(self, path: str) -> Any:
-        return self._answer("GET", path)
-
-    def put(self, path: str, body: Any, headers: Any = None) -> Any:
-        return self._answer("PUT", path, body)
+class RecordingClient(UpgradeRecordingClient):
+    """The upgrade CLI tests' recording client, which also deletes."""
 
     def delete(self, path: str) -> Any:
         return self._answer("DELETE", path)

@@ -17,20 +17,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from localvmss import lifecycle, reconciler, terminate
-from localvmss.api.app import create_app
 from localvmss.capacity import CapacityRule
 from localvmss.errors import NotFound
 from localvmss.health import ProbeResult
 from localvmss.model import PowerState, ProvisioningState
 from localvmss.plans import Change, Plan
 from localvmss.reconciler import needs_work
-from localvmss.service import Service
 from localvmss.spec import parse_scale_set_body
 from localvmss.store import InstanceRow
 from localvmss.virt.host import OwnedDomain
 from tests.unit.fakehost import FakeHost
 from tests.unit.servicefake import refused
 from tests.unit.test_reconciler import Env, RecordingBalancer, env  # noqa: F401 (env: the fixture)
+from tests.unit.test_what_if import client, written
 
 LB = {"loadBalancingRules": [{"protocol": "Tcp", "frontendPort": 8080, "backendPort": 80}]}
 STATE_POWER = {"Running": PowerState.RUNNING, "Paused": PowerState.PAUSED, "Saved": PowerState.STOPPED}
@@ -188,24 +187,6 @@ def scale(e: Env, capacity: int) -> None:
 def new_model_version(e: Env) -> None:
     row = e.store.scale_set("web")
     e.store.update_model("web", row.model, row.capacity, new_version=True, actor="test", changes=["a test"])
-
-
-def client(e: Env) -> TestClient:
-    service = Service(
-        e.rec.cfg,
-        e.store,
-        e.inv,
-        wake=e.rec.wake,
-        allocator=e.rec.alloc,
-        capacity=CapacityRule(e.rec.cfg, e.store, e.inv),
-    )
-    service.scale_planner = e.rec.scale_plan  # as the daemon wires it
-    return TestClient(create_app(service, token="t"), headers={"Authorization": "Bearer t"})
-
-
-def written(e: Env) -> Any:
-    sets = e.store.scale_sets()
-    return sets, e.store.instances(), {s.name: e.store.activity(s.name) for s in sets}
 
 
 # -- filling the pool ------------------------------------------------------------------------------
