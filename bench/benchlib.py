@@ -1,4 +1,5 @@
-"""Shared by the bench scripts: plain libvirt guests of the base image, made with localvmss.virt.
+"""Shared by the bench scripts: plain libvirt guests of the base image, made with localvmss.virt,
+the ``/healthz`` poller for them, and the poller of a scale set's HAProxy frontend.
 
 "Plain" means what a user would do by hand with virsh: upload the image once, then per guest a
 qcow2 overlay, a NoCloud seed, a DHCP reservation, define and start. No daemon involved.
@@ -8,6 +9,7 @@ Every guest is reached from the host namespace, which routes to the lab's guest 
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
 import os
@@ -189,3 +191,56 @@ def fmt_times(ready: dict[str, float], expected: int) -> str:
         return f"only {len(times)} of {expected} answered ({', '.join(f'{t:.1f}' for t in times)} s)"
     each = ", ".join(f"{t:.1f}" for t in times)
     return f"{times[-1]:.1f} s (each: {each})"
+
+
+class FrontendWatch:
+    """Asks a load-balancer frontend ``GET /`` on its own threads, each request on a fresh
+    connection (``Connection: close``, so HAProxy picks a server anew every time), and records
+    when each distinct answer (a guest serves its computer name at ``/``) came first, in seconds
+    since ``t0``. A few requests a second per thread: enough to reach every server of a
+    round-robin backend soon, little enough not to slow the emulated guests it measures."""
+
+    def __init__(self, port: int, t0: float, threads: int = 3, pause_s: float = 0.03, address: str = "127.0.0.1"):
+        self.port = port
+        self.address = address
+        self.t0 = t0
+        self.pause_s = pause_s
+        self.first: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> FrontendWatch:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def answered(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.first)
+
+    def _one(self) -> str | None:
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=5)
+        try:
+            conn.request("GET", "/", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read().decode(errors="replace").strip()
+            return body if resp.status == 200 else None
+        except (OSError, http.client.HTTPException):
+            return None
+        finally:
+            conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            body = self._one()
+            now = time.monotonic() - self.t0
+            if body:
+                with self._lock:
+                    self.first.setdefault(body, now)
+            self._stop.wait(self.pause_s)

@@ -1,14 +1,24 @@
-"""Scale-out time of a Uniform scale set against plain libvirt, and overlay (clone) time.
+"""Scale-out time of a Uniform scale set, to serving through HAProxy: cold, from a Paused and a
+Saved standby pool, and by template clone; against plain libvirt; and overlay (clone) time.
 
 Run as root from the repository: ``.venv/bin/python bench/scale_out.py [--image-dir DIR]``.
 In one run, with its own one-host lab and its own daemon (both always removed at the end):
 
-- localvmss: ``scale 0 -> N`` (PATCH sku.capacity) until every instance's ``/healthz`` answers 200,
-  for N=1 and N=4, then back to 0;
-- plain: the same image through localvmss.virt directly (overlay + seed + reservation + define +
+- plain: the image through localvmss.virt directly (overlay + seed + reservation + define +
   start per guest) until every guest's ``/healthz`` answers 200, for N=1 and N=4;
-- the ratio localvmss / plain for each N (the figure to compare: the machines are shared, so
-  absolute seconds vary from run to run);
+- for each kind of set, ``scale 0 -> N`` (PATCH sku.capacity) until every new instance has
+  answered ``GET /`` (its computer name) through the set's HAProxy frontend on 127.0.0.1, for
+  N=1 and N=4, back to 0 between the two:
+
+  - cold: no pool;
+  - paused pool / saved pool: a standby pool of 4 in that state (dynamic sizing, so the pool
+    holds 4 minus the capacity: no refill boots during a measurement), full before each run;
+  - template clone: ``properties.templateClones.enabled`` (no pool), or "not available" with the
+    daemon's refusal;
+
+  each with every instance's time, where it came from (its ``origin`` and the activity log)
+  and the ratio to cold for the same N;
+- the ratio cold / plain for each N (the machines are shared: compare ratios, not seconds);
 - Host.create_overlay on a 64 MiB base (64 MiB of data) and on a 20 GiB base (virtual, sparse).
 
 Prints figures only.
@@ -24,6 +34,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,57 +44,224 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
 from localvmss.cli.client import ApiClient  # noqa: E402
+from localvmss.errors import LocalVMSSError  # noqa: E402
 from localvmss.lab.hosts import LabHost  # noqa: E402
-from localvmss.lab.testbed import Testbed  # noqa: E402
+from localvmss.lab.testbed import Testbed, free_port  # noqa: E402
+from localvmss.lb.spec import LoadBalancerSpec, parse_lb_rule, parse_probe  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
 
 PLAIN_POOL = "lvmss-plain"
 TIMEOUT_S = 600.0
 CLONE_REPEATS = 5
+POOL_SIZE = 4
+SETTLE_S = 2.0  # idle before a run: the pass that saw the pool full finishes its own logging
+COUNTS = (1, 4)
 
 
-def uniform_body(capacity: int) -> dict[str, Any]:
+def set_body(capacity: int, port: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """A Uniform set of the base image with one load-balancing rule PORT -> 80 (probe /healthz)."""
+    lb = LoadBalancerSpec(rules=(parse_lb_rule(f"{port}:80"),), probe=parse_probe("http:/healthz")).to_json()
     return {
         "sku": {"name": "Standard_B1ls", "capacity": capacity},  # 1 vCPU, 256 MiB, like the plain guests
         "properties": {
             "orchestrationMode": "Uniform",
-            "virtualMachineProfile": {"storageProfile": {"imageReference": {"id": "base"}}, "osProfile": {}},
+            "virtualMachineProfile": {
+                "storageProfile": {"imageReference": {"id": "base"}},
+                "osProfile": {},
+                "networkProfile": {"loadBalancer": lb},
+            },
+            **extra,
         },
     }
 
 
-def wait(check: Any, what: str, timeout: float = TIMEOUT_S) -> None:
+def pool_body(state: str) -> dict[str, Any]:
+    return {
+        "maxReadyCapacity": POOL_SIZE,
+        "minReadyCapacity": 0,
+        "virtualMachineState": state,
+        "dynamicSizing": {"enabled": True},
+        "reuseOnScaleIn": False,
+    }
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.2)
+        time.sleep(0.3)
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def localvmss_scale_out(api: ApiClient, host: Host, set_name: str, count: int) -> dict[str, float]:
-    """Seconds from PATCH capacity 0 -> count to each instance's /healthz 200; scales back to 0 after."""
-    t0 = time.monotonic()
-    api.patch(f"/scaleSets/{set_name}", {"sku": {"capacity": count}})
-    watch = benchlib.HealthWatch(t0, TIMEOUT_S)
-    seen: set[str] = set()
-    while len(seen) < count and time.monotonic() < t0 + TIMEOUT_S:
-        for vm in api.get(f"/scaleSets/{set_name}/virtualMachines")["value"]:
-            ip = vm.get("properties", {}).get("networkProfile", {}).get("privateIpAddress")
-            if ip and ip not in seen:
-                seen.add(ip)
-                watch.add(ip)
-        time.sleep(0.1)
-    ready = watch.wait()
-    api.patch(f"/scaleSets/{set_name}", {"sku": {"capacity": 0}})
-    wait(
-        lambda: (
-            not api.get(f"/scaleSets/{set_name}/virtualMachines")["value"]
-            and not host.owned_domains(f"lvmss-{set_name}-")
-        ),
-        f"{set_name} to scale back to 0",
-    )
-    return ready
+@dataclass
+class Run:
+    """One scale-out 0 -> count: each new instance's (computer name, seconds to serve through
+    HAProxy or None), origin, and the activity-log lines naming it."""
+
+    count: int
+    served: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    activity: list[str] = field(default_factory=list)
+
+    def last(self) -> float | None:
+        times = [t for _, t in self.served.values()]
+        if len(times) < self.count or any(t is None for t in times):
+            return None
+        return max(t for t in times if t is not None)
+
+
+class ScaleSet:
+    """One bench set on the daemon: made, scaled, watched through its frontend, deleted."""
+
+    def __init__(
+        self, api: ApiClient, host: Host, label: str, pool_state: str | None = None, template: bool = False
+    ) -> None:
+        self.api = api
+        self.host = host
+        self.label = label
+        self.pool_state = pool_state
+        self.template = template
+        self.name = f"bench{uuid.uuid4().hex[:6]}"
+        self.port = free_port()
+
+    def create(self, extra: dict[str, Any]) -> None:
+        self.api.put(f"/scaleSets/{self.name}", set_body(0, self.port, extra))
+        wait(
+            lambda: self.api.get(f"/scaleSets/{self.name}")["properties"]["provisioningState"] == "Succeeded",
+            f"the empty set {self.name}",
+        )
+        if self.pool_state is not None:
+            self.api.put(f"/scaleSets/{self.name}/standbyPool", pool_body(self.pool_state))
+
+    def members(self) -> list[dict[str, Any]]:
+        return list(self.api.get(f"/scaleSets/{self.name}/virtualMachines")["value"])
+
+    def pool_ready(self) -> bool:
+        """The pool holds POOL_SIZE instances, all standing by in the pool's state."""
+        if self.pool_state is None:
+            return True
+        props = self.api.get(f"/scaleSets/{self.name}/standbyPool")["properties"]
+        by_state = {s["state"]: s for s in props["instanceCountSummary"]}
+        mine = by_state.get(self.pool_state, {"standingBy": 0, "preparing": 0})
+        return bool(props["size"] == POOL_SIZE and mine["standingBy"] == POOL_SIZE and mine["preparing"] == 0)
+
+    def wait_settled(self) -> None:
+        """No members, their domains gone, and the pool (if any) full again."""
+        domains = POOL_SIZE if self.pool_state is not None else 0
+        what = f"{self.label}: 0 members" + (f" and {POOL_SIZE} {self.pool_state} standing by" if domains else "")
+        started = time.monotonic()
+        wait(
+            lambda: (
+                not self.members()
+                and len(self.host.owned_domains(f"lvmss-{self.name}-")) == domains
+                and self.pool_ready()
+            ),
+            what,
+        )
+        print(f"  ({what} after {time.monotonic() - started:.1f} s)")
+        time.sleep(SETTLE_S)
+
+    def wait_template(self) -> None:
+        """templateClones: the daemon boots a hidden builder and saves it as the warm template;
+        the runs start once the activity log says it was saved and the builder is gone."""
+        started = time.monotonic()
+        saved: list[str] = []
+
+        def ready() -> bool:
+            saved[:] = [
+                a["message"]
+                for a in self.api.get(f"/scaleSets/{self.name}/activityLog?kind=template")["value"]
+                if "saved from instance" in a["message"]
+            ]
+            return bool(saved) and not self.host.owned_domains(f"lvmss-{self.name}-")
+
+        wait(ready, f"{self.label}: a warm template saved")
+        print(f"  ({self.label}: warm template after {time.monotonic() - started:.1f} s: {saved[0]})")
+        time.sleep(SETTLE_S)
+
+    def scale_out(self, count: int) -> Run:
+        """PATCH capacity 0 -> count, then poll the frontend until every new instance answered."""
+        before = {vm["instanceId"] for vm in self.members()}
+        run = Run(count)
+        wall_t0 = time.time()
+        t0 = time.monotonic()
+        names: dict[str, str] = {}
+        with benchlib.FrontendWatch(self.port, t0) as watch:
+            self.api.patch(f"/scaleSets/{self.name}", {"sku": {"capacity": count}})
+            while time.monotonic() < t0 + TIMEOUT_S:
+                for vm in self.members():
+                    iid = vm["instanceId"]
+                    name = vm.get("properties", {}).get("osProfile", {}).get("computerName")
+                    if iid not in before and name:
+                        names[iid] = name
+                answered = watch.answered()
+                if len(names) >= count and all(n in answered for n in names.values()):
+                    break
+                time.sleep(0.1)
+            answered = watch.answered()
+        time.sleep(SETTLE_S)  # what the daemon logs about the instances may trail their first answer
+        members = {vm["instanceId"]: vm for vm in self.members()}
+        for iid, name in sorted(names.items(), key=lambda kv: int(kv[0])):
+            run.served[iid] = (name, answered.get(name))
+            run.origins[iid] = members.get(iid, {}).get("properties", {}).get("origin", "?")
+        for entry in self.api.get(f"/scaleSets/{self.name}/activityLog")["value"]:
+            if entry["at"] >= wall_t0 and set(entry.get("instanceIds", [])) & set(names):
+                run.activity.append(entry["message"])
+        return run
+
+    def scale_in(self) -> None:
+        self.api.patch(f"/scaleSets/{self.name}", {"sku": {"capacity": 0}})
+        self.wait_settled()
+
+    def delete(self) -> None:
+        self.api.delete(f"/scaleSets/{self.name}")
+        wait(lambda: not self.host.owned_domains(f"lvmss-{self.name}-"), f"{self.name} to be deleted")
+
+
+def print_run(label: str, run: Run) -> None:
+    last = run.last()
+    head = f"{last:.2f} s" if last is not None else "not every instance answered"
+    print(f"{label}, scale 0->{run.count} until every new instance serves through HAProxy: {head}")
+    for iid, (name, took) in run.served.items():
+        shown = f"{took:.2f} s" if took is not None else "never answered"
+        print(f"  instance {iid} ({name}, origin: {run.origins.get(iid, '?')}): {shown}")
+    if len(run.served) < run.count:
+        print(f"  only {len(run.served)} of {run.count} new instances appeared in the set")
+    for line in run.activity:
+        print(f"  activity: {line}")
+
+
+def measure_set(
+    api: ApiClient, host: Host, label: str, pool_state: str | None, extra: dict[str, Any]
+) -> dict[int, Run] | str:
+    """Both counts on one set; instead, as a string, the daemon's refusal of the set or what
+    stopped the runs (a pool that never fills, say)."""
+    bench_set = ScaleSet(api, host, label, pool_state, template=bool(extra.get("templateClones")))
+    try:
+        bench_set.create(extra)
+    except LocalVMSSError as exc:
+        print(f"{label}: not available ({exc})")
+        return str(exc)
+    try:
+        if pool_state is not None:
+            bench_set.wait_settled()
+        if bench_set.template:
+            bench_set.wait_template()
+        props = api.get(f"/scaleSets/{bench_set.name}")["properties"]
+        for key in extra:
+            print(f"  ({label}: the set shows {key} = {props.get(key)})")
+        runs = {}
+        for count in COUNTS:
+            runs[count] = bench_set.scale_out(count)
+            print_run(label, runs[count])
+            bench_set.scale_in()
+        return runs
+    except (RuntimeError, LocalVMSSError) as exc:
+        print(f"{label}: stopped: {exc}")
+        return f"stopped: {exc}"
+    finally:
+        bench_set.delete()
 
 
 def plain_create(
@@ -128,16 +307,42 @@ def clone_times(host: Host, workdir: Path) -> list[str]:
         host.delete_volume(PLAIN_POOL, vol)
         each = ", ".join(f"{t:.3f}" for t in took)
         lines.append(
-            f"clone (Host.create_overlay) on a {label}, file {path.stat().st_size / 2**20:.1f} MiB: "
+            f"overlay (Host.create_overlay) on a {label}, file {path.stat().st_size / 2**20:.1f} MiB: "
             f"median {statistics.median(took):.3f} s (each: {each})"
         )
     return lines
 
 
-def ratio(a: dict[str, float], b: dict[str, float], count: int) -> str:
-    if len(a) < count or len(b) < count:
-        return "n/a (not every guest answered)"
-    return f"{max(a.values()) / max(b.values()):.2f}"
+def _cell(took: float | None, cold: float | None) -> str:
+    if took is None:
+        return "n/a"
+    if cold is None or cold == 0:
+        return f"{took:.2f} s"
+    return f"{took:.2f} s ({took / cold:.2f} of cold)"
+
+
+def summary(plain: dict[int, dict[str, float]], kinds: dict[str, dict[int, Run] | str]) -> list[str]:
+    """The table: seconds to the last new instance serving, and its ratio to cold for the same N."""
+    cold = kinds.get("cold")
+    cold_last = {n: cold[n].last() for n in COUNTS} if isinstance(cold, dict) else dict.fromkeys(COUNTS)
+    lines = ["summary: seconds from the PATCH to the last new instance serving through HAProxy"]
+    for label, runs in kinds.items():
+        if isinstance(runs, str):
+            lines.append(f"  {label}: {runs if runs.startswith('stopped') else f'not available ({runs})'}")
+            continue
+        cells = "; ".join(f"N={n}: {_cell(runs[n].last(), cold_last[n])}" for n in COUNTS)
+        lines.append(f"  {label}: {cells}")
+    for n in COUNTS:
+        plain_last = max(plain[n].values()) if len(plain[n]) == n else None
+        cold_n = cold_last[n]
+        if plain_last is None or cold_n is None:
+            lines.append(f"  ratio cold/plain libvirt, N={n}: n/a (not every guest answered)")
+        else:
+            lines.append(
+                f"  ratio cold/plain libvirt, N={n}: {cold_n / plain_last:.2f} "
+                f"(plain {plain_last:.2f} s to /healthz directly, cold {cold_n:.2f} s through HAProxy)"
+            )
+    return lines
 
 
 def main() -> int:
@@ -163,25 +368,27 @@ def main() -> int:
 
             host.ensure_pool(PLAIN_POOL, f"/var/lib/libvirt/{PLAIN_POOL}")
             base = benchlib.upload_image(host, PLAIN_POOL, image_dir, manifest, "plainbase")
+            plain = {}
+            for count in COUNTS:
+                plain[count] = plain_create(host, lab_host, base, domain_type, count)
+                print(
+                    f"plain libvirt create of {count} until every guest serves: "
+                    f"{benchlib.fmt_times(plain[count], count)}"
+                )
 
-            set_name = f"bench{uuid.uuid4().hex[:6]}"
-            api.put(f"/scaleSets/{set_name}", uniform_body(0))
-            wait(
-                lambda: api.get(f"/scaleSets/{set_name}")["properties"]["provisioningState"] == "Succeeded",
-                "the empty scale set",
-            )
-            results = {}
-            for count in (1, 4):
-                lv = localvmss_scale_out(api, host, set_name, count)
-                print(f"localvmss scale 0->{count} until every instance serves: {benchlib.fmt_times(lv, count)}")
-                pl = plain_create(host, lab_host, base, domain_type, count)
-                print(f"plain libvirt create of {count} until every guest serves: {benchlib.fmt_times(pl, count)}")
-                results[count] = (lv, pl)
-            for count, (lv, pl) in results.items():
-                print(f"ratio localvmss/plain, N={count}: {ratio(lv, pl, count)}")
-            api.delete(f"/scaleSets/{set_name}")
+            kinds: dict[str, dict[int, Run] | str] = {}
+            for label, pool_state, extra in (
+                ("cold", None, {}),
+                ("paused pool", "Paused", {}),
+                ("saved pool", "Saved", {}),
+                ("template clone", None, {"templateClones": {"enabled": True}}),
+            ):
+                kinds[label] = measure_set(api, host, label, pool_state, extra)
 
             for line in clone_times(host, workdir):
+                print(line)
+            print()
+            for line in summary(plain, kinds):
                 print(line)
         finally:
             host.close()

@@ -106,7 +106,18 @@ class HealthMonitor:
                 return False
             # Only if nothing was asked of the instance since this probe's snapshot (a delete or
             # restart meanwhile must not be overwritten by "ready").
-            return self.store.record_status(inst.scale_set, inst.instance_id, inst.generation, **changes)
+            if not self.store.record_status(inst.scale_set, inst.instance_id, inst.generation, **changes):
+                return False
+            if inst.origin == lifecycle.COLD_BOOT and inst.provisioning_state == ProvisioningState.CREATING.value:
+                # Where it came from and how long it took, as the pool and clone paths say it.
+                self.store.log_activity(
+                    inst.scale_set,
+                    "ready",
+                    f"instance {inst.instance_id} (cold boot) healthy {now - lifecycle.boot_started(inst):.2f} s "
+                    "after its record was made",
+                    instances=[inst.instance_id],
+                )
+            return True
         fails = self._fails.get(key, 0) + 1
         self._fails[key] = fails
         if lifecycle.initializing(inst, spec, now):

@@ -50,14 +50,15 @@ def test_watch_boot_log_and_activity_filters(
     # activity log: real timestamps and filters done by the daemon.
     cli.ok("set-protection", name, "--instance-id", "0", "--protect-from-scale-in", "true")
     everything = json.loads(cli.ok("-o", "json", "activity-log", name))
-    assert [e["kind"] for e in everything] == ["create", "scale-out", "protection"], everything
+    # "ready": the instance's cold boot and how long it took to become healthy.
+    assert [e["kind"] for e in everything] == ["create", "scale-out", "ready", "protection"], everything
     table = cli.ok("activity-log", name)
-    assert len(ISO_UTC.findall(table)) == 3, table
+    assert len(ISO_UTC.findall(table)) == 4, table
     assert _kinds(cli, name, "--kind", "protection") == ["protection"]
-    assert _kinds(cli, name, "--instance-id", "0") == ["scale-out", "protection"]
+    assert _kinds(cli, name, "--instance-id", "0") == ["scale-out", "ready", "protection"]
     assert _kinds(cli, name, "--max-events", "1") == ["protection"]
-    assert _kinds(cli, name, "--start-time", everything[2]["eventTimestamp"]) == ["protection"]
-    assert _kinds(cli, name, "--offset", "1h") == ["create", "scale-out", "protection"]
+    assert _kinds(cli, name, "--start-time", everything[3]["eventTimestamp"]) == ["protection"]
+    assert _kinds(cli, name, "--offset", "1h") == ["create", "scale-out", "ready", "protection"]
     assert _kinds(cli, name, "--end-time", "1h") == []
     bad = cli("activity-log", name, "--start-time", "soon")
     assert bad.returncode == 2 and "--start-time 'soon'" in bad.stderr
