@@ -73,6 +73,10 @@ def build_domain_xml(spec: InstanceDomain) -> str:
     """Render libvirt domain XML for one instance."""
     dom = etree.Element("domain", type=spec.domain_type)
     _sub(dom, "name", spec.name)
+    # A VM generation ID (QEMU's vmgenid device; Linux's VMGENID driver reseeds its RNG when it
+    # changes): libvirt gives the domain a new one whenever it is restored from saved memory, so
+    # a warm clone or a Saved standby instance never continues the random stream of its past.
+    _sub(dom, "genid")
     if spec.ownership is not None:
         meta = _sub(dom, "metadata")
         own = etree.SubElement(meta, f"{{{METADATA_NS}}}instance", nsmap=_NSMAP)

@@ -135,6 +135,9 @@ def clone_xml(saved_xml: str, clone_xml_text: str) -> str:
     out.find("name").text = clone.findtext("name")
     uuid_el = out.find("uuid")
     uuid_el.text = clone.findtext("uuid") or str(uuid.uuid4())
+    genid = out.find("genid")
+    if genid is not None:  # a generation ID of its own: the guest kernel reseeds its RNG from it
+        genid.text = str(uuid.uuid4())
     old_meta = out.find("metadata")
     if old_meta is not None:
         out.remove(old_meta)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import libvirt
 import paramiko
+from lxml import etree
 
 from localvmss.lab import testbed as lab_testbed  # a module alias: pytest would try to collect 'Testbed'
 from localvmss.virt import template
@@ -81,6 +82,9 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
 
         results: dict[int, tuple[float, float, float]] = {}
         failures: list[str] = []
+        draws: dict[int, str] = {}
+        genids: dict[int, str | None] = {}
+        saved_genid = etree.fromstring(tpl.saved_xml.encode()).findtext("genid")
 
         prefix = ipaddress.ip_network(guests.lab_host.guest_network).prefixlen
 
@@ -90,6 +94,9 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
                 restore_s = template.restore_clone(guests.host, tpl, guests.domain_xml(k))
                 running_s = time.monotonic() - started
                 name = guests.name(k)
+                # The first random bytes of its new life, before anything else happens in it.
+                draws[k] = guests.host.guest_command(name, "random")
+                genids[k] = etree.fromstring(guests.host.domain_xml(name).encode()).findtext("genid")
                 ip, mac = guests.address(k)
                 template.reidentify(
                     guests.host, name, name, name, mac, address=f"{ip}/{prefix}", gateway=guests.lab_host.gateway
@@ -106,6 +113,13 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
         for t in threads:
             t.join(BOOT_JOIN_S)
         assert not failures, failures
+        # Each clone has a VM generation ID of its own, so each kernel reseeded its RNG from it:
+        # two clones of one saved memory state do not draw the same random bytes.
+        print(f"genid: template {saved_genid}, clones {genids}; first draws {draws}")
+        assert saved_genid and None not in genids.values(), (saved_genid, genids)
+        assert len({saved_genid, *genids.values()}) == 3, (saved_genid, genids)
+        assert all(d.startswith("random ") and len(d) == len("random ") + 32 for d in draws.values()), draws
+        assert draws[1] != draws[2], f"two clones drew the same random bytes: {draws}"
 
         keys = {template_key}
         for k in (1, 2):
