@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import libvirt
 from lxml import etree
@@ -71,18 +71,35 @@ def exchange(
     prime: bool = False,
 ) -> str:
     """Send ``line`` to the guest's command service and return its reply line (raw, stripped).
+    One command of ``converse``; see there."""
+    return converse(conn, dom, [line], timeout_s, prime=prime)[0]
 
-    ``line`` may be a function, called just before sending. With ``prime`` a ``ping`` goes
-    first and ``line`` only after its ``pong``: the guest polls for a host end about every 0.1 s,
-    so a time stamp sent at once would be read up to that much later.
+
+def converse(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    lines: Sequence[str | Callable[[], str]],
+    timeout_s: float,
+    prime: bool = False,
+) -> list[str]:
+    """Send ``lines`` to the guest's command service one after the other over one stream, each
+    after the reply to the one before; returns the replies (raw, stripped). One stream for
+    several commands saves the guest's poll for a new host end and libvirt's channel set-up.
+
+    A line may be a function, called just before it is sent (a time stamp). With ``prime`` a
+    ``ping`` goes first and the lines only after its ``pong``: the guest polls for a host end, so
+    a time stamp sent at once would be read later than it was taken.
 
     Raises GuestAgentUnavailable when the domain has no channel, is not running, or nobody
     answers within ``timeout_s`` (a guest still booting, or an image without the service).
     """
-    make_line = line if callable(line) else (lambda: str(line))
-    probe = make_line()
-    if "\n" in probe or not probe.strip():
-        raise GuestAgentError(f"a guest command is one non-empty line, not {probe!r}")
+    makers = [m if callable(m) else (lambda text=str(m): text) for m in lines]
+    probes = [m() for m in makers]
+    for probe in probes:
+        if "\n" in probe or not probe.strip():
+            raise GuestAgentError(f"a guest command is one non-empty line, not {probe!r}")
+    if not probes:
+        return []
     name = dom.name()
     if not has_agent_channel(dom.XMLDesc(0)):
         raise GuestAgentUnavailable(
@@ -91,18 +108,22 @@ def exchange(
     state = dom.state()[0]
     if state != libvirt.VIR_DOMAIN_RUNNING:
         raise GuestAgentUnavailable(f"the guest of {name} is not running (libvirt state {state}); nothing can answer")
-    word = expected_reply_word(probe)
+    words = [expected_reply_word(p) for p in probes]
     stream = conn.newStream(0)
     dom.openChannel(AGENT_CHANNEL, stream, 0)
+    replies: list[str] = []
     result: dict[str, object] = {}
+
+    def send(step: int) -> None:
+        stream.send((makers[step]().strip() + "\n").encode())
 
     def receive() -> None:
         """Blocking reads on their own thread, so the caller can give up after ``timeout_s``."""
         buffer = b""
-        expect = "pong" if prime else word
+        step = -1 if prime else 0  # -1: waiting for the pong
         try:
             if not prime:
-                stream.send((probe.strip() + "\n").encode())
+                send(0)
             while True:
                 data = stream.recv(256)
                 if not data or not isinstance(data, bytes):
@@ -112,12 +133,16 @@ def exchange(
                 while b"\n" in buffer:
                     raw, buffer = buffer.split(b"\n", 1)
                     reply = raw.decode(errors="replace").strip()
-                    if expect != word and reply == "pong":
-                        expect = word
-                        stream.send((make_line().strip() + "\n").encode())
-                    elif expect == word and _is_reply_to(word, reply):
-                        result["reply"] = reply
-                        return
+                    if step == -1 and reply == "pong":
+                        step = 0
+                        send(0)
+                    elif step >= 0 and _is_reply_to(words[step], reply):
+                        replies.append(reply)
+                        step += 1
+                        if step == len(makers):
+                            result["done"] = True
+                            return
+                        send(step)
                 if len(buffer) > MAX_REPLY_BYTES:
                     result["error"] = "an over-long answer"
                     return
@@ -132,15 +157,16 @@ def exchange(
         reader.join(timeout_s)
     finally:
         try:
-            if reader.is_alive() or "reply" not in result:
+            if reader.is_alive() or "done" not in result:
                 stream.abort()
             else:
                 stream.finish()
         except libvirt.libvirtError:
             pass
         reader.join(1.0)
-    if "reply" in result:
-        return str(result["reply"])
+    if "done" in result:
+        return list(replies)
+    word = words[len(replies)] if len(replies) < len(words) else words[-1]
     why = result.get("error") or f"no answer within {timeout_s:.1f} s"
     raise GuestAgentUnavailable(f"the guest of {name} did not answer {word!r} on {AGENT_CHANNEL}: {why}")
 

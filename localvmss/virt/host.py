@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -647,6 +647,19 @@ class Host:
             f"talking to the guest of {name}",
             lambda _c: self._on_own_connection(
                 lambda c: guestchannel.exchange(c, c.lookupByName(name), line, timeout_s)
+            ),
+            idempotent=False,
+        )
+
+    def guest_conversation(
+        self, name: str, lines: Sequence[str | Callable[[], str]], timeout_s: float = 5.0
+    ) -> list[str]:
+        """Several command lines over one stream of the guest channel (after a ping), each sent
+        after the reply to the one before (a line may be a function, called as it is sent)."""
+        return self._call(
+            f"talking to the guest of {name}",
+            lambda _c: self._on_own_connection(
+                lambda c: guestchannel.converse(c, c.lookupByName(name), lines, timeout_s, prime=True)
             ),
             idempotent=False,
         )

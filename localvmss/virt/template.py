@@ -354,11 +354,12 @@ def reidentify(
     and boot cold."""
     line = identity_line(instance_id, hostname, mac, address, gateway)
     try:
-        reply = host.guest_command(name, line, timeout_s)
-        guestchannel.check_reply("identity", reply)
+        # One stream for both: the identity, then the clock stamped the moment it is sent.
+        identity, clock = host.guest_conversation(name, [line, lambda: f"clock {time.time():.6f}"], timeout_s)
+        guestchannel.check_reply("identity", identity)
+        return guestchannel.parse_clock_reply(guestchannel.check_reply("clock", clock)) - time.time()
     except (GuestAgentError, GuestAgentUnavailable) as exc:
         raise WarmCloneUnavailable(f"{name} could not take its own identity: {exc.message}") from None
-    return host.sync_clock(name, timeout_s)
 
 
 def delete_template(host: Host, template: Template) -> None:
