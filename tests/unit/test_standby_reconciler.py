@@ -28,7 +28,7 @@ from localvmss.store import InstanceRow
 from localvmss.virt.host import OwnedDomain
 from tests.unit.fakehost import FakeHost
 from tests.unit.servicefake import refused
-from tests.unit.test_reconciler import Env, RecordingBalancer, env  # noqa: F401 (env: the fixture)
+from tests.unit.test_reconciler import GRACE, Env, RecordingBalancer, env  # noqa: F401 (env: the fixture)
 from tests.unit.test_what_if import client, written
 
 LB = {"loadBalancingRules": [{"protocol": "Tcp", "frontendPort": 8080, "backendPort": 80}]}
@@ -102,6 +102,7 @@ def penv(env: Env, monkeypatch: pytest.MonkeyPatch) -> Env:  # noqa: F811
     balancer = MemberBalancer()
     env.balancer = balancer
     env.rec.balancer = balancer
+
     # The probe a worker sends a just-resumed member, answered as the guest would: healthy
     # while its domain runs (nothing is sent on a network).
     def probe_once(ip: str, probe: Any, timeout_s: float = 1.0) -> ProbeResult:
@@ -240,7 +241,9 @@ def test_a_pool_is_filled_out_of_capacity_and_load_balancer(
     [
         pytest.param({"pausedPercent": 50, "savedPercent": 50}, 4, {"Paused": 2, "Saved": 2}, id="half-half"),
         pytest.param(
-            {"runningPercent": 34, "pausedPercent": 33, "savedPercent": 33}, 3, {"Running": 1, "Paused": 1, "Saved": 1},
+            {"runningPercent": 34, "pausedPercent": 33, "savedPercent": 33},
+            3,
+            {"Running": 1, "Paused": 1, "Saved": 1},
             id="thirds",
         ),
         pytest.param({"runningPercent": 25, "pausedPercent": 75}, 4, {"Running": 1, "Paused": 3}, id="quarter"),
@@ -737,3 +740,48 @@ def test_no_probe_before_a_resumed_or_cloned_member_is_prepared(
     spec = env.store.scale_set(inst.scale_set).spec
     assert lifecycle.preparing(inst) is not probed
     assert lifecycle.to_probe(inst, spec) is probed
+
+
+# -- a silent host: the pool waits for the grace like members do, then refills elsewhere -----------
+def test_a_silent_hosts_pool_counts_until_it_is_lost_then_is_refilled_and_the_surplus_goes(penv: Env) -> None:
+    create_set(penv, 0, {"maxReadyCapacity": 2, "virtualMachineState": "Paused"}, fault_domains=2)
+    penv.converge(4)
+    pool = {i.instance_id: i.host for i in pool_of(penv)}
+    assert sorted(pool.values()) == ["h1", "h2"] and all(lifecycle.standing_by(i) for i in pool_of(penv))
+    on_h2 = next(i for i, h in pool.items() if h == "h2")
+    h2 = penv.hosts["h2"]
+    h2.answering = False
+    penv.converge(1)
+    penv.clock.advance(GRACE / 2)
+    penv.converge(2)
+    assert {i.instance_id for i in pool_of(penv)} == set(pool), "a host silent inside the grace: no refill"
+    assert [c.instance_id for c in plan(penv, 1).of(Change.TAKE)] == [next(i for i, h in pool.items() if h == "h1")]
+
+    penv.clock.advance(GRACE)
+    penv.converge(4)
+    now = {i.instance_id: i.host for i in pool_of(penv)}
+    assert on_h2 in now and len(now) == 3, f"the lost host's instance is kept, one more made elsewhere: {now}"
+    assert [h for i, h in now.items() if i not in pool] == ["h1"]
+
+    h2.answering = True
+    penv.converge(4)
+    final = {i.instance_id: i.host for i in pool_of(penv)}
+    assert len(final) == 2, f"back to its size once the host answers: {final}"
+    assert on_h2 in final, "the surplus is the newest (the replacement), not the instance that waited on h2"
+    assert not [v for v, _ in h2.calls if v in ("destroy", "undefine")], "nothing on the host that came back"
+
+
+def test_a_repair_replace_is_filled_from_the_pool(penv: Env) -> None:
+    """Replace deletes the unhealthy member (the monitor asks lifecycle's delete, capacity kept):
+    the set, below capacity, takes a pool instance instead of booting one."""
+    create_set(penv, 1, {"maxReadyCapacity": 1, "virtualMachineState": "Paused"})
+    penv.converge(4)
+    (sick,) = members(penv)
+    (waiting,) = pool_of(penv)
+    row = penv.store.scale_set("web")
+    asked = lifecycle.request(lifecycle.find_action("delete"), sick, model_version=row.model_version, now=0.0)
+    penv.store.update_instance("web", sick.instance_id, **asked)
+    penv.converge(3)
+    assert [i.instance_id for i in members(penv)] == [waiting.instance_id], "the pool instance took its place"
+    assert members(penv)[0].origin == "standby pool (Paused)"
+    assert len(pool_of(penv)) == 1 and pool_of(penv)[0].instance_id != waiting.instance_id, "and the pool refilled"
