@@ -189,7 +189,11 @@ def test_states_for_new_from_empty_matches_desired_counts(dist: tuple[int, int, 
         # a policy changed to Running: the Paused ones are over their share of 0
         pytest.param(policy(2, state="Running"), 2, "1:P 2:R 3:P", "", [(3, SURPLUS)], id="surplus-old-state"),
         pytest.param(
-            policy(1, state="Running"), 2, "1:R 2:P 3:P 4:R", "", [(3, SURPLUS), (2, SURPLUS), (4, SURPLUS)],
+            policy(1, state="Running"),
+            2,
+            "1:R 2:P 3:P 4:R",
+            "",
+            [(3, SURPLUS), (2, SURPLUS), (4, SURPLUS)],
             id="surplus-to-one",
         ),
         # the failed ones do not count toward the size, surplus is judged on what is left
@@ -245,7 +249,10 @@ def test_upkeep_surplus_order_as_documented(pol: StandbyPoolPolicy, slots: str, 
         pytest.param([("2", 0)], "1:R/z1", True, [None], id="zonal-other-zone-never"),
         pytest.param([("z2", 0)], "1:R/z1 2:S/z2", True, [(2, S)], id="zonal-same-zone"),
         pytest.param(
-            [("z1", 0), ("z1", 0), ("z2", 0)], "1:R/z1 2:P/z1 3:R/z2", True, [(1, R), (2, P), (3, R)],
+            [("z1", 0), ("z1", 0), ("z2", 0)],
+            "1:R/z1 2:P/z1 3:R/z2",
+            True,
+            [(1, R), (2, P), (3, R)],
             id="zonal-each",
         ),
         pytest.param([("z2", 0)], "1:R/z1", False, [(1, R)], id="regional-ignores-zone"),
@@ -279,16 +286,22 @@ def test_choose_takes(
         # the size after the scale-in: dynamic sizing grows the pool as the set shrinks
         pytest.param(policy(5, dynamic=True, reuse=True), 4, "", [(7, True), (8, True)], {7: P}, id="dynamic-after"),
         pytest.param(
-            policy(5, dynamic=True, reuse=True), 2, "1:P", [(7, True), (8, True), (9, True)], {7: P, 8: P},
+            policy(5, dynamic=True, reuse=True),
+            2,
+            "1:P",
+            [(7, True), (8, True), (9, True)],
+            {7: P, 8: P},
             id="dynamic-after-with-pool",
         ),
         pytest.param(
-            policy(4, dist=(0, 50, 50), reuse=True), 2, "1:P", [(7, True), (8, True), (9, True)], {7: S, 8: P, 9: S},
+            policy(4, dist=(0, 50, 50), reuse=True),
+            2,
+            "1:P",
+            [(7, True), (8, True), (9, True)],
+            {7: S, 8: P, 9: S},
             id="states-by-distribution",
         ),
-        pytest.param(
-            policy(3, state="Running", reuse=True), 2, "1:S", [(7, True)], {7: R}, id="state-of-the-policy"
-        ),
+        pytest.param(policy(3, state="Running", reuse=True), 2, "1:S", [(7, True)], {7: R}, id="state-of-the-policy"),
     ],
 )
 def test_reuse_on_scale_in(
@@ -305,11 +318,10 @@ def test_reuse_on_scale_in(
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
+        pytest.param({"maxReadyCapacity": 3}, (3, 0, P, None, False, False), id="defaults-paused"),
         pytest.param(
-            {"maxReadyCapacity": 3}, (3, 0, P, None, False, False), id="defaults-paused"
-        ),
-        pytest.param(
-            {"properties": {"maxReadyCapacity": 2}, "name": "x", "type": "t"}, (2, 0, P, None, False, False),
+            {"properties": {"maxReadyCapacity": 2}, "name": "x", "type": "t"},
+            (2, 0, P, None, False, False),
             id="azure-envelope",
         ),
         pytest.param(
@@ -327,11 +339,13 @@ def test_reuse_on_scale_in(
             {"maxReadyCapacity": 1, "virtualMachineState": " running "}, (1, 0, R, None, False, False), id="spaces"
         ),
         pytest.param(
-            {"maxReadyCapacity": 1, "virtualMachineState": "Hibernated"}, (1, 0, S, None, False, False),
+            {"maxReadyCapacity": 1, "virtualMachineState": "Hibernated"},
+            (1, 0, S, None, False, False),
             id="hibernated-is-saved",
         ),
         pytest.param(
-            {"maxReadyCapacity": 1, "virtualMachineState": "hibernated"}, (1, 0, S, None, False, False),
+            {"maxReadyCapacity": 1, "virtualMachineState": "hibernated"},
+            (1, 0, S, None, False, False),
             id="hibernated-any-case",
         ),
         pytest.param(
@@ -371,13 +385,20 @@ BAD_POLICIES = [
     pytest.param({"maxReadyCapacity": -1}, "maxReadyCapacity", id="max-negative"),
     pytest.param({"maxReadyCapacity": 1001}, "less than or equal to 1000", id="max-too-big"),
     pytest.param({"maxReadyCapacity": 3, "minReadyCapacity": "1"}, "minReadyCapacity", id="min-string"),
-    pytest.param({"maxReadyCapacity": 2, "minReadyCapacity": 3}, "minReadyCapacity 3 exceeds maxReadyCapacity 2",
-                 id="min-over-max"),
-    pytest.param({"maxReadyCapacity": 3, "virtualMachineState": "Deallocated"}, "'Deallocated' is not offered",
-                 id="deallocated"),
+    pytest.param(
+        {"maxReadyCapacity": 2, "minReadyCapacity": 3},
+        "minReadyCapacity 3 exceeds maxReadyCapacity 2",
+        id="min-over-max",
+    ),
+    pytest.param(
+        {"maxReadyCapacity": 3, "virtualMachineState": "Deallocated"}, "'Deallocated' is not offered", id="deallocated"
+    ),
     pytest.param({"maxReadyCapacity": 3, "virtualMachineState": "deallocated"}, "boots cold", id="deallocated-lower"),
-    pytest.param({"maxReadyCapacity": 3, "virtualMachineState": "Sleeping"}, "not one of Running, Paused, Saved",
-                 id="unknown-state"),
+    pytest.param(
+        {"maxReadyCapacity": 3, "virtualMachineState": "Sleeping"},
+        "not one of Running, Paused, Saved",
+        id="unknown-state",
+    ),
     pytest.param({"maxReadyCapacity": 3, "virtualMachineState": 1}, "virtualMachineState", id="state-int"),
     pytest.param(
         {"maxReadyCapacity": 3, "vmStateDistribution": {"runningPercent": 50, "pausedPercent": 40}},
@@ -391,15 +412,18 @@ BAD_POLICIES = [
     ),
     pytest.param({"maxReadyCapacity": 3, "vmStateDistribution": {}}, "add up to 0", id="distribution-empty"),
     pytest.param(
-        {"maxReadyCapacity": 3, "vmStateDistribution": {"runningPercent": "100"}}, "runningPercent",
+        {"maxReadyCapacity": 3, "vmStateDistribution": {"runningPercent": "100"}},
+        "runningPercent",
         id="percent-string",
     ),
     pytest.param(
-        {"maxReadyCapacity": 3, "vmStateDistribution": {"runningPercent": 101, "pausedPercent": -1}}, "Percent",
+        {"maxReadyCapacity": 3, "vmStateDistribution": {"runningPercent": 101, "pausedPercent": -1}},
+        "Percent",
         id="percent-out-of-range",
     ),
     pytest.param(
-        {"maxReadyCapacity": 3, "vmStateDistribution": {"deallocatedPercent": 100}}, "deallocatedPercent",
+        {"maxReadyCapacity": 3, "vmStateDistribution": {"deallocatedPercent": 100}},
+        "deallocatedPercent",
         id="percent-unknown",
     ),
     pytest.param({"maxReadyCapacity": 3, "reuseOnScaleIn": "true"}, "reuseOnScaleIn", id="reuse-string"),
@@ -407,8 +431,11 @@ BAD_POLICIES = [
     pytest.param({"maxReadyCapacity": 3, "dynamicSizing": {"on": True}}, "dynamicSizing.on", id="dyn-unknown"),
     pytest.param({"maxReadyCapacity": 3, "standbyCount": 2}, "standbyCount", id="unknown-field"),
     pytest.param({"name": "x"}, "maxReadyCapacity: Field required", id="envelope-without-properties"),
-    pytest.param({"properties": {"maxReadyCapacity": 3}, "location": "x"}, "maxReadyCapacity: Field required",
-                 id="envelope-other-keys"),
+    pytest.param(
+        {"properties": {"maxReadyCapacity": 3}, "location": "x"},
+        "maxReadyCapacity: Field required",
+        id="envelope-other-keys",
+    ),
 ]
 
 
@@ -462,12 +489,16 @@ def test_set_body_with_a_pool(pool_body: Any, expected: tuple[int, StandbyState]
     ("pool_body", "mode", "words"),
     [
         pytest.param({"maxReadyCapacity": "3"}, "Uniform", "properties.standbyPool.maxReadyCapacity", id="strict"),
-        pytest.param({"maxReadyCapacity": 2, "minReadyCapacity": 3}, "Uniform", "exceeds maxReadyCapacity 2",
-                     id="min-over-max"),
-        pytest.param({"maxReadyCapacity": 3, "virtualMachineState": "Deallocated"}, "Uniform", "not offered",
-                     id="deallocated"),
         pytest.param(
-            {"maxReadyCapacity": 3, "vmStateDistribution": {"savedPercent": 99}}, "Uniform", "add up to 99",
+            {"maxReadyCapacity": 2, "minReadyCapacity": 3}, "Uniform", "exceeds maxReadyCapacity 2", id="min-over-max"
+        ),
+        pytest.param(
+            {"maxReadyCapacity": 3, "virtualMachineState": "Deallocated"}, "Uniform", "not offered", id="deallocated"
+        ),
+        pytest.param(
+            {"maxReadyCapacity": 3, "vmStateDistribution": {"savedPercent": 99}},
+            "Uniform",
+            "add up to 99",
             id="distribution",
         ),
         pytest.param({"maxReadyCapacity": 3, "extra": 1}, "Uniform", "standbyPool.extra", id="unknown-field"),

@@ -144,8 +144,9 @@ def test_create_sends_the_policy_given(args: list[str], expected: dict[str, Any]
             "not both",
             id="state-and-distribution",
         ),
-        pytest.param(["--max-ready-capacity", "2", "--vm-state-distribution", "asleep=100"], 0, "asleep",
-                     id="bad-distribution"),
+        pytest.param(
+            ["--max-ready-capacity", "2", "--vm-state-distribution", "asleep=100"], 0, "asleep", id="bad-distribution"
+        ),
         pytest.param(["--max-ready-capacity", "two"], 2, "two", id="not-a-number"),
         pytest.param(["--max-ready-capacity", "2", "--reuse-on-scale-in", "maybe"], 2, "maybe", id="not-a-bool"),
     ],
