@@ -434,7 +434,7 @@ class Reconciler:
         self.upgrades.step(row, alive)  # a rolling upgrade's next step (Rolling policy, or one started)
         self._plan_upgrade(row, spec, live)
         self._carry_out(row, spec, self.scale_plan(row, alive))
-        self._keep_pool(row, spec, alive)
+        self._keep_pool(row, spec, alive, instances)
         self._keep_templates(row, spec, alive)
 
     def scale_plan(self, row: ScaleSetRow, alive: dict[str, bool] | None = None, capacity: int | None = None) -> Plan:
@@ -643,13 +643,15 @@ class Reconciler:
                 instances=ids,
             )
 
-    def _keep_pool(self, row: ScaleSetRow, spec: ScaleSetSpec, alive: dict[str, bool]) -> None:
+    def _keep_pool(
+        self, row: ScaleSetRow, spec: ScaleSetSpec, alive: dict[str, bool], instances: list[InstanceRow]
+    ) -> None:
         """The pool's background work (``standby.upkeep``): failed, outdated and surplus pool
         instances are removed (no terminate notice: they serve nothing), and the pool is refilled
         to its size, each new one admitted against host memory as any instance; one that does
         not fit is left out and the set's message says why."""
-        if spec.standby_pool is None and not any(lifecycle.in_pool(i) for i in self.store.instances(row.name)):
-            return
+        if spec.standby_pool is None and not any(lifecycle.in_pool(i) for i in instances):
+            return  # (``instances``: the pass's snapshot; only this method makes pool instances)
         pool = self._pool_slots(row, alive)
         work = standby.upkeep(spec.standby_pool, row.capacity, pool)
         if work.remove:
@@ -702,6 +704,8 @@ class Reconciler:
         """templateClones: a hidden builder instance on each host of the set that has no warm
         template of the set's model version yet (admitted against memory like any instance;
         one that does not fit is left out, and new instances there boot cold)."""
+        if not spec.template_clones.enabled:
+            return
         hosts = self.clones.hosts_needing_a_builder(row, spec, alive, self.store.instances(row.name))
         made: list[int] = []
         for host in hosts:

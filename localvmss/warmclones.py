@@ -81,6 +81,9 @@ class WarmClones:
 
     def stale(self) -> list[TemplateRow]:
         """Templates nobody will clone from again, or half made with no builder left."""
+        templates = self.store.templates()
+        if not templates:
+            return []  # the common case costs one query a pass
         sets = {s.name: s for s in self.store.scale_sets()}
         builders = {
             (i.scale_set, i.instance_id)
@@ -89,7 +92,7 @@ class WarmClones:
             and i.provisioning_state != ProvisioningState.DELETING.value
         }
         out = []
-        for t in self.store.templates():
+        for t in templates:
             owner = sets.get(t.scale_set)
             if (
                 owner is None
