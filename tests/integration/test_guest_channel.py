@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import ipaddress
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -33,23 +31,13 @@ from localvmss.virt.domainxml import InstanceDomain, build_domain_xml
 from localvmss.virt.guestchannel import check_reply, parse_clock_reply
 from localvmss.virt.host import Host
 from localvmss.virt.seed import build_nocloud_seed
+from tests.integration.test_guest_boot import http_get
 
 BOOT_TIMEOUT_S = 240.0
 PAUSE_S = 5.0
 SLACK_S = 0.1  # the reply's way back to us, on top of the half second the guest may be off
 SETTLE_S = 1.5  # the guest's background clock step is done within a second
 PRECISE_S = 0.01  # the guest's own step resolution (usleep, adjtimex), on top of the measured trips
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with _OPENER.open(url, timeout=timeout) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc)
 
 
 class LabGuests:
