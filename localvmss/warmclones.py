@@ -179,7 +179,14 @@ class WarmClones:
                 restore = "restored before a daemon restart"
             else:
                 saved = template.Template(tpl.pool, tpl.state_volume, tpl.disk_volume, tpl.saved_xml)
-                restore = f"restore {template.restore_clone(host, saved, self.prov.domain_xml(inst, spec)):.2f} s"
+                try:
+                    took = template.restore_clone(host, saved, self.prov.domain_xml(inst, spec))
+                except WarmCloneUnavailable:
+                    # A template that cannot be restored (say a save file torn by a crash while
+                    # its header was rewritten) is made again rather than tried by every clone.
+                    self.delete(tpl)
+                    raise
+                restore = f"restore {took:.2f} s"
             identity_started = time.monotonic()
             skew = template.reidentify(
                 host,

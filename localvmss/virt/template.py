@@ -2,9 +2,10 @@
 
 ``make_template`` saves a running, healthy guest (libvirt ``virDomainSave``: the domain is then
 off) into a state volume and copies its OS disk into a template disk volume, so the template's
-own domain and volumes may go. ``restore_clone`` gives one clone its own copy of the disk and
-its own copy of the state whose libvirt header XML is rewritten to the clone's name, UUID,
-metadata, disks, MAC and serial log, restores it (running) and defines it persistent; the caller
+own domain and volumes may go. ``restore_clone`` gives one clone its own copy of the disk,
+rewrites the save file's libvirt header XML (in place, or in a copy while another clone of the
+template is being restored) to the clone's name, UUID, generation ID, metadata, disks, MAC and
+serial log, restores it (running) and defines it persistent; the caller
 then re-identifies the guest over the command channel (``reidentify``). Why it is done this way
 and what was measured: docs/WARM-CLONES.md. Everything goes through libvirt volumes and calls,
 so it works on a remote host (qemu+ssh) as on a local one.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -267,13 +269,24 @@ def make_template(host: Host, pool: str, domain: str, template: str) -> Template
     )
 
 
+_STATE_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_STATE_LOCKS_GUARD = threading.Lock()
+
+
+def _state_lock(uri: str, template: Template) -> threading.Lock:
+    """The lock of one template's save file on one host (its header is rewritten per clone)."""
+    with _STATE_LOCKS_GUARD:
+        return _STATE_LOCKS.setdefault((uri, template.pool, template.state_volume), threading.Lock())
+
+
 def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> float:
     """Start the clone described by ``clone_domain_xml`` (``build_domain_xml`` of the new
     instance: its name, disks, seed, MAC, metadata) from ``template``, running; returns the
     seconds libvirt took to restore it.
 
     The clone's OS volume (the XML's vda) becomes a copy of the template disk, replacing any
-    volume of that name; its seed volume must exist. The domain is made persistent with the
+    volume of that name; its seed volume must exist. One restore at a time uses the template's
+    save file itself (its header rewritten); others meanwhile use a copy of it. The domain is made persistent with the
     clone's XML. Afterwards the guest still has the template's identity until ``reidentify``.
     WarmCloneUnavailable when the template does not fit the instance (fall back to a cold boot).
     """
@@ -287,15 +300,32 @@ def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> floa
     def restore(conn: libvirt.virConnect) -> float:
         p = conn.storagePoolLookupByName(template.pool)
         _clone_volume(p, template.disk_volume, str(os_source.get("volume")), "qcow2")
-        state = _clone_volume(p, template.state_volume, f"{name}.restore-state", "raw")
+        # The template's own save file, its header XML rewritten in place for this clone (the
+        # memory stream after it never moves), saves copying the whole state: while no other
+        # clone of this template is being restored (the header is this clone's until libvirt has
+        # read it, and QEMU has read the stream once the restore returns). Clones restored
+        # meanwhile each get their own copy, so a scale-out by N still restores in parallel.
+        lock = _state_lock(host.uri, template)
+        in_place = lock.acquire(blocking=False)
         try:
-            image = _header(conn, state)
-            _write_head(conn, state, build_save_header(image, restore_xml))
-            started = time.monotonic()
-            conn.restoreFlags(state.path(), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
-            took = time.monotonic() - started
+            if in_place:
+                state = p.storageVolLookupByName(template.state_volume)
+            else:
+                state = _clone_volume(p, template.state_volume, f"{name}.restore-state", "raw")
+            try:
+                image = _header(conn, state)
+                _write_head(conn, state, build_save_header(image, restore_xml))
+                started = time.monotonic()
+                conn.restoreFlags(state.path(), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                took = time.monotonic() - started
+            except libvirt.libvirtError as exc:
+                raise WarmCloneUnavailable(f"{name} could not be restored from its template: {exc}") from None
+            finally:
+                if not in_place:
+                    state.delete(0)
         finally:
-            state.delete(0)  # QEMU has read it all once the restore returns
+            if in_place:
+                lock.release()
         # Persistent, like every instance (the next boot is a cold boot of the clone's own XML).
         live = etree.fromstring(conn.lookupByName(name).XMLDesc(0).encode())
         clone_def = etree.fromstring(clone_domain_xml.encode())
