@@ -189,6 +189,11 @@ def load_balanced(inst: InstanceRow) -> bool:
     return not in_pool(inst) or (inst.standby_at is None and inst.origin != "")
 
 
+def kept_in_pool(inst: InstanceRow) -> bool:
+    """A pool instance that is not on its way out: what the pool's size and views count."""
+    return in_pool(inst) and inst.provisioning_state != ProvisioningState.DELETING.value
+
+
 def standing_by(inst: InstanceRow) -> bool:
     """A pool instance that has reached its standby state (Running, Paused or Saved)."""
     return in_pool(inst) and inst.standby_at is not None

@@ -495,9 +495,8 @@ class Reconciler:
                 failed=i.provisioning_state == ProvisioningState.FAILED.value or i.health == "unhealthy",
             )
             for i in self.store.instances(row.name)
-            if lifecycle.in_pool(i)
+            if lifecycle.kept_in_pool(i)
             and i.standby_state != lifecycle.TEMPLATE_BUILDER
-            and i.provisioning_state != ProvisioningState.DELETING.value
             and (alive.get(i.host, False) or not self.unreachable(i.host))
         ]
 
@@ -1090,31 +1089,16 @@ class Reconciler:
         host.start(inst.domain_name)
         resumed = time.monotonic() - started
         clock = self._sync_clock(host, inst)
-        if not self._status(inst, prepared_at=self.clock()):
-            return True  # something was asked meanwhile: look again
-        probed = time.monotonic()
-        if not self._probe_now(inst, spec):
-            return True  # prepared: the health monitor probes it from now on (the boot timeout applies)
-        now = self.clock()
-        if not self._status(
+        state = inst.origin.removeprefix(lifecycle.FROM_POOL + " ").strip("()")
+        return self._prepared_then_ready(
             inst,
-            provisioning_state=ProvisioningState.SUCCEEDED.value,
-            ready_at=now,
-            health="healthy",
-            message="",
-        ):
-            return True
-        self.store.log_activity(
-            inst.scale_set,
-            "scale-out",
-            f"instance {inst.instance_id} from the {inst.origin.removeprefix(lifecycle.FROM_POOL + ' ').strip('()')} "
-            f"standby pool healthy {now - lifecycle.boot_started(inst):.2f} s after it was taken "
-            f"(resume {resumed:.2f} s{clock}, first healthy probe {time.monotonic() - probed:.2f} s); "
-            "it joins the load balancer now",
-            instances=[inst.instance_id],
+            spec,
+            "take_from_pool",
+            lambda after, probe: (
+                f"instance {inst.instance_id} from the {state} standby pool healthy {after:.2f} s after it was taken "
+                f"(resume {resumed:.2f} s{clock}, first healthy probe {probe:.2f} s); it joins the load balancer now"
+            ),
         )
-        self._record_action("take_from_pool", "ok")
-        return True
 
     def _clone(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:
         """A new member restored from its host's warm template instead of booted, then probed
@@ -1131,6 +1115,23 @@ class Reconciler:
             self._status(inst, origin=lifecycle.COLD_BOOT)
             return True
         self.inv.refresh_reservations(inst.host)
+        return self._prepared_then_ready(
+            inst,
+            spec,
+            "template_clone",
+            lambda after, probe: (
+                f"instance {inst.instance_id} restored from a warm template: healthy {after:.2f} s after its record "
+                f"was made ({detail}; first healthy probe {probe:.2f} s); it joins the load balancer now"
+            ),
+        )
+
+    def _prepared_then_ready(
+        self, inst: InstanceRow, spec: ScaleSetSpec, action: str, describe: Callable[[float, float], str]
+    ) -> bool:
+        """After a resume or a restore has set the guest's clock (and identity): mark it
+        prepared (from now on probes may judge it), probe it at once, and record it ready so the
+        next pass puts it in the load balancer; ``describe(healthy_after_s, probe_s)`` is the
+        activity-log line saying how long it took."""
         if not self._status(inst, prepared_at=self.clock()):
             return True  # something was asked meanwhile: look again
         probed = time.monotonic()
@@ -1140,15 +1141,11 @@ class Reconciler:
         if self._status(
             inst, provisioning_state=ProvisioningState.SUCCEEDED.value, ready_at=now, health="healthy", message=""
         ):
+            after = now - lifecycle.boot_started(inst)
             self.store.log_activity(
-                inst.scale_set,
-                "scale-out",
-                f"instance {inst.instance_id} restored from a warm template: healthy "
-                f"{now - lifecycle.boot_started(inst):.2f} s after its record was made ({detail}; first healthy "
-                f"probe {time.monotonic() - probed:.2f} s); it joins the load balancer now",
-                instances=[inst.instance_id],
+                inst.scale_set, "scale-out", describe(after, time.monotonic() - probed), instances=[inst.instance_id]
             )
-            self._record_action("template_clone", "ok")
+            self._record_action(action, "ok")
         return True
 
     def _probe_now(self, inst: InstanceRow, spec: ScaleSetSpec) -> bool:

@@ -112,8 +112,7 @@ class Service:
         spec = row.spec
         instances = self.store.instances(row.name)
         state = ProvisioningState.DELETING.value if row.deleting else row.provisioning_state
-        deleting = ProvisioningState.DELETING.value
-        pool = [i for i in instances if lifecycle.in_pool(i) and i.provisioning_state != deleting]
+        pool = [i for i in instances if lifecycle.kept_in_pool(i)]
         instances = [i for i in instances if not lifecycle.in_pool(i)]  # members: the pool is shown apart
         live = [i for i in instances if i.provisioning_state != ProvisioningState.DELETING.value]
         settling = any(i.provisioning_state != ProvisioningState.SUCCEEDED.value for i in instances) or (
@@ -229,11 +228,7 @@ class Service:
         if spec.mode is OrchestrationMode.FLEXIBLE and model_changed:
             raise NotSupported(f"model updates {NOT_IN_VM_MODE}")
         new_capacity = capacity if _sku_capacity_given(body) else row.capacity
-        pool_now = sum(
-            1
-            for i in self.store.instances(row.name)
-            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
-        )
+        pool_now = sum(1 for i in self.store.instances(row.name) if lifecycle.kept_in_pool(i))
         self.capacity.admit_pool(spec, max(0, new_capacity - row.capacity), new_capacity, pool_now)
         described = describe_model_change(old, spec)
         version = self.store.update_model(
@@ -297,11 +292,7 @@ class Service:
         spec = row.spec.model_copy(update={"standby_pool": policy})
         if spec.load_balancer is not None:
             self._check_load_balancer(name, spec, row.capacity + standby.target_size(policy, row.capacity))
-        pool_now = sum(
-            1
-            for i in self.store.instances(name)
-            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
-        )
+        pool_now = sum(1 for i in self.store.instances(name) if lifecycle.kept_in_pool(i))
         self.capacity.admit_pool(spec, 0, row.capacity, pool_now)
         self.store.update_set_policy(name, spec.model_dump(mode="json"))
         size = standby.target_size(policy, row.capacity)
@@ -427,11 +418,7 @@ class Service:
         stand by in each state (Azure's standby pool runtime view), and the instances."""
         row = self.store.scale_set(name)
         policy = row.spec.standby_pool
-        pool = [
-            i
-            for i in self.store.instances(name)
-            if lifecycle.in_pool(i) and i.provisioning_state != ProvisioningState.DELETING.value
-        ]
+        pool = [i for i in self.store.instances(name) if lifecycle.kept_in_pool(i)]
         summary = [
             {
                 "state": state.value,

@@ -98,6 +98,21 @@ def _resume_unless_running(dom: libvirt.virDomain) -> None:
         raise
 
 
+def download_stream(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, length: int, sink: Callable[[bytes], object]
+) -> None:
+    """Hand the first ``length`` bytes of a volume (0: all of it) to ``sink`` through libvirt's
+    stream API, which works for remote hosts too; a failed stream is aborted, never left open."""
+    stream = conn.newStream(0)
+    vol.download(stream, 0, length, 0)
+    try:
+        stream.recvAll(lambda _s, data, _o: sink(data), None)
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+
+
 _event_loop_started = False
 _event_loop_lock = threading.Lock()
 
@@ -329,14 +344,7 @@ class Host:
             if int(vol.info()[1]) < length:
                 return ""
             h = hashlib.sha256()
-            stream = conn.newStream(0)
-            vol.download(stream, 0, length, 0)
-            try:
-                stream.recvAll(lambda _s, data, _o: h.update(data), None)
-                stream.finish()
-            except BaseException:
-                stream.abort()
-                raise
+            download_stream(conn, vol, length, h.update)
             return h.hexdigest()
 
         return self._call(f"reading back volume {name}", lambda _c: self._on_own_connection(digest))
@@ -347,22 +355,14 @@ class Host:
 
         def download(conn: libvirt.virConnect) -> int:
             vol = conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
-            stream = conn.newStream(0)
             written = 0
             with open(path, "wb") as out:
 
-                def sink(_s: libvirt.virStream, data: bytes, _o: object) -> int:
+                def sink(data: bytes) -> None:
                     nonlocal written
                     written += out.write(data)
-                    return 0
 
-                vol.download(stream, 0, 0, 0)  # length 0: the whole volume
-                try:
-                    stream.recvAll(sink, None)
-                    stream.finish()
-                except BaseException:
-                    stream.abort()
-                    raise
+                download_stream(conn, vol, 0, sink)  # length 0: the whole volume
             return written
 
         return self._call(f"downloading volume {name}", lambda _c: self._on_own_connection(download))

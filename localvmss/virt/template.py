@@ -25,7 +25,7 @@ from lxml import etree
 
 from localvmss.errors import GuestAgentError, GuestAgentUnavailable, NotFound, WarmCloneUnavailable
 from localvmss.virt import domainxml, guestchannel
-from localvmss.virt.host import Host
+from localvmss.virt.host import Host, download_stream
 
 # libvirt src/qemu/qemu_saveimage.h: char magic[16]; uint32 version, data_len, was_running,
 # compressed (format), cookieOffset; uint32 unused[14]; then data_len bytes: the domain XML
@@ -191,15 +191,8 @@ def _clone_volume(pool: libvirt.virStoragePool, source: str, name: str, fmt: str
 
 
 def _read_head(conn: libvirt.virConnect, vol: libvirt.virStorageVol, length: int) -> bytes:
-    stream = conn.newStream(0)
     chunks: list[bytes] = []
-    vol.download(stream, 0, length, 0)
-    try:
-        stream.recvAll(lambda _s, data, _o: chunks.append(data), None)
-        stream.finish()
-    except BaseException:
-        stream.abort()
-        raise
+    download_stream(conn, vol, length, chunks.append)
     return b"".join(chunks)
 
 
