@@ -1162,12 +1162,10 @@ class Reconciler:
 
     def _sync_clock(self, host: Any, inst: InstanceRow) -> str:
         """The guest's clock stood still while it was paused or saved: set it to the host's time
-        through the guest channel. Returns what to log ("" if the guest has no channel)."""
-        sync = getattr(host, "sync_clock", None)
-        if sync is None:
-            return ""
+        through the guest channel. Returns what to log (a guest without the channel, defined by
+        an older localvmss, is resumed all the same and the log says its clock was not set)."""
         try:
-            skew = sync(inst.domain_name)
+            skew = host.sync_clock(inst.domain_name)
         except LocalVMSSError as exc:
             log.warning("%s: clock not set after resume: %s", inst.domain_name, exc.message)
             return "; clock not set: " + exc.message

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localvmss.errors import HostBusy, HostUnavailable, NotFound
+from localvmss.errors import GuestAgentUnavailable, HostBusy, HostUnavailable, NotFound
 from localvmss.model import OBJECT_PREFIX, PowerState
 from localvmss.virt.domainxml import read_ownership
 from localvmss.virt.host import HostCapacity, NumaCell, OwnedDomain
@@ -195,6 +195,14 @@ class FakeHost:
         if name not in self.domains:
             raise NotFound(f"domain {name} on host {self.name}")
         self.domains[name].state = PowerState.RUNNING
+
+    def sync_clock(self, name: str, timeout_s: float = 5.0) -> float:
+        """The guest channel's clock command: a running guest's clock is set (no skew left)."""
+        self._enter("sync_clock", name)
+        dom = self.domains.get(name)
+        if dom is None or dom.state is not PowerState.RUNNING:
+            raise GuestAgentUnavailable(f"the guest of {name} is not running; nothing can answer")
+        return 0.0
 
     def shutdown(self, name: str) -> None:
         self._enter("shutdown", name)

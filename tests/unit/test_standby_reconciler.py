@@ -306,6 +306,7 @@ def test_a_scale_out_takes_the_fastest_first(penv: Env, more: int, taken: list[s
         inst = penv.store.instance("web", iid)
         assert lifecycle.ready(inst) and power(penv, inst) is PowerState.RUNNING, iid
         assert iid in PROBED.get(id(penv), []), "probed at once after its resume"
+        assert inst.domain_name in calls(penv, "sync_clock"), "its clock set after the resume"
         assert lifecycle.in_rotation(inst)
     assert [i.origin for i in members(penv)].count(lifecycle.COLD_BOOT) == 1 + created
     # the pool is refilled to its size, with new instances
