@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from localvmss.errors import InvalidSpec
 from localvmss.hosturi import check_config_host_uri
-from localvmss.model import validate_name
+from localvmss.model import DEFAULT_RESOURCE_GROUP, validate_name, validate_resource_group
 
 DEFAULT_CONFIG_PATH = Path("/etc/localvmss/localvmssd.toml")
 ENV_PREFIX = "LOCALVMSSD_"
@@ -70,6 +71,16 @@ class DaemonConfig(BaseModel):
     api_tcp: str | None = None  # "127.0.0.1:8470": only with a token
     api_token: str | None = None
     api_token_file: Path | None = Field(None, strict=False)  # the token's first line
+    # TLS on api_tcp (Azure's SDKs send a bearer token only over https): a certificate and key
+    # made on first start under state_dir/tls unless both paths are given.
+    api_tls: bool = True
+    api_tls_cert: Path | None = Field(None, strict=False)
+    api_tls_key: Path | None = Field(None, strict=False)
+    # What ARM requests see: the one subscription this daemon answers for, the group a set
+    # made without one lands in, and the location resources report.
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    default_resource_group: str = DEFAULT_RESOURCE_GROUP
+    location: str = "local"
     pool_name: str = "lvmss-pool"
     pool_path: str = "/var/lib/libvirt/localvmss"
     hosts: list[HostConfig] = Field(default_factory=lambda: [HostConfig(name="local")], min_length=1)
@@ -108,6 +119,11 @@ class DaemonConfig(BaseModel):
             raise InvalidSpec("host names in [[hosts]] must be unique")
         if self.api_tcp:
             api_tcp_port(self.api_tcp)
+        if (self.api_tls_cert is None) != (self.api_tls_key is None):
+            raise InvalidSpec("api_tls_cert and api_tls_key go together: give both, or neither to have them made")
+        validate_resource_group(self.default_resource_group)
+        if not re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", self.subscription_id):
+            raise InvalidSpec(f"subscription_id {self.subscription_id!r} must be a GUID")
         return self
 
     def own_ports(self) -> dict[int, str]:

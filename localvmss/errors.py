@@ -14,13 +14,22 @@ class LocalVMSSError(Exception):
     exit_code = 1
     code = "InternalError"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, target: str | None = None, details: list[LocalVMSSError] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.target = target  # ARM's error target: the field or resource the error is about
+        self.details = details or []
 
-    def to_json(self) -> dict[str, dict[str, str]]:
-        """Azure-shaped error body."""
-        return {"error": {"code": self.code, "message": self.message}}
+    def to_json(self) -> dict[str, dict[str, object]]:
+        """Azure's error body: ``{"error": {"code", "message", "target", "details"}}``."""
+        return {"error": self.error_body()}
+
+    def error_body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.target is not None:
+            body["target"] = self.target
+        body["details"] = [d.error_body() for d in self.details]
+        return body
 
 
 class InvalidSpec(LocalVMSSError):
@@ -34,7 +43,23 @@ class InvalidSpec(LocalVMSSError):
 class NotFound(LocalVMSSError):
     http_status = 404
     exit_code = 3
-    code = "NotFound"
+    code = "ResourceNotFound"
+
+
+class ResourceGroupNotFound(NotFound):
+    code = "ResourceGroupNotFound"
+
+
+class SubscriptionNotFound(NotFound):
+    code = "SubscriptionNotFound"
+
+
+class InvalidApiVersion(LocalVMSSError):
+    """An ARM request without an api-version, or with one this resource type does not have."""
+
+    http_status = 400
+    exit_code = 2
+    code = "InvalidApiVersionParameter"
 
 
 class Conflict(LocalVMSSError):

@@ -122,6 +122,20 @@ VM_SIZES: dict[str, VMSize] = {
 DEFAULT_VM_SIZE = "Standard_B1ls"
 
 
+DEFAULT_RESOURCE_GROUP = "default"  # where sets live when no group is named (config: default_resource_group)
+
+# Azure's rule for resource group names (they compare case-insensitively).
+RESOURCE_GROUP_PATTERN = re.compile(r"[-\w.()]{0,89}[-\w()]", re.ASCII)
+RESOURCE_GROUP_RULE = "1-90 characters: letters, digits, '_', '-', '.', '(' and ')', not ending with '.'"
+
+
+def validate_resource_group(value: object) -> str:
+    """``value`` if it is a valid resource group name, else InvalidSpec."""
+    if not isinstance(value, str) or not RESOURCE_GROUP_PATTERN.fullmatch(value):
+        raise InvalidSpec(f"resource group name {value!r} is invalid: {RESOURCE_GROUP_RULE}")
+    return value
+
+
 def validate_name(value: str, what: str = "name") -> str:
     """Return ``value`` if it is a safe resource name, else raise InvalidSpec."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):

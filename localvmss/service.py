@@ -8,23 +8,34 @@ once with the provisioning state the caller can poll.
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from localvmss import lifecycle, repairs, standby
+from localvmss import armbody, armids, lifecycle, operations, repairs, standby
 from localvmss.allocation import Allocator, slot
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig
-from localvmss.errors import CapacityError, Conflict, InvalidSpec, LocalVMSSError, NotFound, NotSupported
+from localvmss.errors import (
+    CapacityError,
+    Conflict,
+    InvalidSpec,
+    LocalVMSSError,
+    NotFound,
+    NotSupported,
+)
 from localvmss.hosturi import check_api_host_uri
 from localvmss.inventory import Inventory, check_guest_metrics, guest_metrics_of
 from localvmss.lb.hostports import HostPortReader
 from localvmss.lb.spec import check_host_ports, from_json, stored_frontend_ports, validate
 from localvmss.model import (
     FLEXIBLE_MAX_VMS,
+    VM_SIZES,
     OrchestrationMode,
     PowerState,
     ProvisioningState,
@@ -32,11 +43,13 @@ from localvmss.model import (
     parse_instance_id,
     resolve_size,
     validate_name,
+    validate_resource_group,
 )
 from localvmss.plans import Plan
 from localvmss.provision import computer_name
 from localvmss.spec import (
     MODEL_FIELDS,
+    AzScaleSetBody,
     ScaleSetSpec,
     StandbyState,
     parse_scale_set_body,
@@ -44,7 +57,7 @@ from localvmss.spec import (
     spec_to_azure,
 )
 from localvmss.sshkeys import check_ssh_public_key
-from localvmss.store import InstanceRow, ScaleSetRow, Store
+from localvmss.store import InstanceRow, OperationRow, ResourceGroupRow, ScaleSetRow, Store
 from localvmss.virt.stats import DomainStats, parse_domain_stats
 
 log = logging.getLogger(__name__)
@@ -80,6 +93,7 @@ class Service:
         self.upgrades: Any = None  # the reconciler's Upgrades (rolling-upgrade start/cancel)
         # Reconciler.scale_plan, set by the daemon: what-if shows the plan a pass would carry out.
         self.scale_planner: Callable[..., Plan] | None = None
+        store.ensure_resource_group(cfg.default_resource_group, cfg.location)
 
     def _accepted(
         self,
@@ -131,23 +145,52 @@ class Service:
         if spec.standby_pool is not None or pool:
             extra["standbyPoolCount"] = len(pool)
             extra["standbyPoolStandingBy"] = sum(1 for i in pool if lifecycle.standing_by(i))
-        return spec_to_azure(row.name, spec, row.capacity, extra)
+        view = spec_to_azure(row.name, spec, row.capacity, extra)
+        view["id"] = armids.scale_set_id(self.cfg.subscription_id, row.resource_group, row.name)
+        view["resourceGroup"] = row.resource_group
+        view["location"] = row.arm.get("location") or self.cfg.location
+        view["tags"] = row.arm.get("tags") or {}
+        return armbody.merge_kept(view, row.arm.get("kept") or {})
 
-    def put_set(self, name: str, body: Any, create_only: bool = False, actor: str = "") -> tuple[dict[str, Any], bool]:
-        """Create or update; returns (view, created). ``create_only``: an existing set is a Conflict."""
-        if create_only:
-            try:
-                self.store.scale_set(name)
-            except NotFound:
-                pass
-            else:
-                raise Conflict(f"scale set {name!r} already exists; use 'scale' or 'update' to change it")
-        self._check_mode_unchanged(name, body)
-        spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
+    def put_set(
+        self,
+        name: str,
+        body: Any,
+        create_only: bool = False,
+        actor: str = "",
+        *,
+        group: str | None = None,
+        keep_unknown: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update; returns (view, created). ``create_only``: an existing set is a Conflict.
+        ``group``: the resource group it is made in (or must be in); default the daemon's.
+        ``keep_unknown`` (ARM's routes): fields with no local meaning are kept and echoed, not
+        refused; the answer's ``localvmss.ignoredProperties`` names them."""
+        validate_name(name, "scale set name")
+        if group is not None:
+            validate_resource_group(group)
+            self.store.resource_group(group)
         try:
-            existing = self.store.scale_set(name)
+            existing: ScaleSetRow | None = self.store.scale_set(name)
         except NotFound:
             existing = None
+        if existing is not None and group is not None and existing.resource_group.lower() != group.lower():
+            raise Conflict(
+                f"scale set {name!r} already exists in resource group {existing.resource_group!r}: set names are "
+                "unique on a localvmss daemon"
+            )
+        if create_only and existing is not None:
+            raise Conflict(f"scale set {name!r} already exists; use 'scale' or 'update' to change it")
+        if not isinstance(body, dict):
+            raise InvalidSpec("request body must be a JSON object")
+        body, notes = self._local_image(body)
+        kept: dict[str, Any] = {}
+        ignored: list[str] = []
+        if keep_unknown:
+            body, kept, ignored = armbody.split_body(AzScaleSetBody, body)
+        arm = self._arm_fields(existing, body, kept)
+        self._check_mode_unchanged(name, body)
+        spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
         if spec.load_balancer is not None:
             # An update without sku.capacity keeps the current capacity: the NAT pool must cover it.
             lb_capacity = capacity if existing is None or _sku_capacity_given(body) else existing.capacity
@@ -158,12 +201,195 @@ class Service:
             self._check_zones(spec)
             self.capacity.admit_pool(spec, capacity, capacity)
             self.store.insert_scale_set(
-                name, spec.mode.value, spec.model_dump(mode="json"), capacity, "Creating", actor=actor
+                name,
+                spec.mode.value,
+                spec.model_dump(mode="json"),
+                capacity,
+                "Creating",
+                actor=actor,
+                resource_group=group or self.cfg.default_resource_group,
+                arm=arm,
             )
             self._accepted("create", f"scale set created ({spec.mode.value}, capacity {capacity})", name)
             self.wake()
-            return self.get_set(name), True
-        return self._update_set(existing, spec, capacity, body, actor), False
+            return _noted(self.get_set(name), ignored, notes), True
+        view = self._update_set(existing, spec, capacity, body, actor)
+        if arm != existing.arm:
+            self.store.set_arm(name, arm)
+            view = self.get_set(name)
+        return _noted(view, ignored, notes), False
+
+    def _local_image(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The body with a marketplace image reference (or az's alias) turned into the local image
+        that stands in for it, and a note saying so (``armbody.local_image``)."""
+        try:
+            ref = body["properties"]["virtualMachineProfile"]["storageProfile"]["imageReference"]
+        except (KeyError, TypeError):
+            return body, []
+        found = armbody.local_image(ref, set(self.store.images()))
+        if found is None or (found[1] is None and set(ref) == {"id"}):
+            return body, []
+        local, note = found
+        props = dict(body["properties"])
+        vmp = dict(props["virtualMachineProfile"])
+        storage = dict(vmp["storageProfile"])
+        storage["imageReference"] = {"id": local}
+        vmp["storageProfile"], props["virtualMachineProfile"] = storage, vmp
+        return {**body, "properties": props}, [note] if note else []
+
+    def _arm_fields(self, existing: ScaleSetRow | None, body: dict[str, Any], kept: dict[str, Any]) -> dict[str, Any]:
+        """Location (fixed once made, as in Azure), tags (a PUT that gives them replaces them) and
+        the kept fields, checked before anything is written."""
+        arm = dict(existing.arm) if existing is not None else {}
+        location = body.get("location")
+        if location is not None:
+            if not isinstance(location, str) or not location.strip() or len(location) > 90:
+                raise InvalidSpec(f"location {location!r} must be a location name such as eastus")
+            if existing is not None and (arm.get("location") or self.cfg.location).lower() != location.lower():
+                raise Conflict(
+                    f"the location of a scale set cannot change (it is {arm.get('location') or self.cfg.location!r})"
+                )
+            arm["location"] = location
+        if "tags" in body:
+            arm["tags"] = check_tags(body["tags"])
+        if kept or "kept" in arm:
+            arm["kept"] = kept
+        return arm
+
+    def update_tags(self, name: str, tags: Any) -> dict[str, Any]:
+        """ARM's PATCH of a resource's tags (``az vmss update --set tags.k=v`` sends the whole set)."""
+        row = self.store.scale_set(name)
+        self.store.set_arm(name, {**row.arm, "tags": check_tags(tags)})
+        return self.get_set(name)
+
+    # -- resource groups ------------------------------------------------------------------------
+    def check_group(self, name: str, group: str | None) -> None:
+        """A set named under a resource group must be in it, as ARM paths require (unknown
+        group: ResourceGroupNotFound; set elsewhere: ResourceNotFound, ARM's own words)."""
+        if group is None:
+            return
+        validate_resource_group(group)
+        self.store.resource_group(group)
+        try:
+            row = self.store.scale_set(name)
+        except NotFound:
+            row = None
+        if row is None or row.resource_group.lower() != group.lower():
+            raise NotFound(
+                f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{name}' under resource group "
+                f"'{group}' was not found."
+            )
+
+    def group_of_vm(self, vm_name: str) -> str:
+        return self.store.scale_set(self.store.instance_by_vm_name(vm_name).scale_set).resource_group
+
+    def _group_view(self, row: ResourceGroupRow) -> dict[str, Any]:
+        return {
+            "id": armids.group_id(self.cfg.subscription_id, row.name),
+            "name": row.name,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": row.location,
+            "tags": row.tags,
+            "properties": {"provisioningState": "Succeeded"},
+        }
+
+    def list_groups(self) -> list[dict[str, Any]]:
+        return [self._group_view(g) for g in self.store.resource_groups()]
+
+    def get_group(self, name: str) -> dict[str, Any]:
+        return self._group_view(self.store.resource_group(validate_resource_group(name)))
+
+    def put_group(self, name: str, body: Any) -> tuple[dict[str, Any], bool]:
+        validate_resource_group(name)
+        if not isinstance(body, dict):
+            raise InvalidSpec('request body must be a JSON object: {"location": ..., "tags": {...}}')
+        unknown = set(body) - {"location", "tags", "name", "id", "type", "properties", "managedBy"}
+        if unknown:
+            raise InvalidSpec(f"unknown field(s) in resource group body: {sorted(unknown)}")
+        location = body.get("location") or self.cfg.location
+        if not isinstance(location, str) or len(location) > 90:
+            raise InvalidSpec(f"location {location!r} must be a location name such as eastus")
+        tags = check_tags(body.get("tags") or {})
+        created = self.store.put_resource_group(name, location, tags)
+        self._accepted("group", f"resource group {name} {'created' if created else 'updated'}", record=False)
+        return self.get_group(name), created
+
+    def delete_group(self, name: str) -> None:
+        validate_resource_group(name)
+        if name.lower() == self.cfg.default_resource_group.lower():
+            raise Conflict(f"resource group {name!r} is the daemon's default group (default_resource_group)")
+        self.store.delete_resource_group(name)
+        self._accepted("group", f"resource group {name} deleted", record=False)
+
+    def list_skus(self) -> list[dict[str, Any]]:
+        """The VM sizes, in the shape of Azure's resource SKUs."""
+        return [
+            {
+                "resourceType": "virtualMachineScaleSets",
+                "name": size.name,
+                "tier": "Standard",
+                "size": size.name.removeprefix("Standard_"),
+                "locations": [self.cfg.location],
+                "capabilities": [
+                    {"name": "vCPUs", "value": str(size.vcpus)},
+                    {"name": "MemoryGB", "value": f"{size.memory_mib / 1024:g}"},
+                ],
+                "restrictions": [],
+            }
+            for size in VM_SIZES.values()
+        ]
+
+    # -- long-running operations --------------------------------------------------------------
+    def begin_operation(self, kind: operations.OpKind, scale_set: str, **target: Any) -> OperationRow:
+        """Record an accepted long-running request; ARM's answer points at it (``operation``)."""
+        op = OperationRow(
+            str(uuid.uuid4()),
+            kind.value,
+            scale_set,
+            target,
+            operations.OpStatus.IN_PROGRESS.value,
+            None,
+            time.time(),
+            None,
+        )
+        self.store.insert_operation(op)
+        return op
+
+    def operation(self, op_id: str) -> dict[str, Any]:
+        """ARM's operation status: ``{name, status, startTime, endTime?, error?}``; worked out from
+        the state it waits for, and recorded once it ended."""
+        op = self.store.operation(op_id)
+        status, error, ended = op.status, op.error, op.ended_at
+        if ended is None:
+            try:
+                row: ScaleSetRow | None = self.store.scale_set(op.scale_set)
+            except NotFound:
+                row = None
+            instances = self.store.instances(op.scale_set) if row is not None else []
+            kind = operations.OpKind(op.kind)
+            watched = self._watched(kind, op.target, instances)
+            observed = {i.instance_id: self._power(i) for i in watched}
+            outcome = operations.status(kind, op.target, row, instances, observed)
+            status, error = outcome.status.value, outcome.error
+            if outcome.status.ended:
+                ended = time.time()
+                self.store.end_operation(op.id, status, error, ended)
+        view: dict[str, Any] = {"name": op.id, "status": status, "startTime": _iso(op.started_at)}
+        if ended is not None:
+            view["endTime"] = _iso(ended)
+        if error is not None:
+            view["error"] = error
+        return view
+
+    @staticmethod
+    def _watched(kind: operations.OpKind, target: dict[str, Any], instances: list[InstanceRow]) -> list[InstanceRow]:
+        """The instances whose power state the operation's status depends on."""
+        if kind is operations.OpKind.INSTANCES:
+            ids = {int(i) for i in target.get("instanceIds", [])}
+            return [i for i in instances if i.instance_id in ids]
+        if kind is operations.OpKind.VM_PUT:
+            return [i for i in instances if i.vm_name == target.get("vmName")]
+        return []
 
     def _check_load_balancer(self, name: str, spec: ScaleSetSpec, capacity: int) -> dict[str, Any]:
         """The set's load balancer checked whole before anything is written: its shape (probe
@@ -686,14 +912,14 @@ class Service:
     def run_command(self, name: str, instance_id: str, body: Any) -> dict[str, Any]:
         from localvmss.runcommand import run_script
 
-        if not isinstance(body, dict) or set(body) - {"script"}:
-            raise InvalidSpec('runCommand takes {"script": "commands"}')
+        script = run_command_script(body)
         inst = _members_only([self.store.instance(name, _iid(instance_id))])[0]
         if inst.desired_power != "running" or inst.provisioning_state != ProvisioningState.SUCCEEDED.value:
             raise Conflict(f"instance {inst.instance_id} is not running and ready")
-        said = f"run-command on instance {inst.instance_id} ({len(str(body.get('script', '')))} characters of script)"
+        said = f"run-command on instance {inst.instance_id} ({len(script)} characters of script)"
         self._accepted("run-command", said, name, [inst.instance_id], record=False)
-        return run_script(inst.ip, self.management_key.private, body.get("script", ""))
+        result = run_script(inst.ip, self.management_key.private, script)
+        return {**result, "value": _run_command_statuses(result)}
 
     # -- autoscale ----------------------------------------------------------------------------
     def _autoscaler(self) -> Any:
@@ -714,6 +940,111 @@ class Service:
         self._autoscaler().get_setting(name)
         self.store.delete_autoscale(name)
         self._accepted("autoscale-setting", "autoscale setting deleted", name)
+
+    # -- autoscale settings as ARM resources (Microsoft.Insights/autoscalesettings) --------------
+    def _autoscale_resource(self, set_name: str) -> dict[str, Any]:
+        """The set's autoscale setting as ARM shows it: named (az's default name is the set's),
+        in the set's resource group, targeting the set by its id."""
+        setting = self.get_autoscale(set_name)
+        row = self.store.scale_set(set_name)
+        name = setting.get("name") or set_name
+        arm = self.store.autoscale_arm(set_name)
+        props = {k: v for k, v in setting.items() if k not in ("name", "targetResourceName")}
+        props["targetResourceUri"] = armids.scale_set_id(self.cfg.subscription_id, row.resource_group, set_name)
+        props.setdefault("targetResourceLocation", row.arm.get("location") or self.cfg.location)
+        view = {
+            "id": armids.autoscale_id(self.cfg.subscription_id, row.resource_group, name),
+            "name": name,
+            "type": "Microsoft.Insights/autoscaleSettings",
+            "location": arm.get("location") or self.cfg.location,
+            "tags": arm.get("tags") or {},
+            "properties": {**props, "name": name},
+        }
+        return armbody.merge_kept(view, arm.get("kept") or {})
+
+    def _autoscale_set(self, group: str, name: str) -> str:
+        """The scale set whose autoscale setting is ``name`` in ``group`` (ResourceNotFound if none)."""
+        for set_name in self.store.autoscale_sets():
+            found = self.store.autoscale(set_name)
+            row = self.store.scale_set(set_name)
+            if found and (found[0].get("name") or set_name).lower() == name.lower():
+                if row.resource_group.lower() == group.lower():
+                    return set_name
+        raise NotFound(
+            f"The Resource 'Microsoft.Insights/autoscalesettings/{name}' under resource group '{group}' was not found."
+        )
+
+    def list_autoscale_resources(self, group: str) -> list[dict[str, Any]]:
+        return [
+            self._autoscale_resource(s)
+            for s in self.store.autoscale_sets()
+            if self.store.scale_set(s).resource_group.lower() == group.lower()
+        ]
+
+    def get_autoscale_resource(self, group: str, name: str) -> dict[str, Any]:
+        return self._autoscale_resource(self._autoscale_set(group, name))
+
+    def put_autoscale_resource(self, group: str, name: str, body: Any) -> tuple[dict[str, Any], bool]:
+        """Create or replace the setting ``name``: its target (``targetResourceUri``, a set in the
+        same group) gets it; a set has one setting, so another name for the same set is a Conflict."""
+        from localvmss.autoscale.settings import AutoscaleSetting
+
+        validate_autoscale_name(name)
+        body = _obj(body, "request body")
+        props = _obj(body.get("properties"), "properties")
+        target = props.get("targetResourceUri") or props.get("targetResourceName")
+        set_name = armids.last_segment(target, armids.SCALE_SETS) if isinstance(target, str) else None
+        if set_name is None and isinstance(target, str) and "/" not in target:
+            set_name = target
+        if set_name is None:
+            raise InvalidSpec(
+                "properties.targetResourceUri must be the id of a scale set "
+                "(/subscriptions/.../providers/Microsoft.Compute/virtualMachineScaleSets/NAME)"
+            )
+        self.check_group(set_name, group)
+        try:
+            existing: str | None = self._autoscale_set(group, name)
+        except NotFound:
+            existing = None
+        if existing is not None and existing != set_name:
+            raise Conflict(f"autoscale setting {name!r} targets scale set {existing!r}; delete it to target another")
+        held = self.store.autoscale(set_name)
+        if existing is None and held is not None:
+            raise Conflict(
+                f"scale set {set_name!r} already has autoscale setting {held[0].get('name') or set_name!r}; "
+                "a scale set takes one"
+            )
+        known, kept, ignored = armbody.split_body(AutoscaleSetting, props, "properties")
+        known = {k: v for k, v in known.items() if k not in ("targetResourceUri", "targetResourceName")}
+        tags = check_tags(body.get("tags") or {})
+        location = body.get("location")
+        if location is not None and not isinstance(location, str):
+            raise InvalidSpec("location must be a string")
+        self.put_autoscale(set_name, {**known, "name": name, "targetResourceName": set_name})
+        self.store.set_autoscale_arm(set_name, {"location": location, "tags": tags, "kept": kept})
+        view = self._autoscale_resource(set_name)
+        return _noted(view, ignored, []), existing is None
+
+    def patch_autoscale_resource(self, group: str, name: str, body: Any) -> dict[str, Any]:
+        """ARM's update of a setting: tags, and properties laid over the stored ones."""
+        set_name = self._autoscale_set(group, name)
+        body = _obj(body, "request body")
+        current = self._autoscale_resource(set_name)
+        props = {**current["properties"], **_obj(body.get("properties"), "properties")}
+        merged = {"location": current["location"], "tags": body.get("tags", current["tags"]), "properties": props}
+        return self.put_autoscale_resource(group, name, merged)[0]
+
+    def delete_autoscale_resource(self, group: str, name: str) -> None:
+        self.delete_autoscale(self._autoscale_set(group, name))
+
+    def scale_set_named_by_vm_body(self, body: Any) -> str:
+        """The set a VM body attaches the VM to (properties.virtualMachineScaleSet.id)."""
+        props = _obj(_obj(body, "request body").get("properties"), "properties")
+        ref = _obj(props.get("virtualMachineScaleSet"), "properties.virtualMachineScaleSet").get("id", "")
+        name = _scale_set_of(ref)
+        if not name:
+            raise InvalidSpec("properties.virtualMachineScaleSet.id is required: a VM joins its set when it is made")
+        return name
 
     def simulate_autoscale(self, name: str, body: Any) -> list[dict[str, Any]]:
         from datetime import datetime
@@ -1221,6 +1552,92 @@ def _scale_set_of(ref: Any) -> str:
     if head != "/scaleSets" and not head.endswith("/virtualMachineScaleSets"):
         raise InvalidSpec(f"properties.virtualMachineScaleSet.id {ref!r} must look like /scaleSets/NAME")
     return validate_name(name, "scale set name")
+
+
+RUN_SHELL_SCRIPT = "RunShellScript"
+PARAMETER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def run_command_script(body: Any) -> str:
+    """The shell script a runCommand body asks for: ours ``{"script": "text"}``, or Azure's
+    ``{"commandId": "RunShellScript", "script": [lines], "parameters": [{name, value}]}``, whose
+    parameters reach the script as environment variables (as Azure's Linux agent sets them),
+    each value quoted for the shell so that it stays data."""
+    if not isinstance(body, dict) or set(body) - {"script", "commandId", "parameters"}:
+        raise InvalidSpec('runCommand takes {"commandId": "RunShellScript", "script": [lines], "parameters": [...]}')
+    command = body.get("commandId", RUN_SHELL_SCRIPT)
+    if not isinstance(command, str) or command.lower() != RUN_SHELL_SCRIPT.lower():
+        raise InvalidSpec(f"commandId {command!r} is not available here; Linux guests take {RUN_SHELL_SCRIPT!r}")
+    script = body.get("script", "")
+    if isinstance(script, list) and all(isinstance(line, str) for line in script):
+        script = "\n".join(script)
+    if not isinstance(script, str):
+        raise InvalidSpec("script must be a string or a list of lines")
+    params = body.get("parameters") or []
+    if not isinstance(params, list):
+        raise InvalidSpec("parameters must be a list of {name, value}")
+    exports = []
+    for p in params:
+        if not isinstance(p, dict) or set(p) - {"name", "value"} or not isinstance(p.get("value", ""), str):
+            raise InvalidSpec("each parameter is {name, value} with a string value")
+        pname = p.get("name")
+        if not isinstance(pname, str) or not PARAMETER_NAME.fullmatch(pname):
+            raise InvalidSpec(f"parameter name {pname!r} must be a shell variable name (letters, digits, _)")
+        exports.append(f"export {pname}={shlex.quote(p.get('value', ''))}")
+    return "\n".join([*exports, script]) if exports else script
+
+
+def _run_command_statuses(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Azure's RunCommandResult.value: the outcome and the output, as its Linux agent reports it."""
+    code = result.get("exitCode")
+    message = f"Enable succeeded: \n[stdout]\n{result.get('stdout', '')}\n[stderr]\n{result.get('stderr', '')}"
+    return [
+        {
+            "code": "ProvisioningState/succeeded" if code == 0 else "ProvisioningState/failed",
+            "level": "Info" if code == 0 else "Error",
+            "displayStatus": "Provisioning succeeded" if code == 0 else "Provisioning failed",
+            "message": message,
+        }
+    ]
+
+
+def _noted(view: dict[str, Any], ignored: list[str], notes: list[str]) -> dict[str, Any]:
+    """A PUT's answer, naming what was kept without effect and what stood in for what."""
+    if ignored or notes:
+        view = {**view, "localvmss": {"ignoredProperties": ignored, "notes": notes}}
+    return view
+
+
+MAX_TAGS = 50  # Azure's limit per resource
+AUTOSCALE_NAME = re.compile(r"[^<>%&#.,?+*\\/:]{1,260}")
+
+
+def validate_autoscale_name(name: str) -> str:
+    """Azure's rule for autoscale setting names: 1-260 characters, none of < > % & # . , ? + * \\ / :."""
+    if not AUTOSCALE_NAME.fullmatch(name) or not name.isprintable() or name != name.strip():
+        raise InvalidSpec(
+            f"autoscale setting name {name!r} is invalid: 1-260 characters without < > % & # . , ? + * \\ / :"
+        )
+    return name
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """Azure's tag rules: an object of at most 50 string values; names up to 512 characters,
+    values up to 256, names without < > % & \\ ? /."""
+    if not isinstance(tags, dict):
+        raise InvalidSpec("tags must be a JSON object of name: value strings")
+    if len(tags) > MAX_TAGS:
+        raise InvalidSpec(f"{len(tags)} tags given; a resource takes at most {MAX_TAGS}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or len(key) > 512 or any(c in key for c in "<>%&\\?/"):
+            raise InvalidSpec(f"tag name {key!r} must be 1-512 characters without < > % & \\ ? /")
+        if not isinstance(value, str) or len(value) > 256 or not value.isprintable():
+            raise InvalidSpec(f"tag {key!r}: its value must be a string of at most 256 printable characters")
+    return dict(tags)
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _sku_capacity_given(body: Any) -> bool:

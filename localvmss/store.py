@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from localvmss.errors import Conflict, NotFound, StoreError
-from localvmss.model import OrchestrationMode, PowerState, ProvisioningState
+from localvmss.errors import Conflict, NotFound, ResourceGroupNotFound, StoreError
+from localvmss.model import DEFAULT_RESOURCE_GROUP, OrchestrationMode, PowerState, ProvisioningState
 from localvmss.spec import MODEL_FIELDS, ScaleSetSpec
 
 SCHEMA = """
@@ -44,7 +44,25 @@ CREATE TABLE IF NOT EXISTS scale_sets (
     deleting INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    repairs_state TEXT NOT NULL DEFAULT '{}'   -- JSON: the automatic repairs service (suspended?)
+    repairs_state TEXT NOT NULL DEFAULT '{}',  -- JSON: the automatic repairs service (suspended?)
+    resource_group TEXT NOT NULL DEFAULT 'default' COLLATE NOCASE,
+    arm TEXT NOT NULL DEFAULT '{}'             -- JSON: location, tags and the request's fields kept as given
+);
+CREATE TABLE IF NOT EXISTS resource_groups (
+    name TEXT PRIMARY KEY COLLATE NOCASE,       -- Azure's group names compare case-insensitively
+    location TEXT NOT NULL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operations (     -- ARM's long-running operations (Azure-AsyncOperation)
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    scale_set TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '{}',      -- JSON: what it waits for (instance ids, a VM name, ...)
+    status TEXT NOT NULL,                   -- InProgress | Succeeded | Failed | Canceled
+    error TEXT,                             -- JSON: ARM's error body when it failed
+    started_at REAL NOT NULL,
+    ended_at REAL
 );
 CREATE TABLE IF NOT EXISTS instances (
     scale_set TEXT NOT NULL REFERENCES scale_sets(name),
@@ -127,7 +145,8 @@ CREATE TABLE IF NOT EXISTS autoscale (
     scale_set TEXT PRIMARY KEY,
     setting TEXT NOT NULL,
     last_action_at REAL,
-    state TEXT NOT NULL DEFAULT '{}'
+    state TEXT NOT NULL DEFAULT '{}',
+    arm TEXT NOT NULL DEFAULT '{}'  -- JSON: the ARM resource's location, tags and kept fields
 );
 CREATE TABLE IF NOT EXISTS model_versions (  -- every VM model a set has had: rollback and history
     scale_set TEXT NOT NULL,
@@ -192,6 +211,31 @@ class ScaleSetRow:
     updated_at: float
     spec: ScaleSetSpec
     repairs_state: dict[str, Any] = field(default_factory=dict)  # localvmss.repairs.RepairsState, as JSON
+    resource_group: str = DEFAULT_RESOURCE_GROUP
+    arm: dict[str, Any] = field(default_factory=dict)  # location, tags, fields kept as given (echoed)
+
+
+@dataclass
+class ResourceGroupRow:
+    name: str
+    location: str
+    tags: dict[str, str]
+    created_at: float
+
+
+@dataclass
+class OperationRow:
+    """A long-running ARM operation: its status is worked out from the state it waits for until
+    it ends (``localvmss.operations``), then recorded here so later reads say the same."""
+
+    id: str
+    kind: str
+    scale_set: str
+    target: dict[str, Any]
+    status: str
+    error: dict[str, Any] | None
+    started_at: float
+    ended_at: float | None
 
 
 @dataclass
@@ -380,6 +424,11 @@ class Store:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
             self._add_missing_columns()
+            # The column default's group, so that sets (and older stores' sets) always have one.
+            self._db.execute(
+                "INSERT OR IGNORE INTO resource_groups (name, location, tags, created_at) VALUES (?, 'local', '{}', ?)",
+                (DEFAULT_RESOURCE_GROUP, time.time()),
+            )
         except sqlite3.Error as exc:
             raise self._error("opening", exc) from None
 
@@ -481,6 +530,7 @@ class Store:
         data = dict(row)
         data["model"] = json.loads(data["model"])
         data["repairs_state"] = json.loads(data.get("repairs_state") or "{}")
+        data["arm"] = json.loads(data.get("arm") or "{}")
         data["deleting"] = bool(data["deleting"])
         data["mode"] = OrchestrationMode(data["mode"])
         data["provisioning_state"] = ProvisioningState(data["provisioning_state"])
@@ -496,16 +546,30 @@ class Store:
         return ScaleSetRow(**data)
 
     def insert_scale_set(
-        self, name: str, mode: str, model: dict[str, Any], capacity: int, state: str, actor: str = ""
+        self,
+        name: str,
+        mode: str,
+        model: dict[str, Any],
+        capacity: int,
+        state: str,
+        actor: str = "",
+        *,
+        resource_group: str = DEFAULT_RESOURCE_GROUP,
+        arm: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM scale_sets WHERE name=?", (name,)).fetchone():
-                raise Conflict(f"scale set {name!r} already exists")
+            held = db.execute("SELECT resource_group FROM scale_sets WHERE name=?", (name,)).fetchone()
+            if held:
+                where = "" if held[0].lower() == resource_group.lower() else f" in resource group {held[0]!r}"
+                raise Conflict(f"scale set {name!r} already exists{where}: set names are unique on a localvmss daemon")
+            group = db.execute("SELECT name FROM resource_groups WHERE name=?", (resource_group,)).fetchone()
+            if group is None:
+                raise ResourceGroupNotFound(f"Resource group {resource_group!r} could not be found.")
             db.execute(
-                "INSERT INTO scale_sets (name, mode, model, capacity, provisioning_state, created_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (name, mode, json.dumps(model), capacity, state, now, now),
+                "INSERT INTO scale_sets (name, mode, model, capacity, provisioning_state, created_at, updated_at,"
+                " resource_group, arm) VALUES (?,?,?,?,?,?,?,?,?)",
+                (name, mode, json.dumps(model), capacity, state, now, now, group[0], json.dumps(arm or {})),
             )
             db.execute("DELETE FROM model_versions WHERE scale_set=?", (name,))  # a former set of that name
             db.execute("DELETE FROM rollouts WHERE scale_set=?", (name,))
@@ -729,6 +793,111 @@ class Store:
             db.execute("DELETE FROM scheduled_events WHERE scale_set=?", (name,))
             db.execute("DELETE FROM instances WHERE scale_set=?", (name,))
             db.execute("DELETE FROM scale_sets WHERE name=?", (name,))
+
+    def set_arm(self, name: str, arm: dict[str, Any]) -> None:
+        """The set's ARM fields kept as given (location, tags, fields with no local meaning)."""
+        self.update_scale_set(name, arm=json.dumps(arm))
+
+    # -- resource groups ----------------------------------------------------------------------
+    @staticmethod
+    def _group_row(row: sqlite3.Row) -> ResourceGroupRow:
+        return ResourceGroupRow(row["name"], row["location"], json.loads(row["tags"]), row["created_at"])
+
+    def resource_groups(self) -> list[ResourceGroupRow]:
+        return [self._group_row(r) for r in self._query("SELECT * FROM resource_groups ORDER BY name")]
+
+    def resource_group(self, name: str) -> ResourceGroupRow:
+        rows = self._query("SELECT * FROM resource_groups WHERE name=?", (name,))
+        if not rows:
+            raise ResourceGroupNotFound(f"Resource group {name!r} could not be found.")
+        return self._group_row(rows[0])
+
+    def put_resource_group(self, name: str, location: str, tags: dict[str, str]) -> bool:
+        """Create or update a group; True if it was created. Its name keeps its first spelling."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE resource_groups SET location=?, tags=? WHERE name=?", (location, json.dumps(tags), name)
+            )
+            if cur.rowcount:
+                return False
+            db.execute(
+                "INSERT INTO resource_groups (name, location, tags, created_at) VALUES (?,?,?,?)",
+                (name, location, json.dumps(tags), time.time()),
+            )
+            return True
+
+    def ensure_resource_group(self, name: str, location: str) -> None:
+        """The daemon's default group exists (made with the store, and kept when configured anew)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO resource_groups (name, location, tags, created_at) VALUES (?,?,?,?)",
+                (name, location, "{}", time.time()),
+            )
+            # Sets made before groups existed live in the column's default group.
+            db.execute(
+                "INSERT OR IGNORE INTO resource_groups (name, location, tags, created_at)"
+                " SELECT DISTINCT resource_group, ?, '{}', ? FROM scale_sets",
+                (location, time.time()),
+            )
+
+    def delete_resource_group(self, name: str) -> None:
+        """Only an empty group goes: its sets must be deleted first (the refusal names them)."""
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM resource_groups WHERE name=?", (name,)).fetchone() is None:
+                raise ResourceGroupNotFound(f"Resource group {name!r} could not be found.")
+            held = [
+                r[0] for r in db.execute("SELECT name FROM scale_sets WHERE resource_group=? ORDER BY name", (name,))
+            ]
+            if held:
+                raise Conflict(
+                    f"resource group {name!r} still holds scale sets {', '.join(held)}: delete them first "
+                    "(nothing was deleted)"
+                )
+            db.execute("DELETE FROM resource_groups WHERE name=?", (name,))
+
+    # -- long-running operations --------------------------------------------------------------
+    def insert_operation(self, op: OperationRow, keep_s: float = 86400.0) -> None:
+        """A new operation; those that ended more than ``keep_s`` ago go (ARM keeps them a while)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM operations WHERE ended_at IS NOT NULL AND ended_at < ?", (op.started_at - keep_s,))
+            db.execute(
+                "INSERT INTO operations (id, kind, scale_set, target, status, error, started_at, ended_at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    op.id,
+                    op.kind,
+                    op.scale_set,
+                    json.dumps(op.target),
+                    op.status,
+                    json.dumps(op.error) if op.error is not None else None,
+                    op.started_at,
+                    op.ended_at,
+                ),
+            )
+
+    def operation(self, op_id: str) -> OperationRow:
+        rows = self._query("SELECT * FROM operations WHERE id=?", (op_id,))
+        if not rows:
+            raise NotFound(f"operation {op_id!r} does not exist (operations are kept a day after they end)")
+        r = rows[0]
+        return OperationRow(
+            r["id"],
+            r["kind"],
+            r["scale_set"],
+            json.loads(r["target"]),
+            r["status"],
+            json.loads(r["error"]) if r["error"] else None,
+            r["started_at"],
+            r["ended_at"],
+        )
+
+    def end_operation(self, op_id: str, status: str, error: dict[str, Any] | None, at: float) -> None:
+        """Record how an operation ended; only once (a later call changes nothing)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE operations SET status=?, error=?, ended_at=? WHERE id=? AND ended_at IS NULL",
+                (status, json.dumps(error) if error is not None else None, at, op_id),
+            )
 
     # -- instances --------------------------------------------------------------------------
     @staticmethod
@@ -974,6 +1143,14 @@ class Store:
                 "ON CONFLICT(scale_set) DO UPDATE SET setting=excluded.setting",
                 (scale_set, json.dumps(setting)),
             )
+
+    def set_autoscale_arm(self, scale_set: str, arm: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE autoscale SET arm=? WHERE scale_set=?", (json.dumps(arm), scale_set))
+
+    def autoscale_arm(self, scale_set: str) -> dict[str, Any]:
+        rows = self._query("SELECT arm FROM autoscale WHERE scale_set=?", (scale_set,))
+        return json.loads(rows[0]["arm"]) if rows else {}
 
     def autoscale(self, scale_set: str) -> tuple[dict[str, Any], float | None, dict[str, Any]] | None:
         rows = self._query("SELECT * FROM autoscale WHERE scale_set=?", (scale_set,))

@@ -16,12 +16,24 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localvmss import __version__, lifecycle
+from localvmss.api import arm
+from localvmss.api.models import (
+    ArmInstanceIds,
+    ArmResourceGroup,
+    ArmRunCommand,
+    ArmScaleSet,
+    ArmVirtualMachine,
+    ArmVmUpdate,
+    StandbyPoolPolicy,
+    documented_body,
+    publish_schemas,
+)
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.service import Service
 
@@ -173,7 +185,30 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             message = f"invalid request at {where}: {first.get('msg')}"
         return _refused(req, 400, InvalidSpec(message).to_json())
 
+    app.add_middleware(arm.CaseInsensitivePaths)
     app.add_middleware(RequestGuard, token=token)
+
+    def in_group(request: Request, resource_group: str | None = Query(None, alias="resourceGroup")) -> str | None:
+        """``?resourceGroup=``: the set (or VM) a short path names must be in that group, as an
+        ARM path would require; PUT creates the set there."""
+        if resource_group is None:
+            return None
+        name = request.path_params.get("name")
+        vm_name = request.path_params.get("vm_name")
+        if name is not None and request.method != "PUT":
+            service.check_group(name, resource_group)
+        elif vm_name is not None and request.method != "PUT":
+            service.get_group(resource_group)
+            if service.group_of_vm(vm_name).lower() != resource_group.lower():
+                raise NotFound(
+                    f"The Resource 'Microsoft.Compute/virtualMachines/{vm_name}' under resource group "
+                    f"'{resource_group}' was not found."
+                )
+        else:
+            service.get_group(resource_group)
+        return resource_group
+
+    grouped = [Depends(in_group)]
 
     # -- daemon -------------------------------------------------------------------------------
     @app.get("/healthz", tags=["daemon"])
@@ -181,24 +216,68 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return {"status": "ok", "version": __version__}
 
     # -- scale sets ---------------------------------------------------------------------------
-    @app.get("/scaleSets", tags=["scaleSets"])
-    def list_sets() -> dict[str, Any]:
-        return {"value": service.list_sets()}
+    @app.get("/scaleSets", dependencies=grouped, tags=["scaleSets"])
+    def list_sets(resource_group: str | None = Query(None, alias="resourceGroup")) -> dict[str, Any]:
+        sets = service.list_sets()
+        if resource_group is not None:
+            sets = [s for s in sets if s["resourceGroup"].lower() == resource_group.lower()]
+        return {"value": sets}
 
-    @app.put("/scaleSets/{name}", tags=["scaleSets"], status_code=200)
-    def put_set(name: str, request: Request, response: Response, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    # -- resource groups and SKUs ---------------------------------------------------------------
+    @app.get("/resourceGroups", tags=["resourceGroups"])
+    def list_groups() -> dict[str, Any]:
+        return {"value": service.list_groups()}
+
+    @app.put("/resourceGroups/{group}", tags=["resourceGroups"], openapi_extra=documented_body(ArmResourceGroup))
+    def put_group(group: str, response: Response, body: Any = Body(...)) -> dict[str, Any]:
+        view, created = service.put_group(group, body)
+        response.status_code = 201 if created else 200
+        return view
+
+    @app.get("/resourceGroups/{group}", tags=["resourceGroups"])
+    def get_group(group: str) -> dict[str, Any]:
+        return service.get_group(group)
+
+    @app.delete("/resourceGroups/{group}", tags=["resourceGroups"])
+    def delete_group(group: str) -> dict[str, Any]:
+        service.delete_group(group)
+        return {"status": "Deleted"}
+
+    @app.get("/skus", tags=["scaleSets"])
+    def list_skus() -> dict[str, Any]:
+        """The VM sizes (az vmss list-skus), in the shape of Azure's resource SKUs."""
+        return {"value": service.list_skus()}
+
+    @app.put(
+        "/scaleSets/{name}",
+        dependencies=grouped,
+        tags=["scaleSets"],
+        status_code=200,
+        openapi_extra=documented_body(ArmScaleSet, open_schema=False),
+    )
+    def put_set(
+        name: str,
+        request: Request,
+        response: Response,
+        body: Any = Body(...),
+        resource_group: str | None = Query(None, alias="resourceGroup"),
+    ) -> dict[str, Any]:
         # PUT is create-or-update, as in Azure; "If-None-Match: *" makes it create-only.
         view, created = service.put_set(
-            name, body, create_only=request.headers.get("if-none-match") == "*", actor=_actor(request)
+            name,
+            body,
+            create_only=request.headers.get("if-none-match") == "*",
+            actor=_actor(request),
+            group=resource_group,
         )
         response.status_code = 201 if created else 200
         return view
 
-    @app.get("/scaleSets/{name}", tags=["scaleSets"])
+    @app.get("/scaleSets/{name}", dependencies=grouped, tags=["scaleSets"])
     def get_set(name: str) -> dict[str, Any]:
         return service.get_set(name)
 
-    @app.patch("/scaleSets/{name}", tags=["scaleSets"])
+    @app.patch("/scaleSets/{name}", dependencies=grouped, tags=["scaleSets"])
     def patch_set(
         name: str,
         body: dict[str, Any] = Body(...),
@@ -214,37 +293,47 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             return service.what_if_scale(name, sku["capacity"])
         return service.set_capacity(name, sku["capacity"])
 
-    @app.delete("/scaleSets/{name}", tags=["scaleSets"], status_code=202)
+    @app.delete("/scaleSets/{name}", dependencies=grouped, tags=["scaleSets"], status_code=202)
     def delete_set(name: str) -> dict[str, Any]:
         service.delete_set(name)
         return {"status": "Accepted"}
 
-    @app.get("/scaleSets/{name}/virtualMachines", tags=["instances"])
+    @app.get("/scaleSets/{name}/virtualMachines", dependencies=grouped, tags=["instances"])
     def list_instances(name: str) -> dict[str, Any]:
         """The set's members (standby-pool instances are listed apart, under standbyPool)."""
         return {"value": service.list_instances(name)}
 
-    @app.get("/scaleSets/{name}/standbyPool", tags=["instances"])
+    @app.get("/scaleSets/{name}/standbyPool", dependencies=grouped, tags=["instances"])
     def standby_pool(name: str) -> dict[str, Any]:
         """The standby pool: policy, size and target, instances per state, and the instances."""
         return service.standby_pool(name)
 
-    @app.put("/scaleSets/{name}/standbyPool", tags=["instances"])
+    @app.put(
+        "/scaleSets/{name}/standbyPool",
+        dependencies=grouped,
+        tags=["instances"],
+        openapi_extra=documented_body(StandbyPoolPolicy, open_schema=False),
+    )
     def put_standby_pool(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         """Attach or change the standby pool: {maxReadyCapacity, minReadyCapacity,
         virtualMachineState | vmStateDistribution, dynamicSizing, reuseOnScaleIn}."""
         return service.put_standby_pool(name, body)
 
-    @app.delete("/scaleSets/{name}/standbyPool", tags=["instances"], status_code=202)
+    @app.delete("/scaleSets/{name}/standbyPool", dependencies=grouped, tags=["instances"], status_code=202)
     def delete_standby_pool(name: str) -> dict[str, Any]:
         service.delete_standby_pool(name)
         return {"status": "Accepted"}
 
-    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}", tags=["instances"])
+    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}", dependencies=grouped, tags=["instances"])
     def get_instance(name: str, instance_id: str) -> dict[str, Any]:
         return service.get_instance(name, instance_id)
 
-    @app.patch("/scaleSets/{name}/virtualMachines/{instance_id}", tags=["instances"])
+    @app.patch(
+        "/scaleSets/{name}/virtualMachines/{instance_id}",
+        dependencies=grouped,
+        tags=["instances"],
+        openapi_extra=documented_body(ArmVmUpdate),
+    )
     def patch_instance(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         policy = (body.get("properties") or {}).get("protectionPolicy")
         if not isinstance(policy, dict) or set(policy) - {"protectFromScaleIn", "protectFromScaleSetActions"}:
@@ -259,19 +348,31 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             name, instance_id, policy.get("protectFromScaleIn"), policy.get("protectFromScaleSetActions")
         )
 
-    @app.delete("/scaleSets/{name}/virtualMachines/{instance_id}", tags=["instances"], status_code=202)
+    @app.delete(
+        "/scaleSets/{name}/virtualMachines/{instance_id}", dependencies=grouped, tags=["instances"], status_code=202
+    )
     def delete_instance(name: str, instance_id: str) -> dict[str, Any]:
         return service.delete_instances(name, [instance_id])
 
-    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}/instanceView", tags=["instances"])
+    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}/instanceView", dependencies=grouped, tags=["instances"])
     def instance_view(name: str, instance_id: str) -> dict[str, Any]:
         return service.instance_view(name, instance_id)
 
-    @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/runCommand", tags=["instances"])
+    @app.post(
+        "/scaleSets/{name}/virtualMachines/{instance_id}/runCommand",
+        dependencies=grouped,
+        tags=["instances"],
+        openapi_extra=documented_body(ArmRunCommand),
+    )
     def run_command(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.run_command(name, instance_id, body)
 
-    @app.post("/scaleSets/{name}/virtualMachines/{instance_id}/{action}", tags=["instances"], status_code=202)
+    @app.post(
+        "/scaleSets/{name}/virtualMachines/{instance_id}/{action}",
+        dependencies=grouped,
+        tags=["instances"],
+        status_code=202,
+    )
     def instance_action(
         name: str,
         instance_id: str,
@@ -282,15 +383,17 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, [instance_id], skip)
 
-    @app.get("/scaleSets/{name}/instanceView", tags=["scaleSets"])
+    @app.get("/scaleSets/{name}/instanceView", dependencies=grouped, tags=["scaleSets"])
     def set_instance_view(name: str) -> dict[str, Any]:
         return service.set_instance_view(name)
 
-    @app.post("/scaleSets/{name}/setOrchestrationServiceState", tags=["scaleSets"], status_code=200)
+    @app.post(
+        "/scaleSets/{name}/setOrchestrationServiceState", dependencies=grouped, tags=["scaleSets"], status_code=200
+    )
     def set_orchestration_service_state(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.set_orchestration_service_state(name, body)
 
-    @app.post("/scaleSets/{name}/osRollingUpgrade", tags=["rollingUpgrades"], status_code=202)
+    @app.post("/scaleSets/{name}/osRollingUpgrade", dependencies=grouped, tags=["rollingUpgrades"], status_code=202)
     def start_rolling_upgrade(
         name: str,
         request: Request,
@@ -304,23 +407,37 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             return service.start_rolling_upgrade(name, what_if=True)
         return service.start_rolling_upgrade(name, actor=_actor(request))
 
-    @app.post("/scaleSets/{name}/rollingUpgrades/cancel", tags=["rollingUpgrades"], status_code=202)
+    @app.post(
+        "/scaleSets/{name}/rollingUpgrades/cancel", dependencies=grouped, tags=["rollingUpgrades"], status_code=202
+    )
     def cancel_rolling_upgrade(name: str, request: Request) -> dict[str, Any]:
         return service.cancel_rolling_upgrade(name, actor=_actor(request))
 
-    @app.get("/scaleSets/{name}/rollingUpgrades/latest", tags=["rollingUpgrades"])
+    @app.get("/scaleSets/{name}/rollingUpgrades/latest", dependencies=grouped, tags=["rollingUpgrades"])
     def latest_rolling_upgrade(name: str) -> dict[str, Any]:
         return service.latest_rolling_upgrade(name)
 
-    @app.get("/scaleSets/{name}/osUpgradeHistory", tags=["rollingUpgrades"])
+    @app.get("/scaleSets/{name}/osUpgradeHistory", dependencies=grouped, tags=["rollingUpgrades"])
     def os_upgrade_history(name: str) -> dict[str, Any]:
         return service.os_upgrade_history(name)
 
-    @app.post("/scaleSets/{name}/manualUpgrade", tags=["scaleSets"], status_code=202)
+    @app.post(
+        "/scaleSets/{name}/manualUpgrade",
+        dependencies=grouped,
+        tags=["scaleSets"],
+        status_code=202,
+        openapi_extra=documented_body(ArmInstanceIds, False),
+    )
     def manual_upgrade(name: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
         return service.update_instances(name, _instance_ids(body))
 
-    @app.post("/scaleSets/{name}/{action}", tags=["scaleSets"], status_code=202)
+    @app.post(
+        "/scaleSets/{name}/{action}",
+        dependencies=grouped,
+        tags=["scaleSets"],
+        status_code=202,
+        openapi_extra=documented_body(ArmInstanceIds, False),
+    )
     def set_action(
         name: str,
         action: str,
@@ -331,24 +448,24 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, _instance_ids(body), skip)
 
-    @app.put("/scaleSets/{name}/autoscale", tags=["autoscale"])
+    @app.put("/scaleSets/{name}/autoscale", dependencies=grouped, tags=["autoscale"])
     def put_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.put_autoscale(name, body)
 
-    @app.get("/scaleSets/{name}/autoscale", tags=["autoscale"])
+    @app.get("/scaleSets/{name}/autoscale", dependencies=grouped, tags=["autoscale"])
     def get_autoscale(name: str) -> dict[str, Any]:
         return service.get_autoscale(name)
 
-    @app.delete("/scaleSets/{name}/autoscale", tags=["autoscale"])
+    @app.delete("/scaleSets/{name}/autoscale", dependencies=grouped, tags=["autoscale"])
     def delete_autoscale(name: str) -> dict[str, Any]:
         service.delete_autoscale(name)
         return {"status": "Deleted"}
 
-    @app.post("/scaleSets/{name}/autoscale/simulate", tags=["autoscale"])
+    @app.post("/scaleSets/{name}/autoscale/simulate", dependencies=grouped, tags=["autoscale"])
     def simulate_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return {"value": service.simulate_autoscale(name, body)}
 
-    @app.get("/scaleSets/{name}/activityLog", tags=["scaleSets"])
+    @app.get("/scaleSets/{name}/activityLog", dependencies=grouped, tags=["scaleSets"])
     def activity(
         name: str,
         start_time: str | None = Query(None, alias="startTime", description="ISO-8601; UTC if no offset"),
@@ -359,27 +476,33 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     ) -> dict[str, Any]:
         return {"value": service.activity(name, start_time, end_time, max_events, instance_id, kind)}
 
-    @app.get("/scaleSets/{name}/instanceMetrics", tags=["instances"])
+    @app.get("/scaleSets/{name}/instanceMetrics", dependencies=grouped, tags=["instances"])
     def instance_metrics(name: str) -> dict[str, Any]:
         """Power, health, CPU seconds, memory and load-balancer sessions of every instance."""
         return service.instance_metrics(name)
 
-    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}/bootLog", tags=["bootDiagnostics"])
+    @app.get("/scaleSets/{name}/virtualMachines/{instance_id}/bootLog", dependencies=grouped, tags=["bootDiagnostics"])
     def boot_log(name: str, instance_id: str) -> dict[str, Any]:
         """The serial console log since the instance's last start (az vmss boot-diagnostics get-boot-log)."""
         return service.boot_log(name, instance_id)
 
     # -- Flexible mode VMs ----------------------------------------------------------------------
-    @app.get("/virtualMachines", tags=["virtualMachines"])
+    @app.get("/virtualMachines", dependencies=grouped, tags=["virtualMachines"])
     def list_vms() -> dict[str, Any]:
         return {"value": service.list_vms()}
 
-    @app.put("/virtualMachines/{vm_name}", tags=["virtualMachines"], status_code=201)
+    @app.put(
+        "/virtualMachines/{vm_name}",
+        dependencies=grouped,
+        tags=["virtualMachines"],
+        status_code=201,
+        openapi_extra=documented_body(ArmVirtualMachine),
+    )
     def put_vm(vm_name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         service.check_uniform_instance_via_vm_api(vm_name)
         return service.put_vm(vm_name, body)
 
-    @app.get("/virtualMachines/{vm_name}", tags=["virtualMachines"])
+    @app.get("/virtualMachines/{vm_name}", dependencies=grouped, tags=["virtualMachines"])
     def get_vm(vm_name: str) -> dict[str, Any]:
         try:
             return service.get_vm(vm_name)
@@ -387,12 +510,12 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             service.check_uniform_instance_via_vm_api(vm_name)
             raise
 
-    @app.delete("/virtualMachines/{vm_name}", tags=["virtualMachines"], status_code=202)
+    @app.delete("/virtualMachines/{vm_name}", dependencies=grouped, tags=["virtualMachines"], status_code=202)
     def delete_vm(vm_name: str) -> dict[str, Any]:
         service.check_uniform_instance_via_vm_api(vm_name)
         return service.vm_action(vm_name, "delete")
 
-    @app.post("/virtualMachines/{vm_name}/{action}", tags=["virtualMachines"], status_code=202)
+    @app.post("/virtualMachines/{vm_name}/{action}", dependencies=grouped, tags=["virtualMachines"], status_code=202)
     def vm_action(
         vm_name: str,
         action: str,
@@ -430,8 +553,10 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def list_hosts() -> dict[str, Any]:
         return {"value": service.list_hosts()}
 
+    arm.register(app, service)
     if extras is not None:
         extras(app)
+    publish_schemas(app)
     return app
 
 

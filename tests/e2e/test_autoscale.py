@@ -168,7 +168,7 @@ def test_bad_autoscale_settings_change_nothing(api: ApiClient, name: str, settin
         assert err.value.code == "InvalidParameter" and expected in err.value.message, err.value.message
         with pytest.raises(LocalVMSSError) as missing:
             api.get(f"/scaleSets/{name}/autoscale")
-        assert missing.value.code == "NotFound"
+        assert missing.value.code == "ResourceNotFound"
     finally:
         api.delete(f"/scaleSets/{name}")
 

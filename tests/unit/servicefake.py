@@ -199,6 +199,7 @@ def snapshot(store: Store) -> dict[str, Any]:
         "images": store.images(),
         "activity": {s.name: store.activity(s.name) for s in sets},
         "autoscale": {s.name: store.autoscale(s.name) for s in sets},
+        "groups": store.resource_groups(),
     }
 
 
@@ -225,6 +226,6 @@ def refused(resp: Any, status: int, words: str) -> str:
     """Assert an Azure-shaped, one-line refusal; returns its message."""
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
-    assert set(error) == {"code", "message"}, error
+    assert {"code", "message"} <= set(error) <= {"code", "message", "target", "details"}, error
     assert words in error["message"] and "\n" not in error["message"], error["message"]
     return str(error["message"])

@@ -42,7 +42,7 @@ def test_unknown_action_is_a_clear_404() -> None:
     client = TestClient(create_app(None, token="t"))  # type: ignore[arg-type]
     resp = client.post("/scaleSets/web/explode", headers={"Authorization": "Bearer t"}, json={})
     assert resp.status_code == 404
-    assert resp.json()["error"]["code"] == "NotFound" and "explode" in resp.json()["error"]["message"]
+    assert resp.json()["error"]["code"] == "ResourceNotFound" and "explode" in resp.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("value", ["yes", "1", "", "TRUE!"])
