@@ -788,8 +788,9 @@ class Service:
             },
             "instanceView": view,
         }
+        sub, group = self.cfg.subscription_id, row.resource_group
         if inst.vm_name:
-            props["virtualMachineScaleSet"] = {"id": f"/scaleSets/{row.name}"}
+            props["virtualMachineScaleSet"] = {"id": armids.scale_set_id(sub, group, row.name)}
         if inst.origin:
             props["origin"] = inst.origin  # how it came to serve: cold boot, standby pool (Paused), ...
         if lifecycle.in_pool(inst):
@@ -797,9 +798,9 @@ class Service:
         return {
             "instanceId": str(inst.instance_id),
             "name": inst.vm_name or f"{row.name}_{inst.instance_id}",
-            "id": f"/virtualMachines/{inst.vm_name}"
+            "id": armids.vm_id(sub, group, inst.vm_name)
             if inst.vm_name
-            else f"/scaleSets/{row.name}/virtualMachines/{inst.instance_id}",
+            else armids.scale_set_vm_id(sub, group, row.name, inst.instance_id),
             "zones": [inst.zone] if inst.zone else [],
             "properties": props,
         }

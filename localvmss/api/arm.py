@@ -480,8 +480,11 @@ def register(app: FastAPI, service: Service) -> None:
 
     # -- operations ------------------------------------------------------------------------------
     @compute.get(OPERATIONS + "/operations/{op_id}")
-    def operation_status(location: str, op_id: str) -> dict[str, Any]:
-        return service.operation(op_id)
+    def operation_status(location: str, op_id: str, response: Response) -> dict[str, Any]:
+        status = service.operation(op_id)
+        if status["status"] == "InProgress":
+            response.headers["Retry-After"] = RETRY_AFTER_S  # pollers wait this long, not their default 30 s
+        return status
 
     @compute.get(OPERATIONS + "/operationResults/{op_id}")
     def operation_result(location: str, op_id: str, request: Request, response: Response) -> Any:

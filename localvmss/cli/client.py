@@ -1,15 +1,19 @@
 """HTTP client of the daemon's API (unix socket by default, TCP with a token when asked).
 
 Turns error answers back into the project's error kinds so the CLI can print one line and
-exit with the kind's code.
+exit with the kind's code. With a resource group (``-g``, or the configured default) every
+request on a scale set or a VM carries ``resourceGroup=NAME``, so the daemon answers only for
+what is in that group; ``verbose`` writes each request and its status to stderr.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import sys
+import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -42,8 +46,26 @@ _BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
         errors.HostUnavailable,
         errors.VirtError,
         errors.TemporaryError,
+        errors.ResourceGroupNotFound,
     )
 }
+_BY_CODE["NotFound"] = errors.NotFound  # the code daemons before ResourceNotFound sent
+
+# Paths that name a set or a VM, which the daemon scopes by ?resourceGroup=.
+GROUPED_PREFIXES = ("/scaleSets", "/virtualMachines")
+
+
+def with_group(path: str, group: str | None) -> str:
+    """``path`` with ``resourceGroup=group`` added when it names sets or VMs and has none yet."""
+    if not group:
+        return path
+    bare, _, query = path.partition("?")
+    if not any(bare == p or bare.startswith(p + "/") for p in GROUPED_PREFIXES):
+        return path
+    if any(part.split("=", 1)[0] == "resourceGroup" for part in query.split("&") if part):
+        return path
+    extra = urlencode({"resourceGroup": group})
+    return f"{bare}?{query}&{extra}" if query else f"{bare}?{extra}"
 
 
 class ApiClient:
@@ -53,7 +75,11 @@ class ApiClient:
         url: str | None = None,
         token: str | None = None,
         timeout: float = 120.0,
+        resource_group: str | None = None,
+        verbose: bool = False,
     ) -> None:
+        self.resource_group = resource_group
+        self.verbose = verbose
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers["X-Localvmss-User"] = _login_name()  # who changed what, in the upgrade history
         if url:
@@ -70,8 +96,13 @@ class ApiClient:
         self._http.close()
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        path = with_group(path, self.resource_group)
+        started = time.monotonic()
         try:
             resp = self._http.request(method, path, json=body, headers=headers)
+            if self.verbose:
+                ms = (time.monotonic() - started) * 1000
+                print(f"{method} {path} -> {resp.status_code} ({ms:.0f} ms)", file=sys.stderr)
         except httpx.TransportError as exc:
             raise errors.DaemonUnreachable(
                 f"cannot reach localvmssd at {self.where} ({exc}); is it running? (systemctl status localvmssd)"

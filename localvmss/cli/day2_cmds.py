@@ -29,6 +29,7 @@ import click
 from rich.live import Live
 from rich.table import Table
 
+from localvmss.cli.azflags import instance_id_option
 from localvmss.cli.client import api_path
 from localvmss.cli.context import Ctx, pass_ctx
 from localvmss.cli.durations import parse_duration
@@ -115,7 +116,7 @@ def shown_time(at: float, local: bool = False) -> str:
 @click.option("--end-time", help="up to this time (same forms as --start-time; default now)")
 @click.option("--offset", help="length of the window, e.g. 6h or 1d2h (with --start-time or --end-time)")
 @click.option("--max-events", type=click.IntRange(1, 10000), help="the newest N entries (default 200)")
-@click.option("--instance-id", help="only entries that name this instance")
+@instance_id_option(required=False, help="only entries that name this instance")
 @click.option("--kind", "kinds", multiple=True, help="only this kind (scale, autoscale, repair, ...); repeatable")
 @click.option("--local-time", is_flag=True, help="show local time instead of UTC")
 @pass_ctx
@@ -265,7 +266,7 @@ def boot_diagnostics() -> None:
 
 @boot_diagnostics.command("get-boot-log")
 @click.argument("name")
-@click.option("--instance-id", required=True)
+@instance_id_option()
 @pass_ctx
 def get_boot_log(c: Ctx, name: str, instance_id: str) -> None:
     """The instance's serial console since its last start."""

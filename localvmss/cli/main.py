@@ -3,13 +3,19 @@
 Each command is a thin call of the REST API. Long operations wait with a progress display until
 the set has converged, unless ``--no-wait``. Errors are one line on stderr with the exit code of
 their kind (``--debug`` shows the traceback).
+
+az's words work unchanged but for the program's name: the set commands are also under ``vmss``
+(the same command objects), ``group`` and ``config`` are az's, ``monitor autoscale`` is the
+``autoscale`` group, and the global arguments, ``-n`` and ``-g`` are given to the whole tree by
+``localvmss.cli.azargs.install`` once everything is registered (docs/CLI.md).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
+import re
+import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -17,24 +23,38 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
+from localvmss.cli import azargs
 from localvmss.cli.autoscale_cmds import autoscale
-from localvmss.cli.client import DEFAULT_SOCKET, ApiClient, api_path
+from localvmss.cli.azflags import (
+    ValuesOption,
+    apply_set,
+    az_bool,
+    instance_id_option,
+    instance_ids_option,
+    parse_set,
+    values_option,
+)
+from localvmss.cli.azflags import custom_data as custom_data_of
+from localvmss.cli.azflags import instance_ids as instance_ids_of
+from localvmss.cli.client import api_path
 from localvmss.cli.context import Ctx, pass_ctx
 from localvmss.cli.day2_cmds import COMMANDS as DAY2_COMMANDS
+from localvmss.cli.group_cmds import COMMANDS as GROUP_COMMANDS
 from localvmss.cli.output import (
     INSTANCE_COLUMNS,
     PLAN_COLUMNS,
     SET_COLUMNS,
     STANDBY_COLUMNS,
     emit,
-    err_console,
     status_code,
 )
 from localvmss.cli.standby_cmds import standby_pool
 from localvmss.cli.upgrade_cmds import COMMANDS as UPGRADE_COMMANDS
 from localvmss.cli.upgrade_cmds import rolling_policy_options
-from localvmss.cli.waiting import wait_for_power, wait_for_set
+from localvmss.cli.wait_cmds import wait
+from localvmss.cli.waiting import wait_for_power, wait_for_set, wait_for_vm_gone
 from localvmss.errors import InvalidSpec, LocalVMSSError
 from localvmss.lifecycle import ACTIONS, InstanceAction, check_options
 from localvmss.model import PowerState
@@ -44,21 +64,14 @@ REPAIR_ACTIONS = [a.value for a in RepairAction]  # automaticRepairsPolicy.repai
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--socket",
-    "socket_path",
-    default=lambda: os.environ.get("LOCALVMSS_SOCKET", DEFAULT_SOCKET),
-    show_default=DEFAULT_SOCKET,
-    help="daemon API unix socket",
-)
-@click.option("--url", default=lambda: os.environ.get("LOCALVMSS_URL"), help="daemon API over TCP instead")
-@click.option("--token", default=lambda: os.environ.get("LOCALVMSS_TOKEN"), help="bearer token for --url")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.version_option(package_name="localvmss", prog_name="localvmss")
 @click.pass_context
-def cli(ctx: click.Context, socket_path: str, url: str | None, token: str | None, output: str, debug: bool) -> None:
-    """Azure-style virtual machine scale sets on your own libvirt/QEMU hosts."""
-    ctx.obj = Ctx(ApiClient(socket_path, url, token), output, debug)
+def cli(ctx: click.Context) -> None:
+    """Azure-style virtual machine scale sets on your own libvirt/QEMU hosts.
+
+    az's commands work with 'localvmss' for 'az': 'localvmss vmss create -g web-rg -n web ...'.
+    """
+    azargs.ctx_of(ctx)  # the global options given so far made it, or it is made now
 
 
 cli.add_command(autoscale)  # localvmss.cli.autoscale_cmds: 'az monitor autoscale'
@@ -67,39 +80,10 @@ for _day2 in DAY2_COMMANDS:  # localvmss.cli.day2_cmds: watch, boot-diagnostics,
 for _upgrade in UPGRADE_COMMANDS:  # localvmss.cli.upgrade_cmds: rolling-upgrade, get-os-upgrade-history
     cli.add_command(_upgrade)
 cli.add_command(standby_pool)  # localvmss.cli.standby_cmds: 'az standby-vm-pool'
-
-
-class _ValuesOption(click.Option):
-    """An option taking every value up to the next option, like az's ``--zones 1 2 3``."""
-
-    def add_to_parser(self, parser: Any, ctx: click.Context) -> None:
-        super().add_to_parser(parser, ctx)
-        for name in self.opts:
-            opt = parser._long_opt.get(name) or parser._short_opt.get(name)
-            if opt is None:
-                continue
-            original = opt.process
-
-            def process(value: str, state: Any, original: Any = original) -> None:
-                values = [value]
-                while state.rargs and not state.rargs[0].startswith("-"):
-                    values.append(state.rargs.pop(0))
-                original(tuple(values), state)
-
-            opt.process = process
-
-    def type_cast_value(self, ctx: click.Context, value: Any) -> tuple[str, ...]:
-        out: list[str] = []
-
-        def flatten(item: Any) -> None:
-            if isinstance(item, tuple | list):
-                for inner in item:
-                    flatten(inner)
-            elif item is not None:
-                out.append(str(item))
-
-        flatten(value)
-        return tuple(out)
+for _group_cmd in GROUP_COMMANDS:  # localvmss.cli.group_cmds: 'az group', 'az config'
+    cli.add_command(_group_cmd)
+cli.add_command(wait)  # localvmss.cli.wait_cmds: 'az vmss wait'
+_ValuesOption = ValuesOption  # the name this module used before azflags
 
 
 # -- scale sets -------------------------------------------------------------------------------
@@ -107,11 +91,43 @@ def _read_key(value: str | None) -> list[str]:
     if not value:
         return []
     path = Path(value).expanduser()
-    if value.startswith(("ssh-", "ecdsa-")):
+    if value.startswith(("ssh-", "ecdsa-", "sk-")):
         return [value.strip()]
     if not path.is_file():
-        raise InvalidSpec(f"--ssh-key-value {value!r} is neither a public key nor a readable file")
+        raise InvalidSpec(f"--ssh-key-values {value!r} is neither a public key nor a readable file")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _keys(values: tuple[str, ...], generate: bool) -> list[str]:
+    """az's ``--ssh-key-values`` (key texts or files, space-separated) and ``--generate-ssh-keys``
+    (~/.ssh/id_rsa.pub, made with ssh-keygen if there is none, as az does)."""
+    keys: list[str] = []
+    for value in values:
+        keys.extend(_read_key(value))
+    if generate and not keys:
+        keys.extend(_read_key(str(_generated_key())))
+    return keys
+
+
+def _generated_key() -> Path:
+    ssh = Path.home() / ".ssh"
+    public = ssh / "id_rsa.pub"
+    if public.is_file():
+        return public
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(ssh / "id_rsa")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise InvalidSpec("--generate-ssh-keys needs ssh-keygen (openssh-client); or give --ssh-key-values") from None
+    if done.returncode != 0 or not public.is_file():
+        raise InvalidSpec(f"ssh-keygen could not make {public}: {done.stderr.strip() or done.returncode}")
+    click.echo(f"SSH key files {ssh / 'id_rsa'} and {public} have been generated", err=True)
+    return public
 
 
 def _lb_json(lb_rules: tuple[str, ...], probe: str | None, nat_pool: str | None) -> dict[str, Any] | None:
@@ -169,30 +185,50 @@ def _terminate_notification_options(fn: Any) -> Any:
     return click.option("--terminate-notification-time", help=TERMINATE_TIME_HELP)(fn)
 
 
+def _ssh_options(fn: Any) -> Any:
+    """az's key flags: ``--ssh-key-values`` (also the older ``--ssh-key-value``),
+    ``--generate-ssh-keys`` and ``--admin-username``."""
+    fn = click.option("--admin-username", help="the guest user the keys are for (az's; root here by default)")(fn)
+    fn = click.option(
+        "--generate-ssh-keys", is_flag=True, help="use ~/.ssh/id_rsa.pub, made with ssh-keygen if missing"
+    )(fn)
+    return values_option(
+        "--ssh-key-values",
+        "--ssh-key-value",
+        "ssh_key_values",
+        help="public keys or files holding them, space-separated",
+    )(fn)
+
+
+CHOICE = {"case_sensitive": False}
+
+
 @cli.command("create")
 @click.argument("name")
 @click.option("--image", help="image name (see 'localvmss image list')")
 @click.option("--instance-count", type=int, default=2, show_default=True)
-@click.option("--vm-size", default="Standard_B1ls", show_default=True)
+@click.option("--vm-sku", "--vm-size", "vm_size", default="Standard_B1ls", show_default=True, help="see list-skus")
 @click.option("--vcpus", type=int)
 @click.option("--memory-mib", type=int)
 @click.option(
     "--orchestration-mode", default="Uniform", show_default=True, help="Uniform (ScaleSetVM) or Flexible (VM)"
 )
 @click.option("--computer-name-prefix")
-@click.option("--custom-data", type=click.Path(exists=True, dir_okay=False), help="file passed as cloud-init user-data")
-@click.option("--ssh-key-value", help="public key text or a file holding public keys")
+@click.option("--custom-data", help="cloud-init user-data: a file, or the text itself (as az takes it)")
+@_ssh_options
 @click.option("--platform-fault-domain-count", type=int)
 @click.option("--fault-domain-mapping", type=click.Choice(["host", "numa"]))
-@click.option("--zones", cls=_ValuesOption, multiple=True, help="zones, as in az: --zones 1 2 3")
-@click.option("--zone-balance", is_flag=True)
-@click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]), default="Manual")
-@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"]), default="Default")
+@values_option("--zones", help="zones, as in az: --zones 1 2 3")
+@az_bool("--zone-balance", default=False, help="spread instances evenly over the zones")
 @click.option(
+    "--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"], **CHOICE), default="Manual"
+)
+@click.option(
+    "--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"], **CHOICE), default="Default"
+)
+@az_bool(
     "--prioritize-unhealthy-vms",
-    type=bool,
     default=False,
-    show_default=True,
     help="scale-in removes unhealthy and inactive instances first (scaleInPolicy.prioritizeUnhealthyVMs)",
 )
 @click.option(
@@ -203,17 +239,15 @@ def _terminate_notification_options(fn: Any) -> Any:
     "before they take traffic. Off by default here (Azure's default is on because its extras are free; "
     "here every extra is a real boot on your hosts)",
 )
-@click.option(
+@az_bool(
     "--template-clones",
-    type=click.BOOL,
-    default=None,
     help="Uniform: new instances are restored from a warm template of the model instead of booted "
-    "(docs/WARM-CLONES.md) [true|false]",
+    "(docs/WARM-CLONES.md)",
 )
 @click.option("--lb-rule", "lb_rules", multiple=True, help="FRONTEND:BACKEND port (TCP); repeat for several")
 @click.option("--health-probe", help="http:/path[:port] or tcp:PORT (default http:/healthz)")
 @click.option("--nat-pool", help="FIRST-LAST:BACKENDPORT, e.g. 50000-50119:22")
-@click.option("--enable-automatic-repairs", is_flag=True)
+@az_bool("--enable-automatic-repairs", default=False, help="replace (or restart) instances that stay unhealthy")
 @click.option("--automatic-repairs-grace-period", default="PT10M", show_default=True, help="PT0S..PT90M")
 @click.option(
     "--automatic-repairs-action",
@@ -237,7 +271,9 @@ def create(
     orchestration_mode: str,
     computer_name_prefix: str | None,
     custom_data: str | None,
-    ssh_key_value: str | None,
+    ssh_key_values: tuple[str, ...],
+    generate_ssh_keys: bool,
+    admin_username: str | None,
     platform_fault_domain_count: int | None,
     fault_domain_mapping: str | None,
     zones: tuple[str, ...],
@@ -259,6 +295,7 @@ def create(
     rolling_policy: dict[str, Any],
 ) -> None:
     """Create a scale set."""
+    custom_data_b64 = custom_data_of(custom_data)
     flexible = orchestration_mode.strip().lower() in ("flexible", "vm")
     props: dict[str, Any] = {
         "orchestrationMode": orchestration_mode,
@@ -284,12 +321,16 @@ def create(
         props["faultDomainMapping"] = fault_domain_mapping
     if image or not flexible:
         os_profile: dict[str, Any] = {
-            "linuxConfiguration": {"ssh": {"publicKeys": [{"keyData": k} for k in _read_key(ssh_key_value)]}},
+            "linuxConfiguration": {
+                "ssh": {"publicKeys": [{"keyData": k} for k in _keys(ssh_key_values, generate_ssh_keys)]}
+            },
         }
+        if admin_username:
+            os_profile["adminUsername"] = admin_username
         if computer_name_prefix:
             os_profile["computerNamePrefix"] = computer_name_prefix
         if custom_data:
-            os_profile["customData"] = base64.b64encode(Path(custom_data).read_bytes()).decode()
+            os_profile["customData"] = custom_data_b64
         network: dict[str, Any] = {}
         if health_probe:
             from localvmss.lb.spec import parse_probe
@@ -398,24 +439,30 @@ def scale(c: Ctx, name: str, new_capacity: int, what_if: bool, no_wait: bool) ->
 
 @cli.command("update")
 @click.argument("name")
+@instance_id_option(
+    required=False, help="with --protect-from-scale-in/--protect-from-scale-set-actions: that instance's protection"
+)
+@az_bool("--protect-from-scale-in", help="(with --instance-id) scale-in never removes the instance")
+@az_bool("--protect-from-scale-set-actions", help="(with --instance-id) set-wide actions leave the instance alone")
+@values_option(
+    "--set",
+    "set_values",
+    help="az's generic update: PATH=VALUE, space-separated; paths as 'show -o json' has them under properties "
+    "(sku.* and zones at the top); with --instance-id, the instance's (protectionPolicy.protectFromScaleIn=true)",
+)
 @click.option("--image")
-@click.option("--custom-data", type=click.Path(exists=True, dir_okay=False))
-@click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"]))
+@click.option("--custom-data", help="cloud-init user-data: a file, or the text itself")
+@click.option("--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"], **CHOICE))
 @click.option("--orchestration-mode", help="(cannot be changed: given only to get the clear error)")
-@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"]))
-@click.option("--prioritize-unhealthy-vms", type=bool, help="scale-in removes unhealthy and inactive instances first")
+@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"], **CHOICE))
+@az_bool("--prioritize-unhealthy-vms", help="scale-in removes unhealthy and inactive instances first")
 @click.option(
     "--overprovision/--disable-overprovision",
     default=None,
     help="Uniform: boot extras on scale-out, keep the first healthy (off unless turned on)",
 )
-@click.option(
-    "--template-clones",
-    type=click.BOOL,
-    default=None,
-    help="new instances restored from a warm template of the model instead of booted [true|false]",
-)
-@click.option("--enable-automatic-repairs", type=bool, help="true or false")
+@az_bool("--template-clones", help="new instances restored from a warm template of the model instead of booted")
+@az_bool("--enable-automatic-repairs", help="replace (or restart) instances that stay unhealthy")
 @click.option("--automatic-repairs-grace-period", help="PT0S..PT90M")
 @click.option("--automatic-repairs-action", type=click.Choice(REPAIR_ACTIONS, case_sensitive=False))
 @_terminate_notification_options
@@ -434,6 +481,10 @@ def scale(c: Ctx, name: str, new_capacity: int, what_if: bool, no_wait: bool) ->
 def update(
     c: Ctx,
     name: str,
+    instance_id: str | None,
+    protect_from_scale_in: bool | None,
+    protect_from_scale_set_actions: bool | None,
+    set_values: tuple[str, ...],
     image: str | None,
     custom_data: str | None,
     upgrade_policy_mode: str | None,
@@ -451,7 +502,18 @@ def update(
     no_wait: bool,
     rolling_policy: dict[str, Any],
 ) -> None:
-    """Update the model (a new model version) or the upgrade policy."""
+    """Update the model (a new model version) or the upgrade policy; with --instance-id, that
+    instance's protection (az vmss update --instance-id 0 --protect-from-scale-in true)."""
+    protection = (protect_from_scale_in, protect_from_scale_set_actions)
+    assignments = parse_set(set_values)
+    if instance_id is not None or protection != (None, None):
+        if instance_id is None or (protection == (None, None) and not assignments):
+            raise InvalidSpec(
+                "--protect-from-scale-in/--protect-from-scale-set-actions go with --instance-id "
+                "(or --instance-id with --set protectionPolicy.NAME=true|false)"
+            )
+        _update_instance(c, name, instance_id, protection, assignments)
+        return
     current = c.client.get(api_path("scaleSets", name))
     body = {k: current[k] for k in ("sku", "zones")}
     props = dict(current["properties"])
@@ -503,13 +565,15 @@ def update(
         if image:
             vmp["storageProfile"]["imageReference"]["id"] = image
         if custom_data:
-            vmp["osProfile"]["customData"] = base64.b64encode(Path(custom_data).read_bytes()).decode()
+            vmp["osProfile"]["customData"] = custom_data_of(custom_data)
         vmp["osProfile"] = {k: v for k, v in vmp["osProfile"].items() if v is not None}
         vmp["networkProfile"] = {k: v for k, v in vmp["networkProfile"].items() if v is not None}
     elif image:
         raise InvalidSpec("model updates are not supported in VM orchestration mode")
     body["sku"] = {"name": body["sku"]["name"], "capacity": body["sku"]["capacity"]}
     body["properties"] = props
+    for keys, value in assignments:  # az's --set, last: it wins over the flags, as in az
+        apply_set(body if keys[0] in ("sku", "zones", "tags") else props, keys, value)
     result = c.client.put(api_path("scaleSets", name), body)
     if not no_wait:
         wait_for_set(c, name)
@@ -549,7 +613,7 @@ def list_instances(c: Ctx, name: str, standby_pool: bool) -> None:
 
 @cli.command("get-instance-view")
 @click.argument("name")
-@click.option("--instance-id", help="one instance, or '*' for all; without it: the scale set's own view")
+@instance_id_option(required=False, help="one instance, or '*' for all; without it: the scale set's own view")
 @pass_ctx
 def get_instance_view(c: Ctx, name: str, instance_id: str | None) -> None:
     """Live state of one instance (or all, --instance-id '*') as libvirt reports it; without
@@ -648,14 +712,15 @@ def _instances_command(action: InstanceAction) -> None:
 
     @cli.command(action.cli_name, help=f"{action.summary}\n\nAll instances unless --instance-ids.")
     @click.argument("name")
-    @click.option("--instance-ids", multiple=True, help="instance id; repeat for several; default all")
+    @instance_ids_option(help="instance ids, space-separated, or '*'; default all")
     @_skip_shutdown_option(action)
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
     def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool, skip_shutdown: bool = False) -> None:
+        ids = _ids(instance_ids)
         result = c.client.post(
             _action_path(api_path("scaleSets", name, action.api_name), skip_shutdown),
-            {"instanceIds": list(instance_ids)} if instance_ids else {},
+            {"instanceIds": ids} if ids else {},
         )
         if not no_wait and power is None:
             time.sleep(1.0)
@@ -678,14 +743,23 @@ def _delete_instances_command(action: InstanceAction) -> None:
 
     @cli.command(action.cli_name, help=action.summary)
     @click.argument("name")
-    @click.option("--instance-ids", multiple=True, required=True)
+    @instance_ids_option(required=True, help="instance ids, space-separated, or '*' for every one", singular=False)
     @click.option("--no-wait", is_flag=True)
     @pass_ctx
     def command(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
-        result = c.client.post(api_path("scaleSets", name, action.api_name), {"instanceIds": list(instance_ids)})
+        ids = instance_ids_of(instance_ids)
+        if not ids:
+            raise InvalidSpec("--instance-ids is empty: give ids, or '*' for every instance")
+        result = c.client.post(api_path("scaleSets", name, action.api_name), {"instanceIds": ids})
         if not no_wait:
             wait_for_set(c, name)
         emit(c, result)
+
+
+def _ids(given: tuple[str, ...]) -> list[str]:
+    """``--instance-ids`` for an action on all by default: ``*`` is the same as none given."""
+    ids = instance_ids_of(given)
+    return [] if ids == ["*"] else ids
 
 
 for _action in ACTIONS:
@@ -697,14 +771,13 @@ for _action in ACTIONS:
 
 @cli.command("update-instances")
 @click.argument("name")
-@click.option("--instance-ids", multiple=True, help="default: all")
+@instance_ids_option(help="instance ids, space-separated, or '*'; default all")
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
 def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: bool) -> None:
     """Bring instances to the latest model (manual upgrade policy)."""
-    result = c.client.post(
-        api_path("scaleSets", name, "manualUpgrade"), {"instanceIds": list(instance_ids)} if instance_ids else {}
-    )
+    ids = _ids(instance_ids)
+    result = c.client.post(api_path("scaleSets", name, "manualUpgrade"), {"instanceIds": ids} if ids else {})
     if not no_wait:
         time.sleep(1.0)
         wait_for_set(c, name)
@@ -713,14 +786,37 @@ def update_instances(c: Ctx, name: str, instance_ids: tuple[str, ...], no_wait: 
 
 @cli.command("set-protection")
 @click.argument("name")
-@click.option("--instance-id", required=True)
-@click.option("--protect-from-scale-in", type=bool)
-@click.option("--protect-from-scale-set-actions", type=bool)
+@instance_id_option()
+@az_bool("--protect-from-scale-in", help="scale-in never removes the instance")
+@az_bool("--protect-from-scale-set-actions", help="set-wide actions leave the instance alone")
 @pass_ctx
 def set_protection(
     c: Ctx, name: str, instance_id: str, protect_from_scale_in: bool | None, protect_from_scale_set_actions: bool | None
 ) -> None:
-    """Instance protection (az vmss update --protect-from-scale-in ...)."""
+    """Instance protection (az vmss update --instance-id ID --protect-from-scale-in ...)."""
+    _protect(c, name, instance_id, protect_from_scale_in, protect_from_scale_set_actions)
+
+
+def _update_instance(
+    c: Ctx,
+    name: str,
+    instance_id: str,
+    protection: tuple[bool | None, bool | None],
+    assignments: list[tuple[list[str], Any]],
+) -> None:
+    """``update --instance-id``: the instance's protection from the flags and ``--set``."""
+    props: dict[str, Any] = {}
+    for key, value in zip(("protectFromScaleIn", "protectFromScaleSetActions"), protection, strict=True):
+        if value is not None:
+            apply_set(props, ["protectionPolicy", key], value)
+    for keys, value in assignments:
+        apply_set(props, keys, value)
+    result = c.client.patch(api_path("scaleSets", name, "virtualMachines", instance_id), {"properties": props})
+    emit(c, result, INSTANCE_COLUMNS)
+
+
+def _protect(c: Ctx, name: str, instance_id: str, scale_in: bool | None, set_actions: bool | None) -> None:
+    protect_from_scale_in, protect_from_scale_set_actions = scale_in, set_actions
     policy = {
         k: v
         for k, v in (
@@ -753,24 +849,99 @@ def connection_info(c: Ctx, name: str) -> None:
     emit(c, info)
 
 
-@cli.command("run-command")
+class _InvokeByDefault(click.Group):
+    """``run-command NAME --instance-id ...`` (localvmss's first form) still means ``invoke``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in ("-h", "--help") and not set(args) & set(self.commands):
+            args = ["invoke", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group("run-command", cls=_InvokeByDefault)
+def run_command() -> None:
+    """Run a script in an instance (az vmss run-command)."""
+
+
+RUN_COMMAND_IDS = ("RunShellScript",)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def script_with_parameters(scripts: tuple[str, ...], parameters: tuple[str, ...]) -> str:
+    """The script run in the guest: az's ``--scripts`` lines, with ``--parameters`` as RunShellScript
+    passes them: ``NAME=VALUE`` exported, the others the positional ``$1 $2 ...``; every value
+    shell-quoted, so a parameter is data, never script."""
+    named = [p.partition("=") for p in parameters if _ENV_NAME.fullmatch(p.partition("=")[0]) and "=" in p]
+    positional = [p for p in parameters if not (_ENV_NAME.fullmatch(p.partition("=")[0]) and "=" in p)]
+    prologue = [f"export {key}={shlex.quote(value)}" for key, _, value in named]
+    if positional:
+        prologue.append("set -- " + " ".join(shlex.quote(p) for p in positional))
+    return "\n".join([*prologue, *scripts])
+
+
+@run_command.command("invoke")
 @click.argument("name")
-@click.option("--instance-id", required=True)
-@click.option("--scripts", required=True, help="shell command run in the guest over SSH")
+@instance_id_option()
+@click.option(
+    "--command-id", default="RunShellScript", show_default=True, help="RunShellScript (the one Linux id here)"
+)
+@values_option("--scripts", required=True, help="script lines, space-separated (each one line of the script)")
+@values_option("--parameters", help="NAME=VALUE (exported) or VALUE ($1, $2 ...), space-separated")
 @pass_ctx
-def run_command(c: Ctx, name: str, instance_id: str, scripts: str) -> None:
-    """Run a command in an instance (over SSH with the daemon's key), like az vmss run-command invoke."""
+def run_command_invoke(
+    c: Ctx, name: str, instance_id: str, command_id: str, scripts: tuple[str, ...], parameters: tuple[str, ...]
+) -> None:
+    """Run a script in an instance over SSH with the daemon's key (az vmss run-command invoke);
+    exits with the script's status."""
+    if command_id.lower() not in (i.lower() for i in RUN_COMMAND_IDS):
+        raise InvalidSpec(f"--command-id {command_id!r} is not supported; use {', '.join(RUN_COMMAND_IDS)}")
     result = c.client.post(
-        api_path("scaleSets", name, "virtualMachines", instance_id, "runCommand"), {"script": scripts}
+        api_path("scaleSets", name, "virtualMachines", instance_id, "runCommand"),
+        {"script": script_with_parameters(scripts, parameters)},
     )
     if c.output == "json":
-        emit(c, result)
+        emit(c, {**result, "value": _run_command_status(result)})
     else:
         click.echo(result["stdout"], nl=False)
         if result["stderr"]:
             click.echo(result["stderr"], nl=False, err=True)
     if result["exitCode"]:
         sys.exit(result["exitCode"])
+
+
+def _run_command_status(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``value`` az prints for a Linux RunShellScript: one status whose message holds both streams."""
+    return [
+        {
+            "code": "ProvisioningState/succeeded",
+            "displayStatus": "Provisioning succeeded",
+            "level": "Info",
+            "message": f"Enable succeeded: \n[stdout]\n{result['stdout']}\n[stderr]\n{result['stderr']}",
+        }
+    ]
+
+
+@cli.command("list-skus")
+@click.argument("name", required=False)
+@pass_ctx
+def list_skus(c: Ctx, name: str | None) -> None:
+    """The VM sizes a set can use (az vmss list-skus); NAME, when given, must be a set."""
+    if name:
+        c.client.get(api_path("scaleSets", name))
+    emit(
+        c,
+        c.client.get("/skus")["value"],
+        [
+            ("Name", lambda s: s["name"]),
+            ("vCPUs", lambda s: _capability(s, "vCPUs")),
+            ("MemoryGB", lambda s: _capability(s, "MemoryGB")),
+            ("ResourceType", lambda s: s.get("resourceType")),
+        ],
+    )
+
+
+def _capability(sku: dict[str, Any], name: str) -> Any:
+    return next((cap["value"] for cap in sku.get("capabilities", []) if cap.get("name") == name), None)
 
 
 # -- images and hosts -------------------------------------------------------------------------
@@ -912,10 +1083,10 @@ def vm() -> None:
 @click.argument("name")
 @click.option("--vmss", required=True, help="the Flexible scale set the VM is created into")
 @click.option("--image")
-@click.option("--size")
+@click.option("--size", help="see list-skus")
 @click.option("--platform-fault-domain", type=int)
 @click.option("--zone")
-@click.option("--ssh-key-value")
+@_ssh_options
 @click.option("--no-start", is_flag=True, help="define the VM but do not start it")
 @click.option("--no-wait", is_flag=True)
 @pass_ctx
@@ -927,7 +1098,9 @@ def vm_create(
     size: str | None,
     platform_fault_domain: int | None,
     zone: str | None,
-    ssh_key_value: str | None,
+    ssh_key_values: tuple[str, ...],
+    generate_ssh_keys: bool,
+    admin_username: str | None,
     no_start: bool,
     no_wait: bool,
 ) -> None:
@@ -941,9 +1114,11 @@ def vm_create(
         props["hardwareProfile"] = {"vmSize": size}
     if platform_fault_domain is not None:
         props["platformFaultDomain"] = platform_fault_domain
-    keys = _read_key(ssh_key_value)
-    if keys:
+    keys = _keys(ssh_key_values, generate_ssh_keys)
+    if keys or admin_username:
         props["osProfile"] = {"linuxConfiguration": {"ssh": {"publicKeys": [{"keyData": k} for k in keys]}}}
+        if admin_username:
+            props["osProfile"]["adminUsername"] = admin_username
     body: dict[str, Any] = {"properties": props}
     if zone:
         body["zones"] = [zone]
@@ -983,7 +1158,10 @@ def _vm_action(action: InstanceAction) -> None:
     @pass_ctx
     def command(c: Ctx, name: str, no_wait: bool, skip_shutdown: bool = False) -> None:
         if action.api_name == "delete":
-            emit(c, c.client.delete(api_path("virtualMachines", name)))
+            result = c.client.delete(api_path("virtualMachines", name))
+            if not no_wait:  # its set can be deleted once this returns
+                wait_for_vm_gone(c, name)
+            emit(c, result)
             return
         result = c.client.post(_action_path(api_path("virtualMachines", name, action.api_name), skip_shutdown))
         if not no_wait and power is not None:
@@ -996,6 +1174,32 @@ def _vm_action(action: InstanceAction) -> None:
 
 for _action in ACTIONS:
     _vm_action(_action)
+
+
+# -- az's groups over the same commands --------------------------------------------------------
+# Not under 'vmss': what az has elsewhere (or localvmss alone) and the groups made below.
+_NOT_VMSS = {"image", "host", "lb", "vm", "autoscale", "standby-pool", "group", "config"}
+
+
+@cli.group("vmss")
+def vmss() -> None:
+    """The scale-set commands under az's words: 'localvmss vmss create ...' is 'az vmss create ...'."""
+
+
+for _name, _command in list(cli.commands.items()):
+    if _name not in _NOT_VMSS | {"vmss"}:
+        vmss.add_command(_command, _name)
+
+
+@cli.group("monitor")
+def monitor() -> None:
+    """az monitor: autoscale settings ('monitor autoscale' is the 'autoscale' group)."""
+
+
+monitor.add_command(autoscale, "autoscale")
+azargs.install(cli)
+
+_errors = Console(stderr=True)  # errors show even with --only-show-errors (progress does not)
 
 
 def main() -> None:
@@ -1012,7 +1216,7 @@ def main() -> None:
     except LocalVMSSError as exc:
         if debug:
             raise
-        err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
+        _errors.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(exc.exit_code)
 
 

@@ -1,12 +1,13 @@
-"""How commands show what the API returned: JSON with ``-o json``, else a table of columns.
+"""How commands show what the API returned: ``--query`` first, then the ``-o`` format (json,
+jsonc, yaml, yamlc, tsv, none: ``localvmss.cli.formats``), or with ``-o table`` the command's own
+columns (az's automatic table when a query reshaped the data or the command has none).
 
-Used by every command module; imports nothing of the CLI but ``context``. Progress and warnings
-go to stderr (``err_console``) so that stdout stays the result alone.
+Used by every command module. Progress and warnings go to stderr (``err_console``, silenced by
+``--only-show-errors``) so that stdout stays the result alone.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from localvmss.cli.context import Ctx
+from localvmss.cli.formats import apply_query, auto_rows, render
 
 err_console = Console(stderr=True)
 # Tables are not cut to 80 columns when piped (scripts and tests read them too).
@@ -26,16 +28,32 @@ Columns = list[tuple[str, Callable[[dict[str, Any]], Any]]]
 
 
 def emit(c: Ctx, data: Any, columns: Columns | None = None) -> None:
-    """``data`` as JSON (``-o json``, or no ``columns``), else one table row per item."""
-    if c.output == "json" or columns is None:
-        click.echo(json.dumps(data, indent=2))
+    """``data`` through ``--query``, then in the ``-o`` format; for ``table``, one row per item
+    in ``columns`` (without columns and without a query: JSON, as before tables existed)."""
+    query = getattr(c, "query", None)
+    fmt = getattr(c, "format", c.output)
+    if query:
+        data = apply_query(data, query)
+    if fmt == "table" and query:
+        headers, cells = auto_rows(data, sort_keys=False)
+        _print_table(headers, cells)
         return
-    rows = data if isinstance(data, list) else [data]
+    if fmt == "table" and columns is not None:
+        rows = data if isinstance(data, list) else [data]
+        cells = [["" if (v := get(row)) is None else str(v) for _, get in columns] for row in rows]
+        _print_table([title for title, _ in columns], cells)
+        return
+    text = render(data, "json" if fmt == "table" else fmt, color=sys.stdout.isatty())
+    if text:
+        click.echo(text, nl=False)
+
+
+def _print_table(headers: list[str], rows: list[list[str]]) -> None:
     table = Table(box=None, header_style="bold")
-    for title, _ in columns:
+    for title in headers:
         table.add_column(title)
     for row in rows:
-        table.add_row(*("" if (v := get(row)) is None else str(v) for _, get in columns))
+        table.add_row(*row)
     out_console.print(table)
 
 

@@ -1,5 +1,6 @@
 """Waiting for a long operation, with progress on stderr: until a set has converged (or is gone),
-or until instances show a power state. Commands skip these with ``--no-wait``.
+until instances show a power state, until a VM is gone, or (``vmss wait``) until a condition on
+a resource holds. Commands skip these with ``--no-wait``.
 
 Raises ``LocalVMSSError`` when the set failed or the time ran out (the operation goes on in the
 daemon either way).
@@ -8,12 +9,17 @@ daemon either way).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from localvmss.cli.client import api_path
 from localvmss.cli.context import Ctx
+from localvmss.cli.formats import apply_query
 from localvmss.cli.output import err_console, status_code
-from localvmss.errors import LocalVMSSError
+from localvmss.errors import LocalVMSSError, NotFound
+
+# vmss wait's conditions, as az's generic wait has them: what the resource (or its absence) must be.
+WAIT_CONDITIONS = ("created", "updated", "deleted", "exists")
 
 
 def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 1800.0) -> None:
@@ -24,8 +30,8 @@ def wait_for_set(c: Ctx, name: str, *, gone: bool = False, timeout_s: float = 18
         while time.monotonic() < deadline:
             try:
                 s = c.client.get(api_path("scaleSets", name))
-            except LocalVMSSError as exc:
-                if gone and exc.code == "NotFound":
+            except NotFound:  # ResourceNotFound, or NotFound from daemons before it
+                if gone:
                     err_console.print(f"{name}: deleted in {time.monotonic() - started:.0f} s")
                     return
                 raise
@@ -71,3 +77,65 @@ def wait_for_power(c: Ctx, views: dict[str, str], want: str, timeout_s: float = 
 def view_of(body: dict[str, Any]) -> dict[str, Any]:
     """An instanceView body, or the instanceView inside a VM resource."""
     return dict((body.get("properties") or {}).get("instanceView") or body)
+
+
+def condition_met(resource: dict[str, Any] | None, condition: str, custom: str | None = None) -> bool:
+    """Whether ``resource`` (None: it does not exist) satisfies a ``vmss wait`` condition: az's
+    ``--created``/``--updated`` (provisioningState Succeeded), ``--deleted``, ``--exists``, or a
+    JMESPath ``--custom`` query that must come out truthy."""
+    if condition == "deleted":
+        return resource is None
+    if resource is None:
+        return False
+    if condition == "exists":
+        return True
+    if condition == "custom":
+        return bool(apply_query(resource, custom or ""))
+    state = str((resource.get("properties") or {}).get("provisioningState", ""))
+    return state.lower() == "succeeded"
+
+
+def wait_until(
+    c: Ctx,
+    label: str,
+    path: str,
+    condition: str,
+    custom: str | None = None,
+    interval_s: float = 30.0,
+    timeout_s: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll ``path`` every ``interval_s`` until ``condition`` holds; raises after ``timeout_s``."""
+    started = time.monotonic()
+    what = f"--custom {custom!r}" if condition == "custom" else f"--{condition}"
+    with err_console.status(f"waiting for {label} ({what})") as status:
+        while True:
+            try:
+                resource: dict[str, Any] | None = c.client.get(path)
+            except NotFound:
+                resource = None
+            if condition_met(resource, condition, custom):
+                err_console.print(f"{label}: {what} after {time.monotonic() - started:.0f} s")
+                return
+            if time.monotonic() - started >= timeout_s:
+                raise LocalVMSSError(f"{label}: {what} did not hold within {timeout_s:.0f} s")
+            state = "absent" if resource is None else (resource.get("properties") or {}).get("provisioningState")
+            status.update(f"{label}: {state}, {time.monotonic() - started:.0f} s")
+            sleep(interval_s)
+
+
+def wait_for_vm_gone(c: Ctx, name: str, timeout_s: float = 1800.0) -> None:
+    """Poll until the VM no longer exists (its set can be deleted then), progress on stderr."""
+    started = time.monotonic()
+    path = api_path("virtualMachines", name)
+    with err_console.status(f"waiting for VM {name} to be deleted") as status:
+        while time.monotonic() - started < timeout_s:
+            try:
+                vm = c.client.get(path)
+            except NotFound:
+                err_console.print(f"{name}: deleted in {time.monotonic() - started:.0f} s")
+                return
+            state = (vm.get("properties") or {}).get("provisioningState")
+            status.update(f"{name}: {state}, {time.monotonic() - started:.0f} s")
+            time.sleep(1.0)
+    raise LocalVMSSError(f"VM {name} was not deleted within {timeout_s:.0f} s (still going; check 'vm show')")

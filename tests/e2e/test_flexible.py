@@ -410,8 +410,8 @@ def test_adding_vms_flexible_explicitly_into_fault_domains_behind_the_lb(
     fd_hosts: dict[int, str] = {}
     for vm_name, inst in vms.items():
         props = inst["properties"]
-        assert inst["id"] == f"/virtualMachines/{vm_name}"
-        assert props["virtualMachineScaleSet"] == {"id": f"/scaleSets/{name}"}
+        assert inst["id"].endswith(f"/resourceGroups/default/providers/Microsoft.Compute/virtualMachines/{vm_name}")
+        assert props["virtualMachineScaleSet"] == {"id": shown["id"]}
         iv = props["instanceView"]
         assert view["domains"][iv["domainName"]] == (iv["host"], "running"), view["domains"]
         fd_hosts[iv["platformFaultDomain"]] = iv["host"]
@@ -525,7 +525,7 @@ def test_lifecycle_uniform_instances_only_through_the_set(uni: str, api: ApiClie
     result = cli("vm", "stop", vm)
     assert result.returncode == 5 and f"/scaleSets/{uni}/virtualMachines" in result.stderr
     inst = api.get(f"/scaleSets/{uni}/virtualMachines/0")
-    assert inst["name"] == vm and inst["id"] == f"/scaleSets/{uni}/virtualMachines/0"
+    assert inst["name"] == vm and inst["id"].endswith(f"/virtualMachineScaleSets/{uni}/virtualMachines/0")
     assert _domain_state(testbed, uni, inst["properties"]["instanceView"]["domainName"]) == "running"
     assert all(not v["name"].startswith(f"{uni}_") for v in api.get("/virtualMachines")["value"])
 

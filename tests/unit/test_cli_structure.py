@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import localvmss.cli
+from localvmss.cli.azargs import GLOBALS
 from localvmss.cli.client import ApiClient
 from localvmss.cli.main import cli, vm
 from localvmss.lifecycle import ACTIONS, InstanceAction
@@ -106,18 +107,27 @@ def test_every_action_has_a_vm_command(action: InstanceAction) -> None:
     assert action.cli_name.removesuffix("-instances") in vm.commands
 
 
+# What localvmss.cli.azargs gives every command (tested in test_cli_az_args.py), not the command's own.
+_GIVEN = {d for g in GLOBALS for d in g.decls} | {"--name", "--resource-group"}
+
+
 def _options(command: click.Command) -> dict[str, click.Parameter]:
-    return {opt: p for p in command.params for opt in p.opts if opt.startswith("--")}
+    return {
+        opt: p
+        for p in command.params
+        for opt in p.opts
+        if opt.startswith("--") and not set(p.opts) & _GIVEN
+    }
 
 
 @pytest.mark.parametrize(
     ("name", "options", "ids_required"),
     [
-        ("start", {"--instance-ids", "--no-wait"}, False),
-        ("stop", {"--instance-ids", "--skip-shutdown", "--no-wait"}, False),
-        ("deallocate", {"--instance-ids", "--no-wait"}, False),
-        ("restart", {"--instance-ids", "--no-wait"}, False),
-        ("reimage", {"--instance-ids", "--no-wait"}, False),
+        ("start", {"--instance-ids", "--instance-id", "--no-wait"}, False),
+        ("stop", {"--instance-ids", "--instance-id", "--skip-shutdown", "--no-wait"}, False),
+        ("deallocate", {"--instance-ids", "--instance-id", "--no-wait"}, False),
+        ("restart", {"--instance-ids", "--instance-id", "--no-wait"}, False),
+        ("reimage", {"--instance-ids", "--instance-id", "--no-wait"}, False),
         ("delete-instances", {"--instance-ids", "--no-wait"}, True),
     ],
 )
