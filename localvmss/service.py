@@ -188,6 +188,8 @@ class Service:
         ignored: list[str] = []
         if keep_unknown:
             body, kept, ignored = armbody.split_body(AzScaleSetBody, body)
+            if existing is not None:
+                body = _custom_data_kept(body, existing.spec.custom_data)
         arm = self._arm_fields(existing, body, kept)
         self._check_mode_unchanged(name, body)
         spec, capacity = parse_scale_set_body(name, body, set(self.store.images()))
@@ -1600,6 +1602,25 @@ def _run_command_statuses(result: dict[str, Any]) -> list[dict[str, Any]]:
             "message": message,
         }
     ]
+
+
+CUSTOM_DATA_SHOWN = "(set)"  # what views show for custom data: Azure never returns it
+
+
+def _custom_data_kept(body: dict[str, Any], current: str | None) -> dict[str, Any]:
+    """An ARM PUT of a set with custom data, sent back as read (customData absent, or the
+    placeholder views show), keeps it: SDK callers read, change and PUT the whole resource."""
+    try:
+        os_profile = body["properties"]["virtualMachineProfile"]["osProfile"]
+    except (KeyError, TypeError):
+        return body
+    if not isinstance(os_profile, dict) or current is None:
+        return body
+    if os_profile.get("customData") in (None, CUSTOM_DATA_SHOWN):
+        os_profile = {**os_profile, "customData": current}
+        vmp = {**body["properties"]["virtualMachineProfile"], "osProfile": os_profile}
+        return {**body, "properties": {**body["properties"], "virtualMachineProfile": vmp}}
+    return body
 
 
 def _noted(view: dict[str, Any], ignored: list[str], notes: list[str]) -> dict[str, Any]:

@@ -218,3 +218,24 @@ def test_the_openapi_document_describes_the_bodies(h: Harness) -> None:
     assert {"sku", "properties", "location", "tags", "zones"} <= set(schema["properties"])
     short = doc["paths"]["/scaleSets/{name}"]["put"]["requestBody"]["content"]["application/json"]["schema"]
     assert short["$ref"].endswith("/AzScaleSetBody")
+
+
+def test_a_read_modify_put_round_trip_keeps_custom_data_and_the_model_version(h: Harness) -> None:
+    client = api_client(h)
+    body = {**AZURE_EXAMPLE}
+    body["properties"] = {
+        **AZURE_EXAMPLE["properties"],
+        "virtualMachineProfile": {
+            **AZURE_EXAMPLE["properties"]["virtualMachineProfile"],
+            "osProfile": {"computerNamePrefix": "web", "customData": "I2Nsb3VkLWNvbmZpZw=="},
+        },
+    }
+    assert client.put(f"{SETS}/web?{V}", json=body).status_code == 201
+    read = client.get(f"{SETS}/web?{V}").json()
+    assert client.put(f"{SETS}/web?{V}", json=read).status_code == 200, "the SDK's read-modify-write"
+    row = h.store.scale_set("web")
+    assert row.spec.custom_data == "I2Nsb3VkLWNvbmZpZw==" and row.model_version == 1
+    resp = client.patch(f"{SETS}/web?{V}", json={"properties": {"overprovision": True}})
+    assert resp.status_code == 200, resp.text
+    row = h.store.scale_set("web")
+    assert row.spec.overprovision and row.spec.custom_data == "I2Nsb3VkLWNvbmZpZw==" and row.model_version == 1
