@@ -20,6 +20,7 @@ daemon away before it can disturb the first one's processes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -61,6 +62,7 @@ from localvmss.runcommand import ManagementKey
 from localvmss.sdnotify import Notifier
 from localvmss.service import Service
 from localvmss.store import Store
+from localvmss.tlscert import Certificate, api_certificate, given_certificate
 from localvmss.virt.host import start_event_loop
 
 log = logging.getLogger("localvmssd")
@@ -141,6 +143,7 @@ class Daemon:
         self.sources = Sources(self.store, self.inventory)
         self.threads: list[threading.Thread] = []
         self.exporter: Any = None
+        self.api_cert: Certificate | None = None  # the TCP API's TLS certificate (start)
 
     def _setup_balancer(self) -> None:
         if not self.cfg.haproxy_enabled:
@@ -150,6 +153,7 @@ class Daemon:
         self.balancer = HAProxyBalancer(self.cfg, self.store)
 
     def start(self) -> None:
+        self.api_cert = self._api_certificate()  # a bad given certificate stops the start here
         start_event_loop()
         self.inventory.prepare_all()
         self.metadata.start()
@@ -311,25 +315,37 @@ class Daemon:
                 log.exception("supervisor pass failed")
 
     def serve(self) -> None:
-        """Serve the API until SIGTERM/SIGINT, then stop everything."""
-        sockets = [self._unix_socket()]
+        """Serve the API until SIGTERM/SIGINT, then stop everything. The unix socket speaks plain
+        HTTP (its mode says who may use it); the TCP socket has a server of its own, because TLS
+        (``api_tls``) is for it alone. Both run in one event loop and stop together."""
+        app = create_app(self.service, self.cfg.api_token)
+        listeners: list[tuple[_Server, list[socket.socket]]] = []
+
+        def listening() -> None:  # once every server listens
+            if all(server.started for server, _ in listeners):
+                self._listening()
+
+        # No proxy headers: who is a local client must not be decided by what a client claims.
+        options: dict[str, Any] = {"log_level": "warning", "access_log": False, "log_config": None}
+        options.update(UVICORN_OPTIONS)
+        listeners.append((_Server(uvicorn.Config(app, **options), listening), [self._unix_socket()]))
         if self.cfg.api_tcp:
             host, _, port = self.cfg.api_tcp.rpartition(":")
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             tcp.bind((host, int(port)))
-            sockets.append(tcp)
-        app = create_app(self.service, self.cfg.api_token)
-        # No proxy headers: who is a local client must not be decided by what a client claims.
-        server = _Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, **UVICORN_OPTIONS),
-            on_listening=self._listening,
-        )
+            tls: dict[str, Any] = {}
+            if self.api_cert is not None:
+                tls = {"ssl_certfile": str(self.api_cert.cert), "ssl_keyfile": str(self.api_cert.key)}
+            # The app's lifespan (if it ever has one) runs once, with the unix socket's server.
+            tcp_config = uvicorn.Config(app, lifespan="off", **options, **tls)
+            listeners.append((_Server(tcp_config, listening), [tcp]))
 
         def stop(signum: int, _frame: object) -> None:
             log.info("signal %d: stopping", signum)
             self.notifier.stopping()
-            server.should_exit = True
+            for server, _ in listeners:
+                server.should_exit = True
 
         def reload(_signum: int, _frame: object) -> None:
             threading.Thread(target=self.reload, name="reload", daemon=True).start()
@@ -338,13 +354,37 @@ class Daemon:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
         try:
-            server.run(sockets=sockets)
+            asyncio.run(_serve_all(listeners))
         finally:
             self.shutdown()
+
+    def _api_certificate(self) -> Certificate | None:
+        """The TCP API's certificate (made, reused or given), or None without TLS; InvalidSpec
+        for a given one that cannot be used. Asked before anything starts."""
+        if not self.cfg.api_tcp or not self.cfg.api_tls:
+            return None
+        host = self.cfg.api_tcp.rpartition(":")[0]
+        cert = api_certificate(self.cfg.state_dir, host, self.cfg.api_tls_cert, self.cfg.api_tls_key)
+        if cert.made:
+            log.info("made a self-signed TLS certificate %s for the TCP API, valid until %s", cert.cert, cert.not_after)
+        return cert
 
     def _listening(self) -> None:
         """The API accepts connections: only now is the daemon ready for systemd."""
         log.info("localvmssd %s serving on %s", __version__, self.cfg.api_socket)
+        if self.cfg.api_tcp and self.api_cert is not None:
+            log.info(
+                "TCP API on https://%s, certificate %s (SHA-256 fingerprint %s)",
+                self.cfg.api_tcp,
+                self.api_cert.cert,
+                self.api_cert.fingerprint,
+            )
+        elif self.cfg.api_tcp:
+            log.warning(
+                "TCP API on http://%s without TLS (api_tls = false): Azure's SDKs refuse to send a bearer token "
+                "over plain HTTP",
+                self.cfg.api_tcp,
+            )
         self.notifier.ready(self.status_line())
 
     def _unix_socket(self) -> socket.socket:
@@ -377,6 +417,15 @@ class Daemon:
         log.info("stopped (HAProxy and Prometheus keep running)")
 
 
+async def _serve_all(listeners: list[tuple[_Server, list[socket.socket]]]) -> None:
+    """Run every server until each has stopped; one that fails takes the others down with it."""
+    try:
+        await asyncio.gather(*(server.serve(sockets=sockets) for server, sockets in listeners))
+    finally:
+        for server, _ in listeners:
+            server.should_exit = True
+
+
 class _Server(uvicorn.Server):
     """uvicorn, minus its signal capture (it re-raises SIGTERM after serving, which would kill the
     process before the daemon stops its children; the daemon handles the signals itself), plus a
@@ -394,6 +443,18 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self._on_listening()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """As uvicorn's, but idle TLS connections are dropped first: closed politely, each waits
+        for the client's close_notify, which an idle keep-alive client never sends, so the stop
+        would wait asyncio's ssl_shutdown_timeout (30 s). Requests in flight still finish."""
+        if self.config.is_ssl:
+            for connection in list(self.server_state.connections):
+                cycle = getattr(connection, "cycle", None)
+                transport = getattr(connection, "transport", None)
+                if transport is not None and (cycle is None or cycle.response_complete):
+                    transport.abort()
+        await super().shutdown(sockets)
 
 
 def _group_id(name: str) -> int:
@@ -466,6 +527,11 @@ def check_config(cfg: DaemonConfig, path: Path | None) -> list[str]:
     if cfg.api_socket_group:
         try:
             _group_id(cfg.api_socket_group)
+        except InvalidSpec as exc:
+            problems.append(exc.message)
+    if cfg.api_tcp and cfg.api_tls and cfg.api_tls_cert is not None and cfg.api_tls_key is not None:
+        try:
+            given_certificate(cfg.api_tls_cert, cfg.api_tls_key)
         except InvalidSpec as exc:
             problems.append(exc.message)
     if cfg.haproxy_enabled and shutil.which(cfg.haproxy_binary) is None:

@@ -17,7 +17,7 @@ import pytest
 
 from localvmss.cli.client import ApiClient
 from localvmss.lab.hosts import collect_garbage
-from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, REPO, DaemonProcess, Testbed
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, REPO, DaemonProcess, Testbed, free_port
 
 IMAGE_NAME = "base"
 _session: dict[str, object] = {}
@@ -62,7 +62,8 @@ def testbed() -> Iterator[Testbed]:
 @pytest.fixture(scope="session")
 def daemon(testbed: Testbed, image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     state = tmp_path_factory.mktemp("localvmssd")
-    proc = testbed.daemon(state)
+    # The TCP API too (TLS, a token), for Azure's SDKs (tests/e2e/test_azure_sdk.py).
+    proc = testbed.daemon(state, api_tcp=f"127.0.0.1:{free_port()}", api_token=f"e2e-{uuid.uuid4().hex}")
     proc.start()
     _session["daemon"] = proc
     client = ApiClient(str(proc.socket_path))

@@ -23,6 +23,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.config import load_config
 from localvmss.errors import LocalVMSSError
 from localvmss.lab.hosts import Lab, LabHost, create_lab, destroy_lab
+from localvmss.tlscert import default_paths
 from localvmss.virt.domainxml import network_xml
 from localvmss.virt.host import Host
 
@@ -180,6 +181,16 @@ class DaemonProcess:
             raise RuntimeError(
                 f"localvmssd --stop-data-plane --config {self.config_path} failed (exit {done.returncode}): {why}"
             )
+
+    def tcp_api(self) -> tuple[str, str, Path | None]:
+        """The TCP API as Azure's SDKs reach it: (base URL, token, certificate to trust), the URL
+        https unless ``api_tls = false`` (then no certificate). LookupError without ``api_tcp``."""
+        cfg = load_config(self.config_path, {})
+        if not cfg.api_tcp or not cfg.api_token:
+            raise LookupError(f"{self.config_path} has no api_tcp")
+        if not cfg.api_tls:
+            return f"http://{cfg.api_tcp}", cfg.api_token, None
+        return f"https://{cfg.api_tcp}", cfg.api_token, cfg.api_tls_cert or default_paths(cfg.state_dir)[0]
 
     def haproxy_master_pid(self) -> int | None:
         """HAProxy's master pid from ``<state_dir>/haproxy/haproxy.pid`` (its first line);
