@@ -136,6 +136,20 @@ def validate_resource_group(value: object) -> str:
     return value
 
 
+ADMIN_USERNAME_PATTERN = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+DEFAULT_ADMIN_USERNAME = "root"
+
+
+def validate_admin_username(value: object) -> str:
+    """A Linux login name the guest can make (the base image does; see images/README.md)."""
+    if not isinstance(value, str) or not ADMIN_USERNAME_PATTERN.fullmatch(value):
+        raise InvalidSpec(
+            f"adminUsername {value!r} is invalid: 1-32 lowercase letters, digits, '_' and '-', "
+            "starting with a letter or '_'"
+        )
+    return value
+
+
 def validate_name(value: str, what: str = "name") -> str:
     """Return ``value`` if it is a safe resource name, else raise InvalidSpec."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):

@@ -89,7 +89,12 @@ class Provisioner:
             if self.management_public_key:
                 keys.append(self.management_public_key)
             seed = build_nocloud_seed(
-                inst.domain_name, computer_name(spec, inst), keys, user_data, self.cfg.metadata_port
+                inst.domain_name,
+                computer_name(spec, inst),
+                keys,
+                user_data,
+                self.cfg.metadata_port,
+                admin_username=spec.admin_username,
             )
             self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
         host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))

@@ -782,7 +782,7 @@ class Service:
             "provisioningState": inst.provisioning_state,
             "latestModelApplied": not lifecycle.outdated(inst, row.model_version),
             "modelVersion": inst.model_version,
-            "osProfile": {"computerName": computer_name(spec, inst), "adminUsername": "root"},
+            "osProfile": {"computerName": computer_name(spec, inst), "adminUsername": spec.admin_username},
             "networkProfile": {"privateIpAddress": inst.ip, "macAddress": inst.mac, "natPort": inst.nat_port},
             "protectionPolicy": {
                 "protectFromScaleIn": inst.protect_scale_in,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from localvmss.errors import InvalidSpec
 from localvmss.lb.spec import check_probe_path
 from localvmss.model import (
+    DEFAULT_ADMIN_USERNAME,
     FaultDomainMapping,
     OrchestrationMode,
     ScaleInPolicy,
@@ -25,12 +26,15 @@ from localvmss.model import (
     check_capacity,
     check_fault_domain_count,
     resolve_size,
+    validate_admin_username,
     validate_name,
 )
 from localvmss.sshkeys import check_ssh_public_key
 
 # The VM model: a change of any of these makes a new model version, and a rollback restores them.
-MODEL_FIELDS = frozenset({"image", "vm_size", "vcpus", "memory_mib", "ssh_public_keys", "custom_data"})
+MODEL_FIELDS = frozenset(
+    {"image", "vm_size", "vcpus", "memory_mib", "ssh_public_keys", "custom_data", "admin_username"}
+)
 
 
 class _Strict(BaseModel):
@@ -268,6 +272,7 @@ class ScaleSetSpec(_Strict):
     vcpus: int = 1
     memory_mib: int = 256
     computer_name_prefix: str = ""
+    admin_username: str = DEFAULT_ADMIN_USERNAME  # a login of its own in the base image; root keeps the keys
     ssh_public_keys: list[str] = Field(default_factory=list)
     custom_data: str | None = None  # base64, as in Azure
     upgrade_policy: UpgradePolicy = Field(default_factory=UpgradePolicy)
@@ -529,6 +534,8 @@ def _profile_fields(name: str, vmp: _AzVmProfile, sku: _AzSku, known_images: set
         out["ssh_public_keys"] = [check_ssh_public_key(k.key_data) for k in osp.linux_configuration.ssh.public_keys]
     if osp and osp.custom_data is not None:
         out["custom_data"] = check_custom_data(osp.custom_data)
+    if osp and osp.admin_username is not None:
+        out["admin_username"] = validate_admin_username(osp.admin_username)
     if vmp.network_profile is not None:
         if vmp.network_profile.health_probe is not None:
             out["health_probe"] = check_probe(vmp.network_profile.health_probe)
@@ -583,7 +590,7 @@ def spec_to_azure(
             "hardwareProfile": {"vmSizeProperties": {"vCPUsAvailable": spec.vcpus, "memoryMiB": spec.memory_mib}},
             "osProfile": {
                 "computerNamePrefix": spec.computer_name_prefix,
-                "adminUsername": "root",
+                "adminUsername": spec.admin_username,
                 "linuxConfiguration": {
                     "disablePasswordAuthentication": True,
                     "ssh": {"publicKeys": [{"keyData": k} for k in spec.ssh_public_keys]},

@@ -16,7 +16,15 @@ saying what was expected, so the command exits with code 2 before any request is
 ``--condition`` grammar is ``localvmss.cli.condition`` and durations are ``localvmss.cli.durations``
 (both re-exported here); the rest are below.
 
-``localvmss.cli.main`` registers the ``autoscale`` group; this module does not import ``main``.
+``localvmss.cli.main`` registers the ``autoscale`` group (also as ``monitor autoscale``); this
+module does not import ``main``.
+
+Which setting a command acts on is named as az names it (``Target``): by its scale set,
+``--resource NAME`` or a resource id (``/subscriptions/.../virtualMachineScaleSets/NAME``, whose
+resource group wins over ``-g``), or by the setting's own name, ``--autoscale-name`` for rules
+and profiles and ``-n/--name`` for the setting itself. The daemon keeps one setting per set and
+stores its ``name`` (az's default: the set's name); a name that is not a set's is found by reading
+the sets' settings (of ``-g`` only, when given). ``-g`` is sent as ``?resourceGroup=``.
 
 Schedules follow az and the Azure portal: a weekly profile runs until the next weekly profile
 starts, so ``profile create --recurrence`` also adds a companion profile named
@@ -28,13 +36,15 @@ when the default profile's capacity, rules or target tracking change.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import click
 
@@ -430,18 +440,149 @@ class GreedyCommand(click.Command):
         return super().parse_args(ctx, joined)
 
 
-def _resource_name(value: str) -> str:
-    """A scale set name, or an Azure-style resource id ending in it."""
-    return value.rstrip("/").rsplit("/", 1)[-1]
-
-
-resource_option = click.option(
-    "--resource",
-    "resource",
-    required=True,
-    callback=lambda _c, _p, v: _resource_name(v),
-    help="the scale set (name, or a resource id ending in it)",
+# ------------------------------------------------------------------- which setting (az's way)
+SCALE_SET_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+_ARM_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/(?P<group>[^/]+)/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)",
+    re.IGNORECASE,
 )
+# Any path ending in a scale set: ARM's type segment, or the short ids of localvmss's own API.
+_SET_TAIL = re.compile(r".*/(?:virtualMachineScaleSets|scaleSets)/(?P<name>[^/]+)", re.IGNORECASE)
+_GROUP_PART = re.compile(r"/resourceGroups/(?P<group>[^/]+)/", re.IGNORECASE)
+
+
+def check_resource_type(resource_type: str | None, namespace: str | None = None) -> None:
+    """``--resource-type`` (and ``--resource-namespace``) may only name scale sets: that is all
+    localvmss autoscales. ``virtualMachineScaleSets`` alone means Microsoft.Compute's."""
+    if resource_type is not None:
+        full = resource_type.strip()
+        if "/" not in full:
+            full = f"{namespace or 'Microsoft.Compute'}/{full}"
+        if full.lower() != SCALE_SET_TYPE.lower():
+            raise InvalidSpec(
+                f"--resource-type {resource_type!r}: localvmss autoscales only virtual machine scale sets "
+                f"({SCALE_SET_TYPE})"
+            )
+    elif namespace is not None and namespace.strip().lower() != "microsoft.compute":
+        raise InvalidSpec(f"--resource-namespace {namespace!r}: only Microsoft.Compute (scale sets) is autoscaled")
+
+
+def parse_resource(value: str) -> tuple[str, str | None]:
+    """``--resource`` -> (scale set name, resource group or None): a name, an ARM id
+    (``/subscriptions/S/resourceGroups/G/providers/Microsoft.Compute/virtualMachineScaleSets/N``),
+    any path ending in ``/virtualMachineScaleSets/N``, or this API's own ``/scaleSets/N``."""
+    text = str(value).strip()
+    if not text:
+        raise InvalidSpec("--resource is empty; give the scale set's name or resource id")
+    if "/" not in text:
+        return text, None
+    trimmed = text.rstrip("/")
+    arm = _ARM_ID.fullmatch(trimmed)
+    if arm:
+        if f"{arm['ns']}/{arm['type']}".lower() != SCALE_SET_TYPE.lower():
+            raise InvalidSpec(
+                f"--resource {text!r} is a {arm['ns']}/{arm['type']}; localvmss autoscales only "
+                f"virtual machine scale sets ({SCALE_SET_TYPE})"
+            )
+        return unquote(arm["name"]), unquote(arm["group"])
+    tail = _SET_TAIL.fullmatch(trimmed)
+    if tail:
+        group = _GROUP_PART.search(trimmed)
+        return unquote(tail["name"]), unquote(group["group"]) if group else None
+    raise InvalidSpec(
+        f"--resource {text!r} is neither a scale set name nor a scale set resource id "
+        f"(/subscriptions/SUB/resourceGroups/GROUP/providers/{SCALE_SET_TYPE}/NAME)"
+    )
+
+
+def check_setting_name(name: str, flag: str = "--name") -> str:
+    """An autoscale setting's name, as Azure allows it: 1-260 characters, no / \\ ? # % & < > * : +."""
+    if not name or len(name) > 260 or any(ch in name for ch in "/\\?#%&<>*:+") or not name.isprintable():
+        raise InvalidSpec(
+            f"{flag} {name!r}: an autoscale setting name has 1 to 260 printable characters "
+            "and none of / \\ ? # % & < > * : +"
+        )
+    return name
+
+
+class Target:
+    """The autoscale setting a command acts on, named the az way: by the scale set it scales
+    (``--resource``, a name or resource id) or by the setting's own name (``--autoscale-name`` for
+    rules and profiles, ``--name``/``-n`` for the setting). A setting's name defaults to its scale
+    set's, as in az; a setting named otherwise is found among the sets (of ``-g`` when given)."""
+
+    def __init__(
+        self,
+        resource: str | None,
+        name: str | None,
+        group: str | None,
+        name_flag: str = "--name",
+        resource_type: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        check_resource_type(resource_type, namespace)
+        self.name_flag = name_flag
+        self.name = check_setting_name(name, name_flag) if name is not None else None
+        self.scale_set: str | None = None
+        self.group = group
+        if resource is not None:
+            self.scale_set, id_group = parse_resource(resource)
+            self.group = id_group or group  # as az: a full id carries its own group
+        self.found: dict[str, Any] | None = None  # the setting, when finding it already read it
+
+    def require(self) -> None:
+        """InvalidSpec (before any request) unless the setting is named one way or the other."""
+        if self.scale_set is None and self.name is None:
+            raise InvalidSpec(f"give {self.name_flag} NAME (the autoscale setting) or --resource SCALE_SET")
+
+    def query(self) -> str:
+        return f"?resourceGroup={quote(self.group, safe='')}" if self.group else ""
+
+    def label(self) -> str:
+        return repr(self.name) if self.scale_set is None else f"of scale set {self.scale_set!r}"
+
+
+def target_options(name_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--resource``, ``--resource-group/-g``, ``--resource-type``, ``--resource-namespace`` and the
+    setting's name (``name_flag``), turned into the command's ``which: Target`` argument."""
+    name_decls = ("-n", "--name") if name_flag == "--name" else (name_flag,)
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            target = Target(
+                kwargs.pop("resource"),
+                kwargs.pop("setting_name"),
+                kwargs.pop("resource_group"),
+                name_flag,
+                kwargs.pop("resource_type"),
+                kwargs.pop("resource_namespace"),
+            )
+            target.require()
+            return f(which=target, **kwargs)
+
+        for option in reversed(
+            [
+                click.option(
+                    "--resource",
+                    help="the scale set: its name or resource id (/subscriptions/.../virtualMachineScaleSets/NAME)",
+                ),
+                click.option(
+                    *name_decls, "setting_name", help="the autoscale setting's name (default: its scale set's)"
+                ),
+                click.option("-g", "--resource-group", help="resource group of the scale set"),
+                click.option("--resource-type", help=f"{SCALE_SET_TYPE} (the only kind autoscaled here)"),
+                click.option(
+                    "--resource-namespace", help="Microsoft.Compute, with --resource-type virtualMachineScaleSets"
+                ),
+            ]
+        ):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
 profile_option = click.option(
     "--profile-name",
     help="profile to change; default: the default profile (no date, no recurrence)",
@@ -453,23 +594,83 @@ def _path(name: str) -> str:
     return api_path("scaleSets", name, "autoscale")
 
 
-def _get(c: Ctx, name: str) -> dict[str, Any]:
+def _named(setting: dict[str, Any], name: str, scale_set: str) -> bool:
+    return str(setting.get("name") or scale_set).lower() == name.lower()
+
+
+def _settings_named(c: Ctx, name: str, group: str | None, skip: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Every (scale set, setting) whose setting is called ``name`` (case-insensitive, as ARM)."""
+    listing = c.client.get(api_path("scaleSets") + (f"?resourceGroup={quote(group, safe='')}" if group else ""))
+    found = []
+    for s in listing.get("value", []):
+        set_name = str(s.get("name"))
+        in_group = s.get("resourceGroup")
+        if set_name == skip or (group and in_group and str(in_group).lower() != group.lower()):
+            continue
+        try:
+            setting = dict(c.client.get(_path(set_name)))
+        except NotFound:
+            continue
+        if _named(setting, name, set_name):
+            found.append((set_name, setting))
+    return found
+
+
+def _scale_set(c: Ctx, t: Target) -> str:
+    """The scale set whose setting ``t`` names (NotFound / Conflict when none or several)."""
+    if t.scale_set is not None:
+        return t.scale_set
+    assert t.name is not None  # Target.require
     try:
-        return dict(c.client.get(_path(name)))
+        direct = dict(c.client.get(_path(t.name) + t.query()))
+    except NotFound:
+        direct = None
+    if direct is not None and _named(direct, t.name, t.name):
+        t.scale_set, t.found = t.name, direct
+        return t.name
+    matches = _settings_named(c, t.name, t.group, skip=t.name)
+    where = f" in resource group {t.group!r}" if t.group else ""
+    if not matches:
+        raise NotFound(
+            f"no autoscale setting named {t.name!r}{where}; create one with "
+            f"'localvmss autoscale create --resource SCALE_SET --name {t.name} --count N'"
+        )
+    if len(matches) > 1:
+        raise Conflict(
+            f"the autoscale settings of scale sets {', '.join(m[0] for m in matches)} are all named "
+            f"{t.name!r}; give --resource SCALE_SET"
+        )
+    t.scale_set, t.found = matches[0]
+    return t.scale_set
+
+
+def _get(c: Ctx, t: Target) -> dict[str, Any]:
+    name = _scale_set(c, t)
+    if t.found is not None:
+        return copy.deepcopy(t.found)
+    try:
+        setting = dict(c.client.get(_path(name) + t.query()))
     except NotFound as exc:
         if "autoscale" in exc.message:
             raise NotFound(
                 f"{exc.message}; create one with 'localvmss autoscale create --resource {name} --count N'"
             ) from None
         raise
+    if t.name is not None and not _named(setting, t.name, name):
+        raise NotFound(f"the autoscale setting of scale set {name!r} is named {setting.get('name')!r}, not {t.name!r}")
+    t.found = setting
+    return copy.deepcopy(setting)
 
 
-def _put(c: Ctx, name: str, setting: dict[str, Any]) -> dict[str, Any]:
+def _put(c: Ctx, t: Target, setting: dict[str, Any]) -> dict[str, Any]:
     from localvmss.autoscale.settings import parse_autoscale_setting
 
+    name = _scale_set(c, t)
     setting.setdefault("targetResourceName", name)
     parse_autoscale_setting(setting)  # the daemon's own checks, before anything is sent
-    return dict(c.client.put(_path(name), setting))
+    result = dict(c.client.put(_path(name) + t.query(), setting))
+    t.found = result
+    return copy.deepcopy(result)
 
 
 def _find_profile(setting: dict[str, Any], name: str | None) -> dict[str, Any]:
@@ -532,6 +733,7 @@ def _kind(profile: dict[str, Any]) -> str:
 
 
 SETTING_COLUMNS: Columns = [
+    ("Name", lambda s: s.get("name") or s.get("targetResourceName")),
     ("Resource", lambda s: s.get("targetResourceName")),
     ("Enabled", lambda s: s.get("enabled", True)),
     ("Profiles", lambda s: len(s.get("profiles", []))),
@@ -595,6 +797,17 @@ def autoscale() -> None:
     localvmss autoscale rule create --resource web --condition "Percentage CPU > 70 avg 5m" --scale out 1
     localvmss autoscale rule create --resource web --condition "Percentage CPU < 25 avg 10m" --scale in 1
     localvmss autoscale simulate --resource web --start now-2h --end now
+
+    az's own lines work too: a setting has a name (--name on create, default the set's), and
+    rules and profiles take it as --autoscale-name; --resource may be a resource id.
+
+    \b
+    localvmss monitor autoscale create -g rg --resource web \\
+        --resource-type Microsoft.Compute/virtualMachineScaleSets --name autoscale \\
+        --min-count 2 --max-count 10 --count 2
+    localvmss monitor autoscale rule create -g rg --autoscale-name autoscale \\
+        --condition "Percentage CPU > 70 avg 5m" --scale out 3
+    localvmss monitor autoscale show -g rg --name autoscale
     """
 
 
@@ -602,7 +815,7 @@ WEBHOOK_HELP = "webhook URL [KEY=VALUE ...]: POST Azure's autoscale payload ther
 
 
 @autoscale.command("create", cls=GreedyCommand, greedy=("--action",))
-@resource_option
+@target_options("--name")
 @click.option("--count", type=int, required=True, help="default instance count (when no rule applies)")
 @click.option("--min-count", type=int, help="minimum instance count; default --count")
 @click.option("--max-count", type=int, help="maximum instance count; default --count")
@@ -611,33 +824,47 @@ WEBHOOK_HELP = "webhook URL [KEY=VALUE ...]: POST Azure's autoscale payload ther
 @pass_ctx
 def as_create(
     c: Ctx,
-    resource: str,
+    which: Target,
     count: int,
     min_count: int | None,
     max_count: int | None,
     disabled: bool,
     actions: tuple[str, ...],
 ) -> None:
-    """Create the setting with one profile named "default" (fails if the set has one)."""
+    """Create the setting with one profile named "default" (fails if the set has one).
+
+    --name names the setting (default: the scale set's name, as in az); rules and profiles then
+    find it by --autoscale-name NAME, and show, update and delete by --name NAME.
+    """
+    if which.scale_set is None:
+        raise InvalidSpec("give --resource SCALE_SET (its name or resource id): the scale set to autoscale")
+    resource = which.scale_set
     capacity = _capacity(count, min_count, max_count)
     hooks = [parse_webhook_action(a, "--action") for a in actions]
     try:
-        c.client.get(_path(resource))
-    except NotFound:
-        pass
+        c.client.get(_path(resource) + which.query())
+    except NotFound as exc:
+        if "autoscale" not in exc.message:
+            raise  # no such scale set (or resource group)
     else:
         raise Conflict(
             f"scale set {resource!r} already has an autoscale setting; change it with "
             f"'localvmss autoscale update' or remove it with 'localvmss autoscale delete'"
         )
+    name = which.name or resource
+    if which.name is not None:
+        taken = _settings_named(c, name, which.group, skip=resource)
+        if taken:
+            raise Conflict(f"the autoscale setting of scale set {taken[0][0]!r} is already named {name!r}")
     setting = {
+        "name": name,
         "enabled": not disabled,
         "targetResourceName": resource,
         "profiles": [{"name": DEFAULT_PROFILE, "capacity": capacity, "rules": []}],
     }
     for uri, properties in hooks:
         add_webhook(setting, uri, properties)
-    result = _put(c, resource, setting)
+    result = _put(c, which, setting)
     if capacity["minimum"] != capacity["maximum"]:
         _warn(
             "the set stays at --count until you add rules: 'localvmss autoscale rule create' "
@@ -647,19 +874,19 @@ def as_create(
 
 
 @autoscale.command("show")
-@resource_option
+@target_options("--name")
 @pass_ctx
-def as_show(c: Ctx, resource: str) -> None:
+def as_show(c: Ctx, which: Target) -> None:
     """Show the setting (the whole Azure-shaped JSON with -o json)."""
-    setting = _get(c, resource)
+    setting = _get(c, which)
     emit(c, setting, SETTING_COLUMNS)
-    if c.output != "json":
+    if c.output == "table":
         click.echo()
         emit(c, setting.get("profiles", []), PROFILE_COLUMNS)
 
 
 @autoscale.command("update", cls=GreedyCommand, greedy=("--add-action", "--remove-action"))
-@resource_option
+@target_options("--name")
 @click.option("--count", type=int, help="default instance count")
 @click.option("--min-count", type=int)
 @click.option("--max-count", type=int)
@@ -671,7 +898,7 @@ def as_show(c: Ctx, resource: str) -> None:
 @pass_ctx
 def as_update(
     c: Ctx,
-    resource: str,
+    which: Target,
     count: int | None,
     min_count: int | None,
     max_count: int | None,
@@ -694,7 +921,7 @@ def as_update(
     for flag, value in (("--count", count), ("--min-count", min_count), ("--max-count", max_count)):
         if value is not None and value < 0:
             raise InvalidSpec(f"{flag} {value} must not be negative")
-    setting = _get(c, resource)
+    setting = _get(c, which)
     if enabled is not None:
         setting["enabled"] = enabled
     if count is not None or min_count is not None or max_count is not None:
@@ -713,19 +940,21 @@ def as_update(
         remove_webhook(setting, uri)
     for uri, properties in added:
         add_webhook(setting, uri, properties)
-    emit(c, _put(c, resource, setting), SETTING_COLUMNS)
+    emit(c, _put(c, which, setting), SETTING_COLUMNS)
 
 
 @autoscale.command("delete")
-@resource_option
+@target_options("--name")
 @pass_ctx
-def as_delete(c: Ctx, resource: str) -> None:
+def as_delete(c: Ctx, which: Target) -> None:
     """Delete the setting; the set keeps its current capacity."""
-    result = c.client.delete(_path(resource))
-    if c.output == "json":
-        emit(c, result)
+    setting = _get(c, which)  # by --name: also makes sure it is that setting
+    name = _scale_set(c, which)
+    result = c.client.delete(_path(name) + which.query())
+    if c.output == "table":
+        click.echo(f"autoscale setting {setting.get('name') or name!r} of scale set {name} deleted")
     else:
-        click.echo(f"autoscale setting of {resource} deleted")
+        emit(c, result)
 
 
 # ----------------------------------------------------------------------------------- rules
@@ -735,7 +964,7 @@ def rule_group() -> None:
 
 
 @rule_group.command("create", cls=GreedyCommand, greedy=("--scale",))
-@resource_option
+@target_options("--autoscale-name")
 @click.option(
     "--condition",
     required=True,
@@ -775,7 +1004,7 @@ def rule_group() -> None:
 @pass_ctx
 def rule_create(
     c: Ctx,
-    resource: str,
+    which: Target,
     condition: str,
     scale: str,
     cooldown: str,
@@ -795,7 +1024,7 @@ def rule_create(
     Rules of a profile with target tracking replace it (a profile has one or the other).
     """
     new_rule = build_rule(condition, scale, cooldown, timegrain, query)
-    setting = _get(c, resource)
+    setting = _get(c, which)
     profile = _find_profile(setting, profile_name)
     if profile.get("targetTracking"):
         _warn(f"profile {profile['name']!r} used target tracking; it now uses rules instead")
@@ -803,7 +1032,7 @@ def rule_create(
     profile.setdefault("rules", []).append(new_rule)
     if _is_default(profile):
         sync_companions(setting)
-    _put(c, resource, setting)
+    _put(c, which, setting)
     directions = {r["scaleAction"]["direction"] for r in profile["rules"]}
     if "Increase" in directions and "Decrease" not in directions:
         _warn(f"profile {profile['name']!r} has rules to scale out but none to scale in")
@@ -813,19 +1042,19 @@ def rule_create(
 
 
 @rule_group.command("list")
-@resource_option
+@target_options("--autoscale-name")
 @profile_option
 @pass_ctx
-def rule_list(c: Ctx, resource: str, profile_name: str | None) -> None:
+def rule_list(c: Ctx, which: Target, profile_name: str | None) -> None:
     """List a profile's rules with the index 'rule delete' takes."""
-    profile = _find_profile(_get(c, resource), profile_name)
+    profile = _find_profile(_get(c, which), profile_name)
     emit(c, _indexed(profile.get("rules") or []), RULE_COLUMNS)
-    if c.output != "json" and profile.get("targetTracking"):
+    if c.output == "table" and profile.get("targetTracking"):
         click.echo(f"profile {profile['name']!r} uses {_mode(profile)}")
 
 
 @rule_group.command("delete", cls=GreedyCommand, greedy=("--index",))
-@resource_option
+@target_options("--autoscale-name")
 @click.option(
     "--index",
     "indexes",
@@ -835,7 +1064,7 @@ def rule_list(c: Ctx, resource: str, profile_name: str | None) -> None:
 )
 @profile_option
 @pass_ctx
-def rule_delete(c: Ctx, resource: str, indexes: tuple[str, ...], profile_name: str | None) -> None:
+def rule_delete(c: Ctx, which: Target, indexes: tuple[str, ...], profile_name: str | None) -> None:
     """Delete rules by index."""
     wanted: set[int] = set()
     everything = False
@@ -847,7 +1076,7 @@ def rule_delete(c: Ctx, resource: str, indexes: tuple[str, ...], profile_name: s
                 wanted.add(int(part))
             else:
                 raise InvalidSpec(f"--index {part!r} is not a rule index (0, 1, ... or *)")
-    setting = _get(c, resource)
+    setting = _get(c, which)
     profile = _find_profile(setting, profile_name)
     rules = profile.get("rules") or []
     missing = sorted(i for i in wanted if i >= len(rules))
@@ -859,7 +1088,7 @@ def rule_delete(c: Ctx, resource: str, indexes: tuple[str, ...], profile_name: s
     profile["rules"] = [] if everything else [r for i, r in enumerate(rules) if i not in wanted]
     if _is_default(profile):
         sync_companions(setting)
-    _put(c, resource, setting)
+    _put(c, which, setting)
     emit(c, _indexed(profile["rules"]), RULE_COLUMNS)
 
 
@@ -870,8 +1099,8 @@ def profile_group() -> None:
 
 
 @profile_group.command("create", cls=GreedyCommand, greedy=("--recurrence",))
-@resource_option
-@click.option("--name", "name", required=True, help="profile name")
+@target_options("--autoscale-name")
+@click.option("-n", "--name", "name", required=True, help="profile name")
 @click.option("--count", type=int, required=True, help="default instance count in this profile")
 @click.option("--min-count", type=int, help="default --count")
 @click.option("--max-count", type=int, help="default --count")
@@ -895,7 +1124,7 @@ def profile_group() -> None:
 @pass_ctx
 def profile_create(
     c: Ctx,
-    resource: str,
+    which: Target,
     name: str,
     count: int,
     min_count: int | None,
@@ -944,7 +1173,7 @@ def profile_create(
             "end": parse_fixed_time(end, "--end"),
         }
         _validate_part("FixedDate", fixed, "fixed date")
-    setting = _get(c, resource)
+    setting = _get(c, which)
     if any(p["name"] == name for p in setting.get("profiles", [])):
         raise Conflict(f"profile {name!r} exists; delete it first with 'localvmss autoscale profile delete'")
     source = _find_profile(setting, copy_rules) if copy_rules else None
@@ -957,25 +1186,25 @@ def profile_create(
         if source.get("targetTracking"):
             new[0]["targetTracking"] = copy.deepcopy(source["targetTracking"])
     setting["profiles"].extend(new)
-    result = _put(c, resource, setting)
+    result = _put(c, which, setting)
     emit(c, [p for p in result.get("profiles", []) if p["name"] in {q["name"] for q in new}], PROFILE_COLUMNS)
 
 
 @profile_group.command("list")
-@resource_option
+@target_options("--autoscale-name")
 @pass_ctx
-def profile_list(c: Ctx, resource: str) -> None:
+def profile_list(c: Ctx, which: Target) -> None:
     """List the profiles."""
-    emit(c, _get(c, resource).get("profiles", []), PROFILE_COLUMNS)
+    emit(c, _get(c, which).get("profiles", []), PROFILE_COLUMNS)
 
 
 @profile_group.command("delete")
-@resource_option
-@click.option("--name", "name", required=True, help="profile name")
+@target_options("--autoscale-name")
+@click.option("-n", "--name", "name", required=True, help="profile name")
 @pass_ctx
-def profile_delete(c: Ctx, resource: str, name: str) -> None:
+def profile_delete(c: Ctx, which: Target, name: str) -> None:
     """Delete a profile (and, for a weekly one, its end companion)."""
-    setting = _get(c, resource)
+    setting = _get(c, which)
     target = _find_profile(setting, name)
     if _is_default(target):
         raise InvalidSpec(
@@ -985,12 +1214,12 @@ def profile_delete(c: Ctx, resource: str, name: str) -> None:
     setting["profiles"] = [
         p for p in setting["profiles"] if p is not target and companion_for(p["name"]) != target["name"]
     ]
-    emit(c, _put(c, resource, setting).get("profiles", []), PROFILE_COLUMNS)
+    emit(c, _put(c, which, setting).get("profiles", []), PROFILE_COLUMNS)
 
 
 # --------------------------------------------------------------------------- target tracking
 @autoscale.command("target-tracking")
-@resource_option
+@target_options("--autoscale-name")
 @click.option("--metric", help='catalogue metric, e.g. "Percentage CPU" (or give --query)')
 @click.option("--query", metavar="PROMQL", help="PromQL returning the per-instance average ($scale_set replaced)")
 @click.option("--target", type=float, help="the per-instance value to keep the metric near")
@@ -1020,7 +1249,7 @@ def profile_delete(c: Ctx, resource: str, name: str) -> None:
 @pass_ctx
 def target_tracking(
     c: Ctx,
-    resource: str,
+    which: Target,
     metric: str | None,
     query: str | None,
     target: float | None,
@@ -1064,7 +1293,7 @@ def target_tracking(
             "scaleUpStabilizationWindow": iso_duration(parse_duration(scale_up_window, "--scale-up-window")),
         }
         _validate_part("TargetTracking", tt, "target tracking")
-    setting = _get(c, resource)
+    setting = _get(c, which)
     profile = _find_profile(setting, profile_name)
     if tt is None:
         if not profile.pop("targetTracking", None):
@@ -1076,7 +1305,7 @@ def target_tracking(
         profile["targetTracking"] = tt
     if _is_default(profile):
         sync_companions(setting)
-    result = _put(c, resource, setting)
+    result = _put(c, which, setting)
     emit(c, _find_profile(result, profile["name"]), PROFILE_COLUMNS)
 
 
@@ -1091,7 +1320,7 @@ def _canonical_metric(name: str) -> str:
 
 # -------------------------------------------------------------------------------- simulate
 @autoscale.command("simulate")
-@resource_option
+@target_options("--autoscale-name")
 @click.option("--start", required=True, help="ISO-8601 (no offset = UTC), 'now' or 'now-2h'")
 @click.option("--end", default="now", show_default=True, help="ISO-8601, 'now' or 'now-30m'")
 @click.option(
@@ -1105,7 +1334,7 @@ def _canonical_metric(name: str) -> str:
     help="replay this Azure-shaped setting JSON instead of the stored one",
 )
 @pass_ctx
-def simulate(c: Ctx, resource: str, start: str, end: str, step: float | None, setting_file: str | None) -> None:
+def simulate(c: Ctx, which: Target, start: str, end: str, step: float | None, setting_file: str | None) -> None:
     """Replay Prometheus's history: what the setting would have done between --start and --end."""
     now = datetime.now(UTC).replace(microsecond=0)
     start_at = parse_moment(start, now, "--start")
@@ -1123,8 +1352,8 @@ def simulate(c: Ctx, resource: str, start: str, end: str, step: float | None, se
         if not isinstance(data, dict):
             raise InvalidSpec(f"--setting-file {setting_file}: must hold a JSON object (an autoscale setting)")
         body["setting"] = data
-    steps = c.client.post(f"{_path(resource)}/simulate", body)["value"]
-    if c.output == "json":
+    steps = c.client.post(f"{_path(_scale_set(c, which))}/simulate{which.query()}", body)["value"]
+    if c.output != "table":
         emit(c, steps)
     elif not steps:
         click.echo(f"no scaling between {start_at.isoformat()} and {end_at.isoformat()}")

@@ -48,6 +48,7 @@ from localvmss.cli.output import (
     SET_COLUMNS,
     STANDBY_COLUMNS,
     emit,
+    err_console,
     status_code,
 )
 from localvmss.cli.standby_cmds import standby_pool
@@ -223,9 +224,7 @@ CHOICE = {"case_sensitive": False}
 @click.option(
     "--upgrade-policy-mode", type=click.Choice(["Manual", "Automatic", "Rolling"], **CHOICE), default="Manual"
 )
-@click.option(
-    "--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"], **CHOICE), default="Default"
-)
+@click.option("--scale-in-policy", type=click.Choice(["Default", "NewestVM", "OldestVM"], **CHOICE), default="Default")
 @az_bool(
     "--prioritize-unhealthy-vms",
     default=False,
@@ -559,7 +558,6 @@ def update(
             repairs_policy[key] = value
     vmp = props.get("virtualMachineProfile")
     if vmp:
-        vmp["osProfile"].pop("adminUsername", None)
         if vmp["osProfile"].get("customData") == "(set)" and not custom_data:
             raise InvalidSpec("this set has custom data; give --custom-data again to update its model")
         if image:
@@ -835,17 +833,24 @@ def _protect(c: Ctx, name: str, instance_id: str, scale_in: bool | None, set_act
 @click.argument("name")
 @pass_ctx
 def connection_info(c: Ctx, name: str) -> None:
-    """NAT-pool ports per instance (address:port to SSH to)."""
+    """address:port to SSH to, per instance: its NAT-pool port on the load balancer, or, in a set
+    without an inbound NAT pool (az makes one by default, localvmss only with --nat-pool), its
+    private address and port 22, reachable from the host its network is on."""
     s = c.client.get(api_path("scaleSets", name))
     lb = ((s["properties"].get("virtualMachineProfile") or {}).get("networkProfile") or {}).get("loadBalancer") or {}
     address = lb.get("bindAddress", "127.0.0.1")
+    instances = c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
     info = {
         f"instance {i['instanceId']}": f"{address}:{i['properties']['networkProfile']['natPort']}"
-        for i in c.client.get(api_path("scaleSets", name, "virtualMachines"))["value"]
+        for i in instances
         if i["properties"]["networkProfile"].get("natPort")
     }
-    if not info:
-        raise InvalidSpec(f"scale set {name} has no inbound NAT pool (create it with --nat-pool)")
+    if not info and instances:
+        err_console.print(f"{name} has no inbound NAT pool (--nat-pool): private addresses, from the instances' hosts")
+        info = {
+            f"instance {i['instanceId']}": f"{i['properties']['networkProfile']['privateIpAddress']}:22"
+            for i in instances
+        }
     emit(c, info)
 
 

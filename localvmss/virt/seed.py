@@ -20,6 +20,7 @@ import re
 import pycdlib
 
 from localvmss.errors import InvalidSpec
+from localvmss.model import DEFAULT_ADMIN_USERNAME, validate_admin_username
 from localvmss.sshkeys import SSH_KEY_TYPES, check_ssh_public_key
 
 # The one key rule lives in localvmss.sshkeys; these names stay for callers of this module.
@@ -40,6 +41,7 @@ def build_nocloud_seed(
     ssh_public_keys: list[str],
     user_data: bytes | None,
     metadata_port: int | None = None,
+    admin_username: str = DEFAULT_ADMIN_USERNAME,
 ) -> bytes:
     """Return a NoCloud seed ISO (label ``cidata``, Joliet + Rock Ridge) as bytes.
 
@@ -47,6 +49,8 @@ def build_nocloud_seed(
     with ``#!``; cloud-init also understands ``#cloud-config``); None stores an empty cloud-config.
     ``metadata_port``: where the instance metadata service listens on the gateway when it is not
     80 (``localvmss-metadata-port`` in meta-data; cloud-init keeps unknown keys and ignores them).
+    ``admin_username``: the set's adminUsername (``localvmss-admin-username`` when not root): the
+    base image makes that login with the same keys; root keeps them (run-command uses it).
     Raises InvalidSpec for a bad instance id, hostname or key.
     """
     _check_name("instance-id", instance_id)
@@ -56,15 +60,24 @@ def build_nocloud_seed(
         raise InvalidSpec(f"user-data must be bytes or None, not {type(user_data).__name__}")
     if metadata_port is not None and not (isinstance(metadata_port, int) and 1 <= metadata_port <= 65535):
         raise InvalidSpec(f"metadata port {metadata_port!r} must be a port number 1-65535")
-    meta_data = render_meta_data(instance_id, hostname, keys, metadata_port).encode()
+    validate_admin_username(admin_username)
+    meta_data = render_meta_data(instance_id, hostname, keys, metadata_port, admin_username).encode()
     return _iso({"meta-data": meta_data, "user-data": EMPTY_USER_DATA if user_data is None else user_data})
 
 
-def render_meta_data(instance_id: str, hostname: str, keys: list[str], metadata_port: int | None = None) -> str:
+def render_meta_data(
+    instance_id: str,
+    hostname: str,
+    keys: list[str],
+    metadata_port: int | None = None,
+    admin_username: str = DEFAULT_ADMIN_USERNAME,
+) -> str:
     """meta-data YAML for values already validated (so they hold no quote to escape)."""
     lines = [f"instance-id: '{instance_id}'", f"local-hostname: '{hostname}'"]
     if metadata_port is not None and metadata_port != 80:
         lines.append(f"localvmss-metadata-port: '{metadata_port}'")
+    if admin_username != DEFAULT_ADMIN_USERNAME:
+        lines.append(f"localvmss-admin-username: '{admin_username}'")
     if keys:  # an empty list is left out: `public-keys: []` would be one more syntax to parse
         lines.append("public-keys:")
         lines.extend(f"  - '{key}'" for key in keys)

@@ -128,7 +128,7 @@ def test_base_image_boots_serves_and_cleans_up(testbed: lab_testbed.Testbed, ima
         assert (pool_dir_outside / vol_overlay).stat().st_size < 1 << 20
 
         # -- seed, address, accelerator, domain ---------------------------------------------
-        seed = build_nocloud_seed(domain, hostname, [public_key], user_data)
+        seed = build_nocloud_seed(domain, hostname, [public_key], user_data, admin_username="azureuser")
         host.upload_bytes(pool, vol_seed, seed, "raw")
         host.reserve_address(lab_host.network_name, mac, ip, hostname)
         assert (mac, ip) in host.network_layout(lab_host.network_name)[4]
@@ -190,6 +190,14 @@ def test_base_image_boots_serves_and_cleans_up(testbed: lab_testbed.Testbed, ima
             )
             out = stdout.read().decode()
             assert stdout.channel.recv_exit_status() == 0, stderr.read().decode()
+        finally:
+            ssh.close()
+        ssh = paramiko.SSHClient()
+        ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:  # adminUsername: a login of its own, with the seed's keys
+            ssh.connect(ip, username="azureuser", pkey=pkey, allow_agent=False, look_for_keys=False, timeout=30)
+            _, admin_out, _ = ssh.exec_command("id -un; echo $HOME", timeout=30)
+            assert admin_out.read().decode().split() == ["azureuser", "/home/azureuser"]
         finally:
             ssh.close()
         lines = out.splitlines()

@@ -1101,14 +1101,24 @@ class FakeDaemon:
     def __init__(self) -> None:
         self.settings: dict[str, dict[str, Any]] = {}
         self.sets = {"web"}
+        self.groups = {"localvmss", "rg1", "rg2"}
+        self.in_group: dict[str, str] = {}  # set -> group; the rest are in "localvmss"
         self.calls: list[tuple[str, str, Any]] = []
         self.simulated: list[dict[str, Any]] = []
 
     def request(self, method: str, path: str, body: Any = None, headers: Any = None) -> Any:
         self.calls.append((method, path, copy.deepcopy(body)))
+        path, _, query = path.partition("?")
+        group = dict(kv.split("=", 1) for kv in query.split("&") if kv).get("resourceGroup")
+        if group is not None and group.lower() not in self.groups:
+            raise NotFound(f"resource group {group!r} not found")
         parts = path.strip("/").split("/")
+        if parts == ["scaleSets"] and method == "GET":
+            return {"value": [{"name": n, "resourceGroup": self.group_of(n)} for n in sorted(self.sets)]}
         assert parts[0] == "scaleSets" and parts[2] == "autoscale", path
         name = parts[1]
+        if group is not None and name in self.sets and self.group_of(name) != group.lower():
+            raise NotFound(f"scale set {name!r} not found in resource group {group!r}")
         if name not in self.sets:
             raise NotFound(f"scale set {name!r} not found")
         if parts[3:] == ["simulate"]:
@@ -1124,6 +1134,9 @@ class FakeDaemon:
             del self.settings[name]
             return {"status": "Deleted"}
         return copy.deepcopy(self.settings[name])
+
+    def group_of(self, name: str) -> str:
+        return self.in_group.get(name, "localvmss")
 
     def puts(self) -> int:
         return sum(1 for m, _, _ in self.calls if m == "PUT")
@@ -1622,3 +1635,228 @@ def test_tables(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert "avg Percentage CPU where instance_id == 0 or 1 and host != h2" in out
     code, out, _ = run_main(monkeypatch, capsys, "autoscale", "show", "--resource", "web")
     assert code == 0 and "Resource" in out and "2 rules" in out and "default" in out
+
+
+# ===================================================== az's names: --resource ids, --name, -g
+ARM = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups"
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("web", ("web", None)),
+        (" web ", ("web", None)),
+        (f"{ARM}/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/web", ("web", "rg1")),
+        (f"{ARM}/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/web/", ("web", "rg1")),
+        # ARM compares types and the resourceGroups key case-insensitively
+        (f"{ARM.lower()}/RG1/providers/microsoft.compute/virtualmachinescalesets/web", ("web", "RG1")),
+        (f"{ARM}/my%20rg/providers/Microsoft.Compute/virtualMachineScaleSets/web", ("web", "my rg")),
+        ("/scaleSets/web", ("web", None)),  # this API's own ids
+        ("/subscriptions/s/virtualMachineScaleSets/web", ("web", None)),
+    ],
+)
+def test_parse_resource(value: str, expected: tuple[str, str | None]) -> None:
+    assert ac.parse_resource(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value,fragment",
+    [
+        ("", "--resource is empty"),
+        (f"{ARM}/rg1/providers/Microsoft.Web/sites/app", "is a Microsoft.Web/sites; localvmss autoscales only"),
+        (f"{ARM}/rg1/providers/Microsoft.Compute/virtualMachines/vm1", "is a Microsoft.Compute/virtualMachines"),
+        ("a/b", "neither a scale set name nor a scale set resource id"),
+    ],
+)
+def test_parse_resource_rejects(value: str, fragment: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        ac.parse_resource(value)
+    assert fragment in err.value.message and "\n" not in err.value.message
+
+
+@pytest.mark.parametrize(
+    "resource_type,namespace,fine",
+    [
+        ("Microsoft.Compute/virtualMachineScaleSets", None, True),
+        ("microsoft.compute/virtualmachinescalesets", None, True),
+        ("virtualMachineScaleSets", "Microsoft.Compute", True),
+        ("virtualMachineScaleSets", None, True),
+        (None, "Microsoft.Compute", True),
+        (None, None, True),
+        ("Microsoft.Web/serverfarms", None, False),
+        ("virtualMachines", "Microsoft.Compute", False),
+        ("virtualMachineScaleSets", "Microsoft.Web", False),
+        (None, "Microsoft.Web", False),
+    ],
+)
+def test_check_resource_type(resource_type: str | None, namespace: str | None, fine: bool) -> None:
+    if fine:
+        ac.check_resource_type(resource_type, namespace)
+    else:
+        with pytest.raises(InvalidSpec, match="--resource-(type|namespace)"):
+            ac.check_resource_type(resource_type, namespace)
+
+
+@pytest.mark.parametrize("name", ["autoscale", "My Autoscale-1", "a" * 260, "web.settings_2"])
+def test_check_setting_name(name: str) -> None:
+    assert ac.check_setting_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a" * 261, "a/b", "a?b", "a%b", "a\nb", "a:b"])
+def test_check_setting_name_rejects(name: str) -> None:
+    with pytest.raises(InvalidSpec, match="autoscale setting name"):
+        ac.check_setting_name(name)
+
+
+AZ_BAD_BEFORE_HTTP = [
+    (["show"], "give --name NAME (the autoscale setting) or --resource SCALE_SET"),
+    (["rule", "list"], "give --autoscale-name NAME (the autoscale setting) or --resource SCALE_SET"),
+    (["create", "--name", "autoscale", "--count", "2"], "give --resource SCALE_SET"),
+    (["create", "--resource", "web", "--resource-type", "Microsoft.Web/sites", "--count", "2"], "--resource-type"),
+    (["show", "-n", "a/b"], "autoscale setting name"),
+    (["create", "--resource", f"{ARM}/g/providers/Microsoft.Web/sites/x", "--count", "1"], "is a Microsoft.Web/sites"),
+]
+
+
+@pytest.mark.parametrize("args,fragment", AZ_BAD_BEFORE_HTTP, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_az_names_bad_input_exits_2_before_any_request(
+    args: list[str],
+    fragment: str,
+    no_http: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_main(monkeypatch, capsys, "autoscale", *args)
+    assert code == 2, (out, err)
+    assert no_http == []
+    assert fragment in " ".join(err.split()), err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_az_tutorial_lines(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lines of Microsoft's tutorial-autoscale-cli and of az's help: a setting named apart
+    from its set, found by --autoscale-name / --name, in a resource group."""
+    daemon.in_group["web"] = "rg1"
+    got = ok(
+        monkeypatch,
+        capsys,
+        *"create --resource-group rg1 --resource web --resource-type Microsoft.Compute/virtualMachineScaleSets".split(),
+        *"--name autoscale --min-count 2 --max-count 10 --count 2".split(),
+    )
+    assert got["name"] == "autoscale" and got["targetResourceName"] == "web"
+    assert got["profiles"][0]["capacity"] == {"minimum": 2, "maximum": 10, "default": 2}
+    assert all("resourceGroup=rg1" in path for _, path, _ in daemon.calls if path != "/scaleSets")
+    assert daemon.settings["web"]["name"] == "autoscale"  # kept by the daemon's model
+
+    for condition, scale in (("Percentage CPU > 70 avg 5m", "out 3"), ("Percentage CPU < 30 avg 5m", "in 1")):
+        ok(
+            monkeypatch,
+            capsys,
+            *"rule create --resource-group rg1 --autoscale-name autoscale --condition".split(),
+            condition,
+            "--scale",
+            *scale.split(),
+        )
+    rules = ok(monkeypatch, capsys, *"rule list --autoscale-name autoscale --resource-group rg1".split())
+    assert [(r["scaleAction"]["direction"], r["scaleAction"]["value"]) for r in rules] == [
+        ("Increase", 3),
+        ("Decrease", 1),
+    ]
+    assert rules[0]["metricTrigger"]["threshold"] == 70 and rules[0]["metricTrigger"]["timeWindow"] == "PT5M"
+
+    ok(
+        monkeypatch,
+        capsys,
+        *"profile create -g rg1 --autoscale-name autoscale -n Christmas --copy-rules default".split(),
+        *"--min-count 3 --count 6 --max-count 10 --start 2018-12-24 --end 2018-12-26 --timezone".split(),
+        "Pacific Standard Time",
+    )
+    names = [p["name"] for p in ok(monkeypatch, capsys, *"profile list --autoscale-name autoscale -g rg1".split())]
+    assert names == ["default", "Christmas"]
+    ok(monkeypatch, capsys, *"profile delete --autoscale-name autoscale --name Christmas --resource-group rg1".split())
+
+    got = ok(monkeypatch, capsys, *"update -g rg1 -n autoscale --count 3".split())
+    assert got["profiles"][0]["capacity"] == {"minimum": 2, "maximum": 10, "default": 3}
+    got = ok(monkeypatch, capsys, *"update --enabled false --name autoscale --resource-group rg1".split())
+    assert got["enabled"] is False and got["name"] == "autoscale"
+    assert ok(monkeypatch, capsys, *"show --name autoscale --resource-group rg1".split()) == daemon.settings["web"]
+    # by the set, the old way, still
+    assert ok(monkeypatch, capsys, "show", "--resource", "web")["name"] == "autoscale"
+
+    # the wrong group, a name no setting has, a name that is the set's but not the setting's
+    code, _, err = az(monkeypatch, capsys, *"show --name autoscale -g rg2".split())
+    assert code == 3 and "no autoscale setting named 'autoscale' in resource group 'rg2'" in err
+    code, _, err = az(monkeypatch, capsys, *"show --name nope".split())
+    assert code == 3 and "no autoscale setting named 'nope'" in err
+    code, _, err = az(monkeypatch, capsys, *"show --resource web --name web".split())
+    assert code == 3 and "is named 'autoscale', not 'web'" in err
+
+    # the same lines under az's own group, 'monitor autoscale'
+    code, out, err = run_main(
+        monkeypatch, capsys, "monitor", "autoscale", "show", "-n", "autoscale", "-g", "rg1", "-o", "json"
+    )
+    assert code == 0 and json.loads(out)["name"] == "autoscale", err
+
+    ok(monkeypatch, capsys, *"delete --name autoscale --resource-group rg1".split())
+    assert daemon.settings == {}
+
+
+def test_az_resource_id_and_default_name(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """az's help: ``create -g G --resource {resource-id} ...`` then ``rule create --autoscale-name
+    {resource-name}``: a setting created without --name is named after its set."""
+    daemon.in_group["web"] = "rg1"
+    rid = f"{ARM}/rg1/providers/Microsoft.Compute/virtualMachineScaleSets/web"
+    got = ok(
+        monkeypatch,
+        capsys,
+        "create",
+        "-g",
+        "rg1",
+        "--resource",
+        rid,
+        "--min-count",
+        "2",
+        "--max-count",
+        "5",
+        "--count",
+        "3",
+    )
+    assert got["name"] == "web"
+    ok(
+        monkeypatch,
+        capsys,
+        *"rule create -g rg1 --autoscale-name web --scale out 1 --condition".split(),
+        "Percentage CPU > 75 avg 5m",
+    )
+    assert len(daemon.settings["web"]["profiles"][0]["rules"]) == 1
+    # the id's group wins over -g, as in az
+    got = ok(monkeypatch, capsys, "show", "-g", "rg2", "--resource", rid)
+    assert got["name"] == "web" and "resourceGroup=rg1" in daemon.calls[-1][1]
+
+
+def test_az_names_are_unique_and_found_among_sets(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.sets |= {"api", "db"}
+    ok(monkeypatch, capsys, *"create --resource api --name shared --count 1".split())
+    code, _, err = az(monkeypatch, capsys, *"create --resource db --name SHARED --count 1".split())
+    assert code == 4 and "scale set 'api' is already named 'SHARED'" in err
+    assert "db" not in daemon.settings
+    # found by name (case-insensitive, as ARM) though no set is called so
+    assert ok(monkeypatch, capsys, *"show -n Shared".split())["targetResourceName"] == "api"
+    # a setting named after another set is found by its name, not by that set
+    ok(monkeypatch, capsys, *"create --resource db --name web --count 1".split())
+    assert ok(monkeypatch, capsys, *"show -n web".split())["targetResourceName"] == "db"
+    ok(monkeypatch, capsys, *"create --resource web --count 1".split())
+    code, _, err = az(monkeypatch, capsys, *"show -n web".split())
+    # web's own setting (default name web) is found first: the direct look-up wins
+    assert code == 0
+    # two settings with one name (made behind the CLI's back) are refused, not guessed
+    daemon.settings["web"]["name"] = "dup"
+    daemon.settings["db"]["name"] = "dup"
+    code, _, err = az(monkeypatch, capsys, *"show -n dup".split())
+    assert code == 4 and "are all named 'dup'; give --resource SCALE_SET" in err

@@ -540,8 +540,12 @@ def test_a_name_is_required(daemon: Daemon) -> None:
         ({"AZURE_DEFAULTS_GROUP": "rg3"}, "defaults.group=rg2", ["show", "web"], "rg3"),
         ({"AZURE_DEFAULTS_GROUP": "rg3", "LOCALVMSS_DEFAULTS_GROUP": "rg4"}, None, ["show", "web"], "rg4"),
         ({"LOCALVMSS_DEFAULTS_GROUP": "rg4"}, None, ["monitor", "autoscale", "show", "--resource", "web"], "rg4"),
-        ({"LOCALVMSS_DEFAULTS_GROUP": "rg4"}, None, ["monitor", "autoscale", "show", "-g", "rg5", "--resource", "web"],
-         "rg5"),  # the autoscale commands' own -g
+        (
+            {"LOCALVMSS_DEFAULTS_GROUP": "rg4"},
+            None,
+            ["monitor", "autoscale", "show", "-g", "rg5", "--resource", "web"],
+            "rg5",
+        ),  # the autoscale commands' own -g
     ],
 )
 def test_resource_group_reaches_the_api(

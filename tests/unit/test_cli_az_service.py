@@ -127,3 +127,12 @@ def test_defaults_group_is_sent(harness: Harness) -> None:
 def test_list_skus_from_the_daemon(harness: Harness) -> None:
     names = run(["vmss", "list-skus", "-o", "tsv", "--query", "[].name"]).stdout.split()
     assert "Standard_B1ls" in names
+
+
+def test_connection_info_without_a_nat_pool_gives_private_addresses(harness: Harness) -> None:
+    from tests.unit.servicefake import add_instances, uniform_body
+
+    harness.service.put_set("web", uniform_body(2))
+    add_instances(harness.store, "web", 2)
+    out = json.loads(run(["vmss", "list-instance-connection-info", "-n", "web", "-o", "json"]).stdout)
+    assert out == {"instance 0": "198.18.1.10:22", "instance 1": "198.18.1.11:22"}

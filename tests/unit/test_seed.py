@@ -89,7 +89,7 @@ def test_numeric_and_boolean_looking_names_are_quoted() -> None:
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox (the guest's awk) is not installed")
 def test_guest_parser_reads_what_seed_writes(tmp_path: Path) -> None:
     keys = [f"{ED25519} alice@laptop", RSA, f"{ECDSA} ci key (2024-01-01)"]
-    _, files = read_iso(build_nocloud_seed("i-7", "web-7", keys, None))
+    _, files = read_iso(build_nocloud_seed("i-7", "web-7", keys, None, admin_username="azureuser"))
     (tmp_path / "meta-data").write_bytes(files["meta-data"])
     out = tmp_path / "out"
     out.mkdir()
@@ -100,6 +100,18 @@ def test_guest_parser_reads_what_seed_writes(tmp_path: Path) -> None:
     assert (out / "instance-id").read_text() == "i-7\n"
     assert (out / "hostname").read_text() == "web-7\n"
     assert (out / "authorized_keys").read_text() == "".join(f"{k}\n" for k in keys)
+    assert (out / "admin-username").read_text() == "azureuser\n"
+
+
+@pytest.mark.parametrize("user", ["Azure", "1user", "a b", "x" * 33, "user'; rm -rf /", ""])
+def test_a_bad_admin_username_is_refused(user: str) -> None:
+    with pytest.raises(InvalidSpec, match="adminUsername"):
+        build_nocloud_seed("i-7", "web-7", [], None, admin_username=user)
+
+
+def test_root_needs_no_admin_line() -> None:
+    _, files = read_iso(build_nocloud_seed("i-7", "web-7", [], None, admin_username="root"))
+    assert b"admin" not in files["meta-data"]
 
 
 def test_keys_are_normalized() -> None:

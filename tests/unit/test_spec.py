@@ -103,3 +103,22 @@ def test_the_view_reads_back_as_the_same_spec(body: dict[str, Any]) -> None:
         vmp["osProfile"].pop("customData")
     again["properties"] = props
     assert parse_scale_set_body("web", again, IMAGES) == (spec, capacity)
+
+
+@pytest.mark.parametrize(("given", "stored"), [(None, "root"), ("azureuser", "azureuser"), ("_svc-1", "_svc-1")])
+def test_admin_username_is_kept_in_the_model_and_shown(given: str | None, stored: str) -> None:
+    body = uniform()
+    if given is not None:
+        body["properties"]["virtualMachineProfile"]["osProfile"] = {"adminUsername": given}
+    spec, _ = parse_scale_set_body("web", body, IMAGES)
+    assert spec.admin_username == stored
+    assert spec_to_azure("web", spec, 2)["properties"]["virtualMachineProfile"]["osProfile"]["adminUsername"] == stored
+
+
+@pytest.mark.parametrize("bad", ["Azure", "9lives", "a:b", "x" * 33])
+def test_a_bad_admin_username_is_one_line(bad: str) -> None:
+    body = uniform()
+    body["properties"]["virtualMachineProfile"]["osProfile"] = {"adminUsername": bad}
+    with pytest.raises(InvalidSpec, match="adminUsername") as err:
+        parse_scale_set_body("web", body, IMAGES)
+    assert "\n" not in err.value.message

@@ -1,6 +1,7 @@
 # Reads NoCloud meta-data as written by localvmss/virt/seed.py (a small subset of YAML: top-level
 # `key: 'value'` and a `public-keys:` list of quoted strings) into files under `out`. Unknown keys
-# are ignored; `localvmss-metadata-port` is the metadata service's port when it is not 80.
+# are ignored; `localvmss-metadata-port` is the metadata service's port when it is not 80, and
+# `localvmss-admin-username` the set's adminUsername when it is not root.
 function unquote(v) {
     sub(/^[ \t]+/, "", v)
     sub(/[ \t\r]+$/, "", v)
@@ -22,6 +23,7 @@ function unquote(v) {
     if (key == "instance-id") print value > (out "/instance-id")
     else if (key == "local-hostname") print value > (out "/hostname")
     else if (key == "localvmss-metadata-port" && value ~ /^[0-9]+$/) print value > (out "/metadata-port")
+    else if (key == "localvmss-admin-username" && value ~ /^[a-z_][a-z0-9_-]*$/) print value > (out "/admin-username")
     else if (in_keys && value != "") print value > (out "/authorized_keys")
     next
 }
