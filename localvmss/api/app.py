@@ -24,12 +24,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from localvmss import __version__, lifecycle
 from localvmss.api import arm
 from localvmss.api.models import (
+    ANSWERED,
+    CREATED,
     ArmInstanceIds,
     ArmResourceGroup,
     ArmRunCommand,
     ArmScaleSet,
     ArmVirtualMachine,
     ArmVmUpdate,
+    AutoscaleSetting,
+    AutoscaleSimulation,
+    HostAdd,
+    ImageImport,
+    OrchestrationServiceState,
+    ScaleSetCapacityUpdate,
     StandbyPoolPolicy,
     documented_body,
     publish_schemas,
@@ -86,6 +94,9 @@ def _printable(text: str) -> str:
 
 def _refused(req: Request, status: int, body: dict[str, Any]) -> JSONResponse:
     error = body["error"]
+    # One line whatever the client sent: a message quoting a name with a newline in it (a path
+    # segment "%0A") must not answer two.
+    error["message"] = _printable(str(error["message"]))
     log_refused(req.method, req.url.path, status, error["code"], error["message"])
     return JSONResponse(body, status_code=status)
 
@@ -228,7 +239,12 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def list_groups() -> dict[str, Any]:
         return {"value": service.list_groups()}
 
-    @app.put("/resourceGroups/{group}", tags=["resourceGroups"], openapi_extra=documented_body(ArmResourceGroup))
+    @app.put(
+        "/resourceGroups/{group}",
+        tags=["resourceGroups"],
+        responses=CREATED,
+        openapi_extra=documented_body(ArmResourceGroup),
+    )
     def put_group(group: str, response: Response, body: Any = Body(...)) -> dict[str, Any]:
         view, created = service.put_group(group, body)
         response.status_code = 201 if created else 200
@@ -253,6 +269,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         dependencies=grouped,
         tags=["scaleSets"],
         status_code=200,
+        responses=CREATED,
         openapi_extra=documented_body(ArmScaleSet, open_schema=False),
     )
     def put_set(
@@ -277,7 +294,12 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def get_set(name: str) -> dict[str, Any]:
         return service.get_set(name)
 
-    @app.patch("/scaleSets/{name}", dependencies=grouped, tags=["scaleSets"])
+    @app.patch(
+        "/scaleSets/{name}",
+        dependencies=grouped,
+        tags=["scaleSets"],
+        openapi_extra=documented_body(ScaleSetCapacityUpdate, open_schema=False),
+    )
     def patch_set(
         name: str,
         body: dict[str, Any] = Body(...),
@@ -335,7 +357,8 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         openapi_extra=documented_body(ArmVmUpdate),
     )
     def patch_instance(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        policy = (body.get("properties") or {}).get("protectionPolicy")
+        props = body.get("properties")
+        policy = props.get("protectionPolicy") if isinstance(props, dict) else None
         if not isinstance(policy, dict) or set(policy) - {"protectFromScaleIn", "protectFromScaleSetActions"}:
             raise InvalidSpec(
                 "PATCH of an instance takes properties.protectionPolicy "
@@ -388,12 +411,22 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         return service.set_instance_view(name)
 
     @app.post(
-        "/scaleSets/{name}/setOrchestrationServiceState", dependencies=grouped, tags=["scaleSets"], status_code=200
+        "/scaleSets/{name}/setOrchestrationServiceState",
+        dependencies=grouped,
+        tags=["scaleSets"],
+        status_code=200,
+        openapi_extra=documented_body(OrchestrationServiceState, open_schema=False),
     )
     def set_orchestration_service_state(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.set_orchestration_service_state(name, body)
 
-    @app.post("/scaleSets/{name}/osRollingUpgrade", dependencies=grouped, tags=["rollingUpgrades"], status_code=202)
+    @app.post(
+        "/scaleSets/{name}/osRollingUpgrade",
+        dependencies=grouped,
+        tags=["rollingUpgrades"],
+        status_code=202,
+        responses=ANSWERED,
+    )
     def start_rolling_upgrade(
         name: str,
         request: Request,
@@ -448,7 +481,12 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skip = _flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, _instance_ids(body), skip)
 
-    @app.put("/scaleSets/{name}/autoscale", dependencies=grouped, tags=["autoscale"])
+    @app.put(
+        "/scaleSets/{name}/autoscale",
+        dependencies=grouped,
+        tags=["autoscale"],
+        openapi_extra=documented_body(AutoscaleSetting),
+    )
     def put_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.put_autoscale(name, body)
 
@@ -461,7 +499,12 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         service.delete_autoscale(name)
         return {"status": "Deleted"}
 
-    @app.post("/scaleSets/{name}/autoscale/simulate", dependencies=grouped, tags=["autoscale"])
+    @app.post(
+        "/scaleSets/{name}/autoscale/simulate",
+        dependencies=grouped,
+        tags=["autoscale"],
+        openapi_extra=documented_body(AutoscaleSimulation),
+    )
     def simulate_autoscale(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return {"value": service.simulate_autoscale(name, body)}
 
@@ -531,7 +574,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def list_images() -> dict[str, Any]:
         return {"value": service.list_images()}
 
-    @app.put("/images/{name}", tags=["images"])
+    @app.put("/images/{name}", tags=["images"], openapi_extra=documented_body(ImageImport, open_schema=False))
     def import_image(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         """An image directory ({"sourceDirectory": ...}) or a self-booting disk ({"sourceFile": ...})."""
         return service.import_image_body(name, body)
@@ -540,7 +583,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
     def reload_lb() -> dict[str, Any]:
         return service.reload_load_balancer()
 
-    @app.put("/hosts/{name}", tags=["hosts"])
+    @app.put("/hosts/{name}", tags=["hosts"], openapi_extra=documented_body(HostAdd, open_schema=False))
     def add_host(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         return service.add_host(name, body)
 

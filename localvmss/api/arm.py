@@ -24,7 +24,11 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 
 from localvmss import armids, lifecycle
 from localvmss.api.models import (
+    ANSWERED,
+    CREATED,
+    RUNNING,
     ArmAutoscaleSetting,
+    ArmAutoscaleSettingUpdate,
     ArmInstanceIds,
     ArmResourceGroup,
     ArmRunCommand,
@@ -195,7 +199,12 @@ def register(app: FastAPI, service: Service) -> None:
     def list_groups() -> dict[str, Any]:
         return {"value": service.list_groups()}
 
-    @resources.put(SUB + "/resourceGroups/{group}", status_code=200, openapi_extra=documented_body(ArmResourceGroup))
+    @resources.put(
+        SUB + "/resourceGroups/{group}",
+        status_code=200,
+        responses=CREATED,
+        openapi_extra=documented_body(ArmResourceGroup),
+    )
     def put_group(group: str, response: Response, body: Any = Body(...)) -> Any:
         view, created = service.put_group(group, body)
         response.status_code = 201 if created else 200
@@ -226,7 +235,7 @@ def register(app: FastAPI, service: Service) -> None:
         service.get_group(group)
         return {"value": [s for s in service.list_sets() if s["resourceGroup"].lower() == group.lower()]}
 
-    @compute.put(ONE_SET, status_code=200, openapi_extra=documented_body(ArmScaleSet))
+    @compute.put(ONE_SET, status_code=200, responses=CREATED, openapi_extra=documented_body(ArmScaleSet))
     def put_set(group: str, name: str, request: Request, response: Response, body: Any = Body(...)) -> Any:
         view, created = service.put_set(
             name,
@@ -247,29 +256,26 @@ def register(app: FastAPI, service: Service) -> None:
 
     @compute.patch(ONE_SET, openapi_extra=documented_body(ArmScaleSetUpdate))
     def patch_set(group: str, name: str, request: Request, response: Response, body: Any = Body(...)) -> Any:
-        """ARM's update: ``sku.capacity`` scales, ``tags`` replace the tags; a model change
-        (``properties``) goes through PUT, whose body is the whole model."""
+        """ARM's update. Only ``sku.capacity`` and ``tags``: a scale (the same rule as every
+        scale) and new tags. With ``properties``: those laid over the model, as one PUT. Either
+        way everything is checked before anything is written."""
         service.check_group(name, group)
         if not isinstance(body, dict):
             raise InvalidSpec("request body must be a JSON object")
-        sku = body.get("sku")
-        capacity = sku.get("capacity") if isinstance(sku, dict) else None
-        if sku is not None and (not isinstance(sku, dict) or capacity is None):
-            raise InvalidSpec("PATCH takes sku.capacity (and tags); send the whole model with PUT to change it")
-        ignored = sorted(set(body) - {"sku", "tags"}) + sorted(f"sku.{k}" for k in (sku or {}) if k != "capacity")
-        if "properties" in body:
-            service.put_set(name, _merged_update(service.get_set(name), body), group=group, keep_unknown=True)
-            ignored = [i for i in ignored if i != "properties"]
-        if "tags" in body:
-            check_tags(body["tags"])
-        if capacity is not None:
-            service.set_capacity(name, capacity)
-        if "tags" in body:
-            service.update_tags(name, body["tags"])
+        for key in ("sku", "properties", "tags"):
+            if key in body and not isinstance(body[key], dict):
+                raise InvalidSpec(f"{key} must be a JSON object")
+        sku = body.get("sku") or {}
+        if set(body) <= {"sku", "tags"} and set(sku) <= {"capacity", "name", "tier"}:
+            tags = check_tags(body["tags"]) if "tags" in body else None
+            if "capacity" in sku:
+                service.set_capacity(name, sku["capacity"])
+            if tags is not None:
+                service.update_tags(name, tags)
+            view = service.get_set(name)
+        else:
+            view, _ = service.put_set(name, _merged_update(service.get_set(name), body), group=group, keep_unknown=True)
         lro(request, response, OpKind.SET_PUT, name)
-        view = service.get_set(name)
-        if ignored:
-            view["localvmss"] = {"ignoredProperties": ignored, "notes": []}
         return view
 
     @compute.delete(ONE_SET, status_code=202)
@@ -313,7 +319,12 @@ def register(app: FastAPI, service: Service) -> None:
         service.check_group(name, group)
         service.cancel_rolling_upgrade(name, actor=_actor(request))
 
-    @compute.post(ONE_SET + "/{action}", status_code=202, openapi_extra=documented_body(ArmInstanceIds, False))
+    @compute.post(
+        ONE_SET + "/{action}",
+        status_code=202,
+        responses=ANSWERED,
+        openapi_extra=documented_body(ArmInstanceIds, False),
+    )
     def set_action(
         group: str,
         name: str,
@@ -486,7 +497,7 @@ def register(app: FastAPI, service: Service) -> None:
             response.headers["Retry-After"] = RETRY_AFTER_S  # pollers wait this long, not their default 30 s
         return status
 
-    @compute.get(OPERATIONS + "/operationResults/{op_id}")
+    @compute.get(OPERATIONS + "/operationResults/{op_id}", responses=RUNNING)
     def operation_result(location: str, op_id: str, request: Request, response: Response) -> Any:
         """ARM's Location: 202 while the operation runs, then 200 (or its error, once failed)."""
         status = service.operation(op_id)
@@ -505,14 +516,19 @@ def register(app: FastAPI, service: Service) -> None:
         service.get_group(group)
         return {"value": service.list_autoscale_resources(group)}
 
-    @insights.put(AUTOSCALE + "/{setting}", status_code=200, openapi_extra=documented_body(ArmAutoscaleSetting))
+    @insights.put(
+        AUTOSCALE + "/{setting}",
+        status_code=200,
+        responses=CREATED,
+        openapi_extra=documented_body(ArmAutoscaleSetting),
+    )
     def put_autoscale(group: str, setting: str, response: Response, body: Any = Body(...)) -> Any:
         service.get_group(group)
         view, created = service.put_autoscale_resource(group, setting, body)
         response.status_code = 201 if created else 200
         return view
 
-    @insights.patch(AUTOSCALE + "/{setting}")
+    @insights.patch(AUTOSCALE + "/{setting}", openapi_extra=documented_body(ArmAutoscaleSettingUpdate))
     def patch_autoscale(group: str, setting: str, body: Any = Body(...)) -> Any:
         service.get_group(group)
         return service.patch_autoscale_resource(group, setting, body)
@@ -533,23 +549,37 @@ def register(app: FastAPI, service: Service) -> None:
 
 
 def _merged_update(current: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """A PATCH with ``properties``: the stored model with the given properties laid over it
-    (ARM's update semantics), as a whole PUT body."""
+    """A PATCH as the whole PUT body it means (ARM's update semantics): the set as it is, the
+    given ``properties`` laid over its model, ``sku`` and ``tags`` over its own; other fields
+    pass on, to be kept and named as a PUT's are."""
 
     def over(base: Any, patch: Any) -> Any:
         if isinstance(base, dict) and isinstance(patch, dict):
             return {**base, **{k: over(base.get(k), v) for k, v in patch.items()}}
         return patch
 
-    props = over(current.get("properties") or {}, body["properties"])
-    for computed in ("provisioningState", "message", "modelVersion", "instanceCount", "readyCount"):
+    props = over(current.get("properties") or {}, body.get("properties") or {})
+    for computed in COMPUTED_PROPERTIES:
         props.pop(computed, None)
-    props.pop("standbyPoolCount", None)
-    props.pop("standbyPoolStandingBy", None)
-    out = {"sku": {"name": current["sku"]["name"]}, "properties": props}
+    out = {k: v for k, v in body.items() if k not in ("sku", "properties", "tags")}
+    out["sku"] = over({"name": current["sku"]["name"], "capacity": current["sku"]["capacity"]}, body.get("sku") or {})
+    out["tags"] = body.get("tags", current.get("tags") or {})
+    out["properties"] = props
     if current.get("zones"):
         out["zones"] = current["zones"]
     return out
+
+
+# What a set's view shows that nobody sets: left out when a view becomes a request body again.
+COMPUTED_PROPERTIES = (
+    "provisioningState",
+    "message",
+    "modelVersion",
+    "instanceCount",
+    "readyCount",
+    "standbyPoolCount",
+    "standbyPoolStandingBy",
+)
 
 
 def _all(service: Service, name: str) -> list[str]:

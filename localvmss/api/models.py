@@ -7,11 +7,16 @@ errors for the short paths and ARM's), so FastAPI is given the schemas to publis
 model comes from ``localvmss.spec`` or the autoscale settings, it is that very model, so what
 the document says is what the service checks. ARM bodies also take fields with no local
 meaning (kept and named, ``localvmss.armbody``): their schemas allow additional properties.
+``publish_schemas`` also documents, on every route in one place, the refusals any route can
+answer (``ERROR_RESPONSES``: Azure's error body) and drops FastAPI's 422, which this API never
+answers (a bad request is a 400 in Azure's shape).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from datetime import datetime
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -108,7 +113,100 @@ class ArmAutoscaleSetting(_Open):
     properties: AutoscaleSetting
 
 
+class ArmAutoscaleSettingUpdate(_Open):
+    """PATCH of an autoscale setting: tags, and properties laid over the stored ones."""
+
+    tags: dict[str, str] | None = None
+    properties: dict[str, Any] | None = None
+
+
 ArmScaleSet = AzScaleSetBody
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ScaleSetCapacity(_Closed):
+    capacity: int = Field(ge=0, le=1000)
+
+
+class ScaleSetCapacityUpdate(_Closed):
+    """PATCH /scaleSets/{name}: the capacity only (the model changes with PUT)."""
+
+    sku: ScaleSetCapacity
+
+
+class OrchestrationServiceState(_Closed):
+    """setOrchestrationServiceState: suspend or resume the set's automatic repairs."""
+
+    service_name: Literal["AutomaticRepairs"] = Field(alias="serviceName")
+    action: Literal["Suspend", "Resume"]
+
+
+class AutoscaleSimulation(_Closed):
+    """What a setting (the stored one unless given) would have done between start and end."""
+
+    start: datetime
+    end: datetime
+    step: float | None = Field(None, gt=0, description="seconds between evaluations")
+    setting: AutoscaleSetting | None = None
+
+
+class GuestMetrics(_Closed):
+    port: int | None = Field(None, ge=1, le=65535)
+    path: str | None = Field(None, description="an absolute URL path, e.g. /metrics")
+
+
+class ImageImport(_Closed):
+    """PUT /images/{name}: exactly one of sourceDirectory (image.json and its files) and
+    sourceFile (a qcow2 or raw disk that boots itself), absolute paths on the daemon's machine."""
+
+    source_directory: str | None = Field(None, alias="sourceDirectory")
+    source_file: str | None = Field(None, alias="sourceFile")
+    guest_metrics: GuestMetrics | None = Field(None, alias="guestMetrics")
+
+
+class HostAdd(_Closed):
+    """PUT /hosts/{name}: a libvirt host by its URI."""
+
+    uri: str = Field(description="qemu+ssh://user@host/system, qemu+tcp://..., qemu:///system")
+    zone: str | None = Field(None, min_length=1)
+    network: str = Field("default", min_length=1, max_length=64)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str = Field(description="one line: what and why")
+    target: str | None = None
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Azure's error body, the answer to every refused request."""
+
+    error: ErrorDetail
+
+
+_ERROR_REASONS = {
+    400: "Bad request (InvalidParameter and its kinds); nothing was changed",
+    401: "No valid bearer token (over TCP)",
+    404: "No such resource",
+    409: "Conflicts with the current state (or not enough capacity); nothing was changed",
+    413: "Request body too large",
+    503: "A host, the state store or a guest agent is unavailable now; retry later",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": reason,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for status, reason in _ERROR_REASONS.items()
+}
+# Success answers beside a route's own status code (a PUT that created, a what-if answered at once).
+CREATED: dict[int | str, dict[str, Any]] = {201: {"description": "Created"}}
+ANSWERED: dict[int | str, dict[str, Any]] = {200: {"description": "Done at once (nothing left running)"}}
+RUNNING: dict[int | str, dict[str, Any]] = {202: {"description": "Still running"}}
 
 
 def _open_schema(node: Any) -> Any:
@@ -122,22 +220,45 @@ def _open_schema(node: Any) -> Any:
 
 def documented_body(model: type[BaseModel], required: bool = True, *, open_schema: bool = True) -> dict[str, Any]:
     """``openapi_extra`` giving a route the request body ``model`` (its schema registered)."""
-    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-    for name, sub in schema.pop("$defs", {}).items():
-        _SCHEMAS[name] = _open_schema(sub) if open_schema else sub
-    _SCHEMAS[model.__name__] = _open_schema(schema) if open_schema else schema
+    _SCHEMAS.update(_schemas_of(model, open_schema))
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
 
 
+@functools.cache
+def _schemas_of(model: type[BaseModel], open_schema: bool) -> dict[str, Any]:
+    """The component schemas of ``model`` (itself and what it refers to); made once per process,
+    as every app (the daemon's, each test's) mounts the same routes."""
+    schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    out = {name: _open_schema(sub) if open_schema else sub for name, sub in schema.pop("$defs", {}).items()}
+    out[model.__name__] = _open_schema(schema) if open_schema else schema
+    return out
+
+
+def _register(model: type[BaseModel]) -> None:
+    _SCHEMAS.update(_schemas_of(model, False))
+
+
 def publish_schemas(app: FastAPI) -> None:
-    """Every registered body schema in the app's OpenAPI ``components.schemas``."""
+    """Every registered body schema in the app's OpenAPI ``components.schemas``, and every
+    route's refusals (``ERROR_RESPONSES``) documented; call it once every route is mounted."""
+    _register(ErrorResponse)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = build()
-            doc.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS)
+            # Here, not on the routes: included routers' routes are not all in ``app.routes``.
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    answers = operation.setdefault("responses", {})
+                    answers.pop("422", None)  # refused as 400 (see ERROR_RESPONSES)
+                    for status, answer in ERROR_RESPONSES.items():
+                        answers.setdefault(str(status), answer)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            schemas.update(_SCHEMAS)
             app.openapi_schema = doc
         return app.openapi_schema
 
@@ -145,7 +266,18 @@ def publish_schemas(app: FastAPI) -> None:
 
 
 __all__ = [
+    "ANSWERED",
+    "CREATED",
+    "ERROR_RESPONSES",
+    "RUNNING",
     "ArmAutoscaleSetting",
+    "ArmAutoscaleSettingUpdate",
+    "AutoscaleSimulation",
+    "ErrorResponse",
+    "HostAdd",
+    "ImageImport",
+    "OrchestrationServiceState",
+    "ScaleSetCapacityUpdate",
     "ArmInstanceIds",
     "ArmResourceGroup",
     "ArmRunCommand",
@@ -153,6 +285,7 @@ __all__ = [
     "ArmScaleSetUpdate",
     "ArmVirtualMachine",
     "ArmVmUpdate",
+    "AutoscaleSetting",
     "StandbyPoolPolicy",
     "documented_body",
     "publish_schemas",

@@ -12,7 +12,7 @@ from typing import Any
 
 from localvmss.capacity import CapacityRule
 from localvmss.config import DaemonConfig, HostConfig
-from localvmss.errors import Conflict, NotFound
+from localvmss.errors import Conflict, InvalidSpec, NotFound
 from localvmss.lb.spec import HostPorts
 from localvmss.model import PowerState
 from localvmss.service import Service
@@ -42,6 +42,12 @@ class FakeLibvirtHost:
     def power_state(self, _name: str) -> PowerState:
         return PowerState.STOPPED
 
+    def owned_domains(self) -> list[Any]:
+        return []
+
+    def all_domain_stats(self) -> list[tuple[str, Any]]:
+        return []
+
 
 @dataclass
 class FakeInventory:
@@ -50,10 +56,12 @@ class FakeInventory:
     store: Store
     hosts: dict[str, FakeLibvirtHost] = field(default_factory=lambda: {"h1": FakeLibvirtHost()})
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    configs: dict[str, HostConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, host in self.hosts.items():
             self.store.put_host(HostRow(name, host.uri, None, "qemu", "", True, ""))
+            self.configs[name] = HostConfig(name=name, uri=host.uri, serial_log_read_dir=None)
 
     def available(self) -> list[str]:
         return list(self.hosts)
@@ -77,11 +85,27 @@ class FakeInventory:
         if host_cfg.name in self.hosts:
             raise Conflict(f"host {host_cfg.name!r} is already in the inventory")
         self.hosts[host_cfg.name] = FakeLibvirtHost(host_cfg.uri)
+        self.configs[host_cfg.name] = host_cfg
         self.store.put_host(HostRow(host_cfg.name, host_cfg.uri, host_cfg.zone, "qemu", "", True, ""))
 
-    def import_image(self, name: str, directory: Path) -> dict[str, Any]:
+    def import_image(self, name: str, directory: Path, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
         self.calls.append(("import_image", (name, directory)))
         return {}
+
+    def import_disk(self, name: str, file: Path, guest_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        """As the real one refuses a file that is not a disk: nothing here is one."""
+        self.calls.append(("import_disk", (name, file)))
+        raise InvalidSpec(f"{file} is not a qcow2 or raw disk image")
+
+    def remove_host(self, name: str, in_use: bool) -> None:
+        self.calls.append(("remove_host", (name, in_use)))
+        if name not in self.hosts:
+            raise NotFound(f"host {name!r} is not in the inventory")
+        if in_use:
+            raise Conflict(f"host {name!r} still holds instances; delete or move them first")
+        del self.hosts[name]
+        self.configs.pop(name, None)
+        self.store.delete_host(name)
 
 
 class FakeReconciler:
@@ -175,6 +199,26 @@ def make_service(tmp_path: Path, cfg: DaemonConfig | None = None, ports: TablePo
         host_ports=table,
     )
     return Harness(service, store, inventory, reconciler, table)
+
+
+class FakePrometheus:
+    """Prometheus as the autoscaler asks it: every expression parses, no series has data."""
+
+    def validate(self, _expr: str) -> None:
+        return None
+
+    def query_scalar(self, _expr: str, _at: Any = None) -> float | None:
+        return None
+
+
+def attach_autoscaler(h: Harness) -> Any:
+    """The real Autoscaler on this service, over FakePrometheus (the daemon always has one)."""
+    from localvmss.autoscaler import Autoscaler
+
+    scaler = Autoscaler(h.store, "http://127.0.0.1:9", 10.0, h.reconciler.wake, capacity=h.service.capacity)
+    scaler.client = FakePrometheus()  # type: ignore[assignment]
+    h.service.autoscaler = scaler
+    return scaler
 
 
 def add_instances(store: Store, set_name: str, count: int, **values: Any) -> list[int]:

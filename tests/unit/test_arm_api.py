@@ -239,3 +239,25 @@ def test_a_read_modify_put_round_trip_keeps_custom_data_and_the_model_version(h:
     assert resp.status_code == 200, resp.text
     row = h.store.scale_set("web")
     assert row.spec.overprovision and row.spec.custom_data == "I2Nsb3VkLWNvbmZpZw==" and row.model_version == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"properties": None},
+        {"sku": {"capacity": 1001}, "tags": {"env": "prod"}},
+        {"sku": {"capacity": 3}, "tags": {"bad/name": "x"}},
+        {"tags": {"env": "prod"}, "properties": {"upgradePolicy": {"mode": "Sometimes"}}},
+        {"sku": 3},
+        {"properties": {"overprovision": True}, "sku": {"capacity": 1001}},
+    ],
+    ids=["null properties", "capacity out of range", "bad tag", "bad policy", "sku not an object", "model then scale"],
+)
+def test_a_refused_patch_changes_nothing(h: Harness, body: dict[str, Any]) -> None:
+    """Found by the fuzzer: a PATCH once wrote its first part before refusing the next."""
+    client = api_client(h)
+    assert client.put(f"{SETS}/web?{V}", json=AZURE_EXAMPLE).status_code == 201
+    before = snapshot(h.store)
+    resp = client.patch(f"{SETS}/web?{V}", json=body)
+    assert resp.status_code == 400, resp.text
+    assert snapshot(h.store) == before

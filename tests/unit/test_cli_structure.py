@@ -112,12 +112,7 @@ _GIVEN = {d for g in GLOBALS for d in g.decls} | {"--name", "--resource-group"}
 
 
 def _options(command: click.Command) -> dict[str, click.Parameter]:
-    return {
-        opt: p
-        for p in command.params
-        for opt in p.opts
-        if opt.startswith("--") and not set(p.opts) & _GIVEN
-    }
+    return {opt: p for p in command.params for opt in p.opts if opt.startswith("--") and not set(p.opts) & _GIVEN}
 
 
 @pytest.mark.parametrize(
