@@ -4,14 +4,19 @@ reconciler (Uniform scale-out) and the service (Flexible VMs).
 
 ``new_instance_row`` runs inside the store's transaction, so nothing here calls libvirt: the
 network's DHCP reservations come from the inventory's copy (refreshed every pass, and after
-every change localvmss makes).
+every change localvmss makes). The free addresses and NAT ports are kept in memory
+(``LowestFree``), built from the store and those reservations, and built again only after
+something may have given one back (``Store.releases``) or the reservations changed, so a new
+instance's address costs O(log n), not a read of the whole table and a scan of the range.
 """
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
@@ -48,6 +53,53 @@ def free_nat_port(first: int, last: int, taken: set[int]) -> int | None:
     return None
 
 
+@dataclass
+class LowestFree:
+    """The numbers of ``first``-``last`` not in ``taken``, handed out lowest first: the same
+    answers as ``free_address``/``free_nat_port`` scanning from the start each time, at O(log n)
+    a take. Numbers below ``_next`` are all taken or in the heap ``_freed``."""
+
+    first: int
+    last: int
+    taken: set[int] = field(default_factory=set)
+    _next: int = 0
+    _freed: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, first: int, last: int, taken: Iterable[int]) -> LowestFree:
+        return cls(first, last, {n for n in taken if first <= n <= last}, first)
+
+    def take(self) -> int | None:
+        """The lowest free number, now taken; None when none is left."""
+        while self._freed:
+            n = heapq.heappop(self._freed)
+            if n not in self.taken:
+                self.taken.add(n)
+                return n
+        while self._next <= self.last:
+            n = self._next
+            self._next += 1
+            if n not in self.taken:
+                self.taken.add(n)
+                return n
+        return None
+
+    def give_back(self, n: int) -> None:
+        """``n`` is free again (one not taken, or out of range, changes nothing)."""
+        if n in self.taken:
+            self.taken.discard(n)
+            if n < self._next:
+                heapq.heappush(self._freed, n)
+
+
+@dataclass
+class _Kept:
+    """A ``LowestFree`` and what it was built from: built again when that changed."""
+
+    basis: tuple[object, ...]
+    free: LowestFree
+
+
 def pick_host(candidates: list[str], mapping: FaultDomainMapping, fault_domain: int) -> str | None:
     """Fault domain -> host: in 'host' mapping the n-th host (sorted), in 'numa' the first
     (its NUMA cells are the fault domains)."""
@@ -63,6 +115,9 @@ class Allocator:
     def __init__(self, inventory: Inventory, clock: Callable[[], float] = time.time) -> None:
         self.inv = inventory
         self.clock = clock
+        # Only used inside the store's transactions, which run one at a time.
+        self._addresses: dict[str, _Kept] = {}  # host -> its network's free addresses
+        self._nat_ports: dict[str, _Kept] = {}  # scale set -> its NAT pool's free ports
 
     def host_for(self, spec: ScaleSetSpec, zone: str | None, fault_domain: int, alive: dict[str, bool]) -> str | None:
         """The host of ``fault_domain`` among the available hosts of ``zone`` (any zone: None)."""
@@ -106,22 +161,34 @@ class Allocator:
         """A MAC and an IP from the host network's DHCP range that nobody else holds: not an
         instance on that host, and not a DHCP entry of the network that no instance owns."""
         _gw, _mask, start, end = self.inv.network_range(host)
-        taken_ips, taken_macs = Store.addresses_held(db, host)
-        taken_ips |= {ip for mac, ip in self.inv.reservations(host) if mac not in taken_macs}
-        ip = free_address(start, end, taken_ips)
-        if ip is None:
-            raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
-        return mac_for(ip), ip
+        basis = (self.inv.store.releases, self.inv.reservations_changed(host), start, end)
+        kept = self._addresses.get(host)
+        if kept is None or kept.basis != basis:
+            taken_ips, taken_macs = Store.addresses_held(db, host)
+            taken_ips |= {ip for mac, ip in self.inv.reservations(host) if mac not in taken_macs}
+            first, last = int(IPv4Address(start)), int(IPv4Address(end))
+            kept = _Kept(basis, LowestFree.of(first, last, (int(IPv4Address(ip)) for ip in taken_ips)))
+            self._addresses[host] = kept
+        while (n := kept.free.take()) is not None:
+            ip = str(IPv4Address(n))
+            if not Store.address_held(db, host, ip):  # one made by another allocator meanwhile
+                return mac_for(ip), ip
+        raise HostUnavailable(f"network of host {host} has no free address in {start}-{end}")
 
     def nat_port(self, db: sqlite3.Connection, scale_set: str, spec: ScaleSetSpec) -> int | None:
         pool = (spec.load_balancer or {}).get("inboundNatPool")
         if not pool:
             return None
         first, last = int(pool["frontendPortRangeStart"]), int(pool["frontendPortRangeEnd"])
-        port = free_nat_port(first, last, Store.nat_ports_held(db, scale_set))
-        if port is None:
-            raise CapacityError(f"inbound NAT pool {first}-{last} of {scale_set} is exhausted")
-        return port
+        basis = (self.inv.store.releases, first, last)
+        kept = self._nat_ports.get(scale_set)
+        if kept is None or kept.basis != basis:
+            kept = _Kept(basis, LowestFree.of(first, last, Store.nat_ports_held(db, scale_set)))
+            self._nat_ports[scale_set] = kept
+        while (port := kept.free.take()) is not None:
+            if not Store.nat_port_held(db, scale_set, port):
+                return port
+        raise CapacityError(f"inbound NAT pool {first}-{last} of {scale_set} is exhausted")
 
 
 def slot(inst: InstanceRow) -> planner.Slot:

@@ -364,7 +364,10 @@ class Inventory:
         self.hosts: dict[str, Host] = {name: Host(name, h.uri) for name, h in self.configs.items()}
         self._domain_types: dict[str, str] = {}
         self._networks: dict[str, tuple[str, str, str, str]] = {}
-        self._reservations: dict[str, list[tuple[str, str]]] = {}  # host -> DHCP (mac, ip) entries
+        # host -> its network's DHCP entries {lowercase mac: (mac, ip)}, and how often they changed
+        self._reservations: dict[str, dict[str, tuple[str, str]]] = {}
+        self._reservations_changed: dict[str, int] = {}
+        self._reservations_lock = threading.Lock()
         self._image_lock = threading.Lock()
 
     # -- hosts ------------------------------------------------------------------------------
@@ -383,7 +386,7 @@ class Inventory:
         host.ensure_pool(self.cfg.pool_name, self.cfg.pool_path)
         gateway, netmask, start, end, reserved = host.network_layout(cfg.network)
         self._networks[name] = (gateway, netmask, start, end)
-        self._reservations[name] = reserved
+        self._set_reservations(name, reserved)
         for image_name, (manifest, source) in self.store.images().items():
             self.ensure_image(name, image_name, manifest, source)
         self._choose_accelerator(name)
@@ -473,13 +476,44 @@ class Inventory:
         return result
 
     def refresh_reservations(self, name: str) -> None:
-        """Re-read the host network's DHCP reservations (outside any store transaction)."""
-        self._reservations[name] = self.host(name).network_layout(self.network(name))[4]
+        """Re-read the host network's DHCP reservations (outside any store transaction): once
+        a pass, to see entries made behind localvmss's back; its own go through ``reserve`` and
+        ``release``, which keep this copy current without reading the network again."""
+        self._set_reservations(name, self.host(name).network_layout(self.network(name))[4])
+
+    def _set_reservations(self, name: str, entries: list[tuple[str, str]]) -> None:
+        fresh = {mac.lower(): (mac, ip) for mac, ip in entries}
+        with self._reservations_lock:
+            if fresh != self._reservations.get(name):
+                self._reservations[name] = fresh
+                self._reservations_changed[name] = self._reservations_changed.get(name, 0) + 1
 
     def reservations(self, name: str) -> list[tuple[str, str]]:
-        """The host network's DHCP (mac, ip) reservations as last read: no libvirt call, so it
-        is safe inside a store transaction."""
-        return list(self._reservations.get(name, []))
+        """The host network's DHCP (mac, ip) reservations as last read or changed: no libvirt
+        call, so it is safe inside a store transaction."""
+        with self._reservations_lock:
+            return list(self._reservations.get(name, {}).values())
+
+    def reservations_changed(self, name: str) -> int:
+        """A number that changes whenever the host's reservations do (the allocator's cue to
+        rebuild what it keeps of them)."""
+        return self._reservations_changed.get(name, 0)
+
+    def reserve(self, name: str, mac: str, ip: str, hostname: str) -> None:
+        """The DHCP reservation of an instance on host ``name`` (an identical one is fine)."""
+        self.host(name).reserve_address(self.network(name), mac, ip, hostname)
+        with self._reservations_lock:
+            entries = self._reservations.setdefault(name, {})
+            if entries.get(mac.lower()) != (mac, ip):
+                entries[mac.lower()] = (mac, ip)
+                self._reservations_changed[name] = self._reservations_changed.get(name, 0) + 1
+
+    def release(self, name: str, mac: str) -> None:
+        """Remove the DHCP reservation of ``mac`` on host ``name`` (already gone counts as removed)."""
+        self.host(name).release_address(self.network(name), mac)
+        with self._reservations_lock:
+            if self._reservations.get(name, {}).pop(mac.lower(), None) is not None:
+                self._reservations_changed[name] = self._reservations_changed.get(name, 0) + 1
 
     def add_host(self, host_cfg: HostConfig, timeout_s: float = 15.0) -> None:
         """Join a host: it must answer, have the network and take the images, or nothing changes."""

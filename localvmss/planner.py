@@ -175,22 +175,38 @@ def _scale_in_order(
 
     zc: Counter[str | None] = Counter(s.zone for s in existing)
     fdc: Counter[tuple[str | None, int]] = Counter((s.zone, s.fault_domain) for s in existing)
-    candidates = {s.instance_id: s for s in existing if not s.protected_from_scale_in}
 
-    def key(s: Slot) -> tuple[float, ...]:
-        # Larger key = removed sooner.
-        head = (float(prioritize_unhealthy and not s.healthy), float(zc[s.zone]))
+    def own(s: Slot) -> tuple[float, ...]:
+        # The part of the order that never changes as victims go. Larger = removed sooner.
         if pol is ScaleInPolicy.NEWEST_VM:
-            return head + (s.created_at, float(s.instance_id))
+            return (s.created_at, float(s.instance_id))
         if pol is ScaleInPolicy.OLDEST_VM:
-            return head + (-s.created_at, -float(s.instance_id))
-        return head + (float(fdc[(s.zone, s.fault_domain)]), float(s.instance_id))
+            return (-s.created_at, -float(s.instance_id))
+        return (float(s.instance_id),)
 
+    def key(group: tuple[bool, str | None, int], s: Slot) -> tuple[float, ...]:
+        unhealthy, zone, fd = group
+        head: tuple[float, ...] = (float(unhealthy), float(zc[zone]))
+        if pol is ScaleInPolicy.DEFAULT:
+            head += (float(fdc[(zone, fd)]),)
+        return head + own(s)
+
+    # Within one (unhealthy, zone, fault domain) group the counts are the same for everyone, so
+    # its members go in their own order: each victim is the best head of a group, found among
+    # the few groups rather than by rescanning every candidate (linear in the victims).
+    groups: dict[tuple[bool, str | None, int], list[Slot]] = {}
+    for s in existing:
+        if not s.protected_from_scale_in:
+            groups.setdefault((prioritize_unhealthy and not s.healthy, s.zone, s.fault_domain), []).append(s)
+    for members in groups.values():
+        members.sort(key=own)  # the next victim of the group last
     chosen: list[tuple[Slot, str]] = []
-    while len(chosen) < count and candidates:
-        victim = max(candidates.values(), key=key)
+    while len(chosen) < count and groups:
+        group = max(groups, key=lambda g: key(g, groups[g][-1]))
+        victim = groups[group].pop()
+        if not groups[group]:
+            del groups[group]
         chosen.append((victim, _scale_in_reason(victim, pol, prioritize_unhealthy, zc, fdc)))
-        del candidates[victim.instance_id]
         zc[victim.zone] -= 1
         fdc[(victim.zone, victim.fault_domain)] -= 1
     return chosen

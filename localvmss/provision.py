@@ -78,7 +78,6 @@ class Provisioner:
         """What gives an instance its identity whether it boots or is restored from a warm
         template: its NoCloud seed (read at every boot) and its DHCP reservation. The image's
         volumes too: a domain XML names the kernel and initrd volumes."""
-        host = self.inv.host(inst.host)
         image = self._image_for(spec, inst)
         manifest, source = self.inv.image(image)
         self.inv.ensure_image(inst.host, image, manifest, source)
@@ -97,7 +96,7 @@ class Provisioner:
                 admin_username=spec.admin_username,
             )
             self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
-        host.reserve_address(self.inv.network(inst.host), inst.mac, inst.ip, computer_name(spec, inst))
+        self.inv.reserve(inst.host, inst.mac, inst.ip, computer_name(spec, inst))
 
     def domain_xml(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
         host = self.inv.host(inst.host)
@@ -210,4 +209,4 @@ class Provisioner:
         host.undefine(inst.domain_name)
         self.inv.delete_volume(inst.host, os_volume(inst))
         self.inv.delete_volume(inst.host, seed_volume(inst))
-        host.release_address(self.inv.network(inst.host), inst.mac)
+        self.inv.release(inst.host, inst.mac)

@@ -878,8 +878,7 @@ class Reconciler:
         held = {i.mac.lower() for i in self.store.instances() if i.host == host}
         for mac in macs:
             if mac not in held:
-                h.release_address(self.inv.network(host), mac)
-        self.inv.refresh_reservations(host)
+                self.inv.release(host, mac)
         self._record_action("remove_orphan", "ok")
         return False
 
@@ -913,7 +912,6 @@ class Reconciler:
                 return False  # the guest has its notice: a later pass (or its acknowledgement) looks again
             self.balancer.drain_and_remove(inst.scale_set, inst.instance_id, self.cfg.drain_timeout_s)
             self.prov.remove(inst)
-            self.inv.refresh_reservations(inst.host)
             self.store.delete_instance_row(inst.scale_set, inst.instance_id)
             self._record_action("delete_instance", "ok")
             log.info("instance %s removed", inst.domain_name)
@@ -966,7 +964,6 @@ class Reconciler:
         was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
         self.prov.ensure_artifacts(inst, spec)
         if not was_defined:
-            self.inv.refresh_reservations(inst.host)
             self._record_action("define_instance", "ok")
         before = self.prov.power_state(inst)
         restarting = inst.restart_generation > inst.applied_restart
@@ -1114,7 +1111,6 @@ class Reconciler:
             )
             self._status(inst, origin=lifecycle.COLD_BOOT)
             return True
-        self.inv.refresh_reservations(inst.host)
         return self._prepared_then_ready(
             inst,
             spec,
@@ -1284,8 +1280,7 @@ class Reconciler:
         source.undefine(inst.domain_name)
         self.inv.delete_volume(inst.host, os_volume(inst))
         self.inv.delete_volume(inst.host, seed_volume(inst))
-        source.release_address(self.inv.network(inst.host), inst.mac)
-        self.inv.refresh_reservations(inst.host)
+        self.inv.release(inst.host, inst.mac)
         return True  # the next pass defines and boots it on the new host
 
     def _redeploy_host(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:

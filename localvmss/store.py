@@ -122,6 +122,9 @@ CREATE TABLE IF NOT EXISTS uploads (         -- volumes whose upload finished (a
     PRIMARY KEY (host, volume)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS instances_vm_name ON instances(vm_name) WHERE vm_name IS NOT NULL;
+-- an address or NAT port is looked up one at a time when a new instance gets one
+CREATE INDEX IF NOT EXISTS instances_host_ip ON instances(host, ip);
+CREATE INDEX IF NOT EXISTS instances_nat_port ON instances(scale_set, nat_port);
 CREATE TABLE IF NOT EXISTS images (
     name TEXT PRIMARY KEY,
     manifest TEXT NOT NULL,
@@ -416,6 +419,14 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._closed = False
+        # Counts every write that may have given addresses or NAT ports back (an instance deleted
+        # or moved, a write rolled back): what the allocator keeps in memory is rebuilt after one.
+        self.releases = 0
+        # Reads kept until the next write (``instances``) and models parsed once (``_set_row``).
+        self._writes = 0
+        self._writing = False
+        self._instances_read: tuple[int, list[InstanceRow]] | None = None
+        self._specs: dict[str, ScaleSetSpec] = {}
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
@@ -494,9 +505,12 @@ class Store:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error("starting a write", exc) from None
+            self._writing = True
             try:
                 yield self._db
             except BaseException as exc:
+                self.releases += 1
+                self._written()
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -507,11 +521,19 @@ class Store:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self.releases += 1
                 try:
                     self._db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
                 raise self._error("committing", exc) from None
+            finally:
+                self._written()
+
+    def _written(self) -> None:
+        """A transaction ended: reads kept from before it are no longer current."""
+        self._writing = False
+        self._writes += 1
 
     def _check_open(self) -> None:
         if self._closed:
@@ -528,14 +550,16 @@ class Store:
     # -- scale sets -------------------------------------------------------------------------
     def _set_row(self, row: sqlite3.Row) -> ScaleSetRow:
         data = dict(row)
-        data["model"] = json.loads(data["model"])
+        text = data["model"]
+        data["model"] = json.loads(text)
         data["repairs_state"] = json.loads(data.get("repairs_state") or "{}")
         data["arm"] = json.loads(data.get("arm") or "{}")
         data["deleting"] = bool(data["deleting"])
         data["mode"] = OrchestrationMode(data["mode"])
         data["provisioning_state"] = ProvisioningState(data["provisioning_state"])
         try:
-            data["spec"] = ScaleSetSpec.model_validate(data["model"])
+            spec = self._specs.get(text)
+            data["spec"] = spec if spec is not None else self._parse_spec(text, data["model"])
         except ValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
             where = ".".join(str(p) for p in first.get("loc", ()))
@@ -544,6 +568,16 @@ class Store:
                 f"({where}: {first.get('msg')}); restore a backup or fix the row"
             ) from None
         return ScaleSetRow(**data)
+
+    def _parse_spec(self, text: str, model: dict[str, Any]) -> ScaleSetSpec:
+        """A stored model validated once per distinct text, not on every read of its row (every
+        pass and every worker reads them). Shared by every reader: never change one in place."""
+        spec = ScaleSetSpec.model_validate(model)
+        with self._lock:
+            if len(self._specs) >= 1024:
+                self._specs.clear()  # old versions of models; a few parses more
+            self._specs[text] = spec
+        return spec
 
     def insert_scale_set(
         self,
@@ -793,6 +827,7 @@ class Store:
             db.execute("DELETE FROM scheduled_events WHERE scale_set=?", (name,))
             db.execute("DELETE FROM instances WHERE scale_set=?", (name,))
             db.execute("DELETE FROM scale_sets WHERE name=?", (name,))
+            self.releases += 1
 
     def set_arm(self, name: str, arm: dict[str, Any]) -> None:
         """The set's ARM fields kept as given (location, tags, fields with no local meaning)."""
@@ -913,11 +948,19 @@ class Store:
         return InstanceRow(**data)
 
     def instances(self, scale_set: str | None = None) -> list[InstanceRow]:
+        """Every instance (of ``scale_set``), ordered by set and id. The rows read are kept until
+        the next write, so the many readers of one pass (and a pass that changes nothing) build
+        them once; they are shared: never change one in place (``dataclasses.replace``)."""
+        with self._lock:
+            kept = self._instances_read
+            if kept is None or kept[0] != self._writes or self._writing:
+                rows = self._query("SELECT * FROM instances ORDER BY scale_set, instance_id")
+                kept = (self._writes, [self._instance_row(r) for r in rows])
+                if not self._writing:  # inside a transaction: its own writes are not counted yet
+                    self._instances_read = kept
         if scale_set is None:
-            rows = self._query("SELECT * FROM instances ORDER BY scale_set, instance_id")
-        else:
-            rows = self._query("SELECT * FROM instances WHERE scale_set=? ORDER BY instance_id", (scale_set,))
-        return [self._instance_row(r) for r in rows]
+            return list(kept[1])
+        return [i for i in kept[1] if i.scale_set == scale_set]
 
     def instance(self, scale_set: str, instance_id: int) -> InstanceRow:
         rows = self._query("SELECT * FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
@@ -956,6 +999,17 @@ class Store:
         ips = {r[0] for r in db.execute("SELECT ip FROM instances WHERE host=?", (host,))}
         macs = {r[0] for r in db.execute("SELECT mac FROM instances")}
         return ips, macs
+
+    @staticmethod
+    def address_held(db: sqlite3.Connection, host: str, ip: str) -> bool:
+        """Whether an instance on ``host`` holds ``ip`` (one indexed look-up)."""
+        return db.execute("SELECT 1 FROM instances WHERE host=? AND ip=?", (host, ip)).fetchone() is not None
+
+    @staticmethod
+    def nat_port_held(db: sqlite3.Connection, scale_set: str, port: int) -> bool:
+        """Whether an instance of ``scale_set`` holds NAT port ``port`` (one indexed look-up)."""
+        row = db.execute("SELECT 1 FROM instances WHERE scale_set=? AND nat_port=?", (scale_set, port)).fetchone()
+        return row is not None
 
     @staticmethod
     def nat_ports_held(db: sqlite3.Connection, scale_set: str) -> set[int]:
@@ -1020,6 +1074,7 @@ class Store:
         (``describe(new_ip)``) is part of the same transaction, so a move is never unlogged
         whatever happens to the clean-up after it."""
         with self.transaction() as db:
+            self.releases += 1  # the old address is given back
             mac, ip = address(db)
             db.execute(
                 "UPDATE instances SET host=?, mac=?, ip=?, redeploy_target=NULL, applied_redeploy=?,"
@@ -1034,6 +1089,7 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
             db.execute("DELETE FROM scheduled_events WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))
+            self.releases += 1
 
     # -- scheduled events (terminate notices) -------------------------------------------------
     def instance_by_address(self, host: str, ip: str) -> InstanceRow:

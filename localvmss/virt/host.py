@@ -171,6 +171,11 @@ class Host:
         self._in_flight = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         self._lifecycle_callback: Callable[[str, int], None] | None = None
         self._events_conn: libvirt.virConnect | None = None  # the connection that has them
+        # domain UUID -> (name, ownership read from its XML), for ``owned_domains``.
+        self._ownership: dict[str, tuple[str, Ownership | None]] = {}
+        # network -> its DHCP host entries {lowercase mac: (mac, ip)}, as last read or changed here.
+        self._dhcp_hosts: dict[str, dict[str, tuple[str, str]]] = {}
+        self._dhcp_changes: dict[str, int] = {}  # network -> changes made here (see network_layout)
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
@@ -473,6 +478,8 @@ class Host:
         """(gateway, netmask, dhcp start, dhcp end, [(mac, ip) reservations]) of a network."""
 
         def read(conn: libvirt.virConnect) -> tuple[str, str, str, str, list[tuple[str, str]]]:
+            with self._lock:
+                changes = self._dhcp_changes.get(name, 0)
             root = etree.fromstring(conn.networkLookupByName(name).XMLDesc(0).encode())
             ip = root.find("ip")
             rng = root.find("ip/dhcp/range")
@@ -480,9 +487,20 @@ class Host:
                 raise VirtError(f"network {name} has no IPv4 DHCP range; localvmss needs one")
             hosts = [(h.get("mac", ""), h.get("ip", "")) for h in root.iterfind("ip/dhcp/host")]
             netmask = ip.get("netmask") or _prefix_to_mask(int(ip.get("prefix", "24")))
+            with self._lock:
+                if self._dhcp_changes.get(name, 0) == changes:  # else a change made here meanwhile is newer
+                    self._dhcp_hosts[name] = {mac.lower(): (mac, addr) for mac, addr in hosts}
             return ip.get("address", ""), netmask, rng.get("start", ""), rng.get("end", ""), hosts
 
         return self._call(f"reading network {name}", read)
+
+    def _dhcp_entries(self, network: str) -> dict[str, tuple[str, str]]:
+        """The network's DHCP host entries as this Host last saw them (read once, then kept
+        current by its own changes and by every ``network_layout``): a reservation costs one
+        update call, not a read and parse of every entry of the network."""
+        with self._lock:
+            known = self._dhcp_hosts.get(network)
+        return self._read_dhcp(network) if known is None else known
 
     def _update_dhcp_host(self, network: str, command: int, xml: str, doing: str) -> None:
         """Change one DHCP host entry, live and persistent."""
@@ -499,30 +517,61 @@ class Host:
         self._call(doing, update, idempotent=False)
 
     def reserve_address(self, network: str, mac: str, ip: str, hostname: str) -> None:
-        """Add a DHCP host entry (live and persistent); an identical existing entry is fine."""
-        if (mac, ip) in self.network_layout(network)[4]:
+        """Add a DHCP host entry (live and persistent); an identical existing entry is fine.
+        Refused by libvirt (e.g. an entry made behind our back holds the address): the entries
+        are read again, so the next attempt sees them."""
+        if self._dhcp_entries(network).get(mac.lower()) == (mac, ip):
             return
-        self._update_dhcp_host(
-            network,
-            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-            domainxml.dhcp_host_xml(mac, ip, hostname),
-            f"reserving {ip} for {mac} in network {network}",
-        )
+        try:
+            self._update_dhcp_host(
+                network,
+                libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                domainxml.dhcp_host_xml(mac, ip, hostname),
+                f"reserving {ip} for {mac} in network {network}",
+            )
+        except VirtError:
+            # What this Host knew was out of date (an entry made elsewhere): look again.
+            if self._read_dhcp(network).get(mac.lower()) == (mac, ip):
+                return
+            raise
+        self._dhcp_changed(network, mac, (mac, ip))
 
     def release_address(self, network: str, mac: str) -> None:
-        """Remove the DHCP host entry of ``mac``; one already gone counts as released."""
-        for entry_mac, entry_ip in self.network_layout(network)[4]:
-            if entry_mac.lower() == mac.lower():
-                self._update_dhcp_host(
-                    network,
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-                    etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode"),
-                    f"releasing {entry_ip} in network {network}",
-                )
+        """Remove the DHCP host entry of ``mac``; one already gone counts as released. An
+        entry this Host does not know of is looked for again before it counts as gone."""
+        entry = self._dhcp_entries(network).get(mac.lower()) or self._read_dhcp(network).get(mac.lower())
+        if entry is None:
+            return
+        entry_mac, entry_ip = entry
+        self._update_dhcp_host(
+            network,
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode"),
+            f"releasing {entry_ip} in network {network}",
+        )
+        self._dhcp_changed(network, mac, None)
+
+    def _read_dhcp(self, network: str) -> dict[str, tuple[str, str]]:
+        self.network_layout(network)
+        with self._lock:
+            return self._dhcp_hosts.get(network, {})
+
+    def _dhcp_changed(self, network: str, mac: str, entry: tuple[str, str] | None) -> None:
+        """Keep the known entries current after a change made here; a read that began before
+        it then does not overwrite it (see ``network_layout``)."""
+        with self._lock:
+            self._dhcp_changes[network] = self._dhcp_changes.get(network, 0) + 1
+            hosts = self._dhcp_hosts.setdefault(network, {})
+            if entry is None:
+                hosts.pop(mac.lower(), None)
+            else:
+                hosts[mac.lower()] = entry
 
     # -- domains ----------------------------------------------------------------------------
     def define_domain(self, xml: str) -> None:
-        self._call("defining a domain", lambda c: c.defineXML(xml))
+        dom = self._call("defining a domain", lambda c: c.defineXML(xml))
+        with self._lock:
+            self._ownership.pop(dom.UUIDString(), None)  # a redefinition may change the metadata
 
     def create_transient(self, xml: str) -> None:
         self._call("starting a transient domain", lambda c: c.createXML(xml, 0), idempotent=False)
@@ -614,23 +663,34 @@ class Host:
             pass
 
     def owned_domains(self, prefix: str = OBJECT_PREFIX) -> list[OwnedDomain]:
-        """Every domain whose name has our prefix and whose metadata says who owns it."""
+        """Every domain whose name has our prefix and whose metadata says who owns it, with its
+        power state: one call for the whole host (the states come with libvirt's bulk listing).
+        A domain's ownership is read from its XML once per definition (libvirt's UUID changes
+        with every new definition; ``define_domain`` forgets the one it redefines), so a steady
+        host costs no per-domain call."""
 
         def listing(conn: libvirt.virConnect) -> list[OwnedDomain]:
             result = []
-            for dom in conn.listAllDomains(0):
+            seen: dict[str, tuple[str, Ownership | None]] = {}
+            for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0):
                 name = dom.name()
                 if not name.startswith(prefix):
                     continue
-                try:
-                    own = domainxml.read_ownership(dom.XMLDesc(0))
-                    state = _STATE_MAP.get(dom.state()[0], PowerState.UNKNOWN)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        continue  # vanished while we looked
-                    raise  # never a partial listing: a missing domain would look deleted
-                if own is not None:
-                    result.append(OwnedDomain(name, own, state))
+                key = dom.UUIDString()
+                known = self._ownership.get(key)
+                if known is None or known[0] != name:
+                    try:
+                        known = (name, domainxml.read_ownership(dom.XMLDesc(0)))
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                            continue  # vanished while we looked
+                        raise  # never a partial listing: a missing domain would look deleted
+                seen[key] = known
+                if known[1] is not None:
+                    state = _STATE_MAP.get(int(stats.get("state.state", -1)), PowerState.UNKNOWN)
+                    result.append(OwnedDomain(name, known[1], state))
+            with self._lock:
+                self._ownership = seen  # what is gone is forgotten
             return result
 
         return self._call("listing domains", listing)
