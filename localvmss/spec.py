@@ -567,6 +567,24 @@ def check_custom_data(value: str) -> str:
     return value
 
 
+# What a set's view shows that nobody sets (the service adds them): left out when a view is sent
+# back as a request body (az's read-modify-write, ARM's PATCH).
+COMPUTED_PROPERTIES = (
+    "provisioningState",
+    "message",
+    "modelVersion",
+    "instanceCount",
+    "readyCount",
+    "standbyPoolCount",
+    "standbyPoolStandingBy",
+)
+
+
+def without_computed(props: dict[str, Any]) -> dict[str, Any]:
+    """A set view's properties as a request body's: the computed ones left out."""
+    return {k: v for k, v in props.items() if k not in COMPUTED_PROPERTIES}
+
+
 def spec_to_azure(
     name: str, spec: ScaleSetSpec, capacity: int, extra_props: dict[str, Any] | None = None
 ) -> dict[str, Any]:

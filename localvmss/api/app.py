@@ -42,6 +42,7 @@ from localvmss.api.models import (
     documented_body,
     publish_schemas,
 )
+from localvmss.api.params import actor, flag, instance_ids
 from localvmss.errors import InvalidSpec, LocalVMSSError, NotFound
 from localvmss.service import Service
 
@@ -284,7 +285,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             name,
             body,
             create_only=request.headers.get("if-none-match") == "*",
-            actor=_actor(request),
+            actor=actor(request),
             group=resource_group,
         )
         response.status_code = 201 if created else 200
@@ -311,7 +312,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         sku = body.get("sku")
         if unknown or not isinstance(sku, dict) or set(sku) - {"capacity"} or "capacity" not in sku:
             raise InvalidSpec('PATCH takes {"sku": {"capacity": N}}; use PUT to change the model')
-        if _flag("whatIf", whatIf):
+        if flag("whatIf", whatIf):
             return service.what_if_scale(name, sku["capacity"])
         return service.set_capacity(name, sku["capacity"])
 
@@ -403,7 +404,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
         action = _check_action(action)
-        skip = _flag("skipShutdown", skipShutdown)
+        skip = flag("skipShutdown", skipShutdown)
         return service.instance_action(name, action, [instance_id], skip)
 
     @app.get("/scaleSets/{name}/instanceView", dependencies=grouped, tags=["scaleSets"])
@@ -435,16 +436,16 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
             None, description="true: return the batches it would run, and why; change nothing"
         ),
     ) -> dict[str, Any]:
-        if _flag("whatIf", whatIf):
+        if flag("whatIf", whatIf):
             response.status_code = 200
             return service.start_rolling_upgrade(name, what_if=True)
-        return service.start_rolling_upgrade(name, actor=_actor(request))
+        return service.start_rolling_upgrade(name, actor=actor(request))
 
     @app.post(
         "/scaleSets/{name}/rollingUpgrades/cancel", dependencies=grouped, tags=["rollingUpgrades"], status_code=202
     )
     def cancel_rolling_upgrade(name: str, request: Request) -> dict[str, Any]:
-        return service.cancel_rolling_upgrade(name, actor=_actor(request))
+        return service.cancel_rolling_upgrade(name, actor=actor(request))
 
     @app.get("/scaleSets/{name}/rollingUpgrades/latest", dependencies=grouped, tags=["rollingUpgrades"])
     def latest_rolling_upgrade(name: str) -> dict[str, Any]:
@@ -462,7 +463,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         openapi_extra=documented_body(ArmInstanceIds, False),
     )
     def manual_upgrade(name: str, body: dict[str, Any] = Body(default={})) -> dict[str, Any]:
-        return service.update_instances(name, _instance_ids(body))
+        return service.update_instances(name, instance_ids(body))
 
     @app.post(
         "/scaleSets/{name}/{action}",
@@ -478,8 +479,8 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
         action = _check_action(action)
-        skip = _flag("skipShutdown", skipShutdown)
-        return service.instance_action(name, action, _instance_ids(body), skip)
+        skip = flag("skipShutdown", skipShutdown)
+        return service.instance_action(name, action, instance_ids(body), skip)
 
     @app.put(
         "/scaleSets/{name}/autoscale",
@@ -565,7 +566,7 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
         skipShutdown: str | None = None,  # noqa: N803 (Azure's name)
     ) -> dict[str, Any]:
         action = _check_action(action)
-        skip = _flag("skipShutdown", skipShutdown)
+        skip = flag("skipShutdown", skipShutdown)
         service.check_uniform_instance_via_vm_api(vm_name)
         return service.vm_action(vm_name, action, skip)
 
@@ -606,29 +607,3 @@ def create_app(service: Service, token: str | None = None, extras: Any = None) -
 def _check_action(action: str) -> str:
     """The action's canonical name; path segments match case-insensitively, as ARM's do."""
     return lifecycle.find_action(action).api_name
-
-
-def _flag(name: str, value: str | None) -> bool:
-    """Azure's boolean query parameters: true or false, nothing else."""
-    if value is None or value.lower() == "false":
-        return False
-    if value.lower() == "true":
-        return True
-    raise InvalidSpec(f"{name} must be true or false, not {value!r}")
-
-
-def _instance_ids(body: dict[str, Any]) -> list[str] | None:
-    if set(body) - {"instanceIds"}:
-        raise InvalidSpec('the body takes only {"instanceIds": [...]}')
-    ids = body.get("instanceIds")
-    if ids is None:
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
-        raise InvalidSpec("instanceIds must be a list of instance ids")
-    return [str(i) for i in ids]
-
-
-def _actor(request: Request) -> str:
-    """Who asks, for the upgrade history: the CLI sends its user's login name. Advisory, as
-    anyone who can reach the API socket (root or its group) may name themselves."""
-    return (request.headers.get("x-localvmss-user") or "api")[:64]

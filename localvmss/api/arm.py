@@ -38,9 +38,11 @@ from localvmss.api.models import (
     ArmVmUpdate,
     documented_body,
 )
+from localvmss.api.params import ARM_INSTANCE_BODY_EXTRAS, actor, flag, instance_ids
 from localvmss.errors import InvalidApiVersion, InvalidSpec, NotFound, SubscriptionNotFound
 from localvmss.operations import OpKind
 from localvmss.service import Service, check_tags
+from localvmss.spec import without_computed
 
 COMPUTE_API_VERSIONS = (
     "2021-03-01",
@@ -241,7 +243,7 @@ def register(app: FastAPI, service: Service) -> None:
             name,
             body,
             create_only=request.headers.get("if-none-match") == "*",
-            actor=_actor(request),
+            actor=actor(request, "arm"),
             group=group,
             keep_unknown=True,
         )
@@ -317,7 +319,7 @@ def register(app: FastAPI, service: Service) -> None:
     @compute.post(ONE_SET + "/rollingUpgrades/cancel", status_code=202)
     def cancel_rolling_upgrade(group: str, name: str, request: Request) -> None:
         service.check_group(name, group)
-        service.cancel_rolling_upgrade(name, actor=_actor(request))
+        service.cancel_rolling_upgrade(name, actor=actor(request, "arm"))
 
     @compute.post(
         ONE_SET + "/{action}",
@@ -341,10 +343,10 @@ def register(app: FastAPI, service: Service) -> None:
             response.status_code = 200
             return service.set_orchestration_service_state(name, body)
         if action == "osRollingUpgrade":
-            service.start_rolling_upgrade(name, actor=_actor(request))
+            service.start_rolling_upgrade(name, actor=actor(request, "arm"))
             lro(request, response, OpKind.SET_PUT, name)
             return None
-        ids = _instance_ids(body)
+        ids = instance_ids(body, ARM_INSTANCE_BODY_EXTRAS)
         if action == "manualUpgrade":
             answer = service.update_instances(name, ids)
             lro(request, response, OpKind.INSTANCES, name, instanceIds=answer.get("instanceIds") or _all(service, name))
@@ -352,7 +354,7 @@ def register(app: FastAPI, service: Service) -> None:
         if action == "reimageAll":
             action = "reimage"
         canonical = lifecycle.find_action(action).api_name
-        answer = service.instance_action(name, canonical, ids, _flag("skipShutdown", skip_shutdown))
+        answer = service.instance_action(name, canonical, ids, flag("skipShutdown", skip_shutdown))
         kind = OpKind.INSTANCES_DELETE if canonical == "delete" else OpKind.INSTANCES
         lro(request, response, kind, name, instanceIds=answer.get("instanceIds", []))
         return None
@@ -422,7 +424,7 @@ def register(app: FastAPI, service: Service) -> None:
     ) -> None:
         service.check_group(name, group)
         canonical = lifecycle.find_action(action).api_name
-        answer = service.instance_action(name, canonical, [instance_id], _flag("skipShutdown", skip_shutdown))
+        answer = service.instance_action(name, canonical, [instance_id], flag("skipShutdown", skip_shutdown))
         kind = OpKind.INSTANCES_DELETE if canonical == "delete" else OpKind.INSTANCES
         lro(request, response, kind, name, instanceIds=answer.get("instanceIds", [instance_id]))
 
@@ -477,7 +479,7 @@ def register(app: FastAPI, service: Service) -> None:
         vm_in_group(group, vm_name)
         canonical = lifecycle.find_action(action).api_name
         view = service.get_vm(vm_name)
-        service.vm_action(vm_name, canonical, _flag("skipShutdown", skip_shutdown))
+        service.vm_action(vm_name, canonical, flag("skipShutdown", skip_shutdown))
         set_name = view["properties"]["virtualMachineScaleSet"]["id"].rpartition("/")[2]
         if canonical == "delete":
             lro(request, response, OpKind.VM_DELETE, set_name, vmName=vm_name)
@@ -558,9 +560,7 @@ def _merged_update(current: dict[str, Any], body: dict[str, Any]) -> dict[str, A
             return {**base, **{k: over(base.get(k), v) for k, v in patch.items()}}
         return patch
 
-    props = over(current.get("properties") or {}, body.get("properties") or {})
-    for computed in COMPUTED_PROPERTIES:
-        props.pop(computed, None)
+    props = without_computed(over(current.get("properties") or {}, body.get("properties") or {}))
     out = {k: v for k, v in body.items() if k not in ("sku", "properties", "tags")}
     out["sku"] = over({"name": current["sku"]["name"], "capacity": current["sku"]["capacity"]}, body.get("sku") or {})
     out["tags"] = body.get("tags", current.get("tags") or {})
@@ -570,42 +570,5 @@ def _merged_update(current: dict[str, Any], body: dict[str, Any]) -> dict[str, A
     return out
 
 
-# What a set's view shows that nobody sets: left out when a view becomes a request body again.
-COMPUTED_PROPERTIES = (
-    "provisioningState",
-    "message",
-    "modelVersion",
-    "instanceCount",
-    "readyCount",
-    "standbyPoolCount",
-    "standbyPoolStandingBy",
-)
-
-
 def _all(service: Service, name: str) -> list[str]:
     return [v["instanceId"] for v in service.list_instances(name)]
-
-
-def _instance_ids(body: Any) -> list[str] | None:
-    if body is None:
-        return None
-    if not isinstance(body, dict) or set(body) - {"instanceIds", "tempDisk", "forceDeallocate"}:
-        raise InvalidSpec('the body takes {"instanceIds": [...]}')
-    ids = body.get("instanceIds")
-    if ids is None:
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in ids):
-        raise InvalidSpec("instanceIds must be a list of instance ids")
-    return [str(i) for i in ids]
-
-
-def _flag(name: str, value: str | None) -> bool:
-    if value is None or value.lower() == "false":
-        return False
-    if value.lower() == "true":
-        return True
-    raise InvalidSpec(f"{name} must be true or false, not {value!r}")
-
-
-def _actor(request: Request) -> str:
-    return (request.headers.get("x-localvmss-user") or "arm")[:64]

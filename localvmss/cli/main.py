@@ -59,7 +59,7 @@ from localvmss.cli.waiting import wait_for_power, wait_for_set, wait_for_vm_gone
 from localvmss.errors import InvalidSpec, LocalVMSSError
 from localvmss.lifecycle import ACTIONS, InstanceAction, check_options
 from localvmss.model import PowerState
-from localvmss.spec import RepairAction
+from localvmss.spec import RepairAction, without_computed
 
 REPAIR_ACTIONS = [a.value for a in RepairAction]  # automaticRepairsPolicy.repairAction
 
@@ -515,17 +515,7 @@ def update(
         return
     current = c.client.get(api_path("scaleSets", name))
     body = {k: current[k] for k in ("sku", "zones")}
-    props = dict(current["properties"])
-    for key in (
-        "provisioningState",
-        "message",
-        "modelVersion",
-        "instanceCount",
-        "readyCount",
-        "standbyPoolCount",
-        "standbyPoolStandingBy",
-    ):
-        props.pop(key, None)
+    props = without_computed(current["properties"])
     if orchestration_mode:
         props["orchestrationMode"] = orchestration_mode
     if upgrade_policy_mode:
