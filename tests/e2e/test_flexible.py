@@ -112,12 +112,15 @@ def _power(vm: dict[str, Any]) -> str:
     )
 
 
-def _uptime(api: ApiClient, set_name: str, instance_id: str) -> float:
+def _boot_id(api: ApiClient, set_name: str, instance_id: str) -> str:
+    """The guest kernel's boot id: new at every boot. (Its uptime is no measure: under a starved
+    TCG vCPU the guest clock was seen to run ahead, 55 s of uptime 25 s after a reboot.)"""
     out = api.post(
-        f"/scaleSets/{set_name}/virtualMachines/{instance_id}/runCommand", {"script": "cut -d' ' -f1 /proc/uptime"}
+        f"/scaleSets/{set_name}/virtualMachines/{instance_id}/runCommand",
+        {"script": "cat /proc/sys/kernel/random/boot_id"},
     )
     assert out["exitCode"] == 0, out
-    return float(out["stdout"])
+    return str(out["stdout"]).strip()
 
 
 def _zone_hosts(testbed: Testbed) -> dict[str, str]:
@@ -501,11 +504,10 @@ def test_lifecycle_flexible_vm_managed_on_its_own(
     assert _domain_state(testbed, name, dom) == "running"
     kept = api.post(f"/scaleSets/{name}/virtualMachines/{iid}/runCommand", {"script": "ls /root/kept"})
     assert kept["exitCode"] == 0, "the disk survived stop and deallocate"
-    up_before = _uptime(api, name, iid)
+    boot_before = _boot_id(api, name, iid)
     cli.ok("vm", "restart", vm)
     wait_until(ready, 180, "the VM restarted")
-    up_after = _uptime(api, name, iid)
-    assert up_after < up_before + 1, f"the guest rebooted (uptime {up_before:.0f} s -> {up_after:.0f} s)"
+    assert _boot_id(api, name, iid) != boot_before, "the guest rebooted"
     assert _domain_state(testbed, name, dom) == "running"
     wait_until(lambda: backend_names(flex["port"], 15) == set(flex["vms"]), 90, "the VM back in rotation")
 
