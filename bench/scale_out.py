@@ -1,24 +1,28 @@
 """Scale-out time of a Uniform scale set, to serving through HAProxy: cold, from a Paused and a
 Saved standby pool, and by template clone; against plain libvirt; and overlay (clone) time.
 
-Run as root from the repository: ``.venv/bin/python bench/scale_out.py [--image-dir DIR]``.
+Run as root from the repository:
+``.venv/bin/python bench/scale_out.py [--image-dir DIR] [--counts 1,4,8] [--kinds cold,paused,saved,template]``.
 In one run, with its own one-host lab and its own daemon (both always removed at the end):
 
-- plain: the image through localvmss.virt directly (overlay + seed + reservation + define +
-  start per guest) until every guest's ``/healthz`` answers 200, for N=1 and N=4;
+- plain: the image through localvmss.virt directly, with the seed and domain XML the daemon
+  would make (overlay + seed + reservation + define + start per guest), until every guest's
+  ``/healthz`` answers 200: the baseline, taken right before the cold run of the same N;
 - for each kind of set, ``scale 0 -> N`` (PATCH sku.capacity) until every new instance has
-  answered ``GET /`` (its computer name) through the set's HAProxy frontend on 127.0.0.1, for
-  N=1 and N=4, back to 0 between the two:
+  answered ``GET /`` (its computer name) through the set's HAProxy frontend on 127.0.0.1 (a
+  load-balancing rule PORT -> 80, probe /healthz), for each N, back to 0 between runs:
 
   - cold: no pool;
   - paused pool / saved pool: a standby pool of 4 in that state (dynamic sizing, so the pool
     holds 4 minus the capacity: no refill boots during a measurement), full before each run;
+    only the N that fit in the pool;
   - template clone: ``properties.templateClones.enabled`` (no pool), or "not available" with the
     daemon's refusal;
 
   each with every instance's time, where it came from (its ``origin`` and the activity log)
   and the ratio to cold for the same N;
-- the ratio cold / plain for each N (the machines are shared: compare ratios, not seconds);
+- the ratio cold / plain for each N against issue 16's goal of at most 1.10 (the machines are
+  shared: compare ratios, not seconds);
 - Host.create_overlay on a 64 MiB base (64 MiB of data) and on a 20 GiB base (virtual, sparse).
 
 Prints figures only.
@@ -26,6 +30,7 @@ Prints figures only.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -39,23 +44,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib  # noqa: E402
 
 from localvmss.cli.client import ApiClient  # noqa: E402
+from localvmss.config import load_config  # noqa: E402
 from localvmss.errors import LocalVMSSError  # noqa: E402
+from localvmss.inventory import read_manifest  # noqa: E402
 from localvmss.lab.hosts import LabHost  # noqa: E402
-from localvmss.lab.testbed import Testbed, free_port  # noqa: E402
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed, free_port  # noqa: E402
 from localvmss.lb.spec import LoadBalancerSpec, parse_lb_rule, parse_probe  # noqa: E402
+from localvmss.runcommand import ManagementKey  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
+from localvmss.virt.seed import build_nocloud_seed  # noqa: E402
 
 PLAIN_POOL = "lvmss-plain"
 TIMEOUT_S = 600.0
 CLONE_REPEATS = 5
 POOL_SIZE = 4
 SETTLE_S = 2.0  # idle before a run: the pass that saw the pool full finishes its own logging
-COUNTS = (1, 4)
+COUNTS = (1, 4, 8)
+GOAL_RATIO = 1.10  # issue 16: cold scale-out / plain libvirt create, for every N
+KINDS = {  # --kinds name -> (label, standby pool state, extra set properties)
+    "cold": ("cold", None, {}),
+    "paused": ("paused pool", "Paused", {}),
+    "saved": ("saved pool", "Saved", {}),
+    "template": ("template clone", None, {"templateClones": {"enabled": True}}),
+}
 
 
 def set_body(capacity: int, port: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +115,10 @@ def wait(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> No
 @dataclass
 class Run:
     """One scale-out 0 -> count: each new instance's (computer name, seconds to serve through
-    HAProxy or None), origin, and the activity-log lines naming it."""
+    HAProxy or None), origin, the activity-log lines naming it, and the daemon's CPU meanwhile."""
 
     count: int
+    daemon_cpu_s: float | None = None  # the daemon process's CPU (user + system) during the run
     served: dict[str, tuple[str, float | None]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     activity: list[str] = field(default_factory=list)
@@ -115,9 +134,16 @@ class ScaleSet:
     """One bench set on the daemon: made, scaled, watched through its frontend, deleted."""
 
     def __init__(
-        self, api: ApiClient, host: Host, label: str, pool_state: str | None = None, template: bool = False
+        self,
+        api: ApiClient,
+        host: Host,
+        label: str,
+        pool_state: str | None = None,
+        template: bool = False,
+        daemon_pid: int | None = None,
     ) -> None:
         self.api = api
+        self.daemon = psutil.Process(daemon_pid) if daemon_pid is not None else None
         self.host = host
         self.label = label
         self.pool_state = pool_state
@@ -187,6 +213,7 @@ class ScaleSet:
         wall_t0 = time.time()
         t0 = time.monotonic()
         names: dict[str, str] = {}
+        cpu0 = self._daemon_cpu()
         with benchlib.FrontendWatch(self.port, t0) as watch:
             self.api.patch(f"/scaleSets/{self.name}", {"sku": {"capacity": count}})
             while time.monotonic() < t0 + TIMEOUT_S:
@@ -200,6 +227,9 @@ class ScaleSet:
                     break
                 time.sleep(0.1)
             answered = watch.answered()
+        cpu1 = self._daemon_cpu()
+        if cpu0 is not None and cpu1 is not None:
+            run.daemon_cpu_s = cpu1 - cpu0
         time.sleep(SETTLE_S)  # what the daemon logs about the instances may trail their first answer
         members = {vm["instanceId"]: vm for vm in self.members()}
         for iid, name in sorted(names.items(), key=lambda kv: int(kv[0])):
@@ -209,6 +239,15 @@ class ScaleSet:
             if entry["at"] >= wall_t0 and set(entry.get("instanceIds", [])) & set(names):
                 run.activity.append(entry["message"])
         return run
+
+    def _daemon_cpu(self) -> float | None:
+        if self.daemon is None:
+            return None
+        try:
+            times = self.daemon.cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
     def scale_in(self) -> None:
         self.api.patch(f"/scaleSets/{self.name}", {"sku": {"capacity": 0}})
@@ -222,7 +261,8 @@ class ScaleSet:
 def print_run(label: str, run: Run) -> None:
     last = run.last()
     head = f"{last:.2f} s" if last is not None else "not every instance answered"
-    print(f"{label}, scale 0->{run.count} until every new instance serves through HAProxy: {head}")
+    cpu = f", daemon CPU {run.daemon_cpu_s:.2f} s meanwhile" if run.daemon_cpu_s is not None else ""
+    print(f"{label}, scale 0->{run.count} until every new instance serves through HAProxy: {head} ({load()}{cpu})")
     for iid, (name, took) in run.served.items():
         shown = f"{took:.2f} s" if took is not None else "never answered"
         print(f"  instance {iid} ({name}, origin: {run.origins.get(iid, '?')}): {shown}")
@@ -233,11 +273,21 @@ def print_run(label: str, run: Run) -> None:
 
 
 def measure_set(
-    api: ApiClient, host: Host, label: str, pool_state: str | None, extra: dict[str, Any]
+    api: ApiClient,
+    host: Host,
+    label: str,
+    pool_state: str | None,
+    extra: dict[str, Any],
+    counts: tuple[int, ...],
+    before_each: Callable[[int], None] | None = None,
+    daemon_pid: int | None = None,
 ) -> dict[int, Run] | str:
-    """Both counts on one set; instead, as a string, the daemon's refusal of the set or what
-    stopped the runs (a pool that never fills, say)."""
-    bench_set = ScaleSet(api, host, label, pool_state, template=bool(extra.get("templateClones")))
+    """Every count on one set; instead, as a string, the daemon's refusal of the set or what
+    stopped the runs (a pool that never fills, say). ``before_each(count)`` runs right before
+    each scale-out, the set at 0 and settled (the plain baseline of the same N)."""
+    bench_set = ScaleSet(
+        api, host, label, pool_state, template=bool(extra.get("templateClones")), daemon_pid=daemon_pid
+    )
     try:
         bench_set.create(extra)
     except LocalVMSSError as exc:
@@ -252,7 +302,10 @@ def measure_set(
         for key in extra:
             print(f"  ({label}: the set shows {key} = {props.get(key)})")
         runs = {}
-        for count in COUNTS:
+        for count in counts:
+            if before_each is not None:
+                before_each(count)
+                time.sleep(SETTLE_S)
             runs[count] = bench_set.scale_out(count)
             print_run(label, runs[count])
             bench_set.scale_in()
@@ -264,16 +317,43 @@ def measure_set(
         bench_set.delete()
 
 
+@dataclass(frozen=True)
+class DaemonSeed:
+    """What the daemon puts in every seed besides the names: its management key (run-command)
+    and its metadata service's port (the guest's scheduled-events agent polls it)."""
+
+    keys: tuple[str, ...]
+    metadata_port: int
+
+    @classmethod
+    def of(cls, daemon: DaemonProcess) -> DaemonSeed:
+        cfg = load_config(daemon.config_path)
+        return cls((ManagementKey(cfg.state_dir).public,), cfg.metadata_port)
+
+
+def prepare_like_daemon(
+    host: Host, lab_host: LabHost, base: benchlib.BaseVolumes, guest: benchlib.PlainGuest, seed: DaemonSeed
+) -> None:
+    """Overlay, seed and address reservation of one plain guest, the seed made as
+    ``Provisioner.ensure_identity`` makes it (same keys, same metadata port)."""
+    host.create_overlay(base.pool, f"{guest.name}-os.qcow2", base.disk)
+    iso = build_nocloud_seed(guest.name, guest.name, list(seed.keys), None, seed.metadata_port)
+    host.upload_bytes(base.pool, f"{guest.name}-seed.iso", iso, "raw")
+    host.reserve_address(lab_host.network_name, guest.mac, guest.ip, guest.name)
+
+
 def plain_create(
-    host: Host, lab_host: LabHost, base: benchlib.BaseVolumes, domain_type: str, count: int
+    host: Host, lab_host: LabHost, base: benchlib.BaseVolumes, domain_type: str, count: int, seed: DaemonSeed
 ) -> dict[str, float]:
-    """Seconds from the first overlay to each plain guest's /healthz 200; removes the guests after."""
+    """Seconds from the first overlay to each plain guest's /healthz 200; removes the guests after.
+    The domain XML is ``build_domain_xml``'s, as the daemon's, without the ownership metadata
+    (the daemon would remove an owned domain it has no record of)."""
     guests = benchlib.plain_guests(lab_host, f"plain{uuid.uuid4().hex[:6]}", count)
     try:
         t0 = time.monotonic()
         watch = benchlib.HealthWatch(t0, TIMEOUT_S)
         for guest in guests:
-            benchlib.prepare(host, lab_host, base, guest)
+            prepare_like_daemon(host, lab_host, base, guest, seed)
             benchlib.define_and_start(host, lab_host, base, guest, domain_type)
             watch.add(guest.ip)
         return watch.wait()
@@ -321,43 +401,100 @@ def _cell(took: float | None, cold: float | None) -> str:
     return f"{took:.2f} s ({took / cold:.2f} of cold)"
 
 
-def summary(plain: dict[int, dict[str, float]], kinds: dict[str, dict[int, Run] | str]) -> list[str]:
-    """The table: seconds to the last new instance serving, and its ratio to cold for the same N."""
+def _plain_last(plain: dict[int, dict[str, float]], n: int) -> float | None:
+    return max(plain[n].values()) if n in plain and len(plain[n]) == n else None
+
+
+def summary(
+    plain: dict[int, dict[str, float]], kinds: dict[str, dict[int, Run] | str], counts: tuple[int, ...]
+) -> list[str]:
+    """The table: seconds to the last new instance serving, its ratio to cold for the same N, and
+    cold against plain libvirt for each N with issue 16's goal."""
     cold = kinds.get("cold")
-    cold_last = {n: cold[n].last() for n in COUNTS} if isinstance(cold, dict) else dict.fromkeys(COUNTS)
+    cold_last = {n: cold[n].last() if n in cold else None for n in counts} if isinstance(cold, dict) else {}
     lines = ["summary: seconds from the PATCH to the last new instance serving through HAProxy"]
     for label, runs in kinds.items():
         if isinstance(runs, str):
             lines.append(f"  {label}: {runs if runs.startswith('stopped') else f'not available ({runs})'}")
             continue
-        cells = "; ".join(f"N={n}: {_cell(runs[n].last(), cold_last[n])}" for n in COUNTS)
+        cells = "; ".join(
+            f"N={n}: {_cell(runs[n].last(), cold_last.get(n))}" if n in runs else f"N={n}: not run" for n in counts
+        )
         lines.append(f"  {label}: {cells}")
-    for n in COUNTS:
-        plain_last = max(plain[n].values()) if len(plain[n]) == n else None
-        cold_n = cold_last[n]
-        if plain_last is None or cold_n is None:
-            lines.append(f"  ratio cold/plain libvirt, N={n}: n/a (not every guest answered)")
-        else:
-            lines.append(
-                f"  ratio cold/plain libvirt, N={n}: {cold_n / plain_last:.2f} "
-                f"(plain {plain_last:.2f} s to /healthz directly, cold {cold_n:.2f} s through HAProxy)"
-            )
+    met = []
+    for n in counts:
+        plain_n = _plain_last(plain, n)
+        cold_n = cold_last.get(n)
+        if plain_n is None or cold_n is None:
+            lines.append(f"  ratio cold/plain libvirt, N={n}: n/a (not every guest answered, or not run)")
+            met.append(False)
+            continue
+        ratio = cold_n / plain_n
+        met.append(ratio <= GOAL_RATIO)
+        lines.append(
+            f"  ratio cold/plain libvirt, N={n}: {ratio:.2f} (goal <= {GOAL_RATIO:.2f}: "
+            f"{'met' if ratio <= GOAL_RATIO else 'missed'}; plain {plain_n:.2f} s to /healthz on the guest, "
+            f"cold {cold_n:.2f} s through HAProxy)"
+        )
+    lines.append(
+        f"  issue 16 goal, cold/plain <= {GOAL_RATIO:.2f} for N={','.join(map(str, counts))} in one run: "
+        f"{'met' if all(met) else 'missed'}"
+    )
     return lines
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-dir", type=Path, default=DEFAULT_IMAGE_DIR)
+    parser.add_argument(
+        "--counts",
+        default=",".join(map(str, COUNTS)),
+        help="scale-out sizes, comma separated (default %(default)s)",
+    )
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"which sets, comma separated, of {', '.join(KINDS)} (default all)"
+    )
+    args = parser.parse_args()
+    try:
+        args.counts = tuple(int(c) for c in args.counts.split(","))
+    except ValueError:
+        parser.error(f"--counts {args.counts!r}: give whole numbers separated by commas, e.g. 1,4,8")
+    if not args.counts or any(c < 1 for c in args.counts):
+        parser.error("--counts: every size must be at least 1")
+    args.kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown or not args.kinds:
+        parser.error(f"--kinds: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(KINDS)}")
+    return args
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def main() -> int:
-    started = benchlib.start("scale_out", __doc__.splitlines()[0])
-    if started is None:
+    args = parse_args()
+    if os.geteuid() != 0:
+        print("scale_out: run as root (lab namespaces and libvirtd)", file=sys.stderr)
         return 2
-    image_dir, manifest = started
+    image_dir = args.image_dir
+    manifest = read_manifest(image_dir)
+    counts: tuple[int, ...] = args.counts
     workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
     testbed = Testbed(tag="benchscale", host_count=1)
     daemon = None
+    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}, {os.cpu_count()} CPUs")
     try:
         lab = testbed.up()
         lab_host = lab.hosts[0]
         daemon = testbed.daemon(workdir / "daemon")
         daemon.start()
+        cfg = load_config(daemon.config_path)
+        print(
+            f"daemon: reconcile_interval_s {cfg.reconcile_interval_s}, health_interval_s {cfg.health_interval_s}, "
+            f"max_parallel_boots {cfg.max_parallel_boots}; guests Standard_B1ls (1 vCPU, 256 MiB) on both paths"
+        )
         api = ApiClient(str(daemon.socket_path), timeout=600)
         host = Host(lab_host.name, lab_host.socket_uri)
         try:
@@ -368,28 +505,36 @@ def main() -> int:
 
             host.ensure_pool(PLAIN_POOL, f"/var/lib/libvirt/{PLAIN_POOL}")
             base = benchlib.upload_image(host, PLAIN_POOL, image_dir, manifest, "plainbase")
-            plain = {}
-            for count in COUNTS:
-                plain[count] = plain_create(host, lab_host, base, domain_type, count)
+            seed = DaemonSeed.of(daemon)
+            plain: dict[int, dict[str, float]] = {}
+
+            def baseline(count: int) -> None:
+                """Plain libvirt create of ``count``, right before the cold run of the same count."""
+                plain[count] = plain_create(host, lab_host, base, domain_type, count, seed)
                 print(
                     f"plain libvirt create of {count} until every guest serves: "
-                    f"{benchlib.fmt_times(plain[count], count)}"
+                    f"{benchlib.fmt_times(plain[count], count)} ({load()})"
                 )
 
             kinds: dict[str, dict[int, Run] | str] = {}
-            for label, pool_state, extra in (
-                ("cold", None, {}),
-                ("paused pool", "Paused", {}),
-                ("saved pool", "Saved", {}),
-                ("template clone", None, {"templateClones": {"enabled": True}}),
-            ):
-                kinds[label] = measure_set(api, host, label, pool_state, extra)
+            for kind in args.kinds:
+                label, pool_state, extra = KINDS[kind]
+                kind_counts = counts if pool_state is None else tuple(n for n in counts if n <= POOL_SIZE)
+                if kind_counts != counts:
+                    skipped = ", ".join(str(n) for n in counts if n not in kind_counts)
+                    print(f"{label}: N={skipped} not run (more than the pool of {POOL_SIZE})")
+                hook = baseline if kind == "cold" else None
+                kinds[label] = measure_set(api, host, label, pool_state, extra, kind_counts, hook, daemon.pid)
+            if "cold" not in args.kinds:  # the baseline still gets taken, on its own
+                for count in counts:
+                    baseline(count)
 
             for line in clone_times(host, workdir):
                 print(line)
             print()
-            for line in summary(plain, kinds):
+            for line in summary(plain, kinds, counts):
                 print(line)
+            print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}")
         finally:
             host.close()
             api.close()

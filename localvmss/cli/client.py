@@ -44,6 +44,8 @@ _BY_CODE: dict[str, type[errors.LocalVMSSError]] = {
         errors.NotSupported,
         errors.CapacityError,
         errors.HostUnavailable,
+        errors.HostBusy,
+        errors.StoreError,
         errors.VirtError,
         errors.TemporaryError,
         errors.ResourceGroupNotFound,

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from localvmss import errors
 from localvmss.cli import client as client_module
 from localvmss.cli.client import api_path
 from localvmss.cli.main import main
@@ -83,3 +84,17 @@ def test_the_cli_sends_names_as_one_segment(
         main()
     assert exit_.value.code == 3, capsys.readouterr().err
     assert sent[0] == request_line
+
+
+@pytest.mark.parametrize("kind", [errors.StoreError, errors.HostBusy, errors.ResourceGroupNotFound, errors.InvalidSpec])
+def test_the_daemons_error_comes_back_as_its_kind(
+    monkeypatch: pytest.MonkeyPatch, kind: type[errors.LocalVMSSError]
+) -> None:
+    """A full disk answers StateStoreUnavailable: the CLI must exit with the store's code (11),
+    not the generic one (found by the fault-injection suite)."""
+    body = kind("it says why").to_json()
+    transport = httpx.MockTransport(lambda _r: httpx.Response(kind.http_status, content=json.dumps(body).encode()))
+    monkeypatch.setattr(client_module.httpx, "HTTPTransport", lambda **_kw: transport)
+    with pytest.raises(kind) as raised:
+        client_module.ApiClient("/nowhere.sock").get("/scaleSets")
+    assert type(raised.value) is kind and raised.value.exit_code == kind.exit_code
