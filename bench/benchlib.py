@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,22 @@ def start(bench: str, description: str) -> tuple[Path, dict[str, Any]] | None:
         print(f"{bench}: run as root (lab namespaces and libvirtd)", file=sys.stderr)
         return None
     return args.image_dir, read_manifest(args.image_dir)
+
+
+def load() -> str:
+    """The machine's load averages, printed next to every figure (the machine is shared)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def wait(check: Callable[[], bool], what: str, timeout: float, poll_s: float) -> None:
+    """Until ``check()`` holds; RuntimeError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(poll_s)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:

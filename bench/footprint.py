@@ -203,18 +203,20 @@ def instrumented_daemon(config: str, report: Path, settle_s: float, window_s: fl
 # -- the bench --------------------------------------------------------------------------------
 
 
+def _benchlib() -> Any:
+    """bench/benchlib.py, imported only in the parent: the instrumented daemon child imports
+    nothing the daemon does not (its RSS is what is measured)."""
+    import benchlib
+
+    return benchlib
+
+
 def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+    return str(_benchlib().load())
 
 
 def wait(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1.0)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    _benchlib().wait(check, what, timeout, 1.0)
 
 
 def mib(n: float) -> str:

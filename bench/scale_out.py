@@ -104,12 +104,7 @@ def pool_body(state: str) -> dict[str, Any]:
 
 
 def wait(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+    benchlib.wait(check, what, timeout, 0.3)
 
 
 @dataclass
@@ -262,7 +257,8 @@ def print_run(label: str, run: Run) -> None:
     last = run.last()
     head = f"{last:.2f} s" if last is not None else "not every instance answered"
     cpu = f", daemon CPU {run.daemon_cpu_s:.2f} s meanwhile" if run.daemon_cpu_s is not None else ""
-    print(f"{label}, scale 0->{run.count} until every new instance serves through HAProxy: {head} ({load()}{cpu})")
+    what = f"scale 0->{run.count} until every new instance serves through HAProxy"
+    print(f"{label}, {what}: {head} ({benchlib.load()}{cpu})")
     for iid, (name, took) in run.served.items():
         shown = f"{took:.2f} s" if took is not None else "never answered"
         print(f"  instance {iid} ({name}, origin: {run.origins.get(iid, '?')}): {shown}")
@@ -468,11 +464,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main() -> int:
     args = parse_args()
     if os.geteuid() != 0:
@@ -484,7 +475,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
     testbed = Testbed(tag="benchscale", host_count=1)
     daemon = None
-    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}, {os.cpu_count()} CPUs")
+    print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {benchlib.load()}, {os.cpu_count()} CPUs")
     try:
         lab = testbed.up()
         lab_host = lab.hosts[0]
@@ -513,7 +504,7 @@ def main() -> int:
                 plain[count] = plain_create(host, lab_host, base, domain_type, count, seed)
                 print(
                     f"plain libvirt create of {count} until every guest serves: "
-                    f"{benchlib.fmt_times(plain[count], count)} ({load()})"
+                    f"{benchlib.fmt_times(plain[count], count)} ({benchlib.load()})"
                 )
 
             kinds: dict[str, dict[int, Run] | str] = {}
@@ -534,7 +525,7 @@ def main() -> int:
             print()
             for line in summary(plain, kinds, counts):
                 print(line)
-            print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}")
+            print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {benchlib.load()}")
         finally:
             host.close()
             api.close()
