@@ -18,8 +18,9 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import fasteners
 import libvirt
 from lxml import etree
 
@@ -262,14 +263,44 @@ def make_template(host: Host, pool: str, domain: str, template: str) -> Template
     )
 
 
-_STATE_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
-_STATE_LOCKS_GUARD = threading.Lock()
+@dataclass
+class _StateUse:
+    """How one template's volumes on one host are in use. libvirt refuses to upload into or
+    delete a volume while a copy is made from it ("volume ... is still in use"), so the in-place
+    header rewrite and the deletion (``io`` write) wait for copies in flight (``io`` read) and
+    hold new ones off; copies run side by side. ``in_place`` is held by the one restore that
+    uses the save file itself, and by a deletion."""
+
+    in_place: threading.Lock = field(default_factory=threading.Lock)
+    io: fasteners.ReaderWriterLock = field(default_factory=fasteners.ReaderWriterLock)
 
 
-def _state_lock(uri: str, template: Template) -> threading.Lock:
-    """The lock of one template's save file on one host (its header is rewritten per clone)."""
-    with _STATE_LOCKS_GUARD:
-        return _STATE_LOCKS.setdefault((uri, template.pool, template.state_volume), threading.Lock())
+_STATE_USES: dict[tuple[str, str, str], _StateUse] = {}
+_STATE_USES_GUARD = threading.Lock()
+
+
+def _state_use(uri: str, template: Template) -> _StateUse:
+    """The use record of one template's save file on one host (shared by all its restores)."""
+    with _STATE_USES_GUARD:
+        return _STATE_USES.setdefault((uri, template.pool, template.state_volume), _StateUse())
+
+
+def _rewrite_header(conn: libvirt.virConnect, state: libvirt.virStorageVol, restore_xml: str, name: str) -> None:
+    """Make ``state``'s save header describe the clone ``name`` (its XML is ``restore_xml``)."""
+    try:
+        _write_head(conn, state, build_save_header(_header(conn, state), restore_xml))
+    except libvirt.libvirtError as exc:
+        raise WarmCloneUnavailable(f"{name} could not be restored from its template: {exc}") from None
+
+
+def _restore(conn: libvirt.virConnect, state: libvirt.virStorageVol, name: str) -> float:
+    """Restore the clone from ``state``, running; the seconds libvirt took."""
+    started = time.monotonic()
+    try:
+        conn.restoreFlags(state.path(), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+    except libvirt.libvirtError as exc:
+        raise WarmCloneUnavailable(f"{name} could not be restored from its template: {exc}") from None
+    return time.monotonic() - started
 
 
 def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> float:
@@ -292,33 +323,30 @@ def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> floa
 
     def restore(conn: libvirt.virConnect) -> float:
         p = conn.storagePoolLookupByName(template.pool)
-        _clone_volume(p, template.disk_volume, str(os_source.get("volume")), "qcow2")
+        use = _state_use(host.uri, template)
+        with use.io.read_lock():
+            _clone_volume(p, template.disk_volume, str(os_source.get("volume")), "qcow2")
         # The template's own save file, its header XML rewritten in place for this clone (the
         # memory stream after it never moves), saves copying the whole state: while no other
         # clone of this template is being restored (the header is this clone's until libvirt has
         # read it, and QEMU has read the stream once the restore returns). Clones restored
         # meanwhile each get their own copy, so a scale-out by N still restores in parallel.
-        lock = _state_lock(host.uri, template)
-        in_place = lock.acquire(blocking=False)
-        try:
-            if in_place:
+        if use.in_place.acquire(blocking=False):
+            try:
                 state = p.storageVolLookupByName(template.state_volume)
-            else:
+                with use.io.write_lock():
+                    _rewrite_header(conn, state, restore_xml, name)
+                took = _restore(conn, state, name)
+            finally:
+                use.in_place.release()
+        else:
+            with use.io.read_lock():
                 state = _clone_volume(p, template.state_volume, f"{name}.restore-state", "raw")
             try:
-                image = _header(conn, state)
-                _write_head(conn, state, build_save_header(image, restore_xml))
-                started = time.monotonic()
-                conn.restoreFlags(state.path(), None, libvirt.VIR_DOMAIN_SAVE_RUNNING)
-                took = time.monotonic() - started
-            except libvirt.libvirtError as exc:
-                raise WarmCloneUnavailable(f"{name} could not be restored from its template: {exc}") from None
+                _rewrite_header(conn, state, restore_xml, name)
+                took = _restore(conn, state, name)
             finally:
-                if not in_place:
-                    state.delete(0)
-        finally:
-            if in_place:
-                lock.release()
+                state.delete(0)
         # Persistent, like every instance (the next boot is a cold boot of the clone's own XML).
         live = etree.fromstring(conn.lookupByName(name).XMLDesc(0).encode())
         clone_def = etree.fromstring(clone_domain_xml.encode())
@@ -386,9 +414,12 @@ def reidentify(
 
 
 def delete_template(host: Host, template: Template) -> None:
-    """Remove a template's volumes; ones already gone count as removed."""
-    for volume in (template.state_volume, template.disk_volume):
-        try:
-            host.delete_volume(template.pool, volume)
-        except NotFound:
-            pass
+    """Remove a template's volumes; ones already gone count as removed. Waits for restores
+    from it in flight (libvirt refuses to delete a volume being copied)."""
+    use = _state_use(host.uri, template)
+    with use.in_place, use.io.write_lock():
+        for volume in (template.state_volume, template.disk_volume):
+            try:
+                host.delete_volume(template.pool, volume)
+            except NotFound:
+                pass

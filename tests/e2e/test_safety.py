@@ -225,51 +225,56 @@ def _busy_message(pool: libvirt.virStoragePool) -> str:
 
 
 class _BusyPool:
-    """Keeps a lab host's storage pool busy for about ``seconds``: libvirt clones a large sparse
-    raw volume (createXMLFrom). While a volume is being built the pool has an asynchronous job,
-    and libvirt refuses to refresh it ("pool 'lvmss-pool' has asynchronous jobs running.").
-    A volume upload (virStorageVolUpload) does not do that in libvirt 9.0 (it only marks the
-    volume in use; measured here), so uploading cannot make the pool busy. The clone reads holes
-    and writes none: it costs libvirtd CPU, no disk. Its size comes from a 1 GiB clone timed
-    first. Both volumes are deleted at the end, also on failure."""
+    """Keeps a lab host's storage pool busy until the test is done with it: libvirt clones large
+    sparse raw volumes (createXMLFrom) one after another. While a volume is being built the pool
+    has an asynchronous job, and libvirt refuses to refresh it ("pool 'lvmss-pool' has
+    asynchronous jobs running."). A volume upload (virStorageVolUpload) does not do that in
+    libvirt 9.0 (it only marks the volume in use; measured here), so uploading cannot make the
+    pool busy. A clone reads holes and writes none: it costs libvirtd CPU, no disk. The chain
+    runs until ``stop``; its source grows until one clone takes about ``CHUNK_S`` (the first
+    clone on a host is several times slower than the next, so no single timing can size one
+    clone for a whole window: one that was sized so ended early once, before the test was done).
+    Its volumes are deleted at the end, also on failure."""
 
-    CALIBRATE = 1 << 30
+    START, MAX = 1 << 30, 64 << 30
+    CHUNK_S = 3.0
 
-    def __init__(self, lab_host: LabHost, prefix: str, seconds: float) -> None:
-        self.lab_host, self.seconds = lab_host, seconds
-        self.src, self.dst, self.cal = f"{prefix}-src.raw", f"{prefix}-dst.raw", f"{prefix}-cal.raw"
-        self.size = 0
-        self.rate = 0.0
-        self.took = 0.0
+    def __init__(self, lab_host: LabHost, prefix: str) -> None:
+        self.lab_host = lab_host
+        self.src, self.dst = f"{prefix}-src.raw", f"{prefix}-dst.raw"
+        self.size = self.START
+        self.clones: list[tuple[int, float]] = []  # (bytes, seconds) of each clone
         self.refused = ""
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._clone, name="busy-pool", daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._chain, name="busy-pool", daemon=True)
 
-    def _clone(self) -> None:
+    def _chain(self) -> None:
         conn = libvirt.open(self.lab_host.socket_uri)
-        t0 = time.monotonic()
         try:
             pool = conn.storagePoolLookupByName(POOL)
-            pool.createXMLFrom(_sparse_volume_xml(self.dst, self.size), pool.storageVolLookupByName(self.src), 0)
+            while not self._stop.is_set():
+                src = pool.storageVolLookupByName(self.src)
+                t0 = time.monotonic()
+                pool.createXMLFrom(_sparse_volume_xml(self.dst, self.size), src, 0).delete(0)
+                took = time.monotonic() - t0
+                self.clones.append((self.size, took))
+                if took < self.CHUNK_S / 2 and self.size < self.MAX:
+                    self.size = min(self.size * 4, self.MAX)
+                    src.delete(0)
+                    pool.createXML(_sparse_volume_xml(self.src, self.size), 0)
         except BaseException as exc:
             self.error = exc
         finally:
-            self.took = time.monotonic() - t0
             conn.close()
 
     def __enter__(self) -> _BusyPool:
         conn = libvirt.open(self.lab_host.socket_uri)
         try:
             pool = conn.storagePoolLookupByName(POOL)
-            src = pool.createXML(_sparse_volume_xml(self.src, self.CALIBRATE), 0)
-            t0 = time.monotonic()
-            pool.createXMLFrom(_sparse_volume_xml(self.cal, self.CALIBRATE), src, 0).delete(0)
-            self.rate = self.CALIBRATE / max(time.monotonic() - t0, 0.01)
-            src.delete(0)
-            self.size = min(max(int(self.rate * self.seconds), 2 << 30), 256 << 30) >> 20 << 20
             pool.createXML(_sparse_volume_xml(self.src, self.size), 0)
             self._thread.start()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 30
             while self._thread.is_alive() and time.monotonic() < deadline and not self.refused:
                 self.refused = _busy_message(pool)
                 time.sleep(0.05)
@@ -281,15 +286,17 @@ class _BusyPool:
         return self
 
     def alive(self) -> bool:
+        """The chain is still cloning (it ends only on ``stop`` or an error)."""
         return self._thread.is_alive()
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(4 * self.seconds + 60)
+            self._thread.join(20 * self.CHUNK_S + 60)
         conn = libvirt.open(self.lab_host.socket_uri)
         try:
             pool = conn.storagePoolLookupByName(POOL)
-            for volume in (self.cal, self.dst, self.src):
+            for volume in (self.dst, self.src):
                 try:
                     pool.storageVolLookupByName(volume).delete(0)
                 except libvirt.libvirtError as err:
@@ -306,25 +313,29 @@ def test_busy_pool_is_not_a_dead_host(
     iid, inst = next((i, v) for i, v in sorted(before.items()) if v["host"] == "h1")
     lab_host = _lab_host(testbed, "h1")
     interval = load_config(daemon.config_path).reconcile_interval_s
-    busy_s = max(4 * interval, 12.0) + 8.0  # room for a daemon restart inside the window
+    want_passes, want_s, deadline_s = 3, max(4 * interval, 12.0), 180.0
     passes_metric = "localvmss_reconcile_duration_seconds_count"
     samples = 0
     problems: list[str] = []
-    with Load(lb["port"], threads=2, max_seconds=180) as load:
+    with Load(lb["port"], threads=2, max_seconds=300) as load:
         time.sleep(1)
-        with _BusyPool(lab_host, f"{name}-busy", busy_s) as busy:  # no lvmss- prefix: not the daemon's
+        with _BusyPool(lab_host, f"{name}-busy") as busy:  # no lvmss- prefix: not the daemon's
             t0 = time.monotonic()
             answered_before = load.result.answers[inst["computerName"]]
             # The point of the test: libvirt really refuses to refresh the pool meanwhile.
             assert "asynchronous jobs running" in busy.refused, f"the pool was not busy: refresh said {busy.refused!r}"
             # A daemon starting now prepares h1 (a pool refresh) and refreshes every pool on its
             # first pass: both meet the busy pool, and must take it for busy, not for down.
+            log_from = daemon.log_path.stat().st_size
             daemon.stop()
             daemon.start()
-            restarted_in = time.monotonic() - t0
+            restarted = time.monotonic()
+            restarted_in = restarted - t0
             api = _client(daemon)
-            passes_before = _metric(daemon, passes_metric)
-            while busy.alive():
+            passes_before = _metric(daemon, passes_metric) or 0.0
+            passes = 0
+            # The pool stays busy until the restarted daemon has run its passes over it.
+            while busy.alive() and time.monotonic() - restarted < deadline_s:
                 samples += 1
                 host = _hosts(api)["h1"]
                 if not host["available"]:
@@ -334,24 +345,35 @@ def test_busy_pool_is_not_a_dead_host(
                     problems.append(f"{time.monotonic() - t0:.1f} s: instance {iid} is gone")
                 elif now["state"] != "Succeeded" or now["health"] != "HealthState/healthy":
                     problems.append(f"{time.monotonic() - t0:.1f} s: instance {iid} {now['state']} {now['health']}")
+                passes = int((_metric(daemon, passes_metric) or 0.0) - passes_before)
+                if passes >= want_passes and time.monotonic() - restarted >= want_s:
+                    break
                 time.sleep(0.5)
+            still_busy = busy.alive()
             busy_for = time.monotonic() - t0
-            passes_after = _metric(daemon, passes_metric)
             answered_during = load.result.answers[inst["computerName"]] - answered_before
         time.sleep(1)
-    passes = None if passes_before is None or passes_after is None else int(passes_after - passes_before)
     result = load.result
+    met_busy = [
+        line
+        for line in daemon.log_path.read_bytes()[log_from:].decode(errors="replace").splitlines()
+        if "is busy" in line and "asynchronous jobs running" in line
+    ]
     print(
-        f"\nbusy pool on h1: cloned a sparse {busy.size >> 30} GiB volume in {busy.took:.1f} s "
-        f"(calibrated {busy.rate / (1 << 30):.2f} GiB/s; refresh refused: {busy.refused!r}); "
-        f"pool busy {busy_for:.1f} s (daemon restarted inside it in {restarted_in:.1f} s), {passes} reconcile passes "
-        f"(interval {interval} s), {samples} samples every 0.5 s, problems {len(problems)}; "
+        f"\nbusy pool on h1: {len(busy.clones)} clones of sparse volumes "
+        f"(GiB, seconds: {[(n >> 30, round(t, 1)) for n, t in busy.clones]}; "
+        f"refresh refused: {busy.refused!r}); pool busy {busy_for:.1f} s (daemon restarted inside it in "
+        f"{restarted_in:.1f} s), {passes} reconcile passes after the restart (interval {interval} s), "
+        f"{len(met_busy)} daemon log lines on the busy pool, {samples} samples every 0.5 s, problems {len(problems)}; "
         f"load: sent {result.sent}, failed {result.failed} ({dict(result.errors)}), "
         f"instance {iid} on h1 answered {answered_during} meanwhile, per backend {dict(result.answers)}"
     )
-    assert busy.error is None, f"the clone itself failed: {busy.error}"
-    assert passes is None or passes >= 3, f"only {passes} reconcile passes ran while the pool was busy"
-    assert busy_for >= 3 * interval, f"the pool was busy for only {busy_for:.1f} s"
+    assert busy.error is None, f"the clone chain failed: {busy.error}"
+    assert still_busy, "the pool stopped being busy before the restarted daemon had run its passes"
+    assert passes >= want_passes, (
+        f"the restarted daemon ran only {passes} reconcile passes in {deadline_s:.0f} s while the pool was busy"
+    )
+    assert met_busy, "the restarted daemon never met the busy pool (it should have said so in its log)"
     assert not problems, f"a busy pool was taken for a dead host: {problems[:10]}"
     assert result.failed == 0, f"failed requests: {result.failures[:20]}"
     assert answered_during > 0, f"instance {iid} on h1 left the rotation while the pool was busy"
