@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,11 @@ def _check_source_file(image: str, directory: Path, path: Path, digest: str) -> 
         raise InvalidSpec(f"image {image}: {path} does not match its checksum any more; rebuild or import it again")
 
 
+# How old a host's capacity figure may grow before the reconcile pass reads it again: free memory
+# moves as instances come and go, and admission adds what is still booting on top.
+CAPACITY_REFRESH_S = 5.0
+
+
 class Inventory:
     """Hosts by name, their capacity and accelerator, and images on them."""
 
@@ -369,6 +375,8 @@ class Inventory:
         self._reservations_changed: dict[str, int] = {}
         self._reservations_lock = threading.Lock()
         self._image_lock = threading.Lock()
+        # host -> (its capacity as last read, monotonic time of the read)
+        self._capacities: dict[str, tuple[HostCapacity, float]] = {}
 
     # -- hosts ------------------------------------------------------------------------------
     def prepare_all(self) -> None:
@@ -472,6 +480,12 @@ class Inventory:
                     self._record(name, available=False, message=exc.message)
             elif not alive and (was is None or was.available):
                 self._record(name, available=False, message=f"host {name} ({host.uri}) does not answer")
+            age = self.capacity_age(name)
+            if alive and (age is None or age >= CAPACITY_REFRESH_S):
+                try:
+                    self.refresh_capacity(name)
+                except LocalVMSSError as exc:  # the last known figure stays; the next pass tries again
+                    log.info("host %s: capacity not read this pass: %s", name, exc.message)
             result[name] = alive
         return result
 
@@ -588,7 +602,22 @@ class Inventory:
         return self._domain_types.get(name, "qemu")
 
     def capacity(self, name: str) -> HostCapacity:
-        return self.hosts[name].capacity()
+        """The host's capacity as last read. Read from libvirt only when never read before:
+        the reconcile pass keeps it current (``refresh_capacity``), so an API request that
+        admits work or lists hosts never waits on a host that is slow to answer."""
+        known = self._capacities.get(name)
+        return known[0] if known else self.refresh_capacity(name)
+
+    def capacity_age(self, name: str) -> float | None:
+        """Seconds since the host's capacity was read; None if never."""
+        known = self._capacities.get(name)
+        return None if known is None else time.monotonic() - known[1]
+
+    def refresh_capacity(self, name: str) -> HostCapacity:
+        """Read the host's capacity from libvirt now (and keep it as its last known)."""
+        cap = self.hosts[name].capacity()
+        self._capacities[name] = (cap, time.monotonic())
+        return cap
 
     def serial_log(self, host: str, domain: str) -> str:
         """Where libvirt on ``host`` logs the domain's serial console."""

@@ -1299,11 +1299,13 @@ class Service:
             if h.available:
                 try:
                     cap = self.inv.capacity(h.name)
+                    age = self.inv.capacity_age(h.name)
                     entry.update(
                         cpus=cap.cpus,
                         memoryBytes=cap.memory_bytes,
                         freeMemoryBytes=cap.free_memory_bytes,
                         numaCells=len(cap.cells),
+                        capacityAgeSeconds=None if age is None else round(age, 1),
                     )
                 except LocalVMSSError:
                     pass

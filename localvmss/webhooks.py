@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from localvmss import __version__
+from localvmss.trust import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class WebhookSender:
         self._client = httpx.Client(
             timeout=timeout_s,
             transport=transport,
+            verify=client_tls_context(),
             headers={"User-Agent": f"localvmss/{__version__} autoscale-webhook"},
             follow_redirects=False,
         )

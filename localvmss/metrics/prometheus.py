@@ -30,6 +30,7 @@ import psutil
 from localvmss.children import cmdline
 from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
 from localvmss.metrics.file_sd import write_file_sd
+from localvmss.trust import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ class PrometheusClient:
     def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=transport, verify=client_tls_context()
+        )
 
     def close(self) -> None:
         self._http.close()

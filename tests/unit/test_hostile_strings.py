@@ -41,7 +41,7 @@ from localvmss.virt.domainxml import InstanceDomain, Ownership, build_domain_xml
 from localvmss.virt.seed import build_nocloud_seed
 from tests.unit.servicefake import (
     Harness,
-    api_client,
+    SharedApi,
     attach_autoscaler,
     instance_row,
     make_service,
@@ -124,6 +124,9 @@ KEY = (
 GROUP = "rg1"
 
 
+_API = SharedApi()
+
+
 @contextmanager
 def service() -> Iterator[tuple[Harness, Any]]:
     """A fresh service per example (hypothesis runs many in one test)."""
@@ -132,7 +135,7 @@ def service() -> Iterator[tuple[Harness, Any]]:
         attach_autoscaler(h)
         h.service.put_group(GROUP, {})
         try:
-            yield h, api_client(h)
+            yield h, _API.client(h)
         finally:
             h.store.close()
 
