@@ -350,6 +350,9 @@ def _check_source_file(image: str, directory: Path, path: Path, digest: str) -> 
 # How old a host's capacity figure may grow before the reconcile pass reads it again: free memory
 # moves as instances come and go, and admission adds what is still booting on top.
 CAPACITY_REFRESH_S = 5.0
+# A host whose ping has waited this long is shown as slow (it still counts as available: a host
+# is lost only once its connection's keepalive gives up, about 30 s without an answer).
+SLOW_HOST_S = 5.0
 
 
 class Inventory:
@@ -607,6 +610,10 @@ class Inventory:
         admits work or lists hosts never waits on a host that is slow to answer."""
         known = self._capacities.get(name)
         return known[0] if known else self.refresh_capacity(name)
+
+    def unanswered_for(self, name: str) -> float:
+        """Seconds the host's oldest ping in flight has waited (0 when none waits)."""
+        return self.hosts[name].unanswered_for()
 
     def capacity_age(self, name: str) -> float | None:
         """Seconds since the host's capacity was read; None if never."""

@@ -30,7 +30,7 @@ from localvmss.errors import (
     NotSupported,
 )
 from localvmss.hosturi import check_api_host_uri
-from localvmss.inventory import Inventory, check_guest_metrics, guest_metrics_of
+from localvmss.inventory import SLOW_HOST_S, Inventory, check_guest_metrics, guest_metrics_of
 from localvmss.lb.hostports import HostPortReader
 from localvmss.lb.spec import check_host_ports, from_json, stored_frontend_ports, validate
 from localvmss.model import (
@@ -1296,6 +1296,14 @@ class Service:
                 "accelerator": h.accel_reason,
                 "message": h.message,
             }
+            waiting = self.inv.unanswered_for(h.name) if h.name in self.inv.hosts else 0.0
+            entry["unansweredSeconds"] = round(waiting, 1)
+            entry["slow"] = h.available and waiting >= SLOW_HOST_S
+            if entry["slow"]:
+                entry["message"] = (
+                    f"slow: host {h.name} has not answered for {waiting:.0f} s (its libvirtd stopped or "
+                    "overloaded?); it counts as lost only once its connection gives up"
+                )
             if h.available:
                 try:
                     cap = self.inv.capacity(h.name)

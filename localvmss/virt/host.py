@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,6 +170,10 @@ class Host:
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._in_flight = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
+        # thread id -> when its ping was sent, while it waits for the answer (``unanswered_for``);
+        # a lock of its own: ``_lock`` is held while a connection is being opened
+        self._pings: dict[int, float] = {}
+        self._pings_lock = threading.Lock()
         self._lifecycle_callback: Callable[[str, int], None] | None = None
         self._events_conn: libvirt.virConnect | None = None  # the connection that has them
         # domain UUID -> (name, ownership read from its XML), for ``owned_domains``.
@@ -266,6 +271,9 @@ class Host:
     def ping(self) -> bool:
         """True if the host answers a cheap call. A failure never closes the connection under
         other threads: ``_call`` already dropped it if it is dead."""
+        me = threading.get_ident()
+        with self._pings_lock:
+            self._pings[me] = time.monotonic()
         try:
             self._call("asking for the hostname", lambda c: c.getHostname())
             return True
@@ -273,6 +281,17 @@ class Host:
             return True  # it answered
         except (HostUnavailable, VirtError):
             return False
+        finally:
+            with self._pings_lock:
+                self._pings.pop(me, None)
+
+    def unanswered_for(self) -> float:
+        """Seconds the oldest ping in flight has waited for its answer; 0 when none waits. A
+        libvirtd that is stopped (SIGSTOP) or stuck keeps its connection open, so its calls
+        fail only when the connection's keepalive gives up; meanwhile this says how long."""
+        with self._pings_lock:
+            oldest = min(self._pings.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     # -- capacity ---------------------------------------------------------------------------
     def capacity(self) -> HostCapacity:

@@ -75,6 +75,9 @@ class FakeInventory:
     def capacity_age(self, _name: str) -> float | None:
         return 0.0
 
+    def unanswered_for(self, _name: str) -> float:
+        return 0.0
+
     def domain_type(self, _name: str) -> str:
         return "qemu"
 
