@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import fcntl
 import logging
 import os
@@ -541,7 +542,15 @@ def check_config(cfg: DaemonConfig, path: Path | None) -> list[str]:
     return problems
 
 
+def enable_crash_traces() -> None:
+    """A crash in native code (libvirt, the C library) prints every thread's Python stack to
+    stderr (the journal under systemd) before the process dies: without it a segfault leaves no
+    word at all in the daemon's log, only a line in the kernel's."""
+    faulthandler.enable(all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    enable_crash_traces()
     parser = argparse.ArgumentParser(prog="localvmssd", description="localvmss daemon")
     parser.add_argument("--config", type=Path, default=None, help="TOML configuration file")
     parser.add_argument("--version", action="version", version=version_text())
