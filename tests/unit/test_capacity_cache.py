@@ -14,20 +14,13 @@ from localvmss.config import DaemonConfig, HostConfig
 from localvmss.errors import HostUnavailable
 from localvmss.inventory import CAPACITY_REFRESH_S, Inventory
 from localvmss.store import Store
+from tests.unit.fakeclock import ManualClock
 from tests.unit.fakehost import FakeHost
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    c = ManualClock()
     monkeypatch.setattr(inventory_module, "time", c)
     return c
 
@@ -43,7 +36,7 @@ def _reads(host: FakeHost) -> int:
     return host.verbs().count("capacity")
 
 
-def test_capacity_is_read_once_then_served_from_that_read(tmp_path: Path, clock: Clock) -> None:
+def test_capacity_is_read_once_then_served_from_that_read(tmp_path: Path, clock: ManualClock) -> None:
     inv, host = _inventory(tmp_path)
     assert inv.capacity_age("h1") is None
     first = inv.capacity("h1")
@@ -53,7 +46,7 @@ def test_capacity_is_read_once_then_served_from_that_read(tmp_path: Path, clock:
     assert inv.capacity_age("h1") == 60
 
 
-def test_a_host_that_stops_answering_does_not_hold_up_a_capacity_read(tmp_path: Path, clock: Clock) -> None:
+def test_a_host_that_stops_answering_does_not_hold_up_a_capacity_read(tmp_path: Path, clock: ManualClock) -> None:
     inv, host = _inventory(tmp_path)
     first = inv.capacity("h1")
 
@@ -76,7 +69,7 @@ def test_a_host_that_stops_answering_does_not_hold_up_a_capacity_read(tmp_path: 
     ],
 )
 def test_the_pass_reads_capacity_again_once_it_is_old(
-    tmp_path: Path, clock: Clock, age_s: float, answering: bool, read_again: bool
+    tmp_path: Path, clock: ManualClock, age_s: float, answering: bool, read_again: bool
 ) -> None:
     inv, host = _inventory(tmp_path)
     inv.prepare("h1")  # (its accelerator probe reads capacity itself)
@@ -89,7 +82,7 @@ def test_the_pass_reads_capacity_again_once_it_is_old(
     assert inv.capacity_age("h1") == pytest.approx(0.0 if read_again else age_s)
 
 
-def test_a_failed_read_keeps_the_last_known_figure(tmp_path: Path, clock: Clock) -> None:
+def test_a_failed_read_keeps_the_last_known_figure(tmp_path: Path, clock: ManualClock) -> None:
     inv, host = _inventory(tmp_path)
     inv.prepare("h1")
     first = inv.capacity("h1")

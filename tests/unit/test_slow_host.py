@@ -13,19 +13,12 @@ import pytest
 import localvmss.virt.host as host_module
 from localvmss.inventory import SLOW_HOST_S
 from localvmss.virt.host import Host
+from tests.unit.fakeclock import ManualClock
 from tests.unit.servicefake import make_service
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-
 def test_a_ping_waiting_for_its_answer_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = Clock()
+    clock = ManualClock()
     monkeypatch.setattr(host_module, "time", clock)
     host = Host("t", "test:///default")
     sent, answer = threading.Event(), threading.Event()
