@@ -13,20 +13,23 @@ import http.client
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localvmss.inventory import read_manifest
 from localvmss.lab.hosts import LabHost
-from localvmss.lab.testbed import DEFAULT_IMAGE_DIR
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed
 from localvmss.virt.domainxml import InstanceDomain, build_domain_xml
 from localvmss.virt.host import Host
 from localvmss.virt.seed import build_nocloud_seed
@@ -51,6 +54,26 @@ def load() -> str:
     """The machine's load averages, printed next to every figure (the machine is shared)."""
     one, five, fifteen = os.getloadavg()
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+@contextmanager
+def bench_lab(tag: str, **daemon_options: Any) -> Iterator[tuple[LabHost, DaemonProcess, Path]]:
+    """A one-host lab, its daemon's process (not started; ``daemon_options`` go to
+    ``Testbed.daemon``) and a scratch directory. Afterwards all are gone, the HAProxy and
+    Prometheus the daemon started too: they outlive a stopped daemon by design."""
+    workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
+    testbed = Testbed(tag=tag, host_count=1)
+    daemon = None
+    try:
+        lab = testbed.up()
+        daemon = testbed.daemon(workdir / "daemon", **daemon_options)
+        yield lab.hosts[0], daemon, workdir
+    finally:
+        if daemon is not None:
+            daemon.stop()
+            daemon.stop_data_plane()
+        testbed.down()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wait(check: Callable[[], bool], what: str, timeout: float, poll_s: float) -> None:

@@ -329,9 +329,7 @@ def print_attribution(doc: dict[str, Any]) -> None:
 
 
 def bench(args: argparse.Namespace) -> int:
-    import shutil
     import subprocess
-    import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import benchlib
@@ -340,25 +338,19 @@ def bench(args: argparse.Namespace) -> int:
     from localvmss.cli.client import ApiClient
     from localvmss.config import load_config
     from localvmss.errors import LocalVMSSError
-    from localvmss.lab.testbed import Testbed, free_port
+    from localvmss.lab.testbed import free_port
     from localvmss.virt.host import Host
 
-    workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
-    testbed = Testbed(tag="benchfoot", host_count=1)
-    daemon = None
     count: int = args.instances
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}, {os.cpu_count()} CPUs")
-    try:
-        lab = testbed.up()
-        lab_host = lab.hosts[0]
-        # None drops the testbed's faster test intervals: the daemon's defaults apply.
-        daemon = testbed.daemon(
-            workdir / "daemon",
-            reconcile_interval_s=None,
-            health_interval_s=None,
-            scrape_interval_s=None,
-            autoscale_interval_s=None,
-        )
+    # None drops the testbed's faster test intervals: the daemon's defaults apply.
+    with benchlib.bench_lab(
+        "benchfoot",
+        reconcile_interval_s=None,
+        health_interval_s=None,
+        scrape_interval_s=None,
+        autoscale_interval_s=None,
+    ) as (lab_host, daemon, workdir):
         cfg = load_config(daemon.config_path)
         print(
             f"daemon defaults: reconcile_interval_s {cfg.reconcile_interval_s}, health_interval_s "
@@ -426,12 +418,6 @@ def bench(args: argparse.Namespace) -> int:
         finally:
             host.close()
             api.close()
-    finally:
-        if daemon is not None:
-            daemon.stop()
-            daemon.stop_data_plane()  # HAProxy and Prometheus outlive a stopped daemon by design
-        testbed.down()
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -55,7 +53,7 @@ from localvmss.config import load_config  # noqa: E402
 from localvmss.errors import LocalVMSSError  # noqa: E402
 from localvmss.inventory import read_manifest  # noqa: E402
 from localvmss.lab.hosts import LabHost  # noqa: E402
-from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, Testbed, free_port  # noqa: E402
+from localvmss.lab.testbed import DEFAULT_IMAGE_DIR, DaemonProcess, free_port  # noqa: E402
 from localvmss.lb.spec import LoadBalancerSpec, parse_lb_rule, parse_probe  # noqa: E402
 from localvmss.runcommand import ManagementKey  # noqa: E402
 from localvmss.virt.host import Host  # noqa: E402
@@ -472,14 +470,8 @@ def main() -> int:
     image_dir = args.image_dir
     manifest = read_manifest(image_dir)
     counts: tuple[int, ...] = args.counts
-    workdir = Path(tempfile.mkdtemp(prefix="lvmss-bench-"))
-    testbed = Testbed(tag="benchscale", host_count=1)
-    daemon = None
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {benchlib.load()}, {os.cpu_count()} CPUs")
-    try:
-        lab = testbed.up()
-        lab_host = lab.hosts[0]
-        daemon = testbed.daemon(workdir / "daemon")
+    with benchlib.bench_lab("benchscale") as (lab_host, daemon, workdir):
         daemon.start()
         cfg = load_config(daemon.config_path)
         print(
@@ -529,12 +521,6 @@ def main() -> int:
         finally:
             host.close()
             api.close()
-    finally:
-        if daemon is not None:
-            daemon.stop()
-            daemon.stop_data_plane()  # HAProxy and Prometheus outlive a stopped daemon by design
-        testbed.down()
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
