@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -63,8 +63,11 @@ from localvmss.runcommand import ManagementKey
 from localvmss.sdnotify import Notifier
 from localvmss.service import Service
 from localvmss.store import Store
-from localvmss.tlscert import Certificate, api_certificate, given_certificate
 from localvmss.virt.host import start_event_loop
+
+if TYPE_CHECKING:
+    # cryptography (~6 MiB of RSS) only where TLS is used: the TCP API with api_tls.
+    from localvmss.tlscert import Certificate
 
 log = logging.getLogger("localvmssd")
 
@@ -364,6 +367,8 @@ class Daemon:
         for a given one that cannot be used. Asked before anything starts."""
         if not self.cfg.api_tcp or not self.cfg.api_tls:
             return None
+        from localvmss.tlscert import api_certificate
+
         host = self.cfg.api_tcp.rpartition(":")[0]
         cert = api_certificate(self.cfg.state_dir, host, self.cfg.api_tls_cert, self.cfg.api_tls_key)
         if cert.made:
@@ -531,6 +536,8 @@ def check_config(cfg: DaemonConfig, path: Path | None) -> list[str]:
         except InvalidSpec as exc:
             problems.append(exc.message)
     if cfg.api_tcp and cfg.api_tls and cfg.api_tls_cert is not None and cfg.api_tls_key is not None:
+        from localvmss.tlscert import given_certificate
+
         try:
             given_certificate(cfg.api_tls_cert, cfg.api_tls_key)
         except InvalidSpec as exc:

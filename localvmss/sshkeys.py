@@ -2,7 +2,11 @@
 
 A key ends up in the guest's ``authorized_keys`` (through the NoCloud seed's single-quoted YAML),
 so it is checked when a request brings it (scale-set model, Flexible VM body) and not only when a
-seed is built, long after the API said yes. Imports nothing of ours but ``errors``.
+seed is built, long after the API said yes. Also the public half of an OpenSSH private key file
+(``openssh_public_key``), read from the file's unencrypted header: the daemon names its
+management key's public half at start without importing an SSH or crypto library (paramiko
+alone is ~14 MiB of the daemon's RSS; it is imported on the first run-command). Imports nothing
+of ours but ``errors``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ _KEY_LINE = re.compile(r"(?P<type>\S+) +(?P<blob>\S+)(?: +(?P<comment>.*))?")
 # nothing a YAML quote, a shell or authorized_keys options could trip over.
 _COMMENT = re.compile(r"[A-Za-z0-9 @._+=:,/()-]{1,200}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_OPENSSH_MAGIC = b"openssh-key-v1\x00"
+_PEM_BEGIN = "-----BEGIN OPENSSH PRIVATE KEY-----"
+_PEM_END = "-----END OPENSSH PRIVATE KEY-----"
 
 
 def check_ssh_public_key(key: object) -> str:
@@ -62,3 +69,41 @@ def check_ssh_public_key(key: object) -> str:
     if comment is not None and not _COMMENT.fullmatch(comment):
         raise InvalidSpec("SSH public key comment may hold only letters, digits, spaces and @._+=:,/()- (at most 200)")
     return f"{key_type} {blob}" + (f" {comment}" if comment else "")
+
+
+def _ssh_string(raw: bytes, at: int) -> tuple[bytes, int]:
+    """One length-prefixed string of the SSH wire format at ``at``, and where the next begins."""
+    if at + 4 > len(raw):
+        raise ValueError("truncated")
+    (length,) = struct.unpack(">I", raw[at : at + 4])
+    end = at + 4 + length
+    if end > len(raw):
+        raise ValueError("truncated")
+    return raw[at + 4 : end], end
+
+
+def openssh_public_key(private_key_file: str, comment: str = "") -> str:
+    """``TYPE BASE64 [comment]`` of an OpenSSH-format private key file's text (``-----BEGIN
+    OPENSSH PRIVATE KEY-----``), as ``ssh-keygen -y`` prints it. The public key is the file's
+    first key in its unencrypted header (``openssh-key-v1``: cipher, KDF, KDF options, the number
+    of keys, then each public key blob), so an encrypted file is read too. InvalidSpec when the
+    text is not such a file or its public key is not one ``check_ssh_public_key`` accepts."""
+    text = private_key_file.strip()
+    if not (text.startswith(_PEM_BEGIN) and text.endswith(_PEM_END)):
+        raise InvalidSpec("not an OpenSSH private key file (no BEGIN/END OPENSSH PRIVATE KEY lines)")
+    body = "".join(text[len(_PEM_BEGIN) : -len(_PEM_END)].split())
+    try:
+        raw = base64.b64decode(body, validate=True)
+        if not raw.startswith(_OPENSSH_MAGIC):
+            raise ValueError("no openssh-key-v1 header")
+        at = len(_OPENSSH_MAGIC)
+        for _ in ("cipher", "kdf", "kdf options"):
+            _skipped, at = _ssh_string(raw, at)
+        if at + 4 > len(raw) or struct.unpack(">I", raw[at : at + 4])[0] < 1:
+            raise ValueError("no key")
+        blob, _ = _ssh_string(raw, at + 4)
+        key_type, _ = _ssh_string(blob, 0)
+        line = f"{key_type.decode('ascii')} {base64.b64encode(blob).decode()}" + (f" {comment}" if comment else "")
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidSpec(f"not a readable OpenSSH private key file: {exc}") from None
+    return check_ssh_public_key(line)
