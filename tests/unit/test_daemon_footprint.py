@@ -1,0 +1,88 @@
+"""The daemon's start-up choices for its footprint (issue 16): malloc arenas capped before any
+thread exists unless the environment says otherwise, and an API server loop that wakes once a
+second yet stops at once when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from localvmss import daemon
+from localvmss.daemon import M_ARENA_MAX, limit_malloc_arenas
+
+
+class FakeLibc:
+    def __init__(self, answer: int) -> None:
+        self.answer = answer
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: Any, value: Any) -> int:
+        self.calls.append((param.value, value.value))
+        return self.answer
+
+
+class NoMallopt:
+    """A C library without mallopt (musl)."""
+
+
+@pytest.mark.parametrize(
+    ("env", "libc", "said", "calls"),
+    [
+        ({}, FakeLibc(1), "malloc arenas: at most 2", [(M_ARENA_MAX, 2)]),
+        ({"MALLOC_ARENA_MAX": "4"}, FakeLibc(1), "MALLOC_ARENA_MAX=4 from the environment", []),
+        ({"MALLOC_ARENA_MAX": ""}, FakeLibc(1), "at most 2", [(M_ARENA_MAX, 2)]),  # empty: not set
+        ({}, FakeLibc(0), "mallopt refused", [(M_ARENA_MAX, 2)]),
+        ({}, NoMallopt(), "no mallopt", None),
+    ],
+)
+def test_malloc_arenas_are_capped_unless_the_environment_says(
+    env: dict[str, str], libc: Any, said: str, calls: list[tuple[int, int]] | None
+) -> None:
+    assert said in limit_malloc_arenas(env, libc)
+    if calls is not None:
+        assert libc.calls == calls
+
+
+def test_the_real_c_library_takes_the_cap() -> None:
+    assert limit_malloc_arenas({}) == "malloc arenas: at most 2"  # glibc here
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_the_api_server_ticks_once_a_second_and_stops_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks: list[float] = []
+    listening = threading.Event()
+    server = daemon._Server(uvicorn.Config(app, log_level="warning", lifespan="off", log_config=None), listening.set)
+    original = server.on_tick
+
+    async def on_tick(counter: int) -> bool:
+        ticks.append(time.monotonic())
+        assert counter % 10 == 0  # every tick refreshes the Date header
+        return await original(counter)
+
+    monkeypatch.setattr(server, "on_tick", on_tick)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "api.sock"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        assert listening.wait(10)
+        time.sleep(2.5)
+    finally:
+        asked = time.monotonic()
+        server.request_exit()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - asked < 0.9, "request_exit wakes the loop, not the next tick"
+    assert 2 <= len([t for t in ticks if t < asked]) <= 4, ticks
