@@ -175,6 +175,8 @@ def instrumented_daemon(config: str, report: Path, settle_s: float, window_s: fl
     _wrap(counters, monitor.HealthMonitor, "probe_pass", "health probe pass (whole, its probes included)")
     _wrap(counters, monitor, "probe_once", "  one health probe (on a probe thread)")
     _wrap(counters, metadata.MetadataService, "handle", "metadata request: the service's answer")
+    if hasattr(metadata.MetadataServer, "_read"):  # the one-thread server (before: a thread per request)
+        _wrap(counters, metadata.MetadataServer, "_read", "metadata: read, parse, answer (metadata thread)")
     _wrap(counters, exporter.InstanceCollector, "collect", "exporter: instance collector", generator=True)
     _wrap(counters, exporter.ScaleSetCollector, "collect", "exporter: scale-set collector", generator=True)
     _wrap(counters, exporter.StatusCollector, "collect", "exporter: status collector", generator=True)
