@@ -5,6 +5,8 @@ Instance and scale-set metrics are custom collectors (prometheus_client style): 
 scrape time and nothing is cached between scrapes. The source is a constructor argument so tests
 feed fixture samples. Metric names are fixed by docs/CONTRACTS.md; autoscale/ builds PromQL on them,
 and the dashboard (dashboards/localvmss.json) and the rules (prometheus/localvmss-rules.yml) use them.
+The per-instance families are ``exposition.SeriesFamily``, which the exporter's HTTP server writes
+without prometheus_client's work per sample (see metrics/exposition.py).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from localvmss import __version__
 from localvmss.errors import LocalVMSSError
+from localvmss.metrics.exposition import SeriesFamily, serve
 from localvmss.virt.stats import STATE_NAMES, DomainStats
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,9 @@ class InstanceSample:
     fault_domain: int
     stats: DomainStats
 
-    def label_values(self) -> list[str]:
-        return [self.scale_set, str(self.instance_id), self.host, str(self.fault_domain)]
+    def label_values(self) -> tuple[str, str, str, str]:
+        """Values of INSTANCE_LABELS, in their order."""
+        return (self.scale_set, str(self.instance_id), self.host, str(self.fault_domain))
 
 
 @dataclass(frozen=True)
@@ -154,50 +157,39 @@ class InstanceCollector(Collector):
     def __init__(self, source: InstanceSource) -> None:
         self._source = source
 
-    def _families(self) -> dict[str, CounterMetricFamily | GaugeMetricFamily]:
-        c, g = CounterMetricFamily, GaugeMetricFamily
+    @staticmethod
+    def _families() -> dict[str, SeriesFamily]:
+        def c(name: str, documentation: str) -> SeriesFamily:
+            return SeriesFamily(name, documentation, "counter", INSTANCE_LABELS)
+
+        def g(name: str, documentation: str) -> SeriesFamily:
+            return SeriesFamily(name, documentation, "gauge", INSTANCE_LABELS)
+
         return {
             "cpu": c(
                 "localvmss_instance_cpu_seconds",
                 "CPU time consumed by the instance's QEMU process (all vCPUs), seconds.",
-                labels=INSTANCE_LABELS,
             ),
-            "vcpus": g("localvmss_instance_vcpus", "Online vCPUs of the instance.", labels=INSTANCE_LABELS),
-            "memory": g(
-                "localvmss_instance_memory_bytes",
-                "Memory assigned to the instance (balloon current), bytes.",
-                labels=INSTANCE_LABELS,
-            ),
+            "vcpus": g("localvmss_instance_vcpus", "Online vCPUs of the instance."),
+            "memory": g("localvmss_instance_memory_bytes", "Memory assigned to the instance (balloon current), bytes."),
             "rss": g(
                 "localvmss_instance_memory_rss_bytes",
                 "Resident set size of the instance's QEMU process on the host, bytes.",
-                labels=INSTANCE_LABELS,
             ),
             "available": g(
                 "localvmss_instance_memory_available_bytes",
                 "Memory the guest could still use without swapping (guest MemAvailable via the "
                 "virtio balloon), bytes. Absent when the guest does not report it.",
-                labels=INSTANCE_LABELS,
             ),
-            "disk_read": c(
-                "localvmss_instance_disk_read_bytes",
-                "Bytes read from all of the instance's disks.",
-                labels=INSTANCE_LABELS,
-            ),
-            "disk_write": c(
-                "localvmss_instance_disk_write_bytes",
-                "Bytes written to all of the instance's disks.",
-                labels=INSTANCE_LABELS,
-            ),
+            "disk_read": c("localvmss_instance_disk_read_bytes", "Bytes read from all of the instance's disks."),
+            "disk_write": c("localvmss_instance_disk_write_bytes", "Bytes written to all of the instance's disks."),
             "net_rx": c(
                 "localvmss_instance_network_receive_bytes",
                 "Bytes received on all of the instance's network interfaces.",
-                labels=INSTANCE_LABELS,
             ),
             "net_tx": c(
                 "localvmss_instance_network_transmit_bytes",
                 "Bytes transmitted on all of the instance's network interfaces.",
-                labels=INSTANCE_LABELS,
             ),
         }
 
@@ -206,23 +198,25 @@ class InstanceCollector(Collector):
         yield from self._families().values()
 
     def collect(self) -> Iterator[Metric]:
-        families = self._families()
+        f = self._families()
+        cpu, vcpus, memory, rss, available = f["cpu"], f["vcpus"], f["memory"], f["rss"], f["available"]
+        disk_read, disk_write, net_rx, net_tx = f["disk_read"], f["disk_write"], f["net_rx"], f["net_tx"]
         for sample in _safe_read(self._source, "instance statistics"):
-            if sample.stats.state in _NOT_RUNNING:
-                continue
-            labels = sample.label_values()
             stats = sample.stats
-            families["cpu"].add_metric(labels, stats.cpu_seconds)
-            families["vcpus"].add_metric(labels, stats.vcpus)
-            families["memory"].add_metric(labels, stats.memory_bytes)
-            families["rss"].add_metric(labels, stats.rss_bytes)
+            if stats.state in _NOT_RUNNING:
+                continue
+            labels = sample.label_values()  # one tuple for every family: its text is made once
+            cpu.add(labels, stats.cpu_seconds)
+            vcpus.add(labels, stats.vcpus)
+            memory.add(labels, stats.memory_bytes)
+            rss.add(labels, stats.rss_bytes)
             if stats.usable_bytes is not None:
-                families["available"].add_metric(labels, stats.usable_bytes)
-            families["disk_read"].add_metric(labels, stats.disk_read_bytes)
-            families["disk_write"].add_metric(labels, stats.disk_write_bytes)
-            families["net_rx"].add_metric(labels, stats.net_rx_bytes)
-            families["net_tx"].add_metric(labels, stats.net_tx_bytes)
-        yield from families.values()
+                available.add(labels, stats.usable_bytes)
+            disk_read.add(labels, stats.disk_read_bytes)
+            disk_write.add(labels, stats.disk_write_bytes)
+            net_rx.add(labels, stats.net_rx_bytes)
+            net_tx.add(labels, stats.net_tx_bytes)
+        yield from f.values()
 
 
 class ScaleSetCollector(Collector):
@@ -281,10 +275,11 @@ class StatusCollector(Collector):
         self._source = source
 
     @staticmethod
-    def _families() -> dict[str, GaugeMetricFamily]:
+    def _families() -> tuple[dict[str, GaugeMetricFamily], SeriesFamily, GaugeMetricFamily]:
+        """(per-set families, instance health, host availability), in the page's order."""
         g = GaugeMetricFamily
         autoscale_labels = ["scale_set", "profile"]
-        return {
+        per_set = {
             "info": g(
                 "localvmss_scale_set_info",
                 "A scale set (always 1) with its orchestration mode and provisioning state.",
@@ -320,23 +315,24 @@ class StatusCollector(Collector):
                 "Default capacity of the autoscale profile in force.",
                 labels=autoscale_labels,
             ),
-            "health": g(
-                "localvmss_instance_health",
-                "1 for the instance's health state (healthy, unhealthy or unknown), 0 for the others.",
-                labels=["scale_set", "instance_id", "host", "state"],
-            ),
-            "host": g(
-                "localvmss_host_available",
-                "1 when the libvirt host answers, 0 when it does not.",
-                labels=["host", "zone"],
-            ),
         }
+        health = SeriesFamily(
+            "localvmss_instance_health",
+            "1 for the instance's health state (healthy, unhealthy or unknown), 0 for the others.",
+            "gauge",
+            ["scale_set", "instance_id", "host", "state"],
+        )
+        hosts = g(
+            "localvmss_host_available", "1 when the libvirt host answers, 0 when it does not.", labels=["host", "zone"]
+        )
+        return per_set, health, hosts
 
     def describe(self) -> Iterator[Metric]:
-        yield from self._families().values()
+        per_set, health, hosts = self._families()
+        yield from (*per_set.values(), health, hosts)
 
     def collect(self) -> Iterator[Metric]:
-        f = self._families()
+        f, health, hosts = self._families()
         snapshots = _safe_read(lambda: [self._source()], "scale set status")
         for snap in snapshots:
             for s in snap.sets:
@@ -350,12 +346,13 @@ class StatusCollector(Collector):
                     f["as_max"].add_metric([s.scale_set, a.profile], a.maximum)
                     f["as_default"].add_metric([s.scale_set, a.profile], a.default)
             for i in snap.instances:
+                current = i.health if i.health in HEALTH_STATES else "unknown"
+                iid = str(i.instance_id)
                 for state in HEALTH_STATES:
-                    value = 1 if i.health == state or (state == "unknown" and i.health not in HEALTH_STATES) else 0
-                    f["health"].add_metric([i.scale_set, str(i.instance_id), i.host, state], value)
+                    health.add((i.scale_set, iid, i.host, state), int(state == current))
             for h in snap.hosts:
-                f["host"].add_metric([h.host, h.zone], int(h.available))
-        yield from f.values()
+                hosts.add_metric([h.host, h.zone], int(h.available))
+        yield from (*f.values(), health, hosts)
 
 
 def _version_of(distribution: str) -> str:
@@ -479,11 +476,7 @@ def start_exporter(
     ``port=0`` lets the kernel pick a free port, so parallel daemons and tests never collide; the
     bound port is returned. Loopback by default: exposing metrics further is a deliberate choice.
     """
-    started: Any = start_http_server(port, addr=address, registry=registry)
-    if isinstance(started, tuple):
-        server, thread = started
-    else:  # older prometheus_client returned nothing useful; guard anyway
-        raise RuntimeError("prometheus_client.start_http_server did not return its server")
+    server, thread = serve(registry, address, port)
     handle = ExporterServer(server, thread)
     log.info("metrics exporter listening on %s:%d", handle.address, handle.port)
     return handle, handle.port

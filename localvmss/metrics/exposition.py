@@ -1,0 +1,206 @@
+"""The exporter's /metrics page: prometheus_client's exposition formats, with the per-instance
+families written without prometheus_client's work per sample.
+
+prometheus_client's encoders check and escape every label name and value of every sample and
+build a ``Sample`` and a label dict for each (about 11 µs a sample; 12 series an instance made
+a page of 2,000 instances take 270-470 ms). The exporter's families are ``SeriesFamily``: their
+names are checked once, when made (legacy Prometheus names, which every escaping scheme but
+``dots`` and ``values`` writes as they are); their samples are (label values, value) pairs; and
+the text of a label set (``{fault_domain="0",host="h1",...}``) is made once per scrape however
+many families use it. Everything else (the daemon's own metrics, process_* and python_*) is
+written by prometheus_client itself, in the registry's order; so is the whole page for a scraper
+that asks for the ``dots`` or ``values`` escaping or for some names only (``name[]``). The page is
+byte for byte what prometheus_client writes for the same families (tests/unit/test_exposition.py
+compares them).
+
+Values are formatted at every scrape from what the collectors read then; nothing is kept
+between scrapes. Called by ``exporter.start_exporter``'s HTTP server and by bench/control_plane.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+# Prometheus's legacy character sets: such names need no escaping or quoting.
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Escaping schemes (Prometheus's content negotiation) that write legacy names as they are;
+# ``dots`` and ``values`` rewrite every name.
+UNDERSCORES = "underscores"
+_VERBATIM = (UNDERSCORES, "allow-utf-8")
+_OPENMETRICS = "application/openmetrics-text"
+_EOF = b"# EOF\n"
+
+
+class SeriesFamily(Metric):
+    """A counter or gauge family with labels: what prometheus_client's ``CounterMetricFamily``
+    and ``GaugeMetricFamily`` make (same names, same samples), holding (label values, value)
+    pairs instead of a ``Sample`` and a dict each. ``samples`` builds prometheus_client's samples
+    when something other than ``render`` reads them (its own encoders, its parser's tests).
+
+    Raises ValueError for a name or label name outside Prometheus's legacy character set.
+    """
+
+    def __init__(self, name: str, documentation: str, kind: Literal["counter", "gauge"], labels: Sequence[str]) -> None:
+        if kind == "counter" and name.endswith("_total"):
+            name = name[: -len("_total")]  # as CounterMetricFamily: the family is named without it
+        super().__init__(name, documentation, kind)
+        if not _METRIC_NAME.fullmatch(name):
+            raise ValueError(f"metric name {name!r} needs escaping; a SeriesFamily takes legacy names only")
+        for label in labels:
+            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                raise ValueError(f"label name {label!r} of {name} needs escaping or is reserved")
+        self.label_names = tuple(labels)
+        self.sample_name = f"{name}_total" if kind == "counter" else name
+        self.series: list[tuple[tuple[str, ...], float]] = []
+
+    def add(self, values: tuple[str, ...], value: float) -> None:
+        """One sample: ``values`` in the order of the family's label names. Pass the same tuple
+        to every family of one instance: its text is then made once per scrape."""
+        self.series.append((values, value))
+
+    @property  # type: ignore[override]  # Metric's is a plain list attribute
+    def samples(self) -> list[Sample]:
+        names = self.label_names
+        return [Sample(self.sample_name, dict(zip(names, values, strict=True)), value) for values, value in self.series]
+
+    @samples.setter
+    def samples(self, samples: list[Sample]) -> None:
+        # Metric.__init__ sets an empty list; samples come through add().
+        if samples:
+            raise TypeError("a SeriesFamily takes its samples through add()")
+
+
+def _escape_value(value: str) -> str:
+    """A label value as every exposition format writes it (backslash, newline, double quote)."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class _Families(Collector):
+    """Some already collected families, for one call of a prometheus_client encoder."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _escaping(content_type: str) -> str:
+    for part in content_type.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "escaping":
+            return value
+    return UNDERSCORES
+
+
+def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
+    """(page, content type) for a scraper's ``Accept`` header, negotiated by prometheus_client's
+    own ``choose_encoder`` (text 0.0.4 without one; OpenMetrics when asked, as Prometheus does)."""
+    encoder, content_type = choose_encoder(accept or "")
+    if _escaping(content_type) not in _VERBATIM:
+        return encoder(registry), content_type
+    openmetrics = content_type.startswith(_OPENMETRICS)
+
+    def library(families: list[Metric]) -> bytes:
+        text: bytes = encoder(_Families(families))
+        return text[: -len(_EOF)] if openmetrics else text
+
+    parts: list[bytes] = []
+    others: list[Metric] = []
+    label_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+    for family in registry.collect():
+        if not isinstance(family, SeriesFamily):
+            others.append(family)
+            continue
+        if others:
+            parts.append(library(others))
+            others = []
+        parts.append(library([Metric(family.name, family.documentation, family.type)]))  # HELP and TYPE
+        parts.append(_sample_lines(family, label_texts).encode())
+    if others:
+        parts.append(library(others))
+    if openmetrics:
+        parts.append(_EOF)
+    return b"".join(parts), content_type
+
+
+def _sample_lines(family: SeriesFamily, label_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str]) -> str:
+    """The family's sample lines, as both formats write a sample without timestamp or exemplar:
+    ``name{labels sorted by name} value``."""
+    names = family.label_names
+    order = sorted(range(len(names)), key=names.__getitem__)
+    lines = []
+    prefix = family.sample_name
+    for values, value in family.series:
+        key = (names, values)
+        labels = label_texts.get(key)
+        if labels is None:
+            pairs = ",".join(f'{names[i]}="{_escape_value(values[i])}"' for i in order)
+            labels = label_texts[key] = f"{{{pairs}}}" if pairs else ""
+        lines.append(f"{prefix}{labels} {floatToGoString(value)}\n")
+    return "".join(lines)
+
+
+def wsgi_app(registry: Collector) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """prometheus_client's ``make_wsgi_app`` (any path; OPTIONS, favicon, ``name[]``, gzip),
+    with ``render`` writing the page."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        headers: list[tuple[str, str]] = [("Allow", "OPTIONS,GET")]
+        status, output = "200 OK", b""
+        if method == "GET" and environ.get("PATH_INFO") != "/favicon.ico":
+            params = parse_qs(environ.get("QUERY_STRING", ""))
+            if "name[]" in params:
+                encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
+                output = encoder(registry.restricted_registry(params["name[]"]))  # type: ignore[attr-defined]
+            else:
+                output, content_type = render(registry, environ.get("HTTP_ACCEPT"))
+            headers = [("Content-Type", content_type)]
+            if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING") or ""):
+                output = gzip.compress(output)
+                headers.append(("Content-Encoding", "gzip"))
+        elif method == "GET":
+            headers = []
+        elif method != "OPTIONS":
+            status = "405 Method Not Allowed"
+            output = f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()
+        start_response(status, headers)
+        return [output]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Scrapes are not logged."""
+
+
+def serve(registry: Collector, address: str, port: int) -> tuple[Any, threading.Thread]:
+    """``wsgi_app`` on a thread-per-request server on its own daemon thread; (server, thread)."""
+    # IPv4 or IPv6, whichever the address is (as prometheus_client's start_http_server does).
+    family, _type, _proto, _name, sockaddr = socket.getaddrinfo(
+        address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    server = make_server(str(sockaddr[0]), port, wsgi_app(registry), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="exporter", daemon=True)
+    thread.start()
+    return server, thread
