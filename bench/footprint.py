@@ -173,7 +173,10 @@ def instrumented_daemon(config: str, report: Path, settle_s: float, window_s: fl
     counters = _Counters()
     _wrap(counters, reconciler.Reconciler, "pass_once", "reconcile pass")
     _wrap(counters, monitor.HealthMonitor, "probe_pass", "health probe pass (whole, its probes included)")
-    _wrap(counters, monitor, "probe_once", "  one health probe (on a probe thread)")
+    if hasattr(monitor, "probe_many"):  # all of a pass's probes from the health thread
+        _wrap(counters, monitor, "probe_many", "  health probes of one pass (in the health thread)")
+    else:  # before: one probe per call, on a pool thread
+        _wrap(counters, monitor, "probe_once", "  one health probe (on a probe thread)")
     _wrap(counters, metadata.MetadataService, "handle", "metadata request: the service's answer")
     if hasattr(metadata.MetadataServer, "_read"):  # the one-thread server (before: a thread per request)
         _wrap(counters, metadata.MetadataServer, "_read", "metadata: read, parse, answer (metadata thread)")

@@ -17,12 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from localvmss import lifecycle, repairs
-from localvmss.errors import Conflict, NotFound
-from localvmss.health import ProbeResult, probe_once
+from localvmss.errors import Conflict, NotFound, StoreError
+from localvmss.health import ProbeResult, probe_many
 from localvmss.model import ProvisioningState
 from localvmss.spec import ScaleSetSpec
 from localvmss.store import InstanceRow, ScaleSetRow, Store
@@ -45,7 +44,6 @@ class HealthMonitor:
         # When each instance was first seen unhealthy/unknown past Initializing. Only in memory:
         # after a daemon restart the grace simply starts again (a repair waits, never hurries).
         self._failing_since: dict[tuple[str, int], float] = {}
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -54,7 +52,6 @@ class HealthMonitor:
             except Exception:
                 log.exception("health pass failed")
             stop.wait(self.interval_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def probe_pass(self) -> None:
         rows = {s.name: s for s in self.store.scale_sets() if not s.deleting}
@@ -63,21 +60,19 @@ class HealthMonitor:
             i for i in self.store.instances() if i.scale_set in specs and lifecycle.to_probe(i, specs[i.scale_set])
         ]
 
-        def probe(inst: InstanceRow) -> tuple[InstanceRow, ProbeResult]:
+        asked = []
+        for inst in targets:
             model = specs[inst.scale_set].health_probe
             assert model is not None  # filtered above
-            try:
-                return inst, probe_once(inst.ip, model)
-            except Exception as exc:  # noqa: BLE001 - one instance's probe must not end the pass
-                return inst, ProbeResult("unknown", f"probe could not be made: {type(exc).__name__}: {exc}")
-
-        results = self._pool.map(probe, targets)
-        changed = False
-        for inst, result in results:
-            try:
-                changed |= self._record(inst, result, specs[inst.scale_set])
-            except Exception:  # noqa: BLE001 - the other instances are still recorded
-                log.exception("recording the health of %s failed", inst.domain_name)
+            asked.append((inst.ip, model))
+        try:
+            # All at once from this thread (one selector; a probe that cannot be made is unknown).
+            results = list(zip(targets, probe_many(asked), strict=True))
+        except Exception as exc:  # noqa: BLE001 - a bug in probing must not stop the repairs below
+            log.exception("health probes failed")
+            unknown = ProbeResult("unknown", f"probe could not be made: {type(exc).__name__}: {exc}")
+            results = [(inst, unknown) for inst in targets]
+        changed = self.record_results(results, specs)
         probed = {(i.scale_set, i.instance_id) for i in targets}
         for key in [k for k in self._failing_since if k not in probed]:
             del self._failing_since[key]  # no longer probed (stopped, being changed, gone)
@@ -91,6 +86,24 @@ class HealthMonitor:
             self.on_change()
 
     # -- health ---------------------------------------------------------------------------
+    def record_results(self, results: list[tuple[InstanceRow, ProbeResult]], specs: dict[str, ScaleSetSpec]) -> bool:
+        """Record a round of probe results in one store transaction (one commit, not two per
+        instance that became ready): each write is a savepoint of it, so one that fails is
+        undone alone and the other instances are still recorded. A crash before the commit
+        loses only observations, which the next round makes again. True if anything changed."""
+        changed = False
+        try:
+            with self.store.transaction():
+                for inst, result in results:
+                    try:
+                        changed |= self._record(inst, result, specs[inst.scale_set])
+                    except Exception:  # noqa: BLE001 - the other instances are still recorded
+                        log.exception("recording the health of %s failed", inst.domain_name)
+        except StoreError as exc:
+            log.warning("recording a round of health probes failed: %s", exc.message)
+            return False
+        return changed
+
     def _record(self, inst: InstanceRow, result: ProbeResult, spec: ScaleSetSpec) -> bool:
         key = (inst.scale_set, inst.instance_id)
         now = self.clock()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from localvmss.health import probe_once, state_of_http
+from localvmss.health import http_request, probe_many, probe_once, read_answer, state_of_http
 from localvmss.spec import HealthProbeModel
 
 ANSWERS: dict[str, tuple[int, bytes]] = {}
@@ -29,9 +30,13 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 64  # many probes connect at once; the default backlog is 5
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[int]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv.server_address[1]
@@ -92,3 +97,134 @@ def test_a_server_that_accepts_and_never_answers_is_unknown() -> None:
         result = probe_once("127.0.0.1", HealthProbeModel(protocol="http", port=port, path="/"), timeout_s=0.3)
     assert result.state == "unknown", result
     assert "timed out" in result.seen
+
+
+# -- the answer as it is read, and many probes at once from one thread (issue 16) ---------------
+
+
+@pytest.mark.parametrize(
+    ("data", "closed", "expected"),
+    [
+        (b"", False, None),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", False, None),  # the head is not whole
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\no", False, None),  # nor the body
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False, (200, b"ok")),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA", False, (200, b"ok")),
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", False, None),  # no length: until it closes
+        (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", True, (200, b"until the end")),
+        (b"HTTP/1.0 200\r\n\r\n", True, (200, b"")),  # no reason phrase
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", False, (204, b"")),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 99\r\n\r\n", False, (500, b"")),  # not 2xx: the body does not decide
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"a" * 4096, False, (200, b"a" * 4096)),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + b"a" * 5000, False, (200, b"a" * 4096)),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+            False,
+            (200, b"abcde"),
+        ),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False, None),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", True, (200, b"abc")),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", False, (200, b"")),
+        (b"", True, "RemoteDisconnected"),
+        (b"SSH-2.0-dropbear\r\n", True, "BadStatusLine"),
+        (b"HTTP/1.1 20 OK\r\n\r\n", False, "BadStatusLine"),
+        (b"HTTP/1.1 200 OK\r\nContent-", True, "IncompleteRead"),
+        (b"x" * 20000, False, "LineTooLong"),
+    ],
+)
+def test_an_answer_is_decided_once_enough_of_it_came(data: bytes, closed: bool, expected: object) -> None:
+    assert read_answer(data, closed) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "port", "path", "expected"),
+    [
+        ("198.18.0.5", 80, "/healthz", b"GET /healthz HTTP/1.1\r\nHost: 198.18.0.5:80\r\n"),
+        ("fd00::5", 8080, "/h?x=1", b"GET /h?x=1 HTTP/1.1\r\nHost: [fd00::5]:8080\r\n"),
+    ],
+)
+def test_the_request_names_the_host_and_closes(ip: str, port: int, path: str, expected: bytes) -> None:
+    request = http_request(ip, port, path)
+    assert request.startswith(expected) and request.endswith(b"Connection: close\r\n\r\n")
+    assert b"User-Agent: localvmss-health\r\n" in request
+
+
+@pytest.mark.parametrize("path", ["/gesundheit\u00e4", "/a b", "/a\r\nX-Injected: 1"])
+def test_a_path_that_cannot_be_sent_is_unknown_before_anything_connects(path: str) -> None:
+    (result,) = probe_many([("198.18.0.5", HealthProbeModel(protocol="http", port=80, path=path))])
+    assert result.state == "unknown" and result.seen.startswith("probe could not be made"), result
+
+
+def raw_server(answer: bytes, close: bool = True) -> tuple[socket.socket, int]:
+    """A server on 127.0.0.1 that sends ``answer`` to every connection (and closes it)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(4096)
+            conn.sendall(answer)
+            if close:
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, int(listener.getsockname()[1])
+
+
+def test_many_probes_at_once_each_get_their_own_result_in_order(server: int) -> None:
+    ANSWERS["/many-ok"] = (200, b"ok")
+    ANSWERS["/many-sick"] = (200, b'{"ApplicationHealthState": "Unhealthy"}')
+    sick = b'{"ApplicationHealthState": "Unhealthy"}'
+    chunks = b"%x\r\n%s\r\n0\r\n\r\n" % (len(sick), sick)
+    chunked, chunked_port = raw_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+    silent, silent_port = raw_server(b"")  # closes without a word
+    garbage, garbage_port = raw_server(b"SSH-2.0-dropbear\r\n")
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(4)
+    hanging_port = hanging.getsockname()[1]
+    try:
+        asked = [
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=server, path="/many-ok")),
+            ("127.0.0.1", HealthProbeModel(protocol="tcp", port=server)),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=free_port(), path="/")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=server, path="/many-sick")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=hanging_port, path="/")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=chunked_port, path="/c")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=silent_port, path="/s")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=garbage_port, path="/g")),
+            ("127.0.0.1", HealthProbeModel(protocol="tcp", port=free_port())),
+        ] * 3
+        started = time.monotonic()
+        results = probe_many(asked, timeout_s=0.5)
+        took = time.monotonic() - started
+    finally:
+        for sock in (chunked, silent, garbage, hanging):
+            sock.close()
+    seen = [(r.state, r.seen) for r in results]
+    assert (
+        seen
+        == [
+            ("healthy", "http /many-ok -> 200"),
+            ("healthy", f"tcp {server} open"),
+            ("unknown", seen[2][1]),
+            ("unhealthy", "http /many-sick -> 200 (the body says Unhealthy)"),
+            ("unknown", f"http {hanging_port}: timed out"),
+            ("unhealthy", "http /c -> 200 (the body says Unhealthy)"),
+            ("unknown", "http /s: RemoteDisconnected"),
+            ("unknown", "http /g: BadStatusLine"),
+            ("unknown", seen[8][1]),
+        ]
+        * 3
+    )
+    assert "Connection refused" in seen[2][1] and "Connection refused" in seen[8][1]
+    assert took < 2.0, f"probed at once, not one after another: {took:.2f} s"
+
+
+def test_probing_nothing_is_nothing() -> None:
+    assert probe_many([]) == []

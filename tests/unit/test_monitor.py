@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from localvmss import health
 from localvmss import monitor as monitor_module
 from localvmss.health import ProbeResult
 from localvmss.monitor import HealthMonitor
@@ -24,13 +25,15 @@ def test_a_probe_that_raises_does_not_stop_the_others(tmp_path: Path, monkeypatc
     add_instances(store, "good", 1, provisioning_state="Creating", ready_at=None)
     probed: list[str] = []
 
-    def probe(ip: str, model: Any) -> ProbeResult:  # no network: what probe_once would answer
+    def probe(ip: str, model: Any) -> ProbeResult:  # no network: what probe_many would answer
         probed.append(model.path)
-        if not model.path.isascii():
-            model.path.encode("ascii")  # what http.client does with it: UnicodeEncodeError
+        if not model.path.isascii():  # the real prober, which fails before it connects
+            result = health.probe_many([(ip, model)])[0]
+            assert result.state == "unknown" and "could not be made: UnicodeEncodeError" in result.seen, result
+            return result
         return ProbeResult("healthy", "HTTP 200")
 
-    monkeypatch.setattr(monitor_module, "probe_once", probe)
+    monkeypatch.setattr(monitor_module, "probe_many", lambda targets: [probe(ip, m) for ip, m in targets])
     changes: list[int] = []
     HealthMonitor(store, 1.0, lambda: changes.append(1)).probe_pass()
     assert sorted(probed) == ["/gesundheit\u00e4", "/healthz"]
