@@ -165,6 +165,7 @@ class Reconciler:
         self.clock = clock
         self._wake = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_parallel_boots, thread_name_prefix="converge")
+        # Work queued or running, by key; a run leaves it when it ends (``_ended``).
         self._in_flight: dict[tuple[str, int | str], Future[None]] = {}
         self._lock = threading.Lock()
         self._host_down_since: dict[str, float] = {}
@@ -245,7 +246,16 @@ class Reconciler:
                 return False
             future = self._pool.submit(self._guarded, key, fn, *args)
             self._in_flight[key] = future
-            return True
+        # Outside the lock: a run that already ended calls back at once, in this thread.
+        future.add_done_callback(lambda done: self._ended(key, done))
+        return True
+
+    def _ended(self, key: tuple[str, int | str], future: Future[None]) -> None:
+        """A run ended (or was cancelled): it no longer counts as in flight, so ``idle`` and
+        ``stop`` look only at work that is left, however many runs came before."""
+        with self._lock:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
 
     def _backoff(self, key: tuple[str, int | str]) -> float:
         """Record one more failure of ``key``; returns the delay before it is tried again."""
@@ -285,6 +295,7 @@ class Reconciler:
 
     def idle(self) -> bool:
         with self._lock:
+            # done() too: a run's callback (``_ended``) comes just after its result.
             return all(f.done() for f in self._in_flight.values())
 
     # -- one pass ---------------------------------------------------------------------------

@@ -425,6 +425,7 @@ class Store:
         # Reads kept until the next write (``instances``) and models parsed once (``_set_row``).
         self._writes = 0
         self._writing = False
+        self._savepoints = 0  # nesting depth of savepoints inside the current transaction
         self._instances_read: tuple[int, list[InstanceRow]] | None = None
         self._specs: dict[str, ScaleSetSpec] = {}
         try:
@@ -498,9 +499,16 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; everything inside is applied whole or not at all."""
+        """BEGIN IMMEDIATE ... COMMIT; everything inside is applied whole or not at all.
+
+        Inside another transaction of this thread it is a savepoint of that one: undone alone
+        when it fails, committed with the outer one (many small writes, one commit)."""
         with self._lock:
             self._check_open()
+            if self._writing:  # the lock is reentrant: only this thread's outer transaction
+                with self._savepoint() as db:
+                    yield db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -529,6 +537,27 @@ class Store:
                 raise self._error("committing", exc) from None
             finally:
                 self._written()
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        try:
+            self._db.execute(f"SAVEPOINT {name}")
+            try:
+                yield self._db
+            except BaseException as exc:
+                self.releases += 1
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error("writing", exc) from None
+                raise
+            self._db.execute(f"RELEASE {name}")
+        except sqlite3.Error as exc:
+            raise self._error("writing", exc) from None
+        finally:
+            self._savepoints -= 1
 
     def _written(self) -> None:
         """A transaction ended: reads kept from before it are no longer current."""

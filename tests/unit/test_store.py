@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -197,3 +198,47 @@ def test_a_stored_model_that_does_not_parse_is_one_clear_line(tmp_path: Path) ->
     with pytest.raises(StoreError) as info:
         store.scale_set("web")
     assert "stored model of scale set 'web' does not parse (vcpus:" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("inner_fails", "outer_fails", "expected"),
+    [
+        ((False, False), False, {"a", "b"}),  # one commit for both
+        ((True, False), False, {"b"}),  # the failed one alone is undone
+        ((True, True), False, set()),
+        ((False, False), True, set()),  # the outer one failing undoes its savepoints too
+    ],
+)
+def test_a_transaction_inside_another_is_a_savepoint_of_it(
+    tmp_path: Path, inner_fails: tuple[bool, bool], outer_fails: bool, expected: set[str]
+) -> None:
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(RuntimeError) if outer_fails else _nothing(), store.transaction():
+        for volume, fails in zip(("a", "b"), inner_fails, strict=True):
+            try:
+                with store.transaction() as db:
+                    db.execute("INSERT INTO uploads (host, volume, digest) VALUES ('h', ?, '')", (volume,))
+                    if fails:
+                        raise RuntimeError("inner")
+            except RuntimeError:
+                pass
+        if outer_fails:
+            raise RuntimeError("outer")
+    assert {v for v in ("a", "b") if store.upload_done("h", v) is not None} == expected
+    with store.transaction() as db:  # the store takes new transactions afterwards
+        db.execute("INSERT INTO uploads (host, volume, digest) VALUES ('h', 'c', '')")
+    assert store.upload_done("h", "c") == ""
+
+
+def test_savepoints_nest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    with store.transaction(), store.transaction():
+        store.record_upload("h", "kept")
+        with pytest.raises(RuntimeError), store.transaction():
+            store.record_upload("h", "undone")
+            raise RuntimeError("innermost")
+    assert (store.upload_done("h", "kept"), store.upload_done("h", "undone")) == ("", None)
+
+
+def _nothing() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
