@@ -177,7 +177,8 @@ def instrumented_daemon(config: str, report: Path, settle_s: float, window_s: fl
         _wrap(counters, monitor, "probe_many", "  health probes of one pass (in the health thread)")
     else:  # before: one probe per call, on a pool thread
         _wrap(counters, monitor, "probe_once", "  one health probe (on a probe thread)")
-    _wrap(counters, metadata.MetadataService, "handle", "metadata request: the service's answer")
+    answer = "handle_with_headers" if hasattr(metadata.MetadataService, "handle_with_headers") else "handle"
+    _wrap(counters, metadata.MetadataService, answer, "metadata request: the service's answer")
     if hasattr(metadata.MetadataServer, "_read"):  # the one-thread server (before: a thread per request)
         _wrap(counters, metadata.MetadataServer, "_read", "metadata: read, parse, answer (metadata thread)")
     _wrap(counters, exporter.InstanceCollector, "collect", "exporter: instance collector", generator=True)

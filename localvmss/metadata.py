@@ -14,6 +14,12 @@ only ever sees its own identity and its own events. Served, in Azure IMDS shapes
 
 Every request needs the header ``Metadata: true`` (400 otherwise, as Azure answers); the
 ``api-version`` query parameter is accepted and ignored.
+
+A scheduled-events answer also says how soon to ask again (``X-Localvmss-Poll-After``, whole
+seconds; not Azure's, other clients ignore it): ``POLL_FAST_S`` while the instance's set sends
+terminate notices or the instance has an event, else ``POLL_IDLE_S``, since nothing can be
+scheduled for it. Ten guests polling every second were most of an idle daemon's CPU (issue 16);
+the guest agent (images/guest) sleeps what it is told.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "metadata.sock"
 HOST_HEADER = "X-Localvmss-Host"
+POLL_HEADER = "X-Localvmss-Poll-After"
+POLL_FAST_S = 1  # notices are sent for the set, or one is pending: it is acknowledged within ~1 s
+POLL_IDLE_S = 10  # nothing can be scheduled for the instance (a profile enabled later: <= 10 s)
 MAX_HEAD = 16 * 1024  # as the proxy accepts from a guest
 MAX_BODY = 64 * 1024
 READ_TIMEOUT_S = 10.0  # for a whole request on one connection
@@ -60,27 +69,47 @@ class MetadataService:
         self.clock = clock
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        status, doc, _extra = self.handle_with_headers(method, target, headers, body)
+        return status, doc
+
+    def handle_with_headers(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``handle``, plus the headers the answer carries beyond the usual (``POLL_HEADER``)."""
         lower = {k.lower(): v for k, v in headers.items()}
         if lower.get("metadata", "").strip().lower() != "true":
-            return 400, {"error": "Bad request. Required metadata header not specified"}
+            return 400, {"error": "Bad request. Required metadata header not specified"}, {}
         ip = lower.get("x-forwarded-for", "").split(",")[0].strip()
         host = lower.get(HOST_HEADER.lower(), "").strip()
         try:
             inst = self.store.instance_by_address(host, ip)
         except NotFound:
-            return 404, {"error": f"no instance of localvmss has address {ip or '(none)'} on host {host or '(none)'}"}
+            error = f"no instance of localvmss has address {ip or '(none)'} on host {host or '(none)'}"
+            return 404, {"error": error}, {}
         path = urlsplit(target).path.rstrip("/")
         if path == "/metadata/instance" and method == "GET":
-            return 200, self.instance_document(inst)
+            return 200, self.instance_document(inst), {}
         if path == "/metadata/instance/compute" and method == "GET":
-            return 200, self.instance_document(inst)["compute"]
+            return 200, self.instance_document(inst)["compute"], {}
         if path == "/metadata/scheduledevents" and method == "GET":
-            return 200, self.events_document(inst)
+            events = self.store.scheduled_events(inst.scale_set, inst.instance_id)
+            return 200, events_document(events), {POLL_HEADER: str(self.poll_after(inst, events))}
         if path == "/metadata/scheduledevents" and method == "POST":
-            return self.start_requests(inst, body)
+            status, doc = self.start_requests(inst, body)
+            return status, doc, {}
         if path in ("/metadata/instance", "/metadata/instance/compute", "/metadata/scheduledevents"):
-            return 405, {"error": f"method {method} is not allowed on {path}"}
-        return 404, {"error": f"no metadata at {path}"}
+            return 405, {"error": f"method {method} is not allowed on {path}"}, {}
+        return 404, {"error": f"no metadata at {path}"}, {}
+
+    def poll_after(self, inst: InstanceRow, events: list[ScheduledEventRow]) -> int:
+        """Seconds until the guest should ask for its scheduled events again."""
+        if events:
+            return POLL_FAST_S
+        try:
+            spec = self.store.scale_set(inst.scale_set).spec
+        except NotFound:  # its set is being deleted: nothing more will be scheduled
+            return POLL_IDLE_S
+        return POLL_FAST_S if spec.terminate_notification.enable else POLL_IDLE_S
 
     def instance_document(self, inst: InstanceRow) -> dict[str, Any]:
         row = self.store.scale_set(inst.scale_set)
@@ -199,33 +228,36 @@ def read_request(data: bytes) -> Request | None:
     return Request(parts[0], parts[1], headers, body)
 
 
-def http_answer(status: int, doc: dict[str, Any]) -> bytes:
-    """The whole HTTP/1.0 answer: JSON, its length, and the connection closes after it."""
+def http_answer(status: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> bytes:
+    """The whole HTTP/1.0 answer: JSON, its length, ``extra`` headers, and the connection closes
+    after it."""
     data = json.dumps(doc, separators=(",", ":")).encode()
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown"
+    more = "".join(f"{name}: {value}\r\n" for name, value in (extra or {}).items())
     head = (
         f"HTTP/1.0 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\n"
-        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(data)}\r\n{more}Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + data
 
 
-def answer(service: MetadataService, request: Request) -> tuple[int, dict[str, Any]]:
-    """What the service answers to one request; any failure is an answer, never an exception."""
+def answer(service: MetadataService, request: Request) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """What the service answers to one request (status, document, extra headers); any failure
+    is an answer, never an exception."""
     if request.method not in ("GET", "POST"):
         if request.method in ("PUT", "DELETE"):
-            return 405, {"error": "method not allowed"}
-        return 501, {"error": f"unsupported method {request.method[:20]!r}"}
+            return 405, {"error": "method not allowed"}, {}
+        return 501, {"error": f"unsupported method {request.method[:20]!r}"}, {}
     try:
-        return service.handle(request.method, request.target, request.headers, request.body)
+        return service.handle_with_headers(request.method, request.target, request.headers, request.body)
     except LocalVMSSError as exc:
-        return 503, {"error": exc.message}
+        return 503, {"error": exc.message}, {}
     except Exception:  # one bad request must not stop the service
         log.exception("metadata request %s %s failed", request.method, request.target[:200])
-        return 500, {"error": "internal error"}
+        return 500, {"error": "internal error"}, {}
 
 
 @dataclass
@@ -332,9 +364,9 @@ class MetadataServer:
             self._finish(conn, http_answer(exc.status, {"error": exc.message}), selector, conns)
             return
         if request is not None:
-            status, doc = answer(self.service, request)
+            status, doc, extra = answer(self.service, request)
             log.debug("metadata: %s %s -> %d", request.method, request.target[:200], status)
-            self._finish(conn, http_answer(status, doc), selector, conns)
+            self._finish(conn, http_answer(status, doc, extra), selector, conns)
 
     def _finish(
         self, conn: _Connection, data: bytes, selector: selectors.BaseSelector, conns: dict[int, _Connection]

@@ -16,7 +16,10 @@ import pytest
 
 from localvmss import metadata
 from localvmss.errors import TemporaryError
-from localvmss.metadata import BadRequest, MetadataServer, Request, answer, http_answer, read_request
+from localvmss.metadata import BadRequest, MetadataServer, MetadataService, Request, answer, http_answer, read_request
+from localvmss.model import OrchestrationMode
+from localvmss.spec import parse_scale_set_body
+from localvmss.store import InstanceRow, ScheduledEventRow, Store
 
 HEAD = b"GET /metadata/scheduledevents HTTP/1.0\r\nMetadata: true\r\nX-Forwarded-For: 198.18.0.5\r\n\r\n"
 POST = b'POST /metadata/scheduledevents HTTP/1.0\r\nContent-Length: 13\r\nMetadata: true\r\n\r\n{"a": "body"}'
@@ -98,12 +101,14 @@ class FakeService:
         self.delay_s = delay_s
         self.seen: list[Request] = []
 
-    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+    def handle_with_headers(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         self.seen.append(Request(method, target, headers, body))
         time.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
-        return 200, {"method": method, "target": target, "body": body.decode()}
+        return 200, {"method": method, "target": target, "body": body.decode()}, {"X-Localvmss-Poll-After": "7"}
 
 
 @pytest.mark.parametrize(
@@ -151,10 +156,9 @@ def served(tmp_path: Path) -> Iterator[tuple[MetadataServer, FakeService]]:
 def test_the_socket_is_root_only_and_answers(served: tuple[MetadataServer, FakeService]) -> None:
     server, _ = served
     assert server.path.stat().st_mode & 0o777 == 0o600
-    assert status_and_doc(exchange(server.path, HEAD)) == (
-        200,
-        {"method": "GET", "target": "/metadata/scheduledevents", "body": ""},
-    )
+    raw = exchange(server.path, HEAD)
+    assert status_and_doc(raw) == (200, {"method": "GET", "target": "/metadata/scheduledevents", "body": ""})
+    assert b"\r\nX-Localvmss-Poll-After: 7\r\n" in raw.split(b"\r\n\r\n")[0]
     assert status_and_doc(exchange(server.path, POST))[1]["body"] == '{"a": "body"}'
     assert status_and_doc(exchange(server.path, b"GET /x\r\n\r\n"))[0] == 400
 
@@ -210,3 +214,45 @@ def test_stop_closes_the_socket_and_start_serves_again(served: tuple[MetadataSer
         exchange(server.path, HEAD)
     server.start()
     assert status_and_doc(exchange(server.path, HEAD))[0] == 200
+
+
+# -- how soon a guest asks again ----------------------------------------------------------------
+
+
+def _set_body(notices: bool) -> dict[str, Any]:
+    profile: dict[str, Any] = {"storageProfile": {"imageReference": {"id": "base"}}}
+    if notices:
+        profile["scheduledEventsProfile"] = {
+            "terminateNotificationProfile": {"enable": True, "notBeforeTimeout": "PT60S"}
+        }
+    return {"sku": {"capacity": 1}, "properties": {"virtualMachineProfile": profile}}
+
+
+@pytest.mark.parametrize(
+    ("notices", "pending", "expected"),
+    [
+        (False, False, metadata.POLL_IDLE_S),  # nothing can be scheduled for it
+        (True, False, metadata.POLL_FAST_S),  # a scale-in may send it a notice at any time
+        (True, True, metadata.POLL_FAST_S),
+        (False, True, metadata.POLL_FAST_S),  # sent before the profile was disabled: still shown
+    ],
+)
+def test_the_guest_is_told_how_soon_to_ask_again(tmp_path: Path, notices: bool, pending: bool, expected: int) -> None:
+    store = Store(tmp_path / "state.db")
+    try:
+        spec, _ = parse_scale_set_body("web", _set_body(notices), {"base"})
+        store.insert_scale_set("web", OrchestrationMode.UNIFORM.value, spec.model_dump(mode="json"), 1, "Succeeded")
+        with store.transaction() as db:
+            row = InstanceRow("web", 0, "h1", 0, 0, "52:54:00:00:00:01", "198.18.0.5", 1, "running", "Succeeded", 0.0)  # type: ignore[arg-type]
+            store.insert_instance(db, row)
+        if pending:
+            store.schedule_event(ScheduledEventRow("ev-1", "web", 0, "Terminate", "web000000", 1.0, 61.0))
+        service = MetadataService(store, lambda: None, time.time)
+        guest = {"Metadata": "true", "X-Forwarded-For": "198.18.0.5", "X-Localvmss-Host": "h1"}
+        status, doc, extra = service.handle_with_headers("GET", "/metadata/scheduledevents", guest, b"")
+        assert status == 200 and len(doc["Events"]) == int(pending)
+        assert extra == {metadata.POLL_HEADER: str(expected)}
+        assert service.handle_with_headers("GET", "/metadata/instance", guest, b"")[2] == {}  # only for events
+        assert service.handle("GET", "/metadata/scheduledevents", guest, b"") == (status, doc)
+    finally:
+        store.close()
