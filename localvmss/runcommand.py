@@ -6,16 +6,20 @@ key from the user.
 
 paramiko (with invoke, PyNaCl and bcrypt, ~14 MiB of RSS) is imported on the first run-command,
 not when the daemon starts: an idle daemon never uses it. The public half is read from the key
-file's header (``sshkeys.openssh_public_key``); cryptography is imported only to make a new key.
+file's header (``sshkeys.openssh_public_key``), and a new key is made by a short-lived child
+process (``python -m localvmss.runcommand --new-key PATH``): cryptography's library, once
+loaded, would stay in the daemon's RSS (~10 MiB) for good.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localvmss.errors import InvalidSpec, TemporaryError
+from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
 from localvmss.sshkeys import openssh_public_key
 
 if TYPE_CHECKING:
@@ -45,19 +49,35 @@ class ManagementKey:
         return self._private
 
     def _generate(self) -> None:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        """A new key, made in a child process (see the module's docstring)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "localvmss.runcommand", "--new-key", str(self.path)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
         )
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        os.replace(tmp, self.path)
+        if done.returncode != 0 or not self.path.exists():
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise LocalVMSSError(f"cannot make the management SSH key {self.path}: {why}")
+
+
+def write_new_key(path: Path) -> None:
+    """Write a new ed25519 key to ``path`` (OpenSSH format, mode 0600, atomically)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.replace(tmp, path)
 
 
 def run_script(ip: str, key: paramiko.PKey, script: str, port: int = 22, timeout_s: float = 60.0) -> dict[str, object]:
@@ -94,3 +114,9 @@ def run_script(ip: str, key: paramiko.PKey, script: str, port: int = 22, timeout
     finally:
         client.close()
     return {"stdout": out, "stderr": err, "exitCode": code}
+
+
+if __name__ == "__main__":  # the daemon's child that makes a new key (ManagementKey._generate)
+    if len(sys.argv) != 3 or sys.argv[1] != "--new-key":
+        sys.exit("usage: python -m localvmss.runcommand --new-key PATH")
+    write_new_key(Path(sys.argv[2]))

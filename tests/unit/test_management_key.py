@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from localvmss.errors import InvalidSpec
+from localvmss.errors import InvalidSpec, LocalVMSSError
 from localvmss.runcommand import KEY_COMMENT, ManagementKey
 from localvmss.sshkeys import openssh_public_key
 
@@ -98,8 +98,10 @@ def test_the_management_key_names_the_same_public_key_as_paramiko(tmp_path: Path
     assert again.private.get_base64() == pkey.get_base64()  # paramiko's key, on first use
 
 
-def test_the_daemon_start_path_imports_neither_paramiko_nor_cryptography(tmp_path: Path) -> None:
-    ManagementKey(tmp_path)  # the key exists, as on every start but the first
+@pytest.mark.parametrize("first_start", [True, False])
+def test_the_daemon_start_path_imports_neither_paramiko_nor_cryptography(tmp_path: Path, first_start: bool) -> None:
+    if not first_start:
+        ManagementKey(tmp_path)  # the key exists, as on every start but the first
     code = (
         "import sys; from pathlib import Path; from localvmss.runcommand import ManagementKey; "
         f"ManagementKey(Path({str(tmp_path)!r})); "
@@ -107,3 +109,10 @@ def test_the_daemon_start_path_imports_neither_paramiko_nor_cryptography(tmp_pat
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    assert (tmp_path / "ssh" / "id_ed25519").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_key_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "ssh").write_text("a file where the directory should be")
+    with pytest.raises(LocalVMSSError, match="cannot make the management SSH key .*id_ed25519: "):
+        ManagementKey(tmp_path)
