@@ -70,7 +70,7 @@ class Provisioner:
         manifest, source = self.inv.image(image)
         vols = self.inv.ensure_image(inst.host, image, manifest, source)
         host.create_overlay(pool, os_volume(inst), vols.disk)
-        self.ensure_identity(inst, spec)
+        self._seed_and_address(inst, spec)
         if not host.domain_exists(inst.domain_name):
             host.define_domain(self.domain_xml(inst, spec))
 
@@ -81,6 +81,10 @@ class Provisioner:
         image = self._image_for(spec, inst)
         manifest, source = self.inv.image(image)
         self.inv.ensure_image(inst.host, image, manifest, source)
+        self._seed_and_address(inst, spec)
+
+    def _seed_and_address(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
+        """``ensure_identity`` once the image's volumes are known to be there."""
         if not self.inv.volume_ready(inst.host, seed_volume(inst)):
             # Also when a seed exists but its upload never finished (a crash): it is made again.
             user_data = base64.b64decode(spec.custom_data) if spec.custom_data else None

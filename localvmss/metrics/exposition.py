@@ -3,22 +3,24 @@ families written without prometheus_client's work per sample.
 
 prometheus_client's encoders check and escape every label name and value of every sample and
 build a ``Sample`` and a label dict for each (about 11 µs a sample; 12 series an instance made
-a page of 2,000 instances take 270-470 ms). The exporter's families are ``SeriesFamily``: their
-names are checked once, when made (legacy Prometheus names, which every escaping scheme but
-``dots`` and ``values`` writes as they are); their samples are (label values, value) pairs; and
-the text of a label set (``{fault_domain="0",host="h1",...}``) is made once per scrape however
-many families use it. Everything else (the daemon's own metrics, process_* and python_*) is
-written by prometheus_client itself, in the registry's order; so is the whole page for a scraper
-that asks for the ``dots`` or ``values`` escaping or for some names only (``name[]``). The page is
-byte for byte what prometheus_client writes for the same families (tests/unit/test_exposition.py
-compares them).
+a page of 2,000 instances take 270-470 ms). The exporter's per-instance families are
+``SeriesFamily``: their names are checked once, when made (legacy Prometheus names, which every
+escaping scheme but ``dots`` and ``values`` writes as they are); their samples are (label values,
+value) pairs; and the text of a label set (``{fault_domain="0",host="h1",...}``) is a pure
+function of its values, kept (``_label_text``) so that an instance's labels are escaped once, not
+at every scrape. Everything else (the daemon's own metrics, process_* and python_*) is written by
+prometheus_client itself, in the registry's order; so is the whole page for a scraper that asks
+for the ``dots`` or ``values`` escaping or for some names only (``name[]``). The page is byte for
+byte what prometheus_client writes for the same families (tests/unit/test_exposition.py compares
+them).
 
-Values are formatted at every scrape from what the collectors read then; nothing is kept
-between scrapes. Called by ``exporter.start_exporter``'s HTTP server and by bench/control_plane.py.
+Values are formatted at every scrape from what the collectors read then; only label text is
+kept between scrapes. Called by ``exporter.start_exporter``'s HTTP server and by bench/control_plane.py.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import socket
@@ -43,6 +45,9 @@ UNDERSCORES = "underscores"
 _VERBATIM = (UNDERSCORES, "allow-utf-8")
 _OPENMETRICS = "application/openmetrics-text"
 _EOF = b"# EOF\n"
+# Label sets whose text is kept (about 5 an instance: its own and 4 of health): 10,000 instances
+# fit; beyond, the least recently used are made again when needed.
+LABEL_TEXTS = 1 << 16
 
 
 class SeriesFamily(Metric):
@@ -68,8 +73,7 @@ class SeriesFamily(Metric):
         self.series: list[tuple[tuple[str, ...], float]] = []
 
     def add(self, values: tuple[str, ...], value: float) -> None:
-        """One sample: ``values`` in the order of the family's label names. Pass the same tuple
-        to every family of one instance: its text is then made once per scrape."""
+        """One sample: ``values`` in the order of the family's label names."""
         self.series.append((values, value))
 
     @property  # type: ignore[override]  # Metric's is a plain list attribute
@@ -121,7 +125,6 @@ def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
 
     parts: list[bytes] = []
     others: list[Metric] = []
-    label_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
     for family in registry.collect():
         if not isinstance(family, SeriesFamily):
             others.append(family)
@@ -130,7 +133,7 @@ def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
             parts.append(library(others))
             others = []
         parts.append(library([Metric(family.name, family.documentation, family.type)]))  # HELP and TYPE
-        parts.append(_sample_lines(family, label_texts).encode())
+        parts.append(_sample_lines(family).encode())
     if others:
         parts.append(library(others))
     if openmetrics:
@@ -138,21 +141,21 @@ def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
     return b"".join(parts), content_type
 
 
-def _sample_lines(family: SeriesFamily, label_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str]) -> str:
+def _sample_lines(family: SeriesFamily) -> str:
     """The family's sample lines, as both formats write a sample without timestamp or exemplar:
     ``name{labels sorted by name} value``."""
-    names = family.label_names
-    order = sorted(range(len(names)), key=names.__getitem__)
-    lines = []
-    prefix = family.sample_name
-    for values, value in family.series:
-        key = (names, values)
-        labels = label_texts.get(key)
-        if labels is None:
-            pairs = ",".join(f'{names[i]}="{_escape_value(values[i])}"' for i in order)
-            labels = label_texts[key] = f"{{{pairs}}}" if pairs else ""
-        lines.append(f"{prefix}{labels} {floatToGoString(value)}\n")
-    return "".join(lines)
+    names, prefix = family.label_names, family.sample_name
+    return "".join(
+        [f"{prefix}{_label_text(names, values)} {floatToGoString(value)}\n" for values, value in family.series]
+    )
+
+
+@functools.lru_cache(maxsize=LABEL_TEXTS)
+def _label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """``{name="value",...}`` sorted by name: a pure function of the labels, so an instance's
+    are escaped once while it lives, not at every scrape (values are formatted every time)."""
+    pairs = ",".join(f'{name}="{_escape_value(value)}"' for name, value in sorted(zip(names, values, strict=True)))
+    return f"{{{pairs}}}" if pairs else ""
 
 
 def wsgi_app(registry: Collector) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
