@@ -40,3 +40,40 @@ def test_a_probe_that_raises_does_not_stop_the_others(tmp_path: Path, monkeypatc
     assert store.instances("good")[0].provisioning_state == "Succeeded", "the other set was still probed"
     assert store.instances("bad")[0].provisioning_state == "Creating"
     assert changes == [1]
+
+
+@pytest.mark.parametrize("failing", [None, 0, 1, 2])
+def test_a_round_of_results_is_one_commit_and_a_failed_write_is_undone_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: int | None
+) -> None:
+    store = Store(tmp_path / "state.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 3, "Creating")
+    add_instances(store, "web", 3, provisioning_state="Creating", ready_at=None)
+    instances = store.instances("web")
+    commits: list[int] = []
+    real_record, real_execute = store.record_status, store._db.execute
+
+    def record_status(scale_set: str, instance_id: int, generation: int | None = None, **changes: Any) -> bool:
+        with store.transaction() as db:  # the write, then a failure inside the same savepoint
+            written = real_record(scale_set, instance_id, generation, **changes)
+            if instance_id == failing:
+                db.execute("SELECT no_such_column FROM instances")
+            return written
+
+    class Connection:  # counts COMMITs of the store's connection
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store_db, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            commits.extend([1] if sql == "COMMIT" else [])
+            return real_execute(sql, *args)
+
+    store_db = store._db
+    monkeypatch.setattr(store, "record_status", record_status)
+    monkeypatch.setattr(store, "_db", Connection())
+    healthy = ProbeResult("healthy", "HTTP 200")
+    spec = store.scale_set("web").spec
+    changed = HealthMonitor(store, 1.0, lambda: None).record_results([(i, healthy) for i in instances], {"web": spec})
+    assert changed and len(commits) == 1
+    states = {i.instance_id: str(i.provisioning_state) for i in store.instances("web")}
+    assert states == {iid: "Creating" if iid == failing else "Succeeded" for iid in range(3)}
