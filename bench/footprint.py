@@ -93,6 +93,44 @@ def _group(name: str) -> str:
     return re.sub(r"_\d+$", "", name)
 
 
+def rss_by_mapping(pid: int | str, top: int = 8) -> list[tuple[str, int]]:
+    """Resident bytes per mapping of a process (/proc/PID/smaps): anonymous memory (Python's
+    objects, malloc, thread stacks) as ``[anon]``/``[heap]``/``[stack]``, file-backed pages by
+    file (shared libraries). The ``top`` largest, then the rest as one line."""
+    totals: defaultdict[str, int] = defaultdict(int)
+    name = "[anon]"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        first = line.split(None, 5)
+        if first and "-" in first[0] and len(first) >= 5 and not first[0].endswith(":"):
+            name = first[5].strip() if len(first) == 6 else "[anon]"
+            name = "[stack]" if name.startswith("[stack") else name
+        elif line.startswith("Rss:"):
+            totals[name] += int(line.split()[1]) * 1024
+    ranked = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)
+    rest = sum(n for _, n in ranked[top:])
+    return [(Path(n).name if n.startswith("/") else n, b) for n, b in ranked[:top]] + [("the rest", rest)]
+
+
+def _malloc_slack() -> tuple[int, int]:
+    """VmRSS before and after glibc's malloc_trim(0): how much freed heap malloc was holding."""
+
+    def vm_rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    import ctypes
+
+    before = vm_rss()
+    ctypes.CDLL(None).malloc_trim(0)
+    return before, vm_rss()
+
+
 def _where(frame: Any) -> str:
     """The innermost localvmss frame of a stack and the leaf function (what a thread waits in)."""
     leaf = f"{frame.f_code.co_name}"
@@ -146,7 +184,10 @@ def _attribute(counters: _Counters, settle_s: float, window_s: float, report: Pa
     for tid, (name, cpu) in after.items():
         by_group[_group(name)] += cpu - (before[tid][1] if tid in before else 0.0)
     total = (t_after.user + t_after.system) - (t_before.user + t_before.system)
+    trim_before, trim_after = _malloc_slack()  # after the counting: its own CPU is not in the window
     doc = {
+        "rss_before_trim": trim_before,
+        "rss_after_trim": trim_after,
         "wall_s": wall,
         "process_cpu_s": total,
         "sampler_cpu_s": sampler,
@@ -276,6 +317,7 @@ def measure(pid: int, state_dir: Path, window_s: float) -> dict[str, Any]:
         "rss_mean": sum(rss) / len(rss),
         "rss_max": max(rss),
         "uss": full.uss,
+        "by_mapping": rss_by_mapping(pid),
         "threads": len(threads1),
         "per_thread": per_thread,
         "ended_threads_s": cpu - sum(d for _, d in per_thread),
@@ -296,6 +338,7 @@ def print_measure(m: dict[str, Any], label: str) -> None:
         f"(user {m['user_s']:.2f} s, system {m['system_s']:.2f} s); target <= {TARGET_CPU_PCT:.0f} %: "
         f"{'met' if cpu_ok else 'missed'}"
     )
+    print("  RSS by mapping: " + ", ".join(f"{name} {mib(n)}" for name, n in m["by_mapping"]))
     busy = ", ".join(f"{tid}: {d:.2f} s" for tid, d in m["per_thread"][:6] if d > 0)
     print(
         f"  {m['threads']} threads; the busiest (thread id: CPU s): {busy or 'none'}; "
@@ -316,6 +359,11 @@ def print_attribution(doc: dict[str, Any]) -> None:
         f"  process CPU {pct(doc['process_cpu_s'])}, of which the sampler's own {pct(doc['sampler_cpu_s'])}; "
         f"without it {pct(doc['process_cpu_s'] - doc['sampler_cpu_s'])}"
     )
+    if "rss_before_trim" in doc:
+        print(
+            f"  malloc_trim(0) at the end: RSS {mib(doc['rss_before_trim'])} -> {mib(doc['rss_after_trim'])} "
+            "(freed memory glibc's malloc held)"
+        )
     print("  CPU by thread (name):")
     for name, cpu in sorted(doc["threads_cpu_s"].items(), key=lambda kv: kv[1], reverse=True):
         if cpu > 0:
