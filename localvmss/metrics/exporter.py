@@ -199,23 +199,22 @@ class InstanceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self._families()
-        cpu, vcpus, memory, rss, available = f["cpu"], f["vcpus"], f["memory"], f["rss"], f["available"]
-        disk_read, disk_write, net_rx, net_tx = f["disk_read"], f["disk_write"], f["net_rx"], f["net_tx"]
-        for sample in _safe_read(self._source, "instance statistics"):
-            stats = sample.stats
-            if stats.state in _NOT_RUNNING:
-                continue
-            labels = sample.label_values()  # one tuple for every family: its text is made once
-            cpu.add(labels, stats.cpu_seconds)
-            vcpus.add(labels, stats.vcpus)
-            memory.add(labels, stats.memory_bytes)
-            rss.add(labels, stats.rss_bytes)
-            if stats.usable_bytes is not None:
-                available.add(labels, stats.usable_bytes)
-            disk_read.add(labels, stats.disk_read_bytes)
-            disk_write.add(labels, stats.disk_write_bytes)
-            net_rx.add(labels, stats.net_rx_bytes)
-            net_tx.add(labels, stats.net_tx_bytes)
+        running = [
+            (sample.label_values(), sample.stats)
+            for sample in _safe_read(self._source, "instance statistics")
+            if sample.stats.state not in _NOT_RUNNING
+        ]
+        f["cpu"].extend((labels, stats.cpu_seconds) for labels, stats in running)
+        f["vcpus"].extend((labels, stats.vcpus) for labels, stats in running)
+        f["memory"].extend((labels, stats.memory_bytes) for labels, stats in running)
+        f["rss"].extend((labels, stats.rss_bytes) for labels, stats in running)
+        f["available"].extend(
+            (labels, stats.usable_bytes) for labels, stats in running if stats.usable_bytes is not None
+        )
+        f["disk_read"].extend((labels, stats.disk_read_bytes) for labels, stats in running)
+        f["disk_write"].extend((labels, stats.disk_write_bytes) for labels, stats in running)
+        f["net_rx"].extend((labels, stats.net_rx_bytes) for labels, stats in running)
+        f["net_tx"].extend((labels, stats.net_tx_bytes) for labels, stats in running)
         yield from f.values()
 
 

@@ -76,6 +76,10 @@ class SeriesFamily(Metric):
         """One sample: ``values`` in the order of the family's label names."""
         self.series.append((values, value))
 
+    def extend(self, series: Iterable[tuple[tuple[str, ...], float]]) -> None:
+        """Many samples at once (``add`` for each, without a call each)."""
+        self.series.extend(series)
+
     @property  # type: ignore[override]  # Metric's is a plain list attribute
     def samples(self) -> list[Sample]:
         names = self.label_names

@@ -83,6 +83,8 @@ def _int(raw: Mapping[str, Any], key: str) -> int:
     value = raw.get(key)
     if value is None:
         return 0
+    if type(value) is int:  # what libvirt gives (every scrape, every domain: no conversion)
+        return value
     try:
         return int(value)
     except (TypeError, ValueError):
