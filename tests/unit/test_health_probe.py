@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from localvmss import health
 from localvmss.health import http_request, probe_many, probe_once, read_answer, state_of_http
 from localvmss.spec import HealthProbeModel
 
@@ -228,3 +229,39 @@ def test_many_probes_at_once_each_get_their_own_result_in_order(server: int) -> 
 
 def test_probing_nothing_is_nothing() -> None:
     assert probe_many([]) == []
+
+
+@pytest.mark.parametrize("max_open", [1, 3, 64])
+def test_probes_beyond_the_window_wait_their_turn_and_each_has_its_own_timeout(server: int, max_open: int) -> None:
+    ANSWERS["/window"] = (200, b"ok")
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(16)
+    port = hanging.getsockname()[1]
+    try:
+        asked = [("127.0.0.1", HealthProbeModel(protocol="http", port=port, path="/"))] * 2
+        asked += [("127.0.0.1", HealthProbeModel(protocol="http", port=server, path="/window"))] * 5
+        now_open: list[int] = [0, 0]  # open now, most at once
+        start, close = health._Probe.start, health._Probe.close
+
+        def counted_start(probe: health._Probe) -> bool:
+            now_open[0] += 1
+            now_open[1] = max(now_open)
+            return start(probe)
+
+        def counted_close(probe: health._Probe, result: health.ProbeResult | None = None) -> None:
+            now_open[0] -= 1
+            close(probe, result)
+
+        started = time.monotonic()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(health._Probe, "start", counted_start)
+            patch.setattr(health._Probe, "close", counted_close)
+            results = probe_many(asked, timeout_s=0.3, max_open=max_open)
+        took = time.monotonic() - started
+    finally:
+        hanging.close()
+    assert [r.state for r in results] == ["unknown"] * 2 + ["healthy"] * 5, results
+    assert now_open == [0, min(max_open, 7)]
+    # The two hanging probes time out one after the other through a window of 1, together otherwise.
+    assert (took >= 0.55) if max_open == 1 else (took < 0.55), took
