@@ -397,6 +397,7 @@ def bench(args: argparse.Namespace) -> int:
 
     count: int = args.instances
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}, {os.cpu_count()} CPUs")
+    print(f"terminate notifications: {'on (guests poll every second)' if args.terminate_notifications else 'off'}")
     # None drops the testbed's faster test intervals: the daemon's defaults apply.
     with benchlib.bench_lab(
         "benchfoot",
@@ -419,7 +420,12 @@ def bench(args: argparse.Namespace) -> int:
         try:
             api.put("/images/base", {"sourceDirectory": str(args.image_dir)})
             t0 = time.monotonic()
-            api.put(f"/scaleSets/{name}", scale_out.set_body(count, port, {}))
+            body = scale_out.set_body(count, port, {})
+            if args.terminate_notifications:  # the guests then poll their scheduled events every second
+                body["properties"]["virtualMachineProfile"]["scheduledEventsProfile"] = {
+                    "terminateNotificationProfile": {"enable": True, "notBeforeTimeout": "PT5M"}
+                }
+            api.put(f"/scaleSets/{name}", body)
 
             def all_succeeded() -> bool:
                 vms = api.get(f"/scaleSets/{name}/virtualMachines")["value"]
@@ -483,6 +489,11 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of measurement")
     parser.add_argument("--attribution-window", type=float, default=30.0)
     parser.add_argument("--no-attribution", dest="attribution", action="store_false")
+    parser.add_argument(
+        "--terminate-notifications",
+        action="store_true",
+        help="the set sends terminate notices (PT5M), so its guests poll the metadata service every second",
+    )
     parser.add_argument("--instrumented-daemon", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--report", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
