@@ -191,15 +191,22 @@ class Allocator:
         raise CapacityError(f"inbound NAT pool {first}-{last} of {scale_set} is exhausted")
 
 
-def slot(inst: InstanceRow) -> planner.Slot:
-    """What the planner needs to know of an instance (placement, scale-in, upgrade batches)."""
+def slot(
+    inst: InstanceRow, *, healthy: bool | None = None, candidate: bool = False, ready_at: float | None = None
+) -> planner.Slot:
+    """What the planner needs to know of an instance (placement, scale-in, upgrade batches);
+    ``healthy`` (default: not unhealthy), ``candidate`` and ``ready_at`` as the caller judges
+    them (a scale plan: see ``reconciler.scale_slot``), made in one go: a pass makes one per
+    instance."""
     return planner.Slot(
         instance_id=inst.instance_id,
         zone=inst.zone,
         fault_domain=inst.fault_domain,
         created_at=inst.created_at,
         protected_from_scale_in=inst.protect_scale_in,
-        healthy=inst.health != "unhealthy",
+        healthy=inst.health != "unhealthy" if healthy is None else healthy,
         model_version=inst.model_version,
         host=inst.host,
+        candidate=candidate,
+        ready_at=ready_at,
     )

@@ -1369,8 +1369,8 @@ def scale_slot(inst: InstanceRow, failing_first: bool = False) -> planner.Slot:
     as unhealthy for scale-in (``failing_first``: also when its health is unknown, as a guest
     that died with its host is), and (an overprovisioning candidate) since when it is ready."""
     unhealthy = lifecycle.unhealthy_for_scale_in(inst) or (failing_first and inst.health in lifecycle.FAILING_HEALTH)
-    return replace(
-        slot(inst),
+    return slot(
+        inst,
         healthy=not unhealthy,
         candidate=inst.overprovisioned,
         ready_at=inst.ready_at if lifecycle.ready(inst) else None,

@@ -411,6 +411,25 @@ def _schema_columns() -> dict[str, dict[str, str]]:
         mem.close()
 
 
+class _InstancesRead:
+    """Every instance row as read after ``writes`` writes, and (made when first asked) the rows
+    of each set: a pass asks for each set's several times."""
+
+    def __init__(self, writes: int, rows: list[InstanceRow]) -> None:
+        self.writes = writes
+        self.rows = rows
+        self._by_set: dict[str, list[InstanceRow]] | None = None
+
+    def of_set(self, scale_set: str) -> list[InstanceRow]:
+        by_set = self._by_set
+        if by_set is None:
+            by_set = {}
+            for row in self.rows:  # ordered by set and id: each set's list stays in id order
+                by_set.setdefault(row.scale_set, []).append(row)
+            self._by_set = by_set
+        return by_set.get(scale_set, [])
+
+
 class Store:
     """Thread-safe access to the state database; one connection, one writer at a time."""
 
@@ -426,7 +445,7 @@ class Store:
         self._writes = 0
         self._writing = False
         self._savepoints = 0  # nesting depth of savepoints inside the current transaction
-        self._instances_read: tuple[int, list[InstanceRow]] | None = None
+        self._instances_read: _InstancesRead | None = None
         self._specs: dict[str, ScaleSetSpec] = {}
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -982,14 +1001,12 @@ class Store:
         them once; they are shared: never change one in place (``dataclasses.replace``)."""
         with self._lock:
             kept = self._instances_read
-            if kept is None or kept[0] != self._writes or self._writing:
+            if kept is None or kept.writes != self._writes or self._writing:
                 rows = self._query("SELECT * FROM instances ORDER BY scale_set, instance_id")
-                kept = (self._writes, [self._instance_row(r) for r in rows])
+                kept = _InstancesRead(self._writes, [self._instance_row(r) for r in rows])
                 if not self._writing:  # inside a transaction: its own writes are not counted yet
                     self._instances_read = kept
-        if scale_set is None:
-            return list(kept[1])
-        return [i for i in kept[1] if i.scale_set == scale_set]
+            return list(kept.rows if scale_set is None else kept.of_set(scale_set))
 
     def instance(self, scale_set: str, instance_id: int) -> InstanceRow:
         rows = self._query("SELECT * FROM instances WHERE scale_set=? AND instance_id=?", (scale_set, instance_id))

@@ -242,3 +242,21 @@ def test_savepoints_nest(tmp_path: Path) -> None:
 
 def _nothing() -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize(("scale_set", "expected"), [("a", [0, 1]), ("b", [0]), ("nope", []), (None, [0, 1, 0])])
+def test_instances_of_a_set_come_from_the_rows_kept_and_follow_writes(
+    tmp_path: Path, scale_set: str | None, expected: list[int]
+) -> None:
+    store = Store(tmp_path / "s.db")
+    for name in ("a", "b"):
+        store.insert_scale_set(name, "Uniform", {"mode": "Uniform"}, 0, "Creating")
+    with store.transaction() as db:
+        _instance(store, db, "a")
+        _instance(store, db, "b")
+    first = store.instances(scale_set)
+    first.clear()  # a copy: what the store keeps is not changed through it
+    with store.transaction() as db:
+        _instance(store, db, "a")
+    assert [i.instance_id for i in store.instances(scale_set)] == expected
+    assert [i.instance_id for i in store.instances(scale_set)] == expected  # kept, the same
