@@ -14,13 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 import libvirt
 from lxml import etree
 
-from localvmss.errors import HostBusy, HostUnavailable, NotFound, VirtError
+from localvmss.errors import HostBusy, HostUnavailable, LocalVMSSError, NotFound, VirtError
 from localvmss.model import OBJECT_PREFIX, PowerState
 from localvmss.virt import domainxml, guestchannel
 from localvmss.virt.domainxml import Ownership
@@ -47,15 +47,38 @@ def is_busy(code: int, message: str) -> bool:
 
 # libvirt's words when a call finds its connection already closed: the request never left.
 NEVER_SENT_MESSAGE = "client socket is closed"
-# libvirtd serves at most ``max_client_requests`` (5 by default) calls of one client at a time;
-# past that it stops reading the client's socket, keepalives and stream data included, and a
-# connection shared by the reconciler, its workers, the exporter and the API wedged that way
-# (seen: "Client hit max requests limit 5", then a seed upload's stream broke and every later
-# call on the connection blocked). So at most this many calls are in flight per connection, and
-# volume streams run on a connection of their own.
-MAX_CALLS_IN_FLIGHT = 4
+# Calls on one host run on a small pool of connections, one call in flight on each at a time:
+# - libvirtd serves at most ``max_client_requests`` (5 by default) calls of one client at a time;
+#   past that it stops reading the client's socket, keepalives and stream data included (seen:
+#   "Client hit max requests limit 5", then every later call on the connection blocked);
+# - libvirt 9.0's client crashes the process (a freed mutex in its remote driver, a segfault in
+#   libc) when a connection that several threads are waiting on is closed by keepalive: seen
+#   when libvirtd was SIGSTOPped for 30 s and continued. One caller per connection never has
+#   threads waiting on each other inside libvirt, and a dead connection is disposed of by the
+#   one thread that was using it.
+# Volume streams run on short-lived connections of their own.
+MAX_CALLS_IN_FLIGHT = 4  # so at most this many connections per host, plus streams
 KEEPALIVE_INTERVAL_S = 5
 KEEPALIVE_COUNT = 5  # libvirt's own default: a host silent for ~30 s is gone
+# How long a caller waits for a bulk statistics read that another caller has in flight.
+STATS_WAIT_S = 5.0
+# Connections are opened and disposed of one at a time, process-wide.
+_OPEN_GATE = threading.Lock()
+
+
+def open_connection(uri: str) -> libvirt.virConnect:
+    """``libvirt.open`` behind the process-wide gate that also serializes disposal (see above)."""
+    with _OPEN_GATE:
+        return libvirt.open(uri)
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        pass
+
+
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "I/O error",
     libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file from the host",
@@ -138,6 +161,16 @@ def start_event_loop() -> None:
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+@dataclass
+class _SharedRead:
+    """One bulk statistics read that callers arriving meanwhile wait for (``all_domain_stats``)."""
+
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: LocalVMSSError | None = None
+
+
 @dataclass(frozen=True)
 class NumaCell:
     cell_id: int
@@ -167,7 +200,9 @@ class Host:
     def __init__(self, name: str, uri: str) -> None:
         self.name = name
         self.uri = uri
-        self._conn: libvirt.virConnect | None = None
+        self._idle: list[libvirt.virConnect] = []  # live connections no call is using
+        self._generation = 0  # bumped by ``close``: older connections are disposed of on return
+        self._born: dict[int, int] = {}  # id(connection) -> the generation it was opened in
         self._lock = threading.Lock()
         self._in_flight = threading.BoundedSemaphore(MAX_CALLS_IN_FLIGHT)
         # thread id -> when its ping was sent, while it waits for the answer (``unanswered_for``);
@@ -176,6 +211,10 @@ class Host:
         self._pings_lock = threading.Lock()
         self._lifecycle_callback: Callable[[str, int], None] | None = None
         self._events_conn: libvirt.virConnect | None = None  # the connection that has them
+        self._events_id: int | None = None  # their registration on it
+        self._events_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._stats_read: _SharedRead | None = None  # the bulk statistics read in flight
         # domain UUID -> (name, ownership read from its XML), for ``owned_domains``.
         self._ownership: dict[str, tuple[str, Ownership | None]] = {}
         # network -> its DHCP host entries {lowercase mac: (mac, ip)}, as last read or changed here.
@@ -184,31 +223,77 @@ class Host:
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> libvirt.virConnect:
+        """A live connection to the host (opened if none is idle); raises HostUnavailable."""
+        conn = self._checkout()
+        self._checkin(conn)
+        return conn
+
+    def _checkout(self) -> libvirt.virConnect:
+        """An idle live connection, or a new one; the caller has it alone until ``_checkin``."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._open()
+            if self._alive(conn):
+                self._ensure_events(conn)
+                return conn
+            self._dispose(conn)
+
+    def _checkin(self, conn: libvirt.virConnect) -> None:
         with self._lock:
-            if self._conn is not None:
-                try:
-                    if self._conn.isAlive():
-                        return self._conn
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
+            if self._born.get(id(conn)) == self._generation:
+                self._idle.append(conn)
+                return
+        self._dispose(conn)  # ``close`` was called while it was in use
+
+    def _open(self) -> libvirt.virConnect:
+        try:
+            conn = open_connection(self.uri)
+        except libvirt.libvirtError as exc:
+            raise HostUnavailable(f"host {self.name} ({self.uri}) does not answer: {exc}") from None
+        if _event_loop_started:
             try:
-                conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
-                raise HostUnavailable(f"host {self.name} ({self.uri}) does not answer: {exc}") from None
-            if _event_loop_started:
-                try:
-                    conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-                    conn.registerCloseCallback(self._on_close, None)
-                except libvirt.libvirtError:
-                    pass
-            self._conn = conn
+                conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+                conn.registerCloseCallback(self._on_close, None)
+            except libvirt.libvirtError:
+                pass
+        with self._lock:
+            self._born[id(conn)] = self._generation
+        self._ensure_events(conn)
+        return conn
+
+    def _ensure_events(self, conn: libvirt.virConnect) -> None:
+        """Lifecycle events live on one of the host's connections; when that one is gone, the
+        next connection a caller takes registers them again."""
+        if self._lifecycle_callback is None or self._events_conn is not None:
+            return
+        try:
+            with self._events_lock:
+                if self._events_conn is None:
+                    self._register_lifecycle(conn)
+        except libvirt.libvirtError as exc:
+            # Events only wake the reconciler early; its periodic pass still sees everything.
+            log.warning("host %s: no lifecycle events on the new connection: %s", self.name, exc)
+
+    def _dispose(self, conn: libvirt.virConnect) -> None:
+        """Close a connection nobody uses any more, its event and close callbacks deregistered
+        first (a dead one's deregistration fails harmlessly)."""
+        with _OPEN_GATE:
+            if conn is self._events_conn:
+                if self._events_id is not None:
+                    try:
+                        cast(libvirt.virConnect, conn).domainEventDeregisterAny(self._events_id)
+                    except libvirt.libvirtError:
+                        pass
+                self._events_conn, self._events_id = None, None
             try:
-                self._register_lifecycle(conn)
-            except libvirt.libvirtError as exc:
-                # Events only wake the reconciler early; its periodic pass still sees everything.
-                log.warning("host %s: no lifecycle events on the new connection: %s", self.name, exc)
-            return conn
+                conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass
+            _close_quietly(conn)
+        with self._lock:
+            self._born.pop(id(conn), None)
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
         """libvirt tells why a connection ended; the next call reconnects."""
@@ -217,48 +302,52 @@ class Host:
         log.warning("connection to host %s (%s) closed: %s", self.name, self.uri, _CLOSE_REASONS.get(reason, reason))
 
     def close(self) -> None:
+        """Close the idle connections now and the ones in use when their calls return."""
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
-
-    def _forget(self, conn: libvirt.virConnect) -> None:
-        """Drop a connection that died, unless another thread already replaced it."""
-        with self._lock:
-            if self._conn is conn:
-                self._conn = None
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._dispose(conn)
 
     def _call(self, doing: str, fn: Callable[[libvirt.virConnect], T], idempotent: bool = True) -> T:
-        """Run ``fn`` on the connection; a connection that turns out to be dead is replaced and
-        the call made once more when that is safe: always when libvirt never sent the request
-        (the socket was already closed), otherwise only for calls that may be repeated."""
-        for attempt in (1, 2):
-            conn = self.connect()
-            try:
-                with self._in_flight:
-                    return fn(conn)
-            except libvirt.libvirtError as exc:
-                code = exc.get_error_code()
-                if code in _NOT_FOUND:
-                    raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
-                if is_busy(code, exc.get_error_message() or ""):
-                    raise HostBusy(f"{doing} on host {self.name}: busy ({exc.get_error_message()})") from None
-                if self._alive(conn):
-                    raise VirtError(f"{doing} on host {self.name} failed: {exc.get_error_message()}", code) from None
-                self._forget(conn)
-                never_sent = NEVER_SENT_MESSAGE in (exc.get_error_message() or "")
-                if attempt == 1 and (never_sent or idempotent):
-                    log.warning(
-                        "host %s: connection lost while %s (%s); reconnecting and trying again",
-                        self.name,
-                        doing,
-                        exc.get_error_message(),
-                    )
-                    continue
-                raise HostUnavailable(f"host {self.name} stopped answering while {doing}: {exc}") from None
+        """Run ``fn`` on a connection of its own; a connection that turns out to be dead is
+        disposed of and the call made once more on another when that is safe: always when
+        libvirt never sent the request (the socket was already closed), otherwise only for calls
+        that may be repeated."""
+        with self._in_flight:
+            for attempt in (1, 2):
+                conn = self._checkout()
+                try:
+                    result = fn(conn)
+                except libvirt.libvirtError as exc:
+                    code = exc.get_error_code()
+                    alive = self._alive(conn)
+                    if alive:
+                        self._checkin(conn)
+                    else:
+                        self._dispose(conn)
+                    if code in _NOT_FOUND:
+                        raise NotFound(f"{doing} on host {self.name}: {exc.get_error_message()}") from None
+                    if is_busy(code, exc.get_error_message() or ""):
+                        raise HostBusy(f"{doing} on host {self.name}: busy ({exc.get_error_message()})") from None
+                    if alive:
+                        message = exc.get_error_message()
+                        raise VirtError(f"{doing} on host {self.name} failed: {message}", code) from None
+                    never_sent = NEVER_SENT_MESSAGE in (exc.get_error_message() or "")
+                    if attempt == 1 and (never_sent or idempotent):
+                        log.warning(
+                            "host %s: connection lost while %s (%s); reconnecting and trying again",
+                            self.name,
+                            doing,
+                            exc.get_error_message(),
+                        )
+                        continue
+                    raise HostUnavailable(f"host {self.name} stopped answering while {doing}: {exc}") from None
+                except BaseException:
+                    self._checkin(conn)
+                    raise
+                self._checkin(conn)
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
@@ -435,14 +524,12 @@ class Host:
     def _on_own_connection(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         """Run a volume stream on a short-lived connection of its own: a stream that breaks (or
         waits on the pool) then cannot stall the calls sharing the host's connection."""
-        conn = libvirt.open(self.uri)
+        conn = open_connection(self.uri)
         try:
             return fn(conn)
         finally:
-            try:
-                conn.close()
-            except libvirt.libvirtError:
-                pass
+            with _OPEN_GATE:
+                _close_quietly(conn)
 
     def create_overlay(self, pool: str, name: str, base_volume: str) -> str:
         """A qcow2 volume whose backing store is ``base_volume``; returns its path. Idempotent."""
@@ -752,26 +839,54 @@ class Host:
             idempotent=False,
         )
 
-    def all_domain_stats(self) -> list[tuple[str, dict[str, Any]]]:
-        """libvirt's bulk statistics for every active domain in one call."""
+    def all_domain_stats(self, wait_s: float = STATS_WAIT_S) -> list[tuple[str, dict[str, Any]]]:
+        """libvirt's bulk statistics for every active domain in one call. Callers at the same
+        time share one read: each scrape used to start its own, so a stalled host collected a
+        blocked thread per scrape until its keepalive gave up. A caller that finds a read in
+        flight waits ``wait_s`` for it, then gets HostBusy (the host is slow, not gone)."""
+        with self._stats_lock:
+            read = self._stats_read
+            leader = read is None
+            if leader:
+                read = self._stats_read = _SharedRead(time.monotonic())
+        assert read is not None
+        if not leader:
+            if not read.done.wait(wait_s):
+                raise HostBusy(
+                    f"reading domain statistics on host {self.name}: a read has waited "
+                    f"{time.monotonic() - read.started:.0f} s for the host"
+                )
+            if read.error is not None:
+                raise read.error
+            return read.result
 
         def stats(conn: libvirt.virConnect) -> list[tuple[str, dict[str, Any]]]:
             raw = conn.getAllDomainStats(0, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
             return [(dom.name(), values) for dom, values in raw]
 
-        return self._call("reading domain statistics", stats)
+        try:
+            read.result = self._call("reading domain statistics", stats)
+            return read.result
+        except LocalVMSSError as exc:
+            read.error = exc
+            raise
+        finally:
+            with self._stats_lock:
+                self._stats_read = None
+            read.done.set()
 
     def register_lifecycle_events(self, callback: Callable[[str, int], None]) -> None:
         """Call ``callback(domain_name, event)`` on lifecycle events (needs the event loop); the
-        registration is made again on every new connection, so events survive a reconnect."""
+        registration is made again on a new connection when its connection is gone, so events
+        survive a reconnect."""
         self._lifecycle_callback = callback
-        self._call("registering for domain events", self._register_lifecycle)
+        self._call("registering for domain events", self._ensure_events)
 
     def _register_lifecycle(self, conn: libvirt.virConnect) -> None:
         callback = self._lifecycle_callback
-        if callback is None or self._events_conn is conn:
+        if callback is None:
             return
-        conn.domainEventRegisterAny(
+        self._events_id = conn.domainEventRegisterAny(
             None,
             libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
             lambda _c, dom, event, _detail, _opaque: callback(dom.name(), event),

@@ -71,11 +71,11 @@ class _StaleOnce(Host):
         super().__init__(name, uri)
         self._stale: libvirt.virConnect | None = stale
 
-    def connect(self) -> libvirt.virConnect:
+    def _checkout(self) -> libvirt.virConnect:
         if self._stale is not None:
             stale, self._stale = self._stale, None
             return stale
-        return super().connect()
+        return super()._checkout()
 
 
 def test_reads_survive_a_restarted_libvirtd(lab: Lab) -> None:
