@@ -242,6 +242,7 @@ class Daemon:
         self.threads.append(thread)
 
     def _count_pass(self, report: Any) -> None:
+        self.metadata.recheck()  # the pass may have scheduled a terminate notice: held requests see it now
         self.passes += 1
         self.last_pass_end = time.monotonic()
         self.metrics.observe_reconcile(report.duration_s)

@@ -20,6 +20,12 @@ seconds; not Azure's, other clients ignore it): ``POLL_FAST_S`` while the instan
 terminate notices or the instance has an event, else ``POLL_IDLE_S``, since nothing can be
 scheduled for it. Ten guests polling every second were most of an idle daemon's CPU (issue 16);
 the guest agent (images/guest) sleeps what it is told.
+
+A scheduled-events GET may also wait for a change (``X-Localvmss-Wait-Incarnation: N``, the
+DocumentIncarnation the guest saw last; not Azure's either): while the document's incarnation is
+still N the answer is held up to ``MAX_WAIT_S``, and given as soon as a reconcile pass or an
+acknowledgement changed it (``MetadataServer.recheck``). A guest so learns of a terminate notice
+at once while asking every ~10 s instead of every second.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ HOST_HEADER = "X-Localvmss-Host"
 POLL_HEADER = "X-Localvmss-Poll-After"
 POLL_FAST_S = 1  # notices are sent for the set, or one is pending: it is acknowledged within ~1 s
 POLL_IDLE_S = 10  # nothing can be scheduled for the instance (a profile enabled later: <= 10 s)
+WAIT_HEADER = "X-Localvmss-Wait-Incarnation"
+# Under the metadata proxy's 10 s for an answer (UPSTREAM_TIMEOUT_S): a proxy started by an older
+# daemon keeps running after an upgrade, and is adopted.
+MAX_WAIT_S = 8.0
 MAX_HEAD = 16 * 1024  # as the proxy accepts from a guest
 MAX_BODY = 64 * 1024
 READ_TIMEOUT_S = 10.0  # for a whole request on one connection
@@ -100,6 +110,24 @@ class MetadataService:
         if path in ("/metadata/instance", "/metadata/instance/compute", "/metadata/scheduledevents"):
             return 405, {"error": f"method {method} is not allowed on {path}"}, {}
         return 404, {"error": f"no metadata at {path}"}, {}
+
+    def unchanged(self, method: str, target: str, headers: dict[str, str]) -> bool:
+        """True if this is a scheduled-events GET that asks to wait (``WAIT_HEADER``) and its
+        document's incarnation is still the one named: the answer may be held. Anything else
+        (another request, a malformed or missing header, an unknown guest) is answered now."""
+        if method != "GET" or urlsplit(target).path.rstrip("/") != "/metadata/scheduledevents":
+            return False
+        lower = {k.lower(): v for k, v in headers.items()}
+        seen = lower.get(WAIT_HEADER.lower(), "").strip()
+        if not seen.isdigit() or len(seen) > 9 or lower.get("metadata", "").strip().lower() != "true":
+            return False
+        ip = lower.get("x-forwarded-for", "").split(",")[0].strip()
+        try:
+            inst = self.store.instance_by_address(lower.get(HOST_HEADER.lower(), "").strip(), ip)
+        except NotFound:
+            return False
+        events = self.store.scheduled_events(inst.scale_set, inst.instance_id)
+        return bool(events_document(events)["DocumentIncarnation"] == int(seen))
 
     def poll_after(self, inst: InstanceRow, events: list[ScheduledEventRow]) -> int:
         """Seconds until the guest should ask for its scheduled events again."""
@@ -263,8 +291,9 @@ def answer(service: MetadataService, request: Request) -> tuple[int, dict[str, A
 @dataclass
 class _Connection:
     sock: socket.socket
-    deadline: float
+    deadline: float  # for the whole request, or for its answer while it is held
     data: bytes = b""
+    held: Request | None = None  # a whole request whose answer waits for a change
 
 
 class MetadataServer:
@@ -302,6 +331,16 @@ class MetadataServer:
         )
         self._thread.start()
 
+    def recheck(self) -> None:
+        """Held requests are looked at again (from any thread; a reconcile pass has ended and
+        may have scheduled an event)."""
+        waker = self._waker
+        if waker is not None:
+            try:
+                waker[1].send(b"r")
+            except OSError:  # stopped meanwhile, or a wake-up is pending already (buffer full)
+                pass
+
     def stop(self) -> None:
         if self._thread is not None and self._waker is not None:
             self._waker[1].send(b"x")
@@ -320,18 +359,24 @@ class MetadataServer:
             selector.register(waker, selectors.EVENT_READ)
             while True:
                 timeout = max(0.0, min(c.deadline for c in conns.values()) - time.monotonic()) if conns else None
+                recheck = False
                 for key, _events in selector.select(timeout):
                     if key.fileobj is waker:
-                        for conn in conns.values():
-                            conn.sock.close()
-                        return
-                    if key.fileobj is listener:
+                        if b"x" in waker.recv(4096):
+                            for conn in conns.values():
+                                conn.sock.close()
+                            return
+                        recheck = True
+                    elif key.fileobj is listener:
                         self._accept(listener, selector, conns)
-                    else:
-                        self._read(conns[key.fd], selector, conns)
+                    elif key.fd in conns:  # not closed by an earlier event of this round
+                        recheck |= self._read(conns[key.fd], selector, conns)
                 now = time.monotonic()
-                for conn in [c for c in conns.values() if c.deadline <= now]:
-                    self._close(conn, selector, conns)
+                for conn in list(conns.values()):
+                    if conn.held is not None and (conn.deadline <= now or recheck):
+                        self._answer_held(conn, selector, conns)
+                    elif conn.deadline <= now:
+                        self._close(conn, selector, conns)
 
     def _accept(self, listener: socket.socket, selector: selectors.BaseSelector, conns: dict[int, _Connection]) -> None:
         while True:
@@ -347,26 +392,56 @@ class MetadataServer:
             conns[sock.fileno()] = conn
             selector.register(sock, selectors.EVENT_READ)
 
-    def _read(self, conn: _Connection, selector: selectors.BaseSelector, conns: dict[int, _Connection]) -> None:
+    def _read(self, conn: _Connection, selector: selectors.BaseSelector, conns: dict[int, _Connection]) -> bool:
+        """Read what came; answer a whole request now or hold it. True after a POST was
+        answered (an acknowledgement changes documents: held requests are looked at again)."""
         try:
             chunk = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             chunk = b""
-        if not chunk:  # the proxy went away before sending a whole request
+        if not chunk:  # the proxy went away (before a whole request, or while its answer is held)
             self._close(conn, selector, conns)
-            return
+            return False
+        if conn.held is not None:
+            return False  # one request per connection: anything after it is not read
         conn.data += chunk
         try:
             request = read_request(conn.data)
         except BadRequest as exc:
             self._finish(conn, http_answer(exc.status, {"error": exc.message}), selector, conns)
+            return False
+        if request is None:
+            return False
+        if self._unchanged(request):
+            conn.held = request
+            conn.deadline = time.monotonic() + MAX_WAIT_S
+            return False
+        self._respond(conn, request, selector, conns)
+        return request.method == "POST"
+
+    def _unchanged(self, request: Request) -> bool:
+        try:
+            return self.service.unchanged(request.method, request.target, request.headers)
+        except Exception:  # noqa: BLE001 - then it is answered at once, as any other request
+            log.exception("metadata: looking at a held request failed")
+            return False
+
+    def _answer_held(self, conn: _Connection, selector: selectors.BaseSelector, conns: dict[int, _Connection]) -> None:
+        """A held request whose time is up or whose document may have changed: answered unless
+        it is unchanged and has time left."""
+        assert conn.held is not None
+        if conn.deadline > time.monotonic() and self._unchanged(conn.held):
             return
-        if request is not None:
-            status, doc, extra = answer(self.service, request)
-            log.debug("metadata: %s %s -> %d", request.method, request.target[:200], status)
-            self._finish(conn, http_answer(status, doc, extra), selector, conns)
+        self._respond(conn, conn.held, selector, conns)
+
+    def _respond(
+        self, conn: _Connection, request: Request, selector: selectors.BaseSelector, conns: dict[int, _Connection]
+    ) -> None:
+        status, doc, extra = answer(self.service, request)
+        log.debug("metadata: %s %s -> %d", request.method, request.target[:200], status)
+        self._finish(conn, http_answer(status, doc, extra), selector, conns)
 
     def _finish(
         self, conn: _Connection, data: bytes, selector: selectors.BaseSelector, conns: dict[int, _Connection]

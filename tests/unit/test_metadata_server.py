@@ -101,6 +101,9 @@ class FakeService:
         self.delay_s = delay_s
         self.seen: list[Request] = []
 
+    def unchanged(self, method: str, target: str, headers: dict[str, str]) -> bool:
+        return False
+
     def handle_with_headers(
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -256,3 +259,108 @@ def test_the_guest_is_told_how_soon_to_ask_again(tmp_path: Path, notices: bool, 
         assert service.handle("GET", "/metadata/scheduledevents", guest, b"") == (status, doc)
     finally:
         store.close()
+
+
+# -- a request that waits for a change (long poll) ------------------------------------------------
+
+
+@pytest.fixture
+def guest_plane(tmp_path: Path) -> Iterator[tuple[Store, MetadataServer]]:
+    """A real store with one instance (web/0 at 198.18.0.5 on h1) in a set that sends notices,
+    served on a unix socket."""
+    store = Store(tmp_path / "state.db")
+    spec, _ = parse_scale_set_body("web", _set_body(True), {"base"})
+    store.insert_scale_set("web", OrchestrationMode.UNIFORM.value, spec.model_dump(mode="json"), 2, "Succeeded")
+    with store.transaction() as db:
+        for iid in (0, 1):
+            mac, ip = f"52:54:00:00:00:0{iid}", f"198.18.0.{5 + iid}"
+            store.insert_instance(db, InstanceRow("web", iid, "h1", 0, 0, mac, ip, 1, "running", "Succeeded", 0.0))  # type: ignore[arg-type]
+    server = MetadataServer(tmp_path / "metadata.sock", MetadataService(store, lambda: None, time.time))
+    server.start()
+    yield store, server
+    server.stop()
+    store.close()
+
+
+def events_request(ip: str = "198.18.0.5", seen: str | None = None, method: str = "GET", body: bytes = b"") -> bytes:
+    head = f"{method} /metadata/scheduledevents HTTP/1.0\r\nMetadata: true\r\nX-Forwarded-For: {ip}\r\n"
+    head += "X-Localvmss-Host: h1\r\n" + (f"{metadata.WAIT_HEADER}: {seen}\r\n" if seen is not None else "")
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Asked(threading.Thread):
+    """One request on its own connection, its answer and when it came."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.path, self.data = path, data
+        self.raw = b""
+        self.took = 0.0
+        self.start()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        self.raw = exchange(self.path, self.data, timeout=15)
+        self.took = time.monotonic() - started
+
+    def doc(self) -> Any:
+        self.join(15)
+        return status_and_doc(self.raw)[1]
+
+
+@pytest.mark.parametrize(
+    ("seen", "held"),
+    [
+        (None, False),  # no header: answered at once (an Azure-shaped client)
+        ("1", False),  # the guest saw another incarnation: answered at once
+        ("0", True),  # still incarnation 0: held
+        ("x", False),
+        ("", False),
+        ("99999999999", False),  # too long to be one
+    ],
+)
+def test_a_request_is_held_only_while_its_document_is_unchanged(
+    guest_plane: tuple[Store, MetadataServer], monkeypatch: pytest.MonkeyPatch, seen: str | None, held: bool
+) -> None:
+    _store, server = guest_plane
+    monkeypatch.setattr(metadata, "MAX_WAIT_S", 0.5)
+    asked = Asked(server.path, events_request(seen=seen))
+    assert asked.doc() == {"DocumentIncarnation": 0, "Events": []}
+    assert (asked.took >= 0.45) == held, asked.took
+    assert b"X-Localvmss-Poll-After: 1\r\n" in asked.raw
+
+
+def test_a_held_request_is_answered_when_a_pass_schedules_its_event(guest_plane: tuple[Store, MetadataServer]) -> None:
+    store, server = guest_plane
+    mine = Asked(server.path, events_request(seen="0"))
+    other = Asked(server.path, events_request("198.18.0.6", seen="0"))
+    time.sleep(0.3)
+    server.recheck()  # a pass that changed nothing: both stay held
+    time.sleep(0.3)
+    assert mine.is_alive() and other.is_alive()
+    store.schedule_event(ScheduledEventRow("ev-1", "web", 0, "Terminate", "web000000", time.time(), time.time() + 60))
+    server.recheck()
+    doc = mine.doc()
+    assert doc["DocumentIncarnation"] == 1 and [e["EventId"] for e in doc["Events"]] == ["ev-1"]
+    assert mine.took < 2.0, mine.took
+    assert other.is_alive(), "the other guest's document did not change"
+    # The guest acknowledges: its next wait (incarnation 1) is answered at once with 2.
+    ack = exchange(server.path, events_request(method="POST", body=b'{"StartRequests": [{"EventId": "ev-1"}]}'))
+    assert status_and_doc(ack) == (200, {"acknowledged": ["ev-1"]})
+    assert Asked(server.path, events_request(seen="1")).doc()["DocumentIncarnation"] == 2
+    assert other.is_alive()
+
+
+def test_a_held_request_whose_proxy_goes_away_is_dropped_and_stop_ends_the_rest(
+    guest_plane: tuple[Store, MetadataServer],
+) -> None:
+    _store, server = guest_plane
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.connect(str(server.path))
+        gone.sendall(events_request(seen="0"))
+    waiting = Asked(server.path, events_request(seen="0"))
+    time.sleep(0.3)
+    assert status_and_doc(exchange(server.path, events_request()))[0] == 200  # others are served meanwhile
+    server.stop()
+    waiting.join(5)
+    assert not waiting.is_alive() and waiting.raw == b""  # closed without an answer: the agent retries
