@@ -222,6 +222,8 @@ def instrumented_daemon(config: str, report: Path, settle_s: float, window_s: fl
     _wrap(counters, metadata.MetadataService, answer, "metadata request: the service's answer")
     if hasattr(metadata.MetadataServer, "_read"):  # the one-thread server (before: a thread per request)
         _wrap(counters, metadata.MetadataServer, "_read", "metadata: read, parse, answer (metadata thread)")
+    if hasattr(metadata.MetadataServer, "_answer_held"):  # long polls: held requests looked at again
+        _wrap(counters, metadata.MetadataServer, "_answer_held", "metadata: a held request looked at or answered")
     _wrap(counters, exporter.InstanceCollector, "collect", "exporter: instance collector", generator=True)
     _wrap(counters, exporter.ScaleSetCollector, "collect", "exporter: scale-set collector", generator=True)
     _wrap(counters, exporter.StatusCollector, "collect", "exporter: status collector", generator=True)
