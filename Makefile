@@ -1,5 +1,5 @@
 # localvmss: the README's two commands are `make demo` and `make test` (as root on Debian 12).
-.PHONY: setup demo demo-down test unit lint image cloud-image bench clean install
+.PHONY: setup demo demo-down test faults unit lint image cloud-image bench clean install
 
 PY := .venv/bin/python
 
@@ -14,11 +14,17 @@ demo-down:
 
 # Tests run in two pytest-xdist workers, a file at a time: each worker has its own lab hosts and
 # daemon (labs never share a slot); VM tests spend most of their time waiting on guests.
+# The fault-injection stage (tests/faults) runs after them on its own: it kills its daemon,
+# libvirtd, HAProxy and Prometheus and fills the state disk, so it has a lab and daemon to itself.
 test: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
 	@.venv/bin/lint-imports
-	@$(PY) -m pytest tests -v --durations=40 -n 2 --dist loadfile
+	@$(PY) -m pytest tests -v --durations=40 -n 2 --dist loadfile --ignore=tests/faults
+	@$(PY) -m pytest tests/faults -v --durations=10 -p no:cacheprovider
+
+faults: setup
+	@$(PY) -m pytest tests/faults -v --durations=10 -p no:cacheprovider
 
 install: setup
 	@bash scripts/install

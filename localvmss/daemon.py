@@ -32,7 +32,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,25 @@ def lock_state_dir(state_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def run_supervisor_steps(steps: Sequence[tuple[str, Callable[[], None]]], failing: dict[str, str]) -> None:
+    """Run every step, each on its own: a failing one is logged (once while its reason stays the
+    same, with a traceback only for the unexpected: neither an OS error nor one of ours) and the
+    next steps still run.
+    ``failing`` (step -> reason) carries what failed from one call to the next."""
+    for doing, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            why = exc.message if isinstance(exc, LocalVMSSError) else f"{type(exc).__name__}: {exc}"
+            if failing.get(doing) != why:
+                known = isinstance(exc, OSError | LocalVMSSError)  # a traceback only for the unexpected
+                log.error("supervisor: %s failed: %s", doing, why, exc_info=not known)
+            failing[doing] = why
+        else:
+            if failing.pop(doing, None) is not None:
+                log.info("supervisor: %s works again", doing)
 
 
 class Daemon:
@@ -312,18 +331,28 @@ class Daemon:
                 self.notifier.ready(self.status_line())
 
     def _supervise(self) -> None:
+        """Every 2 s, each step on its own: one that fails (a full disk cannot take the guest
+        targets file) must not keep HAProxy or Prometheus from being started again. A failure is
+        logged once, in one line, until it changes or the step works again."""
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("writing the guest metrics targets", lambda: self.sources.write_guest_targets(str(self.guest_sd_path))),
+            ("supervising prometheus", self._supervise_prometheus),
+            ("supervising haproxy", self._supervise_haproxy),
+            ("supervising the metadata proxies", self.metadata_proxies.ensure_running),
+        ]
+        failing: dict[str, str] = {}
         while not self.stop_event.wait(2.0):
-            try:
-                self.sources.write_guest_targets(str(self.guest_sd_path))
-                if self.prometheus is not None and self.prometheus.ensure_running():
-                    children.record(self.cfg.state_dir, "prometheus", self.prometheus.pid)
-                    log.warning("prometheus had stopped; restarted it")
-                if self.balancer is not None and self.balancer.ensure_running():
-                    log.warning("haproxy had stopped; restarted it with its backends")
-                    self.reconciler.wake()
-                self.metadata_proxies.ensure_running()
-            except Exception:
-                log.exception("supervisor pass failed")
+            run_supervisor_steps(steps, failing)
+
+    def _supervise_prometheus(self) -> None:
+        if self.prometheus is not None and self.prometheus.ensure_running():
+            children.record(self.cfg.state_dir, "prometheus", self.prometheus.pid)
+            log.warning("prometheus had stopped; restarted it")
+
+    def _supervise_haproxy(self) -> None:
+        if self.balancer is not None and self.balancer.ensure_running():
+            log.warning("haproxy had stopped; restarted it with its backends")
+            self.reconciler.wake()
 
     def serve(self) -> None:
         """Serve the API until SIGTERM/SIGINT, then stop everything. The unix socket speaks plain

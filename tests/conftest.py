@@ -25,7 +25,7 @@ _session: dict[str, object] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "/integration/" in str(item.fspath) or "/e2e/" in str(item.fspath):
+        if any(part in str(item.fspath) for part in ("/integration/", "/e2e/", "/faults/")):
             item.add_marker(pytest.mark.vm)
 
 
