@@ -369,7 +369,7 @@ def run_one(n: int) -> dict[str, Any]:
         ("metrics_library_openmetrics_ms", lambda: openmetrics_latest(registry)),
     ):
         renders, renders_cpu = [], []
-        for _ in range(3):
+        for _ in range(5):
             CALLS.clear()
             started, cpu = time.perf_counter(), time.thread_time()
             page()

@@ -150,8 +150,17 @@ def _sample_lines(family: SeriesFamily) -> str:
     ``name{labels sorted by name} value``."""
     names, prefix = family.label_names, family.sample_name
     return "".join(
-        [f"{prefix}{_label_text(names, values)} {floatToGoString(value)}\n" for values, value in family.series]
+        [
+            f"{prefix}{_label_text(names, values)} "
+            f"{_int_text(value) if type(value) is int else floatToGoString(value)}\n"
+            for values, value in family.series
+        ]
     )
+
+
+# An int's text, kept: many repeat on every scrape (0 and 1 of the one-hot health, vCPUs,
+# memory sizes). Only ints: 0.0 and -0.0 are equal keys but are written differently.
+_int_text = functools.lru_cache(maxsize=1 << 12)(floatToGoString)
 
 
 @functools.lru_cache(maxsize=LABEL_TEXTS)

@@ -218,3 +218,12 @@ def test_wsgi_app_answers_as_prometheus_clients(method: str, path: str, query: s
     assert _call(wsgi_app(registry), method, path, query, **headers) == _call(
         make_wsgi_app(registry), method, path, query, **headers
     )
+
+
+def test_values_are_written_as_prometheus_client_writes_them() -> None:
+    family = SeriesFamily("odd_values", "doc", "gauge", ["i"])
+    values: list[float] = [0, -0.0, 0.0, 1, True, 1.0, 2**70, -5, 10**7, 1e-300, math.inf, -math.inf, math.nan, 0, -0.0]
+    for index, value in enumerate(values):
+        family.add((str(index),), value)
+    for _ in range(2):  # the second time from what was kept
+        assert render(_Only(family))[0] == choose_encoder("")[0](_Only(family))
