@@ -78,7 +78,6 @@ def test_haproxy_killed_is_started_again_with_every_server(
     t0 = time.monotonic()
     for pid in pids:
         wait_gone(pid)
-    assert http_get(f"http://127.0.0.1:{port}/", timeout=2)[0] == 0, "the frontend still answers with HAProxy dead"
     wait_until(lambda: http_get(f"http://127.0.0.1:{port}/", timeout=2)[0] == 200, 60, "the frontend to answer again")
     serving_after = time.monotonic() - t0
     wait_until(lambda: settled(daemon, shared), 120, f"{name} serving from both instances again")
