@@ -44,12 +44,13 @@ def image_dir() -> Path:
     return built_image("build-base", DEFAULT_IMAGE_DIR)
 
 
-@pytest.fixture(scope="session")
-def testbed() -> Iterator[Testbed]:
+def lab_session(tag_prefix: str) -> Iterator[Testbed]:
+    """A two-host lab (zones 1 and 2) for a test session, with leftovers of interrupted runs
+    removed first; failing tests get its serial consoles; torn down at the end."""
     if os.geteuid() != 0:
         pytest.fail("VM tests need root (network namespaces, libvirtd): run 'sudo make test'")
     collect_garbage()
-    tb = Testbed(tag=f"t{os.getpid() % 100000}", host_count=2, zones=["1", "2"])
+    tb = Testbed(tag=f"{tag_prefix}{os.getpid() % 100000}", host_count=2, zones=["1", "2"])
     tb.up()
     _session["testbed"] = tb
     try:
@@ -57,6 +58,11 @@ def testbed() -> Iterator[Testbed]:
     finally:
         _session.pop("testbed", None)
         tb.down()
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Iterator[Testbed]:
+    yield from lab_session("t")
 
 
 @pytest.fixture(scope="session")

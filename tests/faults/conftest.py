@@ -8,7 +8,6 @@ shared by the tests; each waits until it is back at 2 ready instances first.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,11 +17,10 @@ from typing import Any
 import pytest
 
 from localvmss.cli.client import ApiClient
-from localvmss.lab.hosts import collect_garbage
 from localvmss.lab.testbed import DaemonProcess, Testbed, free_port
 from tests import conftest as main_conftest
 from tests.conftest import Cli
-from tests.e2e.helpers import backend_names, wait_until
+from tests.e2e.helpers import backend_names, create_set, wait_until
 from tests.faults.world import observe, problems
 
 STATE_TMPFS_MIB = 256
@@ -30,17 +28,7 @@ STATE_TMPFS_MIB = 256
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    if os.geteuid() != 0:
-        pytest.fail("fault tests need root (network namespaces, libvirtd): run 'sudo make test'")
-    collect_garbage()
-    tb = Testbed(tag=f"f{os.getpid() % 100000}", host_count=2, zones=["1", "2"])
-    tb.up()
-    main_conftest._session["testbed"] = tb
-    try:
-        yield tb
-    finally:
-        main_conftest._session.pop("testbed", None)
-        tb.down()
+    yield from main_conftest.lab_session("f")
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +93,10 @@ def settled(daemon: DaemonProcess, shared: dict[str, Any], count: int = 2) -> bo
     return backend_names(shared["port"], 4 * count) == names
 
 
+def wait_settled(daemon: DaemonProcess, shared: dict[str, Any], count: int = 2, timeout: float = 600) -> None:
+    wait_until(lambda: settled(daemon, shared, count), timeout, f"{shared['name']} at {count} ready instances")
+
+
 def converged_world(testbed: Testbed, daemon: DaemonProcess, timeout: float, what: str) -> list[str]:
     """Wait until libvirt and HAProxy agree with the records (``world.problems`` is empty), up to
     ``timeout``; returns the problems still there then (empty when converged)."""
@@ -132,21 +124,14 @@ def shared(daemon: DaemonProcess, testbed: Testbed) -> Iterator[dict[str, Any]]:
     upgrade policy of one instance per batch."""
     name = f"ft{uuid.uuid4().hex[:6]}"
     port = free_port()
-    Cli(daemon.socket_path).ok(
-        "create",
+    create_set(
+        Cli(daemon.socket_path),
         name,
-        "--image",
-        "base",
-        "--instance-count",
-        "2",
+        2,
         "--platform-fault-domain-count",
         "2",
         "--fault-domain-mapping",
         "host",
-        "--lb-rule",
-        f"{port}:80",
-        "--health-probe",
-        "http:/healthz",
         "--computer-name-prefix",
         "ft",
         "--upgrade-policy-mode",
@@ -157,6 +142,6 @@ def shared(daemon: DaemonProcess, testbed: Testbed) -> Iterator[dict[str, Any]]:
         "100",
         "--max-unhealthy-upgraded-instance-percent",
         "100",
-        timeout=600,
+        port=port,
     )
     yield {"name": name, "port": port}

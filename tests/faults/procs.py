@@ -11,6 +11,7 @@ from pathlib import Path
 
 from localvmss.lab.hosts import LabHost, start_libvirtd, wait_libvirtd
 from localvmss.lab.testbed import DaemonProcess, Testbed
+from tests.e2e.helpers import process_gone
 
 
 def cmdline(pid: int) -> str:
@@ -20,24 +21,15 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def gone(pid: int) -> bool:
-    """No such process, or only its zombie is left."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def wait_gone(pid: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not gone(pid):
+    while time.monotonic() < deadline and not process_gone(pid):
         time.sleep(0.05)
     try:
         os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
     except ChildProcessError:
         pass
-    if not gone(pid):
+    if not process_gone(pid):
         raise AssertionError(f"pid {pid} ({cmdline(pid)!r}) did not end within {timeout:.0f} s")
 
 

@@ -14,7 +14,7 @@ import httpx
 from localvmss.config import load_config
 from localvmss.lab.testbed import DaemonProcess, Testbed
 from tests.e2e.helpers import http_get, wait_until
-from tests.faults.conftest import client, converged_world, settled
+from tests.faults.conftest import client, converged_world, settled, wait_settled
 from tests.faults.procs import haproxy_pids, lab_host, prometheus_pid, restart_libvirtd, wait_gone
 
 
@@ -41,7 +41,7 @@ def test_libvirtd_restarted_in_the_middle_of_a_scale_out(
     daemon: DaemonProcess, testbed: Testbed, shared: dict[str, Any]
 ) -> None:
     name = shared["name"]
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     api = client(daemon)
     known = {i["instanceId"] for i in api.get(f"/scaleSets/{name}/virtualMachines")["value"]}
     api.close()
@@ -70,7 +70,7 @@ def test_haproxy_killed_is_started_again_with_every_server(
     daemon: DaemonProcess, testbed: Testbed, shared: dict[str, Any]
 ) -> None:
     name, port = shared["name"], shared["port"]
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     pids = haproxy_pids(daemon)
     assert pids, "no HAProxy runs for the daemon"
     for pid in pids:
@@ -106,7 +106,7 @@ def test_prometheus_killed_is_started_again_and_scrapes(
     daemon: DaemonProcess, testbed: Testbed, shared: dict[str, Any]
 ) -> None:
     name = shared["name"]
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     pid = prometheus_pid(daemon)
     assert pid, "no Prometheus runs for the daemon"
     killed_at = time.time()

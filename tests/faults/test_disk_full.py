@@ -19,7 +19,7 @@ from localvmss.lab.testbed import DaemonProcess, Testbed
 from tests.conftest import Cli
 from tests.e2e.helpers import wait_until
 from tests.e2e.load import Load
-from tests.faults.conftest import client, converged_world, settled
+from tests.faults.conftest import client, converged_world, settled, wait_settled
 
 CHUNK = b"\0" * (1 << 20)
 
@@ -52,7 +52,7 @@ def test_a_full_state_disk_refuses_changes_cleanly_and_recovers(
     daemon: DaemonProcess, testbed: Testbed, shared: dict[str, Any], state_tmpfs: Path, cli: Cli
 ) -> None:
     name, port = shared["name"], shared["port"]
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     daemon_pid = daemon.pid
     with Load(port, threads=4, max_seconds=600) as load:
         ballast = _fill(state_tmpfs)

@@ -30,7 +30,7 @@ from localvmss.lab.testbed import DaemonProcess, Testbed
 from tests.conftest import Cli
 from tests.e2e.helpers import wait_until
 from tests.e2e.load import Load
-from tests.faults.conftest import client, converged_world, settled
+from tests.faults.conftest import client, converged_world, settled, wait_settled
 
 SEED = int(os.environ.get("LOCALVMSS_FAULT_SEED", "1616"))
 ROUNDS = 5
@@ -76,7 +76,7 @@ def test_kill9_at_seeded_points_converges_and_loses_no_request(
     flex = f"fx{uuid.uuid4().hex[:6]}"
     # Empty, with the image its VMs default to, as users make one (README: vm create).
     cli.ok("create", flex, "--orchestration-mode", "Flexible", "--image", "base", "--platform-fault-domain-count", "2")
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     points: list[Point] = []
     failures: list[str] = []
     started = time.monotonic()

@@ -18,7 +18,7 @@ from localvmss.errors import LocalVMSSError
 from localvmss.lab.testbed import DaemonProcess, Testbed
 from tests.e2e.helpers import wait_until
 from tests.e2e.load import Load
-from tests.faults.conftest import client, converged_world, settled
+from tests.faults.conftest import client, converged_world, settled, wait_settled
 from tests.faults.procs import lab_host, libvirtd_pid
 
 STOPPED_S = 30.0
@@ -26,7 +26,7 @@ STOPPED_S = 30.0
 
 def test_a_host_stopped_30s_is_slow_not_lost(daemon: DaemonProcess, testbed: Testbed, shared: dict[str, Any]) -> None:
     name, port = shared["name"], shared["port"]
-    wait_until(lambda: settled(daemon, shared), 600, f"{name} at 2 ready instances")
+    wait_settled(daemon, shared)
     api = client(daemon)
     before = {
         i["instanceId"]: i["properties"]["instanceView"]["host"]

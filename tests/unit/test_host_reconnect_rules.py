@@ -56,21 +56,31 @@ def test_concurrent_calls_never_share_a_connection() -> None:
     assert 1 < len(seen) <= 4, f"{len(seen)} connections for 12 calls (4 at most in flight)"
 
 
+class _LongCall:
+    """A call on ``host`` in a thread of its own that holds its connection until ``finish``."""
+
+    def __init__(self, host: Host) -> None:
+        self.conn: libvirt.virConnect | None = None
+        self._in_call = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=host._call, args=("a long call", self._run))
+        self._thread.start()
+        assert self._in_call.wait(10)
+
+    def _run(self, conn: libvirt.virConnect) -> None:
+        self.conn = conn
+        self._in_call.set()
+        self._release.wait(10)
+
+    def finish(self) -> None:
+        self._release.set()
+        self._thread.join(10)
+
+
 def test_a_dead_connection_is_disposed_of_by_its_caller_and_others_go_on() -> None:
     host = Host("t", "test:///default")
-    in_call = threading.Event()
-    release = threading.Event()
-    other: list[libvirt.virConnect] = []
-
-    def long_call(conn: libvirt.virConnect) -> str:
-        other.append(conn)
-        in_call.set()
-        release.wait(10)
-        return str(conn.getHostname())
-
-    caller = threading.Thread(target=host._call, args=("a long call", long_call))
-    caller.start()
-    assert in_call.wait(10)
+    long_call = _LongCall(host)
+    other = [long_call.conn]
     dying: list[libvirt.virConnect] = []
 
     def dies(conn: libvirt.virConnect) -> str:
@@ -84,8 +94,7 @@ def test_a_dead_connection_is_disposed_of_by_its_caller_and_others_go_on() -> No
     assert _closed(dying[0]), "the dead connection is closed"
     assert dying[0] is not other[0]
     assert not _closed(other[0]), "a call in flight on another connection was disturbed"
-    release.set()
-    caller.join(10)
+    long_call.finish()
     assert host.connect() is not dying[0]
     host.close()
     assert _closed(other[0]), "close() disposes of the idle connections"
@@ -93,22 +102,11 @@ def test_a_dead_connection_is_disposed_of_by_its_caller_and_others_go_on() -> No
 
 def test_close_while_a_call_is_in_flight_disposes_of_its_connection_when_it_returns() -> None:
     host = Host("t", "test:///default")
-    in_call = threading.Event()
-    release = threading.Event()
-    used: list[libvirt.virConnect] = []
-
-    def long_call(conn: libvirt.virConnect) -> None:
-        used.append(conn)
-        in_call.set()
-        release.wait(10)
-
-    caller = threading.Thread(target=host._call, args=("a long call", long_call))
-    caller.start()
-    assert in_call.wait(10)
+    long_call = _LongCall(host)
+    used = [long_call.conn]
     host.close()
     assert not _closed(used[0]), "closed under a call in flight"
-    release.set()
-    caller.join(10)
+    long_call.finish()
     assert _closed(used[0])
 
 
