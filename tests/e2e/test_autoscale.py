@@ -27,7 +27,24 @@ def _activity(api: ApiClient, name: str, kind: str) -> list[dict]:
 
 def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: DaemonProcess, name: str) -> None:
     cli.ok("create", name, "--image", "base", "--instance-count", "1")
+    # The rule looks back 45 s (a 30 s window of 15 s grains): an evaluation sooner than that
+    # after the guest was up averages in its boot, at full CPU, and rightly scales out (CI run of
+    # 2026-12-07: "avg Percentage CPU 58.18 > 50" 0.6 s after the rule was made, in what was
+    # meant as the quiet window). So the rule is made only once its lookback holds no boot.
+    settled, lookback_s = time.time(), 45
     cli.ok("autoscale", "create", "--resource", name, "--min-count", "1", "--max-count", "2", "--count", "1")
+    # The guest and the daemon's exporter are scraped before load starts.
+    wait_until(
+        lambda: prom_query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [],
+        60,
+        "instance metrics in Prometheus",
+    )
+    wait_until(
+        lambda: prom_query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [],
+        60,
+        "guest metrics scraped through file_sd",
+    )
+    time.sleep(max(0.0, settled + lookback_s - time.time()))
     cli.ok(
         "autoscale",
         "rule",
@@ -44,22 +61,8 @@ def test_cpu_load_scales_out_and_back_in(cli: Cli, api: ApiClient, daemon: Daemo
         "--timegrain",
         "avg 15s",
     )
-    # The guest and the daemon's exporter are scraped before load starts.
-    wait_until(
-        lambda: prom_query(daemon, f'localvmss_instance_cpu_seconds_total{{scale_set="{name}"}}') != [],
-        60,
-        "instance metrics in Prometheus",
-    )
-    wait_until(
-        lambda: prom_query(daemon, f'up{{job="localvmss-guest",scale_set="{name}"}} == 1') != [],
-        60,
-        "guest metrics scraped through file_sd",
-    )
-    # The rule looks back 45 s (a 30 s window of 15 s grains): an evaluation sooner than that
-    # after the guest was up still averages in its boot, at full CPU. Evaluations that change
-    # nothing reach the activity log only when their figures move (15-30 s apart were seen),
-    # so the window lasts until one lies wholly after the boot.
-    settled, lookback_s = time.time(), 45
+    # Evaluations that change nothing reach the activity log only when their figures move (15-30 s
+    # apart were seen), so the quiet window lasts until one is logged.
 
     def idle_seen() -> list[float]:
         return [
