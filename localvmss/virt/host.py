@@ -72,14 +72,6 @@ STATS_GROUPS = (
     | libvirt.VIR_DOMAIN_STATS_INTERFACE
     | libvirt.VIR_DOMAIN_STATS_BLOCK
 )
-# Connections are opened and disposed of one at a time, process-wide.
-_OPEN_GATE = threading.Lock()
-
-
-def open_connection(uri: str) -> libvirt.virConnect:
-    """``libvirt.open`` behind the process-wide gate that also serializes disposal (see above)."""
-    with _OPEN_GATE:
-        return libvirt.open(uri)
 
 
 def _close_quietly(conn: libvirt.virConnect) -> None:
@@ -211,6 +203,9 @@ class Host:
         self.name = name
         self.uri = uri
         self._idle: list[libvirt.virConnect] = []  # live connections no call is using
+        # This host's connections are opened and disposed of one at a time (never another
+        # host's: an open that hangs on a host gone dark must not hold up the others).
+        self._open_lock = threading.Lock()
         self._generation = 0  # bumped by ``close``: older connections are disposed of on return
         self._born: dict[int, int] = {}  # id(connection) -> the generation it was opened in
         self._lock = threading.Lock()
@@ -259,7 +254,8 @@ class Host:
 
     def _open(self) -> libvirt.virConnect:
         try:
-            conn = open_connection(self.uri)
+            with self._open_lock:
+                conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise HostUnavailable(f"host {self.name} ({self.uri}) does not answer: {exc}") from None
         if _event_loop_started:
@@ -289,7 +285,7 @@ class Host:
     def _dispose(self, conn: libvirt.virConnect) -> None:
         """Close a connection nobody uses any more, its event and close callbacks deregistered
         first (a dead one's deregistration fails harmlessly)."""
-        with _OPEN_GATE:
+        with self._open_lock:
             if conn is self._events_conn:
                 if self._events_id is not None:
                     try:
@@ -534,11 +530,12 @@ class Host:
     def _on_own_connection(self, fn: Callable[[libvirt.virConnect], T]) -> T:
         """Run a volume stream on a short-lived connection of its own: a stream that breaks (or
         waits on the pool) then cannot stall the calls sharing the host's connection."""
-        conn = open_connection(self.uri)
+        with self._open_lock:
+            conn = libvirt.open(self.uri)
         try:
             return fn(conn)
         finally:
-            with _OPEN_GATE:
+            with self._open_lock:
                 _close_quietly(conn)
 
     def create_overlay(self, pool: str, name: str, base_volume: str) -> str:

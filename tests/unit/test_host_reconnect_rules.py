@@ -168,3 +168,22 @@ def test_callers_share_one_statistics_read_and_do_not_pile_up_on_a_slow_host(
     assert [name for name, _ in host.all_domain_stats()] == ["test"], "the next caller reads afresh"
     assert calls == 2
     host.close()
+
+
+def test_an_open_that_hangs_on_one_host_holds_up_no_other_host() -> None:
+    """Opening and disposing of connections is serialized per host only: a ``libvirt.open`` that
+    hangs on a host gone dark (a qemu+ssh host waits out the TCP timeout) must not stop the
+    reconciler from reconnecting to, or disposing of dead connections of, every other host."""
+    dark, other = Host("dark", "test:///default"), Host("other", "test:///default")
+    done = threading.Event()
+
+    def use_other() -> None:
+        first = other.connect()
+        first.close()  # dies: the next caller disposes of it and opens another
+        other.ping()
+        other.close()
+        done.set()
+
+    with dark._open_lock:  # as if dark's libvirt.open hung
+        threading.Thread(target=use_other, daemon=True).start()
+        assert done.wait(10), "another host's connections waited for the dark host's open"
