@@ -79,20 +79,27 @@ def daemon(testbed: Testbed, image_dir: Path, tmp_path_factory: pytest.TempPathF
         yield proc
     finally:
         _session.pop("daemon", None)
-        try:
-            c = ApiClient(str(proc.socket_path), timeout=10)
-            for s in c.get("/scaleSets")["value"]:
+        end_daemon_session(proc)
+
+
+def end_daemon_session(proc: DaemonProcess) -> None:
+    """Delete what the tests left (a Flexible set's VMs first, as its mode requires), then stop
+    the daemon and, the session being over, its HAProxy and Prometheus too (a stopped daemon
+    leaves them running for the next one to adopt)."""
+    try:
+        if proc.proc is None or proc.proc.poll() is not None:
+            proc.start()  # a test left it dead: a daemon is needed to delete what it made
+        c = ApiClient(str(proc.socket_path), timeout=30)
+        for s in c.get("/scaleSets")["value"]:
+            if s["properties"]["orchestrationMode"] == "Flexible":
                 for vm in c.get(f"/scaleSets/{s['name']}/virtualMachines")["value"]:
-                    if vm["name"] == vm.get("properties", {}).get("osProfile", {}).get("computerName"):
-                        c.delete(f"/virtualMachines/{vm['name']}")
-                c.delete(f"/scaleSets/{s['name']}")
-            c.close()
-        except Exception:
-            pass
-        proc.stop()
-        # A stopped daemon leaves HAProxy and Prometheus running for the next one to adopt;
-        # the session is over, so they go too.
-        proc.stop_data_plane()
+                    c.delete(f"/virtualMachines/{vm['name']}")
+            c.delete(f"/scaleSets/{s['name']}")
+        c.close()
+    except Exception:
+        pass  # the lab's teardown removes whatever is left
+    proc.stop()
+    proc.stop_data_plane()
 
 
 @pytest.fixture

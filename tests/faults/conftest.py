@@ -56,20 +56,7 @@ def daemon(testbed: Testbed, image_dir: Path, state_tmpfs: Path) -> Iterator[Dae
         yield proc
     finally:
         main_conftest._session.pop("daemon", None)
-        if proc.proc is None or proc.proc.poll() is not None:
-            proc.start()  # a test left it dead: the next one is needed to delete what it made
-        try:
-            c = ApiClient(str(proc.socket_path), timeout=30)
-            for s in c.get("/scaleSets")["value"]:
-                for vm in c.get(f"/scaleSets/{s['name']}/virtualMachines")["value"]:
-                    if s["properties"]["orchestrationMode"] == "Flexible":
-                        c.delete(f"/virtualMachines/{vm['name']}")
-                c.delete(f"/scaleSets/{s['name']}")
-            c.close()
-        except Exception:
-            pass
-        proc.stop()
-        proc.stop_data_plane()
+        main_conftest.end_daemon_session(proc)
 
 
 def client(daemon: DaemonProcess, timeout: float = 60) -> ApiClient:
