@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 import libvirt
 from lxml import etree
 
-from localvmss.errors import HostBusy, HostUnavailable, LocalVMSSError, NotFound, VirtError
+from localvmss.errors import HostBusy, HostUnavailable, NotFound, VirtError
 from localvmss.model import OBJECT_PREFIX, PowerState
 from localvmss.virt import domainxml, guestchannel
 from localvmss.virt.domainxml import Ownership
@@ -170,7 +170,7 @@ class _SharedRead:
     started: float
     done: threading.Event = field(default_factory=threading.Event)
     result: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    error: LocalVMSSError | None = None
+    error: BaseException | None = None  # what the read raised: its waiters raise it too
 
 
 @dataclass(frozen=True)
@@ -874,8 +874,8 @@ class Host:
         try:
             read.result = self._call("reading domain statistics", stats)
             return read.result
-        except LocalVMSSError as exc:
-            read.error = exc
+        except BaseException as exc:
+            read.error = exc  # never an empty list that looks like "no domains" to a waiter
             raise
         finally:
             with self._stats_lock:

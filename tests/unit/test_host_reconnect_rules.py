@@ -187,3 +187,35 @@ def test_an_open_that_hangs_on_one_host_holds_up_no_other_host() -> None:
     with dark._open_lock:  # as if dark's libvirt.open hung
         threading.Thread(target=use_other, daemon=True).start()
         assert done.wait(10), "another host's connections waited for the dark host's open"
+
+
+def test_a_failed_shared_read_fails_its_waiters_too_never_an_empty_list() -> None:
+    host = Host("t", "test:///default")
+    started = threading.Event()
+    release = threading.Event()
+
+    def failing_call(doing: str, fn, idempotent: bool = True):  # type: ignore[no-untyped-def]
+        started.set()
+        release.wait(10)
+        raise RuntimeError("libvirt-python raised something unexpected")
+
+    host._call = failing_call  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            host.all_domain_stats()
+        except BaseException as exc:  # noqa: BLE001 (what it raised is the point)
+            errors.append(exc)
+
+    leader = threading.Thread(target=read)
+    leader.start()
+    assert started.wait(10)
+    waiter = threading.Thread(target=read)
+    waiter.start()
+    time.sleep(0.2)  # the waiter is now waiting on the leader's read
+    release.set()
+    leader.join(10)
+    waiter.join(10)
+    assert [type(e) for e in errors] == [RuntimeError, RuntimeError], errors
+    host.close()
