@@ -14,14 +14,14 @@ demo-down:
 
 # Tests run in two pytest-xdist workers, a file at a time: each worker has its own lab hosts and
 # daemon (labs never share a slot); VM tests spend most of their time waiting on guests.
-# The fault-injection stage (tests/faults) runs after them on its own: it kills its daemon,
-# libvirtd, HAProxy and Prometheus and fills the state disk, so it has a lab and daemon to itself.
+# The fault-injection stage (tests/faults) runs alongside them (scripts/run-tests): it kills its
+# daemon, libvirtd, HAProxy and Prometheus and fills the state disk, so it has a lab and daemon to
+# itself and touches nothing of the main suite's.
 test: setup
 	@$(PY) -m ruff check localvmss tests bench
 	@$(PY) -m mypy localvmss
 	@.venv/bin/lint-imports
-	@$(PY) -m pytest tests -v --durations=40 -n 2 --dist loadfile --ignore=tests/faults
-	@$(PY) -m pytest tests/faults -v --durations=10 -p no:cacheprovider
+	@bash scripts/run-tests
 
 faults: setup
 	@$(PY) -m pytest tests/faults -v --durations=10 -p no:cacheprovider
