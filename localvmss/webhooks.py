@@ -10,6 +10,9 @@ logged at WARNING with the receiver's answer:
 * ``dropped``: the queue was full (a receiver so slow that ``MAX_PENDING`` deliveries piled up).
 
 URLs are logged without their query string: Azure's webhook authentication puts a token there.
+
+httpx (and the trust store's TLS context) is imported when the first delivery is made, not with
+this module: most daemons never send a webhook, and it would stay resident (about 3 MiB) for none.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from localvmss import __version__
-from localvmss.trust import client_tls_context
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +81,8 @@ class WebhookSender:
         self.max_backoff_s = max_backoff_s
         self.on_result = on_result
         self._queue: queue.Queue[Delivery | None] = queue.Queue(max_pending)
-        self._client = httpx.Client(
-            timeout=timeout_s,
-            transport=transport,
-            verify=client_tls_context(),
-            headers={"User-Agent": f"localvmss/{__version__} autoscale-webhook"},
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._client: httpx.Client | None = None  # made by the worker for its first delivery
         self._stop = threading.Event()
         self._idle = threading.Condition()
         self._busy = 0
@@ -126,7 +124,8 @@ class WebhookSender:
         except queue.Full:
             pass
         self._thread.join(timeout)
-        self._client.close()
+        if self._client is not None and not self._thread.is_alive():
+            self._client.close()
 
     # -- worker side -----------------------------------------------------------------------------
     def _finish(self, result: str) -> None:
@@ -156,10 +155,28 @@ class WebhookSender:
                 log.exception("autoscale webhook to %s failed", redacted(item.url))
                 self._finish("failure")
 
+    def _http(self) -> httpx.Client:
+        """The worker's client, made on first use (only the worker thread calls this)."""
+        if self._client is None:
+            import httpx
+
+            from localvmss.trust import client_tls_context
+
+            self._client = httpx.Client(
+                timeout=self.timeout_s,
+                transport=self._transport,
+                verify=client_tls_context(),
+                headers={"User-Agent": f"localvmss/{__version__} autoscale-webhook"},
+                follow_redirects=False,
+            )
+        return self._client
+
     def _attempt(self, item: Delivery) -> str | None:
         """None on success, else what went wrong."""
+        import httpx  # already loaded by _http's first call: a dictionary look-up
+
         try:
-            response = self._client.post(item.url, json=item.payload)
+            response = self._http().post(item.url, json=item.payload)
         except httpx.TimeoutException:
             return f"no answer within {self.timeout_s:g}s"
         except httpx.HTTPError as exc:

@@ -4,6 +4,11 @@ The autoscaler decides on real CPU/memory numbers, so every failure here is repo
 the project's error kinds with what we were doing: an unreachable Prometheus is a
 ``TemporaryError`` (the reconciler retries), a PromQL expression Prometheus refuses to parse is an
 ``InvalidSpec`` carrying Prometheus's own message (so a bad autoscale rule is refused up front).
+
+The HTTP goes through the standard library (``urllib.request``), not httpx: the daemon's
+Prometheus is its own child on loopback, spoken to in plain HTTP, and httpx with its TLS context
+would stay resident in the daemon for that alone (about 3 MiB). An ``https://`` ``prometheus_url``
+is verified with the same trust store as before (``localvmss.trust``, loaded only then).
 """
 
 from __future__ import annotations
@@ -19,18 +24,21 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from http.client import HTTPException
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlencode
 
-import httpx
 import psutil
 
+from localvmss import __version__
 from localvmss.children import cmdline
 from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
 from localvmss.metrics.file_sd import write_file_sd
-from localvmss.trust import client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +91,67 @@ def _number(text: Any) -> float:
     return float(text)
 
 
-class PrometheusClient:
-    """A small, typed client for the Prometheus HTTP API (``/api/v1/query``, ``query_range``)."""
+USER_AGENT = f"localvmss/{__version__}"
 
-    def __init__(self, base_url: str, timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+
+def _opener(base_url: str) -> urllib.request.OpenerDirector:
+    """An opener for ``base_url``: plain HTTP as is; HTTPS verified with the daemon's trust store
+    (certifi's roots, as httpx verified them), imported only for an https URL."""
+    if base_url.lower().startswith("https:"):
+        from localvmss.trust import client_tls_context
+
+        return urllib.request.build_opener(urllib.request.HTTPSHandler(context=client_tls_context()))
+    return urllib.request.build_opener()
+
+
+def _exchange(
+    opener: urllib.request.OpenerDirector, request: urllib.request.Request, timeout: float
+) -> tuple[int, bytes]:
+    """(status, body) of one request. An HTTP error status is an answer here, not an exception
+    (Prometheus explains a refused query in the JSON body of its 400/422/503); what cannot be
+    answered raises ``OSError`` (``urllib.error.URLError``, ``TimeoutError``) or
+    ``http.client.HTTPException``."""
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as answer:
+        with answer:
+            return answer.code, answer.read()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, TimeoutError)
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, without urllib's ``<urlopen error ...>`` wrapping."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
+# What a request that got no answer raises (URLError and TimeoutError are OSErrors).
+_NO_ANSWER = (OSError, HTTPException)
+
+
+class PrometheusClient:
+    """A small, typed client for the Prometheus HTTP API (``/api/v1/query``, ``query_range``).
+
+    ``opener`` is what sends the requests (a ``urllib.request.OpenerDirector``; by default one
+    for ``base_url``'s scheme); tests may pass their own.
+    """
+
+    def __init__(
+        self, base_url: str, timeout: float = 10.0, opener: urllib.request.OpenerDirector | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, transport=transport, verify=client_tls_context()
-        )
+        self._opener = opener if opener is not None else _opener(self.base_url)
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing is held between requests (each is its own connection); kept for ``with``."""
 
     def __enter__(self) -> PrometheusClient:
         return self
@@ -104,22 +161,31 @@ class PrometheusClient:
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    def _request(self, path: str, form: Mapping[str, str] | None = None) -> urllib.request.Request:
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if form is None:
+            return urllib.request.Request(self.base_url + path, headers=headers, method="GET")
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return urllib.request.Request(
+            self.base_url + path, data=urlencode(form).encode("ascii"), headers=headers, method="POST"
+        )
+
     def _api(self, path: str, form: Mapping[str, str], doing: str) -> Any:
         """POST a form to the API (no URL length limit on long expressions) and return ``data``."""
         try:
-            response = self._http.post(path, data=dict(form))
-        except httpx.TimeoutException as exc:
-            raise TemporaryError(
-                f"Prometheus at {self.base_url} did not answer within {self.timeout:g}s while {doing}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TemporaryError(f"Prometheus at {self.base_url} unreachable while {doing}: {exc}") from exc
+            status, content = _exchange(self._opener, self._request(path, form), self.timeout)
+        except _NO_ANSWER as exc:
+            if _timed_out(exc):
+                raise TemporaryError(
+                    f"Prometheus at {self.base_url} did not answer within {self.timeout:g}s while {doing}"
+                ) from exc
+            raise TemporaryError(f"Prometheus at {self.base_url} unreachable while {doing}: {_why(exc)}") from exc
         try:
-            body = response.json()
+            body = json.loads(content)
         except ValueError:
+            text = content.decode("utf-8", "replace")
             raise TemporaryError(
-                f"Prometheus at {self.base_url} answered HTTP {response.status_code} without JSON "
-                f"while {doing}: {response.text[:200]!r}"
+                f"Prometheus at {self.base_url} answered HTTP {status} without JSON while {doing}: {text[:200]!r}"
             ) from None
         if not isinstance(body, dict):
             raise TemporaryError(f"Prometheus at {self.base_url} sent an unexpected answer while {doing}")
@@ -128,8 +194,8 @@ class PrometheusClient:
                 log.warning("Prometheus warning while %s: %s", doing, warning)
             return body.get("data")
         error_type = str(body.get("errorType", ""))
-        error = str(body.get("error", f"HTTP {response.status_code}"))
-        if error_type == "bad_data" or response.status_code == 400:
+        error = str(body.get("error", f"HTTP {status}"))
+        if error_type == "bad_data" or status == 400:
             # 'invalid parameter "query": 1:10: parse error: ...' -> '1:10: parse error: ...'
             error = error.removeprefix('invalid parameter "query": ')
             raise InvalidSpec(f"PromQL rejected by Prometheus: {error}")
@@ -207,9 +273,23 @@ class PrometheusClient:
     def ready(self) -> bool:
         """True when Prometheus answers /-/ready with 200 (TSDB loaded, serving queries)."""
         try:
-            return self._http.get("/-/ready").status_code == 200
-        except httpx.HTTPError:
+            status, _ = _exchange(self._opener, self._request("/-/ready"), self.timeout)
+        except _NO_ANSWER:
             return False
+        return status == 200
+
+    def reload(self, config_path: Path) -> None:
+        """Have Prometheus re-read ``config_path`` (``POST /-/reload``; needs
+        ``--web.enable-lifecycle``). Unreachable: ``TemporaryError``; a configuration Prometheus
+        refuses: ``LocalVMSSError`` with Prometheus's own words."""
+        request = self._request("/-/reload", {})
+        try:
+            status, content = _exchange(self._opener, request, self.timeout)
+        except _NO_ANSWER as exc:
+            raise TemporaryError(f"Prometheus at {self.base_url} unreachable while reloading: {_why(exc)}") from exc
+        if status != 200:
+            text = content.decode("utf-8", "replace").strip()
+            raise LocalVMSSError(f"Prometheus refused the new configuration {config_path}: {text}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,14 +592,7 @@ class PrometheusServer:
             self.write_config()
             if not self.running():
                 return
-            try:
-                response = httpx.post(f"{self.url}/-/reload", timeout=10.0)
-            except httpx.HTTPError as exc:
-                raise TemporaryError(f"Prometheus at {self.url} unreachable while reloading: {exc}") from exc
-            if response.status_code != 200:
-                raise LocalVMSSError(
-                    f"Prometheus refused the new configuration {self.config_path}: {response.text.strip()}"
-                )
+            self.client().reload(self.config_path)
 
     def _terminate(self, timeout: float = 10.0) -> None:
         if self._proc is None and self._adopted is not None:
