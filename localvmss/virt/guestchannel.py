@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 
 import libvirt
-from lxml import etree
 
 from localvmss.errors import GuestAgentError, GuestAgentUnavailable
 from localvmss.virt.domainxml import AGENT_CHANNEL
@@ -25,7 +25,7 @@ MAX_REPLY_BYTES = 4096
 
 def has_agent_channel(domain_xml: str) -> bool:
     """True if the domain XML has the virtio channel the guest's command service listens on."""
-    root = etree.fromstring(domain_xml.encode())
+    root = ET.fromstring(domain_xml)
     return any(t.get("name") == AGENT_CHANNEL for t in root.iterfind("devices/channel/target"))
 
 

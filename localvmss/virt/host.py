@@ -12,13 +12,13 @@ import logging
 import os
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import libvirt
-from lxml import etree
 
 from localvmss.errors import HostBusy, HostUnavailable, NotFound, VirtError
 from localvmss.model import OBJECT_PREFIX, PowerState
@@ -391,7 +391,7 @@ class Host:
     # -- capacity ---------------------------------------------------------------------------
     def capacity(self) -> HostCapacity:
         def read(conn: libvirt.virConnect) -> HostCapacity:
-            caps = etree.fromstring(conn.getCapabilities().encode())
+            caps = ET.fromstring(conn.getCapabilities())
             cells = []
             for cell in caps.iterfind("host/topology/cells/cell"):
                 mem = cell.find("memory")
@@ -567,7 +567,7 @@ class Host:
     def volume_backing_path(self, pool: str, name: str) -> str | None:
         def read(conn: libvirt.virConnect) -> str | None:
             xml = conn.storagePoolLookupByName(pool).storageVolLookupByName(name).XMLDesc(0)
-            el = etree.fromstring(xml.encode()).find("backingStore/path")
+            el = ET.fromstring(xml).find("backingStore/path")
             return el.text if el is not None else None
 
         return self._call(f"reading volume {name}", read)
@@ -593,7 +593,7 @@ class Host:
         def read(conn: libvirt.virConnect) -> tuple[str, str, str, str, list[tuple[str, str]]]:
             with self._lock:
                 changes = self._dhcp_changes.get(name, 0)
-            root = etree.fromstring(conn.networkLookupByName(name).XMLDesc(0).encode())
+            root = ET.fromstring(conn.networkLookupByName(name).XMLDesc(0))
             ip = root.find("ip")
             rng = root.find("ip/dhcp/range")
             if ip is None or rng is None:
@@ -659,7 +659,7 @@ class Host:
         self._update_dhcp_host(
             network,
             libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
-            etree.tostring(etree.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode"),
+            ET.tostring(ET.Element("host", mac=entry_mac, ip=entry_ip), encoding="unicode"),
             f"releasing {entry_ip} in network {network}",
         )
         self._dhcp_changed(network, mac, None)

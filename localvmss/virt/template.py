@@ -13,16 +13,17 @@ so it works on a remote host (qemu+ssh) as on a local one.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import struct
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 import fasteners
 import libvirt
-from lxml import etree
 
 from localvmss.errors import GuestAgentError, GuestAgentUnavailable, NotFound, WarmCloneUnavailable
 from localvmss.virt import domainxml, guestchannel
@@ -46,7 +47,7 @@ _ABI_CHECKS = (
     ("kernel command line", lambda r: r.findtext("os/cmdline")),
     ("disks", lambda r: [t.get("dev") for t in r.iterfind("devices/disk/target")]),
     ("network interfaces", lambda r: len(r.findall("devices/interface"))),
-    ("command channel", lambda r: guestchannel.has_agent_channel(etree.tostring(r).decode())),
+    ("command channel", lambda r: guestchannel.has_agent_channel(ET.tostring(r, encoding="unicode"))),
 )
 
 
@@ -113,12 +114,29 @@ def build_save_header(image: SaveImage, xml: str) -> bytes:
     return head + body
 
 
-def _kib(el: etree._Element | None) -> int | None:
+def _kib(el: ET.Element | None) -> int | None:
     if el is None or not el.text:
         return None
     factor = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1 << 20, "G": 1 << 20, "b": 0, "bytes": 0}
     unit = el.get("unit", "KiB")
     return int(el.text) * factor[unit] if factor.get(unit) else int(el.text) // 1024
+
+
+def _child(parent: ET.Element, path: str, whose: str) -> ET.Element:
+    """``parent.find(path)``, which libvirt's and build_domain_xml's documents always have."""
+    el = parent.find(path)
+    if el is None:
+        raise WarmCloneUnavailable(f"the {whose} XML has no <{path}>")
+    return el
+
+
+def _insert_after(parent: ET.Element, anchor: ET.Element | None, new: ET.Element | None) -> None:
+    """Put ``new`` right after ``anchor`` among ``parent``'s children (ElementTree has no
+    ``addnext``); after the last child when there is no anchor."""
+    if new is None:
+        return
+    children = list(parent)
+    parent.insert(children.index(anchor) + 1 if anchor is not None else len(children), new)
 
 
 def clone_xml(saved_xml: str, clone_xml_text: str) -> str:
@@ -127,16 +145,16 @@ def clone_xml(saved_xml: str, clone_xml_text: str) -> str:
     for the clone); everything that is ABI (PCI addresses, CPU model, machine type) stays as
     saved. WarmCloneUnavailable when the two are not the same machine (other image, size or
     devices): such a clone must boot cold."""
-    saved = etree.fromstring(saved_xml.encode())
-    clone = etree.fromstring(clone_xml_text.encode())
+    saved = ET.fromstring(saved_xml)
+    clone = ET.fromstring(clone_xml_text)
     for what, read in _ABI_CHECKS:
         if read(saved) != read(clone):
             raise WarmCloneUnavailable(
                 f"the template differs from this instance in its {what}: {read(saved)} vs {read(clone)}"
             )
-    out = etree.fromstring(saved_xml.encode())
-    out.find("name").text = clone.findtext("name")
-    uuid_el = out.find("uuid")
+    out = ET.fromstring(saved_xml)
+    _child(out, "name", "template's").text = clone.findtext("name")
+    uuid_el = _child(out, "uuid", "template's")
     uuid_el.text = clone.findtext("uuid") or str(uuid.uuid4())
     genid = out.find("genid")
     if genid is not None:  # a generation ID of its own: the guest kernel reseeds its RNG from it
@@ -146,25 +164,27 @@ def clone_xml(saved_xml: str, clone_xml_text: str) -> str:
         out.remove(old_meta)
     new_meta = clone.find("metadata")
     if new_meta is not None:
-        uuid_el.addnext(etree.fromstring(etree.tostring(new_meta)))
-    clone_disks = {d.find("target").get("dev"): d for d in clone.iterfind("devices/disk")}
+        _insert_after(out, uuid_el, copy.deepcopy(new_meta))
+    clone_disks = {_child(d, "target", "clone's disk").get("dev"): d for d in clone.iterfind("devices/disk")}
     for disk in out.iterfind("devices/disk"):
-        source = clone_disks[disk.find("target").get("dev")]
+        source = clone_disks[_child(disk, "target", "template's disk").get("dev")]
         disk.set("type", source.get("type", "volume"))
         for tag in ("source", "backingStore"):
             for el in disk.findall(tag):
                 disk.remove(el)
-        disk.find("driver").addnext(etree.fromstring(etree.tostring(source.find("source"))))
+        _insert_after(disk, disk.find("driver"), copy.deepcopy(source.find("source")))
     for iface, theirs in zip(out.iterfind("devices/interface"), clone.iterfind("devices/interface"), strict=True):
-        iface.find("mac").set("address", theirs.find("mac").get("address", ""))
+        _child(iface, "mac", "template's interface").set(
+            "address", _child(theirs, "mac", "clone's interface").get("address", "")
+        )
     for tag in ("serial", "console"):
         log_file = clone.find(f"devices/{tag}/log")
         for el in out.iterfind(f"devices/{tag}"):
             for old in el.findall("log"):
                 el.remove(old)
             if log_file is not None:
-                el.insert(0, etree.fromstring(etree.tostring(log_file)))
-    return etree.tostring(out, pretty_print=True, encoding="unicode")
+                el.insert(0, copy.deepcopy(log_file))
+    return domainxml.to_text(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +192,7 @@ def clone_xml(saved_xml: str, clone_xml_text: str) -> str:
 
 
 def _pool_dir(pool: libvirt.virStoragePool) -> str:
-    path = etree.fromstring(pool.XMLDesc(0).encode()).findtext("target/path")
+    path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
     if not path:
         raise WarmCloneUnavailable(f"pool {pool.name()} has no directory; templates need a dir pool")
     return path
@@ -237,7 +257,7 @@ def make_template(host: Host, pool: str, domain: str, template: str) -> Template
         dom = conn.lookupByName(domain)
         if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
             raise WarmCloneUnavailable(f"{domain} is not running; a template is saved from a running, ready guest")
-        root = etree.fromstring(dom.XMLDesc(0).encode())
+        root = ET.fromstring(dom.XMLDesc(0))
         os_disk = root.find("devices/disk/target[@dev='vda']/..")
         source = os_disk.find("source") if os_disk is not None else None
         if source is None or source.get("pool") != pool or not source.get("volume"):
@@ -314,7 +334,7 @@ def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> floa
     clone's XML. Afterwards the guest still has the template's identity until ``reidentify``.
     WarmCloneUnavailable when the template does not fit the instance (fall back to a cold boot).
     """
-    clone = etree.fromstring(clone_domain_xml.encode())
+    clone = ET.fromstring(clone_domain_xml)
     name = clone.findtext("name") or ""
     os_source = clone.find("devices/disk/target[@dev='vda']/../source")
     if os_source is None or os_source.get("pool") != template.pool:
@@ -348,14 +368,14 @@ def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> floa
             finally:
                 state.delete(0)
         # Persistent, like every instance (the next boot is a cold boot of the clone's own XML).
-        live = etree.fromstring(conn.lookupByName(name).XMLDesc(0).encode())
-        clone_def = etree.fromstring(clone_domain_xml.encode())
+        live = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+        clone_def = ET.fromstring(clone_domain_xml)
         uuid_el = clone_def.find("uuid")
         if uuid_el is None:
-            uuid_el = etree.Element("uuid")
-            clone_def.find("name").addnext(uuid_el)
+            uuid_el = ET.Element("uuid")
+            _insert_after(clone_def, clone_def.find("name"), uuid_el)
         uuid_el.text = live.findtext("uuid")
-        conn.defineXML(etree.tostring(clone_def, encoding="unicode"))
+        conn.defineXML(domainxml.to_text(clone_def, pretty=False))
         return took
 
     return host._call(

@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
@@ -27,7 +28,6 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from lxml import etree
 
 from localvmss.errors import LocalVMSSError
 from localvmss.inventory import read_manifest
@@ -161,7 +161,7 @@ def test_base_image_boots_serves_and_cleans_up(testbed: lab_testbed.Testbed, ima
         started = time.monotonic()
         host.define_domain(xml)
         host.start(domain)
-        assert etree.fromstring(host.domain_xml(domain).encode()).get("type") == choice.domain_type
+        assert ET.fromstring(host.domain_xml(domain)).get("type") == choice.domain_type
 
         # -- the guest serves ---------------------------------------------------------------
         deadline = started + BOOT_TIMEOUT_S
@@ -235,7 +235,7 @@ def test_base_image_boots_serves_and_cleans_up(testbed: lab_testbed.Testbed, ima
         for other in conn.listAllStoragePools(0):
             other.refresh(0)
             assert not [v for v in other.listVolumes() if v.startswith(domain)], f"volumes left in {other.name()}"
-        net_xml = etree.fromstring(conn.networkLookupByName(lab_host.network_name).XMLDesc(0).encode())
+        net_xml = ET.fromstring(conn.networkLookupByName(lab_host.network_name).XMLDesc(0))
         hosts = [(h.get("mac"), h.get("ip")) for h in net_xml.iterfind("ip/dhcp/host")]
         assert not [h for h in hosts if h[0] == mac or h[1] == ip], hosts
     finally:

@@ -14,12 +14,12 @@ import signal
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
-from lxml import etree
 
 from localvmss.lab import hosts as lab_module
 from localvmss.lab.hosts import Lab, LabHost
@@ -126,12 +126,12 @@ def test_a_request_never_sent_is_sent_on_a_new_connection(lab: Lab) -> None:
 
 def _tiny_domain_xml(name: str) -> str:
     """The least libvirt defines: it is only defined and undefined, never started."""
-    domain = etree.Element("domain", type="qemu")
-    etree.SubElement(domain, "name").text = name
-    etree.SubElement(domain, "memory", unit="MiB").text = "32"
-    os_el = etree.SubElement(domain, "os")
-    etree.SubElement(os_el, "type", arch="x86_64").text = "hvm"
-    return etree.tostring(domain, encoding="unicode")
+    domain = ET.Element("domain", type="qemu")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "memory", unit="MiB").text = "32"
+    os_el = ET.SubElement(domain, "os")
+    ET.SubElement(os_el, "type", arch="x86_64").text = "hvm"
+    return ET.tostring(domain, encoding="unicode")
 
 
 def test_lifecycle_events_arrive_after_a_reconnect(lab: Lab) -> None:

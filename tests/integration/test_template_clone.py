@@ -17,11 +17,11 @@ import socket
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
 import paramiko
-from lxml import etree
 
 from localvmss.lab import testbed as lab_testbed  # a module alias: pytest would try to collect 'Testbed'
 from localvmss.virt import template
@@ -84,7 +84,7 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
         failures: list[str] = []
         draws: dict[int, str] = {}
         genids: dict[int, str | None] = {}
-        saved_genid = etree.fromstring(tpl.saved_xml.encode()).findtext("genid")
+        saved_genid = ET.fromstring(tpl.saved_xml).findtext("genid")
 
         prefix = ipaddress.ip_network(guests.lab_host.guest_network).prefixlen
 
@@ -96,7 +96,7 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
                 name = guests.name(k)
                 # The first random bytes of its new life, before anything else happens in it.
                 draws[k] = guests.host.guest_command(name, "random")
-                genids[k] = etree.fromstring(guests.host.domain_xml(name).encode()).findtext("genid")
+                genids[k] = ET.fromstring(guests.host.domain_xml(name)).findtext("genid")
                 ip, mac = guests.address(k)
                 template.reidentify(
                     guests.host, name, name, name, mac, address=f"{ip}/{prefix}", gateway=guests.lab_host.gateway

@@ -159,9 +159,9 @@ class FakeHost:
         self._enter("define_domain")
         own = read_ownership(xml)
         assert own is not None, "every domain localvmss defines carries its ownership"
-        from lxml import etree
+        import xml.etree.ElementTree as ET
 
-        name = etree.fromstring(xml.encode()).findtext("name")
+        name = ET.fromstring(xml).findtext("name")
         assert name
         self.domains[name] = FakeDomain(xml)
 

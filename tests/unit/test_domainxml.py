@@ -121,6 +121,13 @@ def test_ownership_round_trips(owner: Ownership) -> None:
     assert meta is not None, "ownership lives in <metadata> under the localvmss namespace"
 
 
+def test_ownership_is_written_with_the_stable_prefix() -> None:
+    """``lvmss:`` always (never ElementTree's ``ns0:``), declared once; only where it is used."""
+    xml = build_domain_xml(instance())
+    assert xml.count(f'xmlns:lvmss="{METADATA_NS}"') == 1 and "<lvmss:instance>" in xml and "ns0" not in xml
+    assert "xmlns:lvmss" not in build_domain_xml(instance(ownership=None))
+
+
 def test_ownership_survives_libvirt_style_reformatting() -> None:
     """libvirt re-serializes metadata with its own prefix and indentation; we still read it."""
     owner = Ownership(scale_set="web", instance_id=9, model_version=4, fault_domain=1)

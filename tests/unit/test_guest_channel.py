@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
-from lxml import etree
 
 from localvmss.errors import GuestAgentError
 from localvmss.virt import guestchannel
@@ -24,7 +25,7 @@ def test_every_instance_domain_has_the_agent_channel_without_a_path() -> None:
             mac="52:54:00:00:00:01",
         )  # fmt: skip
     )
-    channels = etree.fromstring(xml.encode()).findall("devices/channel")
+    channels = ET.fromstring(xml).findall("devices/channel")
     assert len(channels) == 1
     assert channels[0].get("type") == "unix" and channels[0].find("source") is None, "libvirt picks the socket"
     assert channels[0].find("target").attrib == {"type": "virtio", "name": AGENT_CHANNEL}

@@ -4,13 +4,13 @@ test driver (real libvirt, no guests), with libvirt's calls counted."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import libvirt
 import pytest
-from lxml import etree
 
 from localvmss.model import OBJECT_PREFIX, PowerState
 from localvmss.virt import domainxml
@@ -73,10 +73,10 @@ def define(host: Host, name: str, instance_id: int, model_version: int = 1, uuid
         )
     )
     if uuid is not None:  # a redefinition of the same domain
-        root = etree.fromstring(xml.encode())
+        root = ET.fromstring(xml)
         el = root.find("uuid")
-        (el if el is not None else etree.SubElement(root, "uuid")).text = uuid
-        xml = etree.tostring(root, encoding="unicode")
+        (el if el is not None else ET.SubElement(root, "uuid")).text = uuid
+        xml = ET.tostring(root, encoding="unicode")
     host.define_domain(xml)
 
 
@@ -107,7 +107,7 @@ def test_a_redefined_domain_is_read_again(host: Host, calls: Counter[str]) -> No
     name = f"{OBJECT_PREFIX}web-7"
     define(host, name, 7, model_version=1)
     assert [d.ownership.model_version for d in host.owned_domains()] == [1]
-    uuid = etree.fromstring(host.domain_xml(name).encode()).findtext("uuid")
+    uuid = ET.fromstring(host.domain_xml(name)).findtext("uuid")
     define(host, name, 7, model_version=2, uuid=uuid)  # same name and UUID, new metadata
     assert [d.ownership.model_version for d in host.owned_domains()] == [2]
     undefine(name)

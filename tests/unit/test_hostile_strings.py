@@ -4,7 +4,7 @@ stored and rendered harmlessly, checked by parsing what the real renderers write
 Names (set, Flexible VM, resource group, autoscale setting), customData, tags, probe paths, SSH
 key comments and computerNamePrefix get control characters, quotes, XML and HAProxy
 metacharacters, YAML syntax, Unicode and oversize values. What is accepted is rendered as the
-daemon would render it: domain XML (lxml: the value is text or an attribute, no element
+daemon would render it: domain XML (ElementTree: the value is text or an attribute, no element
 added), the NoCloud seed (pycdlib + YAML: meta-data holds the value verbatim, user-data is the
 decoded customData byte for byte), haproxy.cfg (every line the same directive as with a plain
 value: nothing broke a line or added one) and Prometheus's file_sd (JSON with the labels as
@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from lxml import etree
 
 from localvmss.lb import spec as lbspec
 from localvmss.lb.config import SetState, render_config
@@ -207,7 +207,7 @@ def check_domain_xml(inst: InstanceRow) -> None:
             ownership=Ownership(inst.scale_set, inst.instance_id, inst.model_version, inst.fault_domain),
         )
     )
-    root = etree.fromstring(xml.encode())
+    root = ET.fromstring(xml)
     assert root.findtext("name") == inst.domain_name
     sources = [s.get("volume") for s in root.iter("source") if s.get("volume")]
     assert sources == [os_volume(inst), seed_volume(inst)]
@@ -216,7 +216,7 @@ def check_domain_xml(inst: InstanceRow) -> None:
     plain = build_domain_xml(
         InstanceDomain("plain", "qemu", 1, 256, "pool", "o", "s", "default", inst.mac, ownership=Ownership("p", 0, 1))
     )
-    tags = [e.tag for e in etree.fromstring(plain.encode()).iter()]
+    tags = [e.tag for e in ET.fromstring(plain).iter()]
     assert [e.tag for e in root.iter()] == tags, "an element was added"
 
 

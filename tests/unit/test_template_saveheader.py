@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
-from lxml import etree
 
 from localvmss.errors import WarmCloneUnavailable
 from localvmss.virt import template
@@ -76,15 +77,15 @@ def domain(name: str, mac: str, **changes: object) -> str:
 
 def saved(xml: str) -> str:
     """What libvirt's saved XML adds: a UUID and PCI addresses (ABI, to be kept)."""
-    root = etree.fromstring(xml.encode())
-    etree.SubElement(root, "uuid").text = "11111111-2222-3333-4444-555555555555"
+    root = ET.fromstring(xml)
+    ET.SubElement(root, "uuid").text = "11111111-2222-3333-4444-555555555555"
     for i, disk in enumerate(root.iterfind("devices/disk")):
-        etree.SubElement(disk, "address", type="pci", slot=f"0x0{i + 4}")
-    return etree.tostring(root, encoding="unicode")
+        ET.SubElement(disk, "address", type="pci", slot=f"0x0{i + 4}")
+    return ET.tostring(root, encoding="unicode")
 
 
 def test_clone_xml_takes_identity_and_keeps_abi() -> None:
-    out = etree.fromstring(
+    out = ET.fromstring(
         template.clone_xml(saved(domain("tpl", "52:54:00:00:00:01")), domain("c1", "52:54:00:00:00:02"))
     )
     assert out.findtext("name") == "c1"
