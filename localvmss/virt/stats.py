@@ -101,28 +101,38 @@ def _optional_kib(raw: Mapping[str, Any], key: str) -> int | None:
         return None
 
 
-def _sum_indexed(raw: Mapping[str, Any], group: str, field: str) -> int:
-    """Sum ``<group>.<n>.<field>`` over ``0 <= n < <group>.count``."""
-    return sum(_int(raw, f"{group}.{index}.{field}") for index in range(_int(raw, f"{group}.count")))
+def _sum_indexed(raw: Mapping[str, Any], group: str, first: str, second: str) -> tuple[int, int]:
+    """Sums of ``<group>.<n>.<first>`` and of ``<group>.<n>.<second>`` over ``0 <= n <
+    <group>.count`` (one pass over the indices for both fields)."""
+    total_first = total_second = 0
+    for index in range(_int(raw, f"{group}.count")):
+        total_first += _int(raw, f"{group}.{index}.{first}")
+        total_second += _int(raw, f"{group}.{index}.{second}")
+    return total_first, total_second
 
 
 def parse_domain_stats(name: str, raw: Mapping[str, Any]) -> DomainStats:
     """Turn one ``getAllDomainStats`` record into base units; absent keys become 0 (or None when
-    the value is guest-reported, so "unknown" never looks like "no memory left")."""
+    the value is guest-reported, so "unknown" never looks like "no memory left").
+
+    Called for every domain at every scrape: each key is looked up once, and a group without
+    devices (no ``block.count``) costs one look-up."""
     memory_kib = _int(raw, "balloon.current") or _int(raw, "balloon.maximum")
+    disk_read, disk_write = _sum_indexed(raw, "block", "rd.bytes", "wr.bytes") if "block.count" in raw else (0, 0)
+    net_rx, net_tx = _sum_indexed(raw, "net", "rx.bytes", "tx.bytes") if "net.count" in raw else (0, 0)
     return DomainStats(
-        name=name,
-        state=_int(raw, "state.state"),
-        cpu_seconds=_int(raw, "cpu.time") / NS_PER_SECOND,
-        vcpus=_int(raw, "vcpu.current"),
-        memory_bytes=memory_kib * KIB,
-        rss_bytes=_int(raw, "balloon.rss") * KIB,
-        available_bytes=_optional_kib(raw, "balloon.available"),
-        usable_bytes=_optional_kib(raw, "balloon.usable"),
-        disk_read_bytes=_sum_indexed(raw, "block", "rd.bytes"),
-        disk_write_bytes=_sum_indexed(raw, "block", "wr.bytes"),
-        net_rx_bytes=_sum_indexed(raw, "net", "rx.bytes"),
-        net_tx_bytes=_sum_indexed(raw, "net", "tx.bytes"),
+        name,
+        _int(raw, "state.state"),
+        _int(raw, "cpu.time") / NS_PER_SECOND,
+        _int(raw, "vcpu.current"),
+        memory_kib * KIB,
+        _int(raw, "balloon.rss") * KIB,
+        _optional_kib(raw, "balloon.available"),
+        _optional_kib(raw, "balloon.usable"),
+        disk_read,
+        disk_write,
+        net_rx,
+        net_tx,
     )
 
 
