@@ -442,10 +442,14 @@ class Store:
         # or moved, a write rolled back): what the allocator keeps in memory is rebuilt after one.
         self.releases = 0
         # Reads kept until the next write (``instances``) and models parsed once (``_set_row``).
+        # A transaction that changed no row (a round of health probes with nothing new) is no
+        # write: what was read before it is still current.
         self._writes = 0
         self._writing = False
+        self._changes_before = 0  # the connection's total_changes when the transaction began
         self._savepoints = 0  # nesting depth of savepoints inside the current transaction
         self._instances_read: _InstancesRead | None = None
+        self._images_read: list[tuple[str, str, str]] | None = None  # (name, manifest JSON, source)
         self._specs: dict[str, ScaleSetSpec] = {}
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -533,6 +537,7 @@ class Store:
             except sqlite3.Error as exc:
                 raise self._error("starting a write", exc) from None
             self._writing = True
+            self._changes_before = self._db.total_changes
             try:
                 yield self._db
             except BaseException as exc:
@@ -579,9 +584,17 @@ class Store:
             self._savepoints -= 1
 
     def _written(self) -> None:
-        """A transaction ended: reads kept from before it are no longer current."""
+        """A transaction ended: reads kept from before it are no longer current if it changed
+        (or rolled back) any row."""
         self._writing = False
-        self._writes += 1
+        if self._db.total_changes != self._changes_before:
+            self._writes += 1
+
+    def revision(self) -> int:
+        """A number that changes whenever a transaction has changed the database: a reader
+        outside a transaction that keeps what it made of the rows (the exporter) makes it again
+        when this differs. Read it before the rows, never after."""
+        return self._writes
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1184,17 +1197,27 @@ class Store:
 
     # -- images -----------------------------------------------------------------------------
     def put_image(self, name: str, manifest: dict[str, Any], source_dir: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO images (name, manifest, source_dir, imported_at) VALUES (?,?,?,?)",
-                (name, json.dumps(manifest), source_dir, time.time()),
-            )
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO images (name, manifest, source_dir, imported_at) VALUES (?,?,?,?)",
+                    (name, json.dumps(manifest), source_dir, time.time()),
+                )
+        finally:
+            self._images_read = None
 
     def images(self) -> dict[str, tuple[dict[str, Any], str]]:
-        return {
-            r["name"]: (json.loads(r["manifest"]), r["source_dir"])
-            for r in self._query("SELECT * FROM images ORDER BY name")
-        }
+        """Every image: (manifest, source directory) by name. The rows are read once and kept
+        until ``put_image`` (the only writer of the table): a worker making an instance asks
+        for its image more than once; each caller gets manifests of its own."""
+        with self._lock:
+            kept = self._images_read
+            if kept is None:
+                rows = self._query("SELECT name, manifest, source_dir FROM images ORDER BY name")
+                kept = [(r["name"], r["manifest"], r["source_dir"]) for r in rows]
+                if not self._writing:  # inside a transaction: it may yet be rolled back
+                    self._images_read = kept
+        return {name: (json.loads(manifest), source) for name, manifest, source in kept}
 
     # -- hosts ------------------------------------------------------------------------------
     def put_host(self, row: HostRow) -> None:

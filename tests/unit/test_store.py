@@ -260,3 +260,56 @@ def test_instances_of_a_set_come_from_the_rows_kept_and_follow_writes(
         _instance(store, db, "a")
     assert [i.instance_id for i in store.instances(scale_set)] == expected
     assert [i.instance_id for i in store.instances(scale_set)] == expected  # kept, the same
+
+
+def _touch_nothing(store: Store) -> None:
+    with store.transaction() as db:
+        db.execute("UPDATE instances SET health='healthy' WHERE instance_id=-1")
+
+
+def _write(store: Store) -> None:
+    store.record_status("web", 0, health="unhealthy")
+
+
+def _roll_back(store: Store) -> None:
+    with contextlib.suppress(RuntimeError), store.transaction():
+        store.record_status("web", 0, health="initializing")
+        raise RuntimeError("undone")
+
+
+@pytest.mark.parametrize(
+    ("act", "changes", "health"),
+    [
+        (_touch_nothing, False, "unknown"),  # a round of health probes with nothing new
+        (_write, True, "unhealthy"),
+        (_roll_back, True, "unknown"),  # undone, yet what was kept is read again
+    ],
+)
+def test_the_revision_moves_with_transactions_that_change_rows(
+    tmp_path: Path, act: object, changes: bool, health: str
+) -> None:
+    store = Store(tmp_path / "s.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 1, "Creating")
+    with store.transaction() as db:
+        _instance(store, db, "web")
+    before = store.revision()
+    kept = store.instances()
+    act(store)  # type: ignore[operator]
+    assert (store.revision() != before) is changes
+    assert (store.instances()[0] is kept[0]) is not changes  # the rows kept stay while nothing changed
+    assert store.instances()[0].health == health
+
+
+def test_images_are_kept_until_one_is_put_and_each_caller_gets_its_own(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.put_image("base", {"disk": "d.qcow2"}, "/images/base")
+    first = store.images()
+    first["base"][0]["disk"] = "changed by a caller"
+    assert store.images() == {"base": ({"disk": "d.qcow2"}, "/images/base")}
+    store.put_image("other", {"disk": "o.qcow2"}, "/images/other")
+    assert sorted(store.images()) == ["base", "other"]
+    with contextlib.suppress(RuntimeError), store.transaction():
+        store.put_image("undone", {"disk": "u.qcow2"}, "/images/undone")
+        assert "undone" in store.images()  # its own transaction sees it
+        raise RuntimeError("rolled back")
+    assert sorted(store.images()) == ["base", "other"]
