@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from localvmss import __version__
 from localvmss.errors import LocalVMSSError
-from localvmss.metrics.exposition import SeriesFamily, serve
+from localvmss.metrics.exposition import LabelSet, SeriesFamily, serve
 from localvmss.virt.stats import STATE_NAMES, DomainStats
 
 log = logging.getLogger(__name__)
@@ -156,6 +156,9 @@ class InstanceCollector(Collector):
 
     def __init__(self, source: InstanceSource) -> None:
         self._source = source
+        # The label set of each instance of the last scrape, by its labels: escaped once while
+        # the instance lives (an instance gone is forgotten at the next scrape).
+        self._labels: dict[tuple[str, int, str, int], LabelSet] = {}
 
     @staticmethod
     def _families() -> dict[str, SeriesFamily]:
@@ -199,22 +202,32 @@ class InstanceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self._families()
-        running = [
-            (sample.label_values(), sample.stats)
-            for sample in _safe_read(self._source, "instance statistics")
-            if sample.stats.state not in _NOT_RUNNING
-        ]
-        f["cpu"].extend((labels, stats.cpu_seconds) for labels, stats in running)
-        f["vcpus"].extend((labels, stats.vcpus) for labels, stats in running)
-        f["memory"].extend((labels, stats.memory_bytes) for labels, stats in running)
-        f["rss"].extend((labels, stats.rss_bytes) for labels, stats in running)
-        f["available"].extend(
-            (labels, stats.usable_bytes) for labels, stats in running if stats.usable_bytes is not None
+        names = f["cpu"].label_names  # the same tuple in every instance family (INSTANCE_LABELS)
+        cpu, vcpus, memory, rss, available, disk_read, disk_write, net_rx, net_tx = (
+            family.series for family in f.values()
         )
-        f["disk_read"].extend((labels, stats.disk_read_bytes) for labels, stats in running)
-        f["disk_write"].extend((labels, stats.disk_write_bytes) for labels, stats in running)
-        f["net_rx"].extend((labels, stats.net_rx_bytes) for labels, stats in running)
-        f["net_tx"].extend((labels, stats.net_tx_bytes) for labels, stats in running)
+        kept = self._labels
+        seen: dict[tuple[str, int, str, int], LabelSet] = {}
+        for sample in _safe_read(self._source, "instance statistics"):
+            stats = sample.stats
+            if stats.state in _NOT_RUNNING:
+                continue
+            key = (sample.scale_set, sample.instance_id, sample.host, sample.fault_domain)
+            labels = kept.get(key)
+            if labels is None:
+                labels = LabelSet(names, sample.label_values())
+            seen[key] = labels
+            cpu.append((labels, stats.cpu_seconds))
+            vcpus.append((labels, stats.vcpus))
+            memory.append((labels, stats.memory_bytes))
+            rss.append((labels, stats.rss_bytes))
+            if stats.usable_bytes is not None:
+                available.append((labels, stats.usable_bytes))
+            disk_read.append((labels, stats.disk_read_bytes))
+            disk_write.append((labels, stats.disk_write_bytes))
+            net_rx.append((labels, stats.net_rx_bytes))
+            net_tx.append((labels, stats.net_tx_bytes))
+        self._labels = seen
         yield from f.values()
 
 
@@ -272,6 +285,9 @@ class StatusCollector(Collector):
 
     def __init__(self, source: StatusSource) -> None:
         self._source = source
+        # (scale_set, instance_id, host, current state) -> the instance's four health series,
+        # for the instances of the last scrape: made again only when one of them changes.
+        self._health: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, int], ...]] = {}
 
     @staticmethod
     def _families() -> tuple[dict[str, GaugeMetricFamily], SeriesFamily, GaugeMetricFamily]:
@@ -344,11 +360,21 @@ class StatusCollector(Collector):
                     f["as_min"].add_metric([s.scale_set, a.profile], a.minimum)
                     f["as_max"].add_metric([s.scale_set, a.profile], a.maximum)
                     f["as_default"].add_metric([s.scale_set, a.profile], a.default)
+            kept = self._health
+            seen: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, int], ...]] = {}
             for i in snap.instances:
                 current = i.health if i.health in HEALTH_STATES else "unknown"
-                iid = str(i.instance_id)
-                for state in HEALTH_STATES:
-                    health.add((i.scale_set, iid, i.host, state), int(state == current))
+                key = (i.scale_set, i.instance_id, i.host, current)
+                series = kept.get(key)
+                if series is None:
+                    iid = str(i.instance_id)
+                    series = tuple(
+                        (health.label_set((i.scale_set, iid, i.host, state)), int(state == current))
+                        for state in HEALTH_STATES
+                    )
+                seen[key] = series
+                health.series.extend(series)
+            self._health = seen
             for h in snap.hosts:
                 hosts.add_metric([h.host, h.zone], int(h.available))
         yield from (*f.values(), health, hosts)

@@ -5,10 +5,11 @@ prometheus_client's encoders check and escape every label name and value of ever
 build a ``Sample`` and a label dict for each (about 11 µs a sample; 12 series an instance made
 a page of 2,000 instances take 270-470 ms). The exporter's per-instance families are
 ``SeriesFamily``: their names are checked once, when made (legacy Prometheus names, which every
-escaping scheme but ``dots`` and ``values`` writes as they are); their samples are (label values,
+escaping scheme but ``dots`` and ``values`` writes as they are); their samples are (label set,
 value) pairs; and the text of a label set (``{fault_domain="0",host="h1",...}``) is a pure
-function of its values, kept (``_label_text``) so that an instance's labels are escaped once, not
-at every scrape. Everything else (the daemon's own metrics, process_* and python_*) is written by
+function of its values, kept in a ``LabelSet`` (``SeriesFamily.label_set``, or the collector's
+own per instance) so that an instance's labels are escaped once, not at every scrape.
+Everything else (the daemon's own metrics, process_* and python_*) is written by
 prometheus_client itself, in the registry's order; so is the whole page for a scraper that asks
 for the ``dots`` or ``values`` escaping or for some names only (``name[]``). The page is byte for
 byte what prometheus_client writes for the same families (tests/unit/test_exposition.py compares
@@ -45,15 +46,33 @@ UNDERSCORES = "underscores"
 _VERBATIM = (UNDERSCORES, "allow-utf-8")
 _OPENMETRICS = "application/openmetrics-text"
 _EOF = b"# EOF\n"
-# Label sets whose text is kept (about 5 an instance: its own and 4 of health): 10,000 instances
-# fit; beyond, the least recently used are made again when needed.
-LABEL_TEXTS = 1 << 16
+# Label names of every SeriesFamily made, one tuple each (few: one per kind of family).
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+# Label sets kept by ``SeriesFamily.label_set`` (about 5 an instance: its own and 4 of health):
+# 10,000 instances fit; beyond, the least recently used are made again when needed.
+LABEL_SETS = 1 << 16
+
+
+class LabelSet:
+    """One series' label values and their text as every exposition format writes it
+    (``{name="value",...}`` sorted by name), escaped once: made by ``SeriesFamily.label_set``
+    (kept between scrapes), or by a collector that keeps its own per instance."""
+
+    __slots__ = ("names", "values", "text")
+
+    def __init__(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
+        if len(names) != len(values):
+            raise ValueError(f"{len(values)} label values for the {len(names)} labels {names}")
+        self.names = names
+        self.values = values
+        pairs = ",".join(f'{name}="{_escape_value(value)}"' for name, value in sorted(zip(names, values, strict=True)))
+        self.text = f"{{{pairs}}}" if pairs else ""
 
 
 class SeriesFamily(Metric):
     """A counter or gauge family with labels: what prometheus_client's ``CounterMetricFamily``
-    and ``GaugeMetricFamily`` make (same names, same samples), holding (label values, value)
-    pairs instead of a ``Sample`` and a dict each. ``samples`` builds prometheus_client's samples
+    and ``GaugeMetricFamily`` make (same names, same samples), holding (LabelSet, value) pairs
+    instead of a ``Sample`` and a dict each. ``samples`` builds prometheus_client's samples
     when something other than ``render`` reads them (its own encoders, its parser's tests).
 
     Raises ValueError for a name or label name outside Prometheus's legacy character set.
@@ -68,22 +87,37 @@ class SeriesFamily(Metric):
         for label in labels:
             if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
                 raise ValueError(f"label name {label!r} of {name} needs escaping or is reserved")
-        self.label_names = tuple(labels)
+        self.label_names = _NAMES.setdefault(tuple(labels), tuple(labels))  # one tuple: label sets compare by identity
         self.sample_name = f"{name}_total" if kind == "counter" else name
-        self.series: list[tuple[tuple[str, ...], float]] = []
+        self.series: list[tuple[LabelSet, float]] = []
+
+    def label_set(self, values: tuple[str, ...]) -> LabelSet:
+        """The LabelSet of ``values`` (in the order of the family's label names); the same
+        object for the same labels while it is among the LABEL_SETS last used."""
+        return _label_set(self.label_names, values)
 
     def add(self, values: tuple[str, ...], value: float) -> None:
         """One sample: ``values`` in the order of the family's label names."""
-        self.series.append((values, value))
+        self.series.append((self.label_set(values), value))
 
-    def extend(self, series: Iterable[tuple[tuple[str, ...], float]]) -> None:
-        """Many samples at once (``add`` for each, without a call each)."""
+    def extend(self, series: Iterable[tuple[LabelSet, float]]) -> None:
+        """Many samples at once, each with a LabelSet of this family's label names (raises
+        ValueError for one made for other names)."""
+        start = len(self.series)
         self.series.extend(series)
+        names = self.label_names
+        for labels, _value in self.series[start:]:
+            if labels.names is not names and labels.names != names:
+                del self.series[start:]
+                raise ValueError(f"a label set of {labels.names} added to {self.name} (labels {names})")
 
     @property  # type: ignore[override]  # Metric's is a plain list attribute
     def samples(self) -> list[Sample]:
         names = self.label_names
-        return [Sample(self.sample_name, dict(zip(names, values, strict=True)), value) for values, value in self.series]
+        return [
+            Sample(self.sample_name, dict(zip(names, labels.values, strict=True)), value)
+            for labels, value in self.series
+        ]
 
     @samples.setter
     def samples(self, samples: list[Sample]) -> None:
@@ -148,12 +182,11 @@ def render(registry: Collector, accept: str | None = None) -> tuple[bytes, str]:
 def _sample_lines(family: SeriesFamily) -> str:
     """The family's sample lines, as both formats write a sample without timestamp or exemplar:
     ``name{labels sorted by name} value``."""
-    names, prefix = family.label_names, family.sample_name
+    prefix = family.sample_name
     return "".join(
         [
-            f"{prefix}{_label_text(names, values)} "
-            f"{_int_text(value) if type(value) is int else floatToGoString(value)}\n"
-            for values, value in family.series
+            f"{prefix}{labels.text} {_int_text(value) if type(value) is int else floatToGoString(value)}\n"
+            for labels, value in family.series
         ]
     )
 
@@ -163,12 +196,11 @@ def _sample_lines(family: SeriesFamily) -> str:
 _int_text = functools.lru_cache(maxsize=1 << 12)(floatToGoString)
 
 
-@functools.lru_cache(maxsize=LABEL_TEXTS)
-def _label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    """``{name="value",...}`` sorted by name: a pure function of the labels, so an instance's
-    are escaped once while it lives, not at every scrape (values are formatted every time)."""
-    pairs = ",".join(f'{name}="{_escape_value(value)}"' for name, value in sorted(zip(names, values, strict=True)))
-    return f"{{{pairs}}}" if pairs else ""
+@functools.lru_cache(maxsize=LABEL_SETS)
+def _label_set(names: tuple[str, ...], values: tuple[str, ...]) -> LabelSet:
+    """A pure function of the labels, so an instance's are escaped once while it lives, not at
+    every scrape (values are formatted every time)."""
+    return LabelSet(names, values)
 
 
 def wsgi_app(registry: Collector) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:

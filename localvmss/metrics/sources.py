@@ -26,10 +26,23 @@ class Sources:
     def __init__(self, store: Store, inventory: Inventory) -> None:
         self.store = store
         self.inv = inventory
+        # What the samples take from the store's rows, with the store revision it was made at:
+        # made again only after the store changed (``Store.revision``).
+        self._members: tuple[int, dict[str, InstanceRow]] | None = None
+        self._sets: tuple[int, list[ScaleSetSample]] | None = None
+
+    def _members_by_domain(self) -> dict[str, InstanceRow]:
+        """The set members' rows by domain name (standby-pool instances are no part of the
+        set's metrics: autoscale must not see them)."""
+        revision = self.store.revision()  # before the rows: a change meanwhile makes it again next time
+        kept = self._members
+        if kept is None or kept[0] != revision:
+            kept = (revision, {i.domain_name: i for i in self.store.instances() if not lifecycle.in_pool(i)})
+            self._members = kept
+        return kept[1]
 
     def instance_samples(self) -> list[InstanceSample]:
-        # Standby-pool instances are no part of the set's metrics (autoscale must not see them).
-        by_domain = {i.domain_name: i for i in self.store.instances() if not lifecycle.in_pool(i)}
+        by_domain = self._members_by_domain()
         samples = []
         for host in self.inv.available():
             try:
@@ -49,6 +62,14 @@ class Sources:
         return samples
 
     def scale_set_samples(self) -> list[ScaleSetSample]:
+        revision = self.store.revision()
+        kept = self._sets
+        if kept is None or kept[0] != revision:
+            kept = (revision, self._scale_set_samples())
+            self._sets = kept
+        return list(kept[1])
+
+    def _scale_set_samples(self) -> list[ScaleSetSample]:
         out = []
         for row in self.store.scale_sets():
             every = [

@@ -1,6 +1,6 @@
 """The status snapshot behind ``StatusCollector``: sets, instances and hosts as the store has them.
 
-Read from the store only (no libvirt call), once per scrape. The autoscale bounds are those of the
+Read from the store only (no libvirt call), at a scrape after the store changed. The autoscale bounds are those of the
 profile the autoscaler last evaluated (it records them in its state); before its first evaluation
 they are the default profile's, read from the stored setting.
 """
@@ -50,8 +50,21 @@ def autoscale_limits(setting: dict[str, Any], state: dict[str, Any]) -> Autoscal
 class StatusSource:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # The last snapshot and the store revision it was made at: a function of the store's
+        # rows only, so it is made again only after the store changed (scrapes every few
+        # seconds, a store that changes less often).
+        self._kept: tuple[int, StatusSnapshot] | None = None
 
     def snapshot(self) -> StatusSnapshot:
+        revision = self.store.revision()  # before the rows: a change meanwhile makes it again next time
+        kept = self._kept
+        if kept is not None and kept[0] == revision:
+            return kept[1]
+        snapshot = self._snapshot()
+        self._kept = (revision, snapshot)
+        return snapshot
+
+    def _snapshot(self) -> StatusSnapshot:
         sets = []
         for row in self.store.scale_sets():
             found = self.store.autoscale(row.name)
@@ -68,10 +81,11 @@ class StatusSource:
                     autoscale=autoscale_limits(found[0], found[2]) if found is not None else None,
                 )
             )
+        deleting = ProvisioningState.DELETING.value
         instances = [
-            InstanceStatus(i.scale_set, i.instance_id, i.host, i.health, _enum_value(i.provisioning_state))
+            InstanceStatus(i.scale_set, i.instance_id, i.host, i.health, state)
             for i in self.store.instances()
-            if _enum_value(i.provisioning_state) != ProvisioningState.DELETING.value and not lifecycle.in_pool(i)
+            if (state := _enum_value(i.provisioning_state)) != deleting and not lifecycle.in_pool(i)
         ]
         hosts = [HostStatus(h.name, h.zone or "", bool(h.available)) for h in self.store.hosts()]
         return StatusSnapshot(sets, instances, hosts)

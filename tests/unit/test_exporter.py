@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localvmss.errors import HostUnavailable, InvalidSpec, TemporaryError
 from localvmss.metrics.exporter import (
+    HEALTH_STATES,
+    INSTANCE_LABELS,
     AutoscaleLimits,
     DaemonMetrics,
     HostStatus,
@@ -162,6 +164,57 @@ def test_source_is_called_per_scrape() -> None:
     first = _exposition(registry)["localvmss_instance_cpu_seconds_total"][0][1]
     second = _exposition(registry)["localvmss_instance_cpu_seconds_total"][0][1]
     assert (first, second) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("second", "kept"),
+    [
+        (InstanceSample("web", 0, "host-a", 0, _stats("lvmss-web-0", 20.0, None)), True),  # new values only
+        (InstanceSample("web", 0, "host-b", 0, _stats("lvmss-web-0", 20.0, None)), False),  # moved: new labels
+        (InstanceSample("web", 0, "host-a", 1, _stats("lvmss-web-0", 20.0, None)), False),
+    ],
+)
+def test_an_instances_label_set_is_kept_between_scrapes_while_its_labels_stay(
+    second: InstanceSample, kept: bool
+) -> None:
+    scrapes = iter([[SAMPLES[0]], [second], []])
+    collector = InstanceCollector(lambda: next(scrapes))
+
+    def cpu() -> list[tuple[object, float]]:
+        family = next(f for f in collector.collect() if f.name == "localvmss_instance_cpu_seconds")
+        return list(family.series)  # type: ignore[attr-defined]
+
+    [(first_labels, _)] = cpu()
+    [(second_labels, value)] = cpu()
+    assert (second_labels is first_labels) is kept
+    assert dict(zip(INSTANCE_LABELS, second_labels.values, strict=True)) == {  # type: ignore[attr-defined]
+        "scale_set": "web",
+        "instance_id": "0",
+        "host": second.host,
+        "fault_domain": str(second.fault_domain),
+    }
+    assert value == 20.0
+    assert cpu() == [] and collector._labels == {}, "an instance gone is forgotten"
+
+
+@pytest.mark.parametrize(("before", "after"), [("healthy", "healthy"), ("healthy", "unhealthy"), ("odd", "unknown")])
+def test_health_series_follow_the_state_and_are_kept_while_it_stays(before: str, after: str) -> None:
+    snapshots = iter(
+        StatusSnapshot([], [InstanceStatus("web", 0, "h", state, "Succeeded")], []) for state in (before, after)
+    )
+    collector = StatusCollector(lambda: next(snapshots))
+
+    def health() -> list[tuple[object, float]]:
+        family = next(f for f in collector.collect() if f.name == "localvmss_instance_health")
+        return list(family.series)  # type: ignore[attr-defined]
+
+    first, second = health(), health()
+    current = after if after in HEALTH_STATES else "unknown"
+    assert [
+        (dict(zip(("scale_set", "instance_id", "host", "state"), ls.values, strict=True))["state"], v)
+        for ls, v in second
+    ] == [(state, int(state == current)) for state in HEALTH_STATES]  # type: ignore[attr-defined]
+    assert (first == second) is ((before if before in HEALTH_STATES else "unknown") == current)
 
 
 def test_failing_source_exposes_nothing_but_keeps_the_page() -> None:
