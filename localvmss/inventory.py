@@ -378,6 +378,11 @@ class Inventory:
         self._reservations_changed: dict[str, int] = {}
         self._reservations_lock = threading.Lock()
         self._image_lock = threading.Lock()
+        # host -> {image volume: its path} known whole there (found or made by ``ensure_image``),
+        # so a worker making an instance costs no look at them (``ready_image``). Forgotten
+        # when a pass's listing of the pool lacks one (``volumes_listed``), when the host is
+        # prepared again, or when a worker finds its base volume gone (``forget_image_volumes``).
+        self._image_volumes: dict[str, dict[str, str]] = {}
         # host -> (its capacity as last read, monotonic time of the read)
         self._capacities: dict[str, tuple[HostCapacity, float]] = {}
 
@@ -394,6 +399,7 @@ class Inventory:
     def prepare(self, name: str) -> None:
         host = self.hosts[name]
         cfg = self.configs[name]
+        self.forget_image_volumes(name)
         host.ensure_pool(self.cfg.pool_name, self.cfg.pool_path)
         gateway, netmask, start, end, reserved = host.network_layout(cfg.network)
         self._networks[name] = (gateway, netmask, start, end)
@@ -437,11 +443,13 @@ class Inventory:
         vol = f"{OBJECT_PREFIX}probe-kernel-{digest[:12]}"
         host = self.hosts[name]
         with self._image_lock:
-            if not self._volume_complete(name, vol, kernel, digest):
-                log.info("uploading this machine's kernel %s to host %s for the KVM probe", kernel.name, name)
-                self.store.forget_upload(name, vol)
-                host.upload_file(self.cfg.pool_name, vol, str(kernel), "raw")
-                self.store.record_upload(name, vol, digest)
+            at = self._volume_complete(name, vol, kernel, digest)
+            if at is not None:
+                return at
+            log.info("uploading this machine's kernel %s to host %s for the KVM probe", kernel.name, name)
+            self.store.forget_upload(name, vol)
+            host.upload_file(self.cfg.pool_name, vol, str(kernel), "raw")
+            self.store.record_upload(name, vol, digest)
         return host.volume_path(self.cfg.pool_name, vol)
 
     def _record(self, name: str, *, available: bool, message: str, **extra: Any) -> None:
@@ -691,8 +699,35 @@ class Inventory:
             if host not in self._domain_types:
                 self._choose_accelerator(host)
 
+    def ready_image(self, host_name: str, image: str) -> ImageVolumes:
+        """The image's volumes on a host, made whole there first if need be (``ensure_image``):
+        no libvirt call while they are known whole. Raises NotFound for an image not imported."""
+        manifest, source = self.image(image)
+        vols = image_volumes(image, manifest)
+        known = self._image_volumes.get(host_name, {})
+        if all(vol in known for vol in (vols.disk, vols.kernel, vols.initrd) if vol is not None):
+            return vols
+        return self.ensure_image(host_name, image, manifest, source)
+
+    def image_volume_path(self, host_name: str, vol: str) -> str:
+        """Where an image volume is on the host (as known from ``ensure_image``, else looked up)."""
+        known = self._image_volumes.get(host_name, {}).get(vol)
+        return known if known is not None else self.hosts[host_name].volume_path(self.cfg.pool_name, vol)
+
+    def volumes_listed(self, host_name: str, names: list[str]) -> None:
+        """A pass listed the host's pool: image volumes no longer in it are no longer known whole."""
+        with self._image_lock:
+            known = self._image_volumes.get(host_name)
+            if known and not known.keys() <= set(names):
+                self._image_volumes[host_name] = {vol: path for vol, path in known.items() if vol in names}
+
+    def forget_image_volumes(self, host_name: str) -> None:
+        """The next use of an image on the host checks its volumes again (``ensure_image``)."""
+        with self._image_lock:
+            self._image_volumes.pop(host_name, None)
+
     def ensure_image(self, host_name: str, image: str, manifest: dict[str, Any], source: str) -> ImageVolumes:
-        """Upload the image's volumes to a host if they are not there yet."""
+        """Upload the image's volumes to a host if they are not there yet (always looked at)."""
         vols = image_volumes(image, manifest)
         host = self.hosts[host_name]
         with self._image_lock:
@@ -705,32 +740,39 @@ class Inventory:
                     continue
                 path = Path(source) / manifest[role]
                 digest = str(manifest.get("files", {}).get(manifest[role], ""))
-                if self._volume_complete(host_name, vol, path, digest):
-                    continue
-                _check_source_file(image, Path(source), path, digest)
-                log.info("uploading %s of image %s to host %s", role, image, host_name)
-                self.store.forget_upload(host_name, vol)
-                host.upload_file(self.cfg.pool_name, vol, str(path), fmt)
-                self.store.record_upload(host_name, vol, digest)
+                known = self._image_volumes.setdefault(host_name, {})
+                known.pop(vol, None)
+                at = self._volume_complete(host_name, vol, path, digest)
+                if at is None:
+                    _check_source_file(image, Path(source), path, digest)
+                    log.info("uploading %s of image %s to host %s", role, image, host_name)
+                    self.store.forget_upload(host_name, vol)
+                    host.upload_file(self.cfg.pool_name, vol, str(path), fmt)
+                    self.store.record_upload(host_name, vol, digest)
+                    at = host.volume_path(self.cfg.pool_name, vol)
+                known[vol] = at
         return vols
 
-    def _volume_complete(self, host_name: str, vol: str, path: Path, digest: str) -> bool:
+    def _volume_complete(self, host_name: str, vol: str, path: Path, digest: str) -> str | None:
         """An image volume is used only once its upload is known to have finished: recorded
         when it did, or (a volume from before such records, or cut short by a crash) read back
-        and matched against the manifest's checksum. A volume that fails is uploaded again."""
+        and matched against the manifest's checksum. Its path when it is whole; None when it
+        is missing or fails (it is uploaded again)."""
         host = self.hosts[host_name]
-        if not host.volume_exists(self.cfg.pool_name, vol):
-            return False
+        try:
+            at = host.volume_path(self.cfg.pool_name, vol)
+        except NotFound:
+            return None
         if self.store.upload_done(host_name, vol) is not None:
-            return True
+            return at
         if digest and path.is_file():
             if host.volume_sha256(self.cfg.pool_name, vol, path.stat().st_size) == digest:
                 self.store.record_upload(host_name, vol, digest)
-                return True
+                return at
         log.warning(
             "volume %s on host %s is incomplete or does not match its checksum; uploading it again", vol, host_name
         )
-        return False
+        return None
 
     def upload_bytes(self, host_name: str, vol: str, data: bytes) -> None:
         """A small raw volume (a NoCloud seed), recorded complete only after the upload finished."""
@@ -746,6 +788,8 @@ class Inventory:
 
     def delete_volume(self, host_name: str, vol: str) -> None:
         """Delete a volume (already gone counts as deleted) and forget its upload record."""
+        with self._image_lock:
+            self._image_volumes.get(host_name, {}).pop(vol, None)
         self.host(host_name).delete_volume(self.cfg.pool_name, vol)
         self.store.forget_upload(host_name, vol)
 

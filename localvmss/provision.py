@@ -62,25 +62,29 @@ class Provisioner:
             raise ValueError(f"instance {inst.domain_name} has no image")
         return str(image)
 
-    def ensure_artifacts(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
-        """Overlay disk, NoCloud seed, address reservation and domain definition."""
+    def ensure_artifacts(self, inst: InstanceRow, spec: ScaleSetSpec, defined: bool | None = None) -> None:
+        """Overlay disk, NoCloud seed, address reservation and domain definition. ``defined``:
+        whether the caller just saw the domain defined (None: look)."""
         host = self.inv.host(inst.host)
         pool = self.cfg.pool_name
-        image = self._image_for(spec, inst)
-        manifest, source = self.inv.image(image)
-        vols = self.inv.ensure_image(inst.host, image, manifest, source)
-        host.create_overlay(pool, os_volume(inst), vols.disk)
+        vols = self.inv.ready_image(inst.host, self._image_for(spec, inst))
+        try:
+            host.create_overlay(pool, os_volume(inst), vols.disk)
+        except NotFound:
+            # The base volume went away behind our back: the next look checks (and uploads) it.
+            self.inv.forget_image_volumes(inst.host)
+            raise
         self._seed_and_address(inst, spec)
-        if not host.domain_exists(inst.domain_name):
+        if defined is None:
+            defined = host.domain_exists(inst.domain_name)
+        if not defined:
             host.define_domain(self.domain_xml(inst, spec))
 
     def ensure_identity(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
         """What gives an instance its identity whether it boots or is restored from a warm
         template: its NoCloud seed (read at every boot) and its DHCP reservation. The image's
         volumes too: a domain XML names the kernel and initrd volumes."""
-        image = self._image_for(spec, inst)
-        manifest, source = self.inv.image(image)
-        self.inv.ensure_image(inst.host, image, manifest, source)
+        self.inv.ready_image(inst.host, self._image_for(spec, inst))
         self._seed_and_address(inst, spec)
 
     def _seed_and_address(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
@@ -103,7 +107,6 @@ class Provisioner:
         self.inv.reserve(inst.host, inst.mac, inst.ip, computer_name(spec, inst))
 
     def domain_xml(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
-        host = self.inv.host(inst.host)
         pool = self.cfg.pool_name
         image = self._image_for(spec, inst)
         manifest, _ = self.inv.image(image)
@@ -126,8 +129,8 @@ class Provisioner:
                 seed_volume=seed_volume(inst),
                 network=self.inv.network(inst.host),
                 mac=inst.mac,
-                kernel_path=host.volume_path(pool, vols.kernel) if vols.kernel else None,
-                initrd_path=host.volume_path(pool, vols.initrd) if vols.initrd else None,
+                kernel_path=self.inv.image_volume_path(inst.host, vols.kernel) if vols.kernel else None,
+                initrd_path=self.inv.image_volume_path(inst.host, vols.initrd) if vols.initrd else None,
                 cmdline=vols.cmdline,
                 serial_log=self.inv.serial_log(inst.host, inst.domain_name),
                 numa=numa,
@@ -188,10 +191,11 @@ class Provisioner:
         return inst.domain_name in self._shutdown_asked
 
     def power_state(self, inst: InstanceRow) -> PowerState:
-        host = self.inv.host(inst.host)
-        if not host.domain_exists(inst.domain_name):
+        """The domain's power state; DEALLOCATED when it is not defined (one look, not two)."""
+        try:
+            return self.inv.host(inst.host).power_state(inst.domain_name)
+        except NotFound:
             return PowerState.DEALLOCATED
-        return host.power_state(inst.domain_name)
 
     def reimage(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
         """Fresh overlay and seed from the base image; same id, address and name."""
@@ -199,7 +203,7 @@ class Provisioner:
         host.undefine(inst.domain_name)
         self.inv.delete_volume(inst.host, os_volume(inst))
         self.inv.delete_volume(inst.host, seed_volume(inst))
-        self.ensure_artifacts(inst, spec)
+        self.ensure_artifacts(inst, spec, defined=False)
 
     def remove_compute_and_disk(self, inst: InstanceRow) -> None:
         """Domain and OS disk (a warm clone that could not be made): seed and address stay, so

@@ -361,6 +361,7 @@ class Reconciler:
             return
         observed[host] = domains
         volumes[host] = names
+        self.inv.volumes_listed(host, names)
 
     def _track_hosts(self, alive: dict[str, bool], now: float) -> None:
         """Unreachable is not gone: a silent host's instances keep their records; the activity
@@ -972,11 +973,12 @@ class Reconciler:
                     instances=[inst.instance_id],
                 )
             return changed or bool(outcome)
-        was_defined = self.inv.host(inst.host).domain_exists(inst.domain_name)
-        self.prov.ensure_artifacts(inst, spec)
+        before = self.prov.power_state(inst)  # DEALLOCATED: no domain defined yet
+        was_defined = before is not PowerState.DEALLOCATED
+        self.prov.ensure_artifacts(inst, spec, defined=was_defined)
         if not was_defined:
             self._record_action("define_instance", "ok")
-        before = self.prov.power_state(inst)
+            before = PowerState.STOPPED  # what a domain just defined is
         restarting = inst.restart_generation > inst.applied_restart
         if restarting and before.active:
             # Azure's restart: the guest shuts down (ACPI), then starts again.

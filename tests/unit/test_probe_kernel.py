@@ -10,6 +10,7 @@ import pytest
 
 import localvmss.inventory as inventory_module
 from localvmss.config import DaemonConfig, HostConfig
+from localvmss.errors import NotFound
 from localvmss.inventory import Inventory, newest_kernel
 from localvmss.store import Store
 
@@ -55,6 +56,8 @@ class RecordingHost:
         self.volumes[name] = Path(path).read_bytes()
 
     def volume_path(self, pool: str, name: str) -> str:
+        if name not in self.volumes:
+            raise NotFound(f"volume {name}")  # as Host's: libvirt has no such volume
         return f"/pool/{pool}/{name}"
 
     def close(self) -> None:

@@ -547,6 +547,64 @@ def test_an_image_volume_without_an_upload_record_is_verified_before_use(
     assert env.store.upload_done("h1", disk) == manifest["files"]["disk.qcow2"]
 
 
+def test_a_new_instance_looks_at_its_domain_once_and_at_the_image_volumes_not_at_all(env: Env) -> None:
+    """The image's volumes were found whole when the host was prepared: making an instance
+    asks libvirt nothing about them, and its domain is looked at once before it is defined."""
+    env.create_set("web", 1)
+    for host in env.hosts.values():
+        host.clear_calls()
+    env.converge(1)
+    host = next(h for h in env.hosts.values() if h.domains)
+    name = next(iter(host.domains))
+    per_instance = [(verb, args) for verb, args in host.calls if verb not in BULK_CALLS]
+    assert [verb for verb, args in per_instance if args and args[0] == name] == ["power_state", "start"]
+    assert not [verb for verb, _ in per_instance if verb in ("volume_path", "volume_exists", "domain_exists")]
+    assert [verb for verb, _ in per_instance].count("define_domain") == 1
+
+
+@pytest.mark.parametrize(
+    ("behind_our_back", "looked_again"),
+    [
+        (None, False),  # nothing happened to the volumes: no look
+        ("listed", True),  # a pass's listing of the pool lacks the disk: looked at (and uploaded) again
+        ("overlay", True),  # a worker found the base gone: the next run looks again
+    ],
+)
+def test_image_volumes_known_whole_are_looked_at_again_once_gone(
+    env: Env, behind_our_back: str | None, looked_again: bool
+) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    h1 = env.hosts["h1"]
+    disk = next(v for v in h1.volumes if v.endswith("-disk.qcow2"))
+    if behind_our_back == "listed":
+        del h1.volumes[disk]
+        env.inv.volumes_listed("h1", sorted(h1.volumes))
+    elif behind_our_back == "overlay":
+        env.inv.forget_image_volumes("h1")  # what Provisioner does when create_overlay finds no base
+    h1.clear_calls()
+    env.inv.ready_image("h1", "base")
+    assert ("volume_path" in h1.verbs()) is looked_again
+    assert disk in h1.volumes
+
+
+def test_a_base_volume_gone_under_a_worker_is_uploaded_again_on_its_next_run(env: Env) -> None:
+    env.create_set("web", 1)
+    env.converge(2)
+    h1 = env.hosts["h1"]
+    disk = next(v for v in h1.volumes if v.endswith("-disk.qcow2"))
+    del h1.volumes[disk]  # behind our back, between two passes
+    inst = env.instances("web")[0]
+    env.hosts[inst.host].volumes.pop(f"{inst.domain_name}-os.qcow2", None)
+    env.hosts[inst.host].domains.pop(inst.domain_name)
+    env.clock.advance(600)  # past any backoff
+    env.converge(1)  # the worker's overlay finds no base: fails, and the volumes are looked at again
+    env.clock.advance(600)
+    env.converge(2)
+    assert disk in h1.volumes
+    assert inst.domain_name in env.hosts[inst.host].domains
+
+
 def _ask(env: Env, action: str, iid: int, **kw: Any) -> None:
     """What the service writes for an action (the one lifecycle table decides the changes)."""
     from localvmss import lifecycle
