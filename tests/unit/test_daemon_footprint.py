@@ -108,3 +108,31 @@ def test_the_running_daemon_imports_neither_httpx_nor_lxml() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+class FakeTrimLibc:
+    def __init__(self) -> None:
+        self.pads: list[int] = []
+
+    def malloc_trim(self, pad: Any) -> int:
+        self.pads.append(pad.value)
+        return 1
+
+
+def test_freed_memory_is_given_back_at_most_once_an_interval() -> None:
+    now = [100.0]
+    libc = FakeTrimLibc()
+    trim = daemon.MallocTrim(interval_s=60.0, libc=libc, clock=lambda: now[0])
+    trim()  # the first supervisor tick: start-up's garbage
+    assert libc.pads == [0]
+    for now[0] in (102.0, 130.0, 159.9):
+        trim()
+    assert libc.pads == [0], "not again within the interval"
+    now[0] = 160.0
+    trim()
+    assert libc.pads == [0, 0]
+
+
+def test_trimming_without_malloc_trim_or_with_the_real_one() -> None:
+    daemon.MallocTrim(libc=NoMallopt())()  # musl: nothing to call, nothing raised
+    daemon.MallocTrim()()  # glibc here
