@@ -98,19 +98,27 @@ def health(api: ApiClient, name: str, instance_id: str) -> str:
 
 
 def create_repaired(cli: Cli, api: ApiClient, name: str, action: str, grace: str = GRACE, wait: bool = True) -> None:
+    """A set of one with automatic repairs. It is made with GRACE, which covers a first boot on a
+    loaded machine, and only once its instance is healthy is the grace set to ``grace``: a
+    shorter one from the start would (rightly) repair an instance still booting after it."""
     create_set(
         cli,
         name,
         1,
         "--enable-automatic-repairs",
         "--automatic-repairs-grace-period",
-        grace,
+        GRACE,
         "--automatic-repairs-action",
         action,
         *([] if wait else ["--no-wait"]),
     )
     if wait:
-        wait_until(lambda: health(api, name, "0") == "HealthState/healthy", 120, "a healthy instance")
+        wait_until(lambda: health(api, name, "0") == "HealthState/healthy", 180, "a healthy instance")
+    if grace != GRACE:
+        assert wait, "a shorter grace is set once the instance is healthy"
+        cli.ok("update", name, "--automatic-repairs-grace-period", grace)
+        shown = api.get(f"/scaleSets/{name}")["properties"]["automaticRepairsPolicy"]["gracePeriod"]
+        assert shown == grace, shown
 
 
 def test_a_domain_destroyed_outside_is_repaired_after_the_grace_period_by_each_action(
