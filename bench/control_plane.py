@@ -18,8 +18,9 @@ Per N:
   passes and workers, s, and how much of it was spent inside libvirt calls (the test driver's
   own work: e.g. its ``virNetworkUpdate`` grows with the entries the network holds); the CPU
   time of the process and the part of it outside libvirt calls (the control plane's own, which
-  the machine's other load does not inflate as it does wall time). Above PRESEED_ABOVE the
-  reservations are in the network's definition before the workers run (see there);
+  the machine's other load does not inflate as it does wall time), and the libvirt calls per
+  new instance (passes and workers, by method). Above PRESEED_ABOVE the reservations are in the
+  network's definition before the workers run (see there);
 - ``steady pass``: one pass with nothing to do (median of 5), ms, its CPU time and its libvirt
   calls;
 - ``pass with work``: 1 % of the domains (at least 1) destroyed behind the daemon's back, then
@@ -276,6 +277,7 @@ def run_one(n: int) -> dict[str, Any]:
         while not rec.idle():
             time.sleep(0.001)
 
+    CALLS.clear()
     converge_started, converge_cpu = time.perf_counter(), time.process_time()
     in_libvirt, in_libvirt_cpu = IN_LIBVIRT[0], IN_LIBVIRT_CPU[0]
     alive = inv.refresh_availability()
@@ -319,6 +321,9 @@ def run_one(n: int) -> dict[str, Any]:
     out["converge_cpu_s"] = time.process_time() - converge_cpu - preseed_cpu_s
     out["converge_own_cpu_s"] = out["converge_cpu_s"] - (IN_LIBVIRT_CPU[0] - in_libvirt_cpu)
     out["converge_passes"] = passes
+    # The bench's own listing of running domains (one a pass) is counted too: a few in all.
+    out["converge_calls_per_instance"] = sum(CALLS.values()) / n
+    out["converge_calls_by"] = {k: round(v / n, 2) for k, v in CALLS.most_common(14)}
 
     steady, steady_cpu = [], []
     for _ in range(5):
@@ -399,6 +404,7 @@ def report(results: list[dict[str, Any]]) -> None:
         ("  of which inside libvirt calls (summed over threads)", "converge_in_libvirt_s", "s"),
         ("  CPU time of the process (all threads)", "converge_cpu_s", "s"),
         ("  of which outside libvirt calls (the control plane's own)", "converge_own_cpu_s", "s"),
+        ("  libvirt calls per new instance (passes and workers)", "converge_calls_per_instance", ""),
         ("steady pass", "steady_pass_ms", "ms"),
         ("  its CPU time (one thread)", "steady_pass_cpu_ms", "ms"),
         ("  libvirt calls in a steady pass", "steady_calls", ""),
@@ -423,7 +429,7 @@ def report(results: list[dict[str, Any]]) -> None:
             print(f"  N={r['n']:>6}: {text:>10} {unit:<2} {ratio(key, r['n'], float(value))}".rstrip())
     print("growth (each figure / the one at the previous N):")
     for _title, key, _unit in rows:
-        if key.endswith("calls") or key.endswith("libvirt_s"):
+        if "calls" in key or key.endswith("libvirt_s"):
             continue
         steps = []
         for prev, cur in zip(results, results[1:], strict=False):
@@ -434,6 +440,7 @@ def report(results: list[dict[str, Any]]) -> None:
         if r["dhcp_preseeded"]:
             print(f"N={r['n']}: DHCP reservations made in the network's definition first (PRESEED_ABOVE)")
         print(f"N={r['n']}: steady pass calls {r['steady_calls_by']}; pass with work calls {r['work_calls_by']}")
+        print(f"N={r['n']}: converge, libvirt calls per new instance {r['converge_calls_by']}")
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from localvmss.errors import Conflict, NotFound, ResourceGroupNotFound, StoreError
-from localvmss.model import DEFAULT_RESOURCE_GROUP, OrchestrationMode, PowerState, ProvisioningState
+from localvmss.model import DEFAULT_RESOURCE_GROUP, OBJECT_PREFIX, OrchestrationMode, PowerState, ProvisioningState
 from localvmss.spec import MODEL_FIELDS, ScaleSetSpec
 
 SCHEMA = """
@@ -283,8 +283,6 @@ class InstanceRow:
 
     @property
     def domain_name(self) -> str:
-        from localvmss.model import OBJECT_PREFIX
-
         return f"{OBJECT_PREFIX}{self.scale_set}-{self.instance_id}"
 
 
