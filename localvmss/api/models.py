@@ -24,7 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from localvmss.autoscale.settings import AutoscaleSetting
 from localvmss.spec import AzScaleSetBody, StandbyPoolPolicy
 
-_SCHEMAS: dict[str, dict[str, Any]] = {}
+# The body models the routes document, with whether their schemas stay open; their schemas are
+# made when the OpenAPI document is first asked for, not at import (they are large, and a daemon
+# that is never asked for its document should not keep them).
+# Kept in the order of each pair's last registration: a schema both closed and open (a short
+# path's and ARM's body) is published as its last registration made it.
+_DOCUMENTED: dict[tuple[type[BaseModel], bool], None] = {}
 
 
 class _Open(BaseModel):
@@ -220,7 +225,8 @@ def _open_schema(node: Any) -> Any:
 
 def documented_body(model: type[BaseModel], required: bool = True, *, open_schema: bool = True) -> dict[str, Any]:
     """``openapi_extra`` giving a route the request body ``model`` (its schema registered)."""
-    _SCHEMAS.update(_schemas_of(model, open_schema))
+    _DOCUMENTED.pop((model, open_schema), None)
+    _DOCUMENTED[(model, open_schema)] = None
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}
 
@@ -235,14 +241,17 @@ def _schemas_of(model: type[BaseModel], open_schema: bool) -> dict[str, Any]:
     return out
 
 
-def _register(model: type[BaseModel]) -> None:
-    _SCHEMAS.update(_schemas_of(model, False))
+def _documented_schemas() -> dict[str, Any]:
+    """Every registered body schema, and Azure's error body, by name."""
+    out: dict[str, Any] = {}
+    for model, open_schema in [*_DOCUMENTED, (ErrorResponse, False)]:
+        out.update(_schemas_of(model, open_schema))
+    return out
 
 
 def publish_schemas(app: FastAPI) -> None:
     """Every registered body schema in the app's OpenAPI ``components.schemas``, and every
     route's refusals (``ERROR_RESPONSES``) documented; call it once every route is mounted."""
-    _register(ErrorResponse)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -258,7 +267,7 @@ def publish_schemas(app: FastAPI) -> None:
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
             schemas.pop("HTTPValidationError", None)
             schemas.pop("ValidationError", None)
-            schemas.update(_SCHEMAS)
+            schemas.update(_documented_schemas())
             app.openapi_schema = doc
         return app.openapi_schema
 
