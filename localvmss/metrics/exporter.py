@@ -203,9 +203,15 @@ class InstanceCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         f = self._families()
         names = f["cpu"].label_names  # the same tuple in every instance family (INSTANCE_LABELS)
-        cpu, vcpus, memory, rss, available, disk_read, disk_write, net_rx, net_tx = (
-            family.series for family in f.values()
+        # Every family but "available" has a sample for every running instance: one list of
+        # label sets for all of them.
+        for shared in ("vcpus", "memory", "rss", "disk_read", "disk_write", "net_rx", "net_tx"):
+            f[shared].share_label_sets(f["cpu"])
+        label_sets = f["cpu"].label_sets
+        cpu, vcpus, memory, rss, disk_read, disk_write, net_rx, net_tx = (
+            f[name].values for name in ("cpu", "vcpus", "memory", "rss", "disk_read", "disk_write", "net_rx", "net_tx")
         )
+        available = f["available"]
         kept = self._labels
         seen: dict[tuple[str, int, str, int], LabelSet] = {}
         for sample in _safe_read(self._source, "instance statistics"):
@@ -217,16 +223,18 @@ class InstanceCollector(Collector):
             if labels is None:
                 labels = LabelSet(names, sample.label_values())
             seen[key] = labels
-            cpu.append((labels, stats.cpu_seconds))
-            vcpus.append((labels, stats.vcpus))
-            memory.append((labels, stats.memory_bytes))
-            rss.append((labels, stats.rss_bytes))
+            label_sets.append(labels)
+            cpu.append(stats.cpu_seconds)
+            vcpus.append(stats.vcpus)
+            memory.append(stats.memory_bytes)
+            rss.append(stats.rss_bytes)
             if stats.usable_bytes is not None:
-                available.append((labels, stats.usable_bytes))
-            disk_read.append((labels, stats.disk_read_bytes))
-            disk_write.append((labels, stats.disk_write_bytes))
-            net_rx.append((labels, stats.net_rx_bytes))
-            net_tx.append((labels, stats.net_tx_bytes))
+                available.label_sets.append(labels)
+                available.values.append(stats.usable_bytes)
+            disk_read.append(stats.disk_read_bytes)
+            disk_write.append(stats.disk_write_bytes)
+            net_rx.append(stats.net_rx_bytes)
+            net_tx.append(stats.net_tx_bytes)
         self._labels = seen
         yield from f.values()
 
@@ -285,9 +293,10 @@ class StatusCollector(Collector):
 
     def __init__(self, source: StatusSource) -> None:
         self._source = source
-        # (scale_set, instance_id, host, current state) -> the instance's four health series,
-        # for the instances of the last scrape: made again only when one of them changes.
-        self._health: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, int], ...]] = {}
+        # (scale_set, instance_id, host, current state) -> the instance's four health series
+        # (label sets, values), for the instances of the last scrape: made again only when one
+        # of them changes.
+        self._health: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, ...], tuple[int, ...]]] = {}
 
     @staticmethod
     def _families() -> tuple[dict[str, GaugeMetricFamily], SeriesFamily, GaugeMetricFamily]:
@@ -361,19 +370,21 @@ class StatusCollector(Collector):
                     f["as_max"].add_metric([s.scale_set, a.profile], a.maximum)
                     f["as_default"].add_metric([s.scale_set, a.profile], a.default)
             kept = self._health
-            seen: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, int], ...]] = {}
+            seen: dict[tuple[str, int, str, str], tuple[tuple[LabelSet, ...], tuple[int, ...]]] = {}
+            label_sets, values = health.label_sets, health.values
             for i in snap.instances:
                 current = i.health if i.health in HEALTH_STATES else "unknown"
                 key = (i.scale_set, i.instance_id, i.host, current)
                 series = kept.get(key)
                 if series is None:
                     iid = str(i.instance_id)
-                    series = tuple(
-                        (health.label_set((i.scale_set, iid, i.host, state)), int(state == current))
-                        for state in HEALTH_STATES
+                    series = (
+                        tuple(health.label_set((i.scale_set, iid, i.host, state)) for state in HEALTH_STATES),
+                        tuple(int(state == current) for state in HEALTH_STATES),
                     )
                 seen[key] = series
-                health.series.extend(series)
+                label_sets.extend(series[0])
+                values.extend(series[1])
             self._health = seen
             for h in snap.hosts:
                 hosts.add_metric([h.host, h.zone], int(h.available))

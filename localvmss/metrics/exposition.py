@@ -71,8 +71,8 @@ class LabelSet:
 
 class SeriesFamily(Metric):
     """A counter or gauge family with labels: what prometheus_client's ``CounterMetricFamily``
-    and ``GaugeMetricFamily`` make (same names, same samples), holding (LabelSet, value) pairs
-    instead of a ``Sample`` and a dict each. ``samples`` builds prometheus_client's samples
+    and ``GaugeMetricFamily`` make (same names, same samples), holding a LabelSet and a value
+    a sample instead of a ``Sample`` and a dict each. ``samples`` builds prometheus_client's samples
     when something other than ``render`` reads them (its own encoders, its parser's tests).
 
     Raises ValueError for a name or label name outside Prometheus's legacy character set.
@@ -89,7 +89,11 @@ class SeriesFamily(Metric):
                 raise ValueError(f"label name {label!r} of {name} needs escaping or is reserved")
         self.label_names = _NAMES.setdefault(tuple(labels), tuple(labels))  # one tuple: label sets compare by identity
         self.sample_name = f"{name}_total" if kind == "counter" else name
-        self.series: list[tuple[LabelSet, float]] = []
+        # The samples as two lists of the same length (no tuple a sample: what a scrape
+        # allocates is what the garbage collector walks). Families of the same label names may
+        # share one ``label_sets`` list (``share_label_sets``).
+        self.label_sets: list[LabelSet] = []
+        self.values: list[float] = []
 
     def label_set(self, values: tuple[str, ...]) -> LabelSet:
         """The LabelSet of ``values`` (in the order of the family's label names); the same
@@ -98,25 +102,39 @@ class SeriesFamily(Metric):
 
     def add(self, values: tuple[str, ...], value: float) -> None:
         """One sample: ``values`` in the order of the family's label names."""
-        self.series.append((self.label_set(values), value))
+        self.label_sets.append(self.label_set(values))
+        self.values.append(value)
 
-    def extend(self, series: Iterable[tuple[LabelSet, float]]) -> None:
-        """Many samples at once, each with a LabelSet of this family's label names (raises
-        ValueError for one made for other names)."""
-        start = len(self.series)
-        self.series.extend(series)
+    def extend(self, label_sets: Sequence[LabelSet], values: Sequence[float]) -> None:
+        """Many samples at once, each a LabelSet of this family's label names and its value
+        (raises ValueError for one made for other names, or lengths that differ)."""
         names = self.label_names
-        for labels, _value in self.series[start:]:
+        if len(label_sets) != len(values):
+            raise ValueError(f"{len(label_sets)} label sets for {len(values)} values added to {self.name}")
+        for labels in label_sets:
             if labels.names is not names and labels.names != names:
-                del self.series[start:]
                 raise ValueError(f"a label set of {labels.names} added to {self.name} (labels {names})")
+        self.label_sets.extend(label_sets)
+        self.values.extend(values)
+
+    def share_label_sets(self, other: SeriesFamily) -> None:
+        """Take ``other``'s label-set list as this family's own (the same series, other values):
+        a sample then costs one list append per family, not two."""
+        if other.label_names is not self.label_names or self.label_sets:
+            raise ValueError(f"{self.name} cannot share the label sets of {other.name}")
+        self.label_sets = other.label_sets
+
+    @property
+    def series(self) -> list[tuple[LabelSet, float]]:
+        """(label set, value) of every sample."""
+        return list(zip(self.label_sets, self.values, strict=True))
 
     @property  # type: ignore[override]  # Metric's is a plain list attribute
     def samples(self) -> list[Sample]:
         names = self.label_names
         return [
             Sample(self.sample_name, dict(zip(names, labels.values, strict=True)), value)
-            for labels, value in self.series
+            for labels, value in zip(self.label_sets, self.values, strict=True)
         ]
 
     @samples.setter
@@ -186,7 +204,7 @@ def _sample_lines(family: SeriesFamily) -> str:
     return "".join(
         [
             f"{prefix}{labels.text} {_int_text(value) if type(value) is int else floatToGoString(value)}\n"
-            for labels, value in family.series
+            for labels, value in zip(family.label_sets, family.values, strict=True)
         ]
     )
 

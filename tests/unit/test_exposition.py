@@ -227,3 +227,37 @@ def test_values_are_written_as_prometheus_client_writes_them() -> None:
         family.add((str(index),), value)
     for _ in range(2):  # the second time from what was kept
         assert render(_Only(family))[0] == choose_encoder("")[0](_Only(family))
+
+
+@pytest.mark.parametrize(
+    ("labels", "values", "error"),
+    [
+        ([("a",), ("b",)], [1, 2], None),
+        ([("a",)], [1, 2], "1 label sets for 2 values"),
+        ([("a", "x")], [1], "a label set of"),  # made for other label names
+    ],
+)
+def test_series_family_extend_takes_label_sets_of_its_own_names(
+    labels: list[tuple[str, ...]], values: list[float], error: str | None
+) -> None:
+    family = SeriesFamily("f", "doc", "gauge", ["i"])
+    other = SeriesFamily("g", "doc", "gauge", ["i", "j"])
+    sets = [(family if len(v) == 1 else other).label_set(v) for v in labels]
+    if error is None:
+        family.extend(sets, values)
+        assert [(ls.values, v) for ls, v in family.series] == list(zip(labels, values, strict=True))
+    else:
+        with pytest.raises(ValueError, match=error):
+            family.extend(sets, values)
+        assert family.series == []
+
+
+def test_families_sharing_label_sets_write_each_its_own_values() -> None:
+    cpu = SeriesFamily("cpu", "doc", "counter", ["i"])
+    vcpus = SeriesFamily("vcpus", "doc", "gauge", ["i"])
+    vcpus.share_label_sets(cpu)
+    cpu.add(("0",), 1.5)
+    vcpus.values.append(2)
+    assert [s.value for s in vcpus.samples] == [2] and [s.value for s in cpu.samples] == [1.5]
+    with pytest.raises(ValueError, match="cannot share"):
+        SeriesFamily("x", "doc", "gauge", ["j"]).share_label_sets(cpu)
