@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -64,11 +64,8 @@ from localvmss.runcommand import ManagementKey
 from localvmss.sdnotify import Notifier
 from localvmss.service import Service
 from localvmss.store import Store
+from localvmss.tlsfiles import Certificate, certificate_from_child
 from localvmss.virt.host import start_event_loop
-
-if TYPE_CHECKING:
-    # cryptography (~6 MiB of RSS) only where TLS is used: the TCP API with api_tls.
-    from localvmss.tlscert import Certificate
 
 log = logging.getLogger("localvmssd")
 
@@ -404,10 +401,9 @@ class Daemon:
         for a given one that cannot be used. Asked before anything starts."""
         if not self.cfg.api_tcp or not self.cfg.api_tls:
             return None
-        from localvmss.tlscert import api_certificate
-
         host = self.cfg.api_tcp.rpartition(":")[0]
-        cert = api_certificate(self.cfg.state_dir, host, self.cfg.api_tls_cert, self.cfg.api_tls_key)
+        # Made or checked by a child process: cryptography never loads in the daemon (tlsfiles).
+        cert = certificate_from_child(self.cfg.state_dir, host, self.cfg.api_tls_cert, self.cfg.api_tls_key)
         if cert.made:
             log.info("made a self-signed TLS certificate %s for the TCP API, valid until %s", cert.cert, cert.not_after)
         return cert

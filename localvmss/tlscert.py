@@ -17,7 +17,7 @@ import datetime as dt
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -31,10 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from localvmss.errors import InvalidSpec
+from localvmss.tlsfiles import CERT_FILE, KEY_FILE, TLS_DIR, Certificate, default_paths
 
-TLS_DIR = "tls"
-CERT_FILE = "api.crt"
-KEY_FILE = "api.key"
+__all__ = ["CERT_FILE", "KEY_FILE", "TLS_DIR", "Certificate", "api_certificate", "default_paths", "given_certificate"]
+
 VALID_FOR = dt.timedelta(days=3650)
 RENEW_BEFORE = dt.timedelta(days=30)  # a certificate this close to its end is made again
 ALWAYS_NAMED = ("localhost", "127.0.0.1")
@@ -42,22 +42,6 @@ WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Name = IPAddress | str
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """The files uvicorn serves and what the log says about them."""
-
-    cert: Path
-    key: Path
-    fingerprint: str  # SHA-256 of the DER certificate, colon-separated hex
-    not_after: dt.datetime
-    made: bool  # made on this start (False: reused, or given)
-
-
-def default_paths(state_dir: Path) -> tuple[Path, Path]:
-    """Where a made certificate and its key live: ``state_dir/tls/api.crt`` and ``api.key``."""
-    return state_dir / TLS_DIR / CERT_FILE, state_dir / TLS_DIR / KEY_FILE
 
 
 def wanted_names(api_host: str, hostname: str | None = None) -> set[Name]:
@@ -216,3 +200,29 @@ def _describe(cert: Path, key: Path, certificate: x509.Certificate, made: bool) 
     digest = certificate.fingerprint(hashes.SHA256()).hex().upper()
     fingerprint = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
     return Certificate(cert, key, fingerprint, certificate.not_valid_after_utc, made)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m localvmss.tlscert --state-dir D --host H [--cert C --key K]``: the daemon's
+    certificate as JSON on stdout (``tlsfiles.certificate_from_child``); a refusal is one line
+    on stderr and exit status 2."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m localvmss.tlscert", description=main.__doc__)
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--cert", type=Path)
+    parser.add_argument("--key", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        found = api_certificate(args.state_dir, args.host, args.cert, args.key)
+    except InvalidSpec as exc:
+        print(exc.message, file=sys.stderr)
+        return 2
+    print(json.dumps(found.as_json()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,7 @@ from localvmss.cli.client import ApiClient
 from localvmss.config import load_config
 from localvmss.errors import LocalVMSSError
 from localvmss.lab.hosts import Lab, LabHost, create_lab, destroy_lab
-from localvmss.tlscert import default_paths
+from localvmss.tlsfiles import default_paths
 from localvmss.virt.domainxml import network_xml
 from localvmss.virt.host import Host
 

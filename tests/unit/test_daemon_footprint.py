@@ -90,12 +90,14 @@ def test_the_api_server_ticks_once_a_second_and_stops_at_once(tmp_path: Path, mo
     assert 2 <= len([t for t in ticks if t < asked]) <= 4, ticks
 
 
-def test_the_running_daemon_imports_neither_httpx_nor_lxml() -> None:
+def test_the_running_daemon_imports_neither_httpx_nor_lxml_nor_cryptography(tmp_path: Path) -> None:
     """What the daemon loads at run time (its Prometheus client, the autoscaler and its webhook
-    sender, domain XML) leaves out httpx (~3 MiB with its TLS context) and lxml (~5 MiB): they
-    would stay resident for good. A fresh interpreter, so other tests' imports do not count."""
+    sender, domain XML, the TCP API's certificate) leaves out httpx (~3 MiB with its TLS
+    context), lxml (~5 MiB) and cryptography (~10 MiB): they would stay resident for good. A
+    fresh interpreter, so other tests' imports do not count."""
     script = (
         "import sys\n"
+        "from pathlib import Path\n"
         "import localvmss.daemon, localvmss.autoscaler, localvmss.virt.template\n"
         "from localvmss.metrics.prometheus import PrometheusClient\n"
         "from localvmss.virt.domainxml import InstanceDomain, build_domain_xml, read_ownership\n"
@@ -104,7 +106,9 @@ def test_the_running_daemon_imports_neither_httpx_nor_lxml() -> None:
         "WebhookSender().close()\n"
         "spec = InstanceDomain('d', 'qemu', 1, 64, 'p', 'o', 's', 'n', '52:54:00:00:00:01')\n"
         "read_ownership(build_domain_xml(spec))\n"
-        "print(sorted(m for m in ('httpx', 'lxml', 'certifi') if m in sys.modules))\n"
+        "from localvmss.tlsfiles import certificate_from_child\n"
+        f"certificate_from_child(Path({str(tmp_path)!r}), '127.0.0.1', None, None)\n"
+        "print(sorted(m for m in ('httpx', 'lxml', 'certifi', 'cryptography') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

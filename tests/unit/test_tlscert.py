@@ -21,6 +21,7 @@ from localvmss.config import DaemonConfig
 from localvmss.daemon import check_config
 from localvmss.errors import InvalidSpec
 from localvmss.tlscert import RENEW_BEFORE, VALID_FOR, api_certificate, default_paths, wanted_names
+from localvmss.tlsfiles import certificate_from_child
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 IP = ipaddress.ip_address
@@ -219,3 +220,26 @@ def test_a_client_that_does_not_trust_it_refuses_it(tmp_path: Path) -> None:
             ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
     thread.join(10)
     listener.close()
+
+
+def test_the_daemon_gets_it_from_a_child_the_same_as_in_process(tmp_path: Path) -> None:
+    """The daemon asks ``python -m localvmss.tlscert`` (tlsfiles.certificate_from_child), so
+    cryptography never loads in it: the child makes, then reuses, what in-process would."""
+    made = certificate_from_child(tmp_path, "198.18.0.1", None, None)
+    cert_path, key_path = default_paths(tmp_path)
+    assert (made.cert, made.key, made.made) == (cert_path, key_path, True)
+    assert _san(cert_path) == {"localhost", IP("127.0.0.1"), IP("198.18.0.1")}
+    reused = certificate_from_child(tmp_path, "198.18.0.1", None, None)
+    assert not reused.made and reused.fingerprint == made.fingerprint and reused.not_after == made.not_after
+    in_process = api_certificate(tmp_path, "198.18.0.1")
+    assert (in_process.fingerprint, in_process.not_after, in_process.made) == (made.fingerprint, made.not_after, False)
+    assert certificate_from_child(tmp_path / "other", "x", made.cert, made.key) == in_process
+
+
+def test_a_refusal_in_the_child_is_the_same_one_line(tmp_path: Path) -> None:
+    made = api_certificate(tmp_path / "made", "127.0.0.1", now=NOW)
+    (tmp_path / "junk").write_text("not pem\n")
+    with pytest.raises(InvalidSpec) as err:
+        certificate_from_child(tmp_path / "state", "127.0.0.1", tmp_path / "junk", made.key)
+    assert err.value.message == f"api_tls_cert {tmp_path}/junk is not a PEM certificate"
+    assert not (tmp_path / "state").exists(), "a refusal writes nothing"
