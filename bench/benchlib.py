@@ -246,6 +246,8 @@ class FrontendWatch:
         self.t0 = t0
         self.pause_s = pause_s
         self.first: dict[str, float] = {}
+        self.requests = 0  # asked, and of them answered by a guest (200): the watch's own load
+        self.served = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -280,7 +282,9 @@ class FrontendWatch:
         while not self._stop.is_set():
             body = self._one()
             now = time.monotonic() - self.t0
-            if body:
-                with self._lock:
+            with self._lock:
+                self.requests += 1
+                if body:
+                    self.served += 1
                     self.first.setdefault(body, now)
             self._stop.wait(self.pause_s)

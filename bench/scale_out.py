@@ -115,6 +115,7 @@ class Run:
     served: dict[str, tuple[str, float | None]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     activity: list[str] = field(default_factory=list)
+    frontend_requests: tuple[int, int] = (0, 0)  # the watch's requests, and of them served by a guest
 
     def last(self) -> float | None:
         times = [t for _, t in self.served.values()]
@@ -134,8 +135,10 @@ class ScaleSet:
         pool_state: str | None = None,
         template: bool = False,
         daemon_pid: int | None = None,
+        frontend_pause_s: float = 0.03,
     ) -> None:
         self.api = api
+        self.frontend_pause_s = frontend_pause_s
         self.daemon = psutil.Process(daemon_pid) if daemon_pid is not None else None
         self.host = host
         self.label = label
@@ -207,7 +210,7 @@ class ScaleSet:
         t0 = time.monotonic()
         names: dict[str, str] = {}
         cpu0 = self._daemon_cpu()
-        with benchlib.FrontendWatch(self.port, t0) as watch:
+        with benchlib.FrontendWatch(self.port, t0, pause_s=self.frontend_pause_s) as watch:
             self.api.patch(f"/scaleSets/{self.name}", {"sku": {"capacity": count}})
             while time.monotonic() < t0 + TIMEOUT_S:
                 for vm in self.members():
@@ -220,6 +223,7 @@ class ScaleSet:
                     break
                 time.sleep(0.1)
             answered = watch.answered()
+        run.frontend_requests = (watch.requests, watch.served)
         cpu1 = self._daemon_cpu()
         if cpu0 is not None and cpu1 is not None:
             run.daemon_cpu_s = cpu1 - cpu0
@@ -257,6 +261,8 @@ def print_run(label: str, run: Run) -> None:
     cpu = f", daemon CPU {run.daemon_cpu_s:.2f} s meanwhile" if run.daemon_cpu_s is not None else ""
     what = f"scale 0->{run.count} until every new instance serves through HAProxy"
     print(f"{label}, {what}: {head} ({benchlib.load()}{cpu})")
+    asked, served = run.frontend_requests
+    print(f"  the frontend watch asked {asked} requests, {served} of them served by a guest")
     for iid, (name, took) in run.served.items():
         shown = f"{took:.2f} s" if took is not None else "never answered"
         print(f"  instance {iid} ({name}, origin: {run.origins.get(iid, '?')}): {shown}")
@@ -275,12 +281,19 @@ def measure_set(
     counts: tuple[int, ...],
     before_each: Callable[[int], None] | None = None,
     daemon_pid: int | None = None,
+    frontend_pause_s: float = 0.03,
 ) -> dict[int, Run] | str:
     """Every count on one set; instead, as a string, the daemon's refusal of the set or what
     stopped the runs (a pool that never fills, say). ``before_each(count)`` runs right before
     each scale-out, the set at 0 and settled (the plain baseline of the same N)."""
     bench_set = ScaleSet(
-        api, host, label, pool_state, template=bool(extra.get("templateClones")), daemon_pid=daemon_pid
+        api,
+        host,
+        label,
+        pool_state,
+        template=bool(extra.get("templateClones")),
+        daemon_pid=daemon_pid,
+        frontend_pause_s=frontend_pause_s,
     )
     try:
         bench_set.create(extra)
@@ -448,7 +461,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--kinds", default=",".join(KINDS), help=f"which sets, comma separated, of {', '.join(KINDS)} (default all)"
     )
+    parser.add_argument(
+        "--frontend-pause",
+        type=float,
+        default=0.03,
+        help="seconds each of the 3 frontend-watch threads pauses between requests (default %(default)s)",
+    )
     args = parser.parse_args()
+    if not 0.0 <= args.frontend_pause <= 5.0:
+        parser.error("--frontend-pause: give seconds between 0 and 5")
     try:
         args.counts = tuple(int(c) for c in args.counts.split(","))
     except ValueError:
@@ -471,6 +492,7 @@ def main() -> int:
     manifest = read_manifest(image_dir)
     counts: tuple[int, ...] = args.counts
     print(f"start: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {benchlib.load()}, {os.cpu_count()} CPUs")
+    print(f"frontend watch: 3 threads, {args.frontend_pause:.2f} s pause between requests")
     with benchlib.bench_lab("benchscale") as (lab_host, daemon, workdir):
         daemon.start()
         cfg = load_config(daemon.config_path)
@@ -507,7 +529,9 @@ def main() -> int:
                     skipped = ", ".join(str(n) for n in counts if n not in kind_counts)
                     print(f"{label}: N={skipped} not run (more than the pool of {POOL_SIZE})")
                 hook = baseline if kind == "cold" else None
-                kinds[label] = measure_set(api, host, label, pool_state, extra, kind_counts, hook, daemon.pid)
+                kinds[label] = measure_set(
+                    api, host, label, pool_state, extra, kind_counts, hook, daemon.pid, args.frontend_pause
+                )
             if "cold" not in args.kinds:  # the baseline still gets taken, on its own
                 for count in counts:
                     baseline(count)
