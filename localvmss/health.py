@@ -20,7 +20,7 @@ import re
 import selectors
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,15 +67,26 @@ def probe_once(ip: str, probe: HealthProbeModel, timeout_s: float = 2.0) -> Prob
 
 
 def probe_many(
-    targets: Sequence[tuple[str, HealthProbeModel]], timeout_s: float = 2.0, max_open: int = MAX_OPEN_PROBES
+    targets: Sequence[tuple[str, HealthProbeModel]],
+    timeout_s: float = 2.0,
+    max_open: int = MAX_OPEN_PROBES,
+    on_result: Callable[[int, ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
     """Probe every ``(ip, probe)`` at once from the calling thread (non-blocking sockets, one
     selector, at most ``max_open`` at a time); the results in the order asked. Each step
     (connect, send, every read) has ``timeout_s``, as a blocking socket's timeout would. Never
-    raises: a probe that cannot even be made is ``unknown`` and says why. (The health monitor
-    used to probe through a pool of 8 threads with http.client: 0.6-1 ms of daemon CPU per
-    probe, and 8 threads; issue 16.)"""
+    raises: a probe that cannot even be made is ``unknown`` and says why. ``on_result(index,
+    result)`` is told each result as soon as it is known, so a caller can act on a guest that
+    answered without waiting for the probe of one still booting to time out. (The health
+    monitor used to probe through a pool of 8 threads with http.client: 0.6-1 ms of daemon CPU
+    per probe, and 8 threads; issue 16.)"""
     probes = [_Probe(ip, model, timeout_s) for ip, model in targets]
+    index = {id(probe): i for i, probe in enumerate(probes)}
+
+    def known(probe: _Probe) -> None:
+        if on_result is not None and probe.result is not None:
+            on_result(index[id(probe)], probe.result)
+
     pending = iter(probes)
     with selectors.DefaultSelector() as selector:
         while True:
@@ -87,6 +98,8 @@ def probe_many(
                     break
                 if probe.start():
                     selector.register(probe.sock, selectors.EVENT_WRITE, probe)  # type: ignore[arg-type]
+                else:
+                    known(probe)
             if not selector.get_map():
                 break
             waiting: list[_Probe] = [key.data for key in selector.get_map().values()]
@@ -97,6 +110,7 @@ def probe_many(
                 if wants == 0:
                     selector.unregister(key.fileobj)
                     probe.close()
+                    known(probe)
                 elif wants != key.events:
                     selector.modify(key.fileobj, wants, probe)
             now = time.monotonic()
@@ -104,6 +118,7 @@ def probe_many(
                 if probe.result is None and probe.deadline <= now:
                     selector.unregister(probe.sock)  # type: ignore[arg-type]
                     probe.close(ProbeResult("unknown", f"{probe.model.protocol} {probe.model.port}: timed out"))
+                    known(probe)
     return [p.result or ProbeResult("unknown", "probe could not be made") for p in probes]
 
 

@@ -65,14 +65,26 @@ class HealthMonitor:
             model = specs[inst.scale_set].health_probe
             assert model is not None  # filtered above
             asked.append((inst.ip, model))
+        recorded: set[int] = set()
+
+        def became_healthy(index: int, result: ProbeResult) -> None:
+            """An instance seen healthy for the first time is recorded (and the load balancer
+            told) at once, not when the round's slowest probe ends: a guest still booting has
+            no address on the wire, so its probe waits its whole timeout."""
+            inst = targets[index]
+            if result.healthy and inst.health != "healthy":
+                recorded.add(index)
+                if self.record_results([(inst, result)], specs):
+                    self.on_change()
+
         try:
             # All at once from this thread (one selector; a probe that cannot be made is unknown).
-            results = list(zip(targets, probe_many(asked), strict=True))
+            results = list(zip(targets, probe_many(asked, on_result=became_healthy), strict=True))
         except Exception as exc:  # noqa: BLE001 - a bug in probing must not stop the repairs below
             log.exception("health probes failed")
             unknown = ProbeResult("unknown", f"probe could not be made: {type(exc).__name__}: {exc}")
             results = [(inst, unknown) for inst in targets]
-        changed = self.record_results(results, specs)
+        changed = self.record_results([r for i, r in enumerate(results) if i not in recorded], specs)
         probed = {(i.scale_set, i.instance_id) for i in targets}
         for key in [k for k in self._failing_since if k not in probed]:
             del self._failing_since[key]  # no longer probed (stopped, being changed, gone)

@@ -265,3 +265,33 @@ def test_probes_beyond_the_window_wait_their_turn_and_each_has_its_own_timeout(s
     assert now_open == [0, min(max_open, 7)]
     # The two hanging probes time out one after the other through a window of 1, together otherwise.
     assert (took >= 0.55) if max_open == 1 else (took < 0.55), took
+
+
+def test_each_result_is_told_as_soon_as_it_is_known(server: int) -> None:
+    """``on_result`` hears a guest that answered while the probe of one that does not (a guest
+    still booting) is still waiting out its timeout; every result is told once, as returned."""
+    ANSWERS["/told"] = (200, b"ok")
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(4)
+    told: list[tuple[int, str, bool]] = []  # index, state, was the hanging probe still open
+    try:
+        asked = [
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=hanging.getsockname()[1], path="/")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=server, path="/told")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=free_port(), path="/")),
+            ("127.0.0.1", HealthProbeModel(protocol="http", port=80, path="/\u00e4")),  # cannot be made
+        ]
+        results = probe_many(
+            asked, timeout_s=0.5, on_result=lambda i, r: told.append((i, r.state, not told_hanging(told)))
+        )
+    finally:
+        hanging.close()
+    assert sorted((i, state) for i, state, _ in told) == [(i, r.state) for i, r in enumerate(results)]
+    assert [r.state for r in results] == ["unknown", "healthy", "unknown", "unknown"]
+    assert told[-1][0] == 0, f"the hanging probe is told last, when it times out: {told}"
+    assert all(open_ for i, _, open_ in told if i != 0), told
+
+
+def told_hanging(told: list[tuple[int, str, bool]]) -> bool:
+    return any(i == 0 for i, _, _ in told)

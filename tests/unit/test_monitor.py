@@ -33,7 +33,9 @@ def test_a_probe_that_raises_does_not_stop_the_others(tmp_path: Path, monkeypatc
             return result
         return ProbeResult("healthy", "HTTP 200")
 
-    monkeypatch.setattr(monitor_module, "probe_many", lambda targets: [probe(ip, m) for ip, m in targets])
+    monkeypatch.setattr(
+        monitor_module, "probe_many", lambda targets, on_result=None: [probe(ip, m) for ip, m in targets]
+    )
     changes: list[int] = []
     HealthMonitor(store, 1.0, lambda: changes.append(1)).probe_pass()
     assert sorted(probed) == ["/gesundheit\u00e4", "/healthz"]
@@ -77,3 +79,37 @@ def test_a_round_of_results_is_one_commit_and_a_failed_write_is_undone_alone(
     assert changed and len(commits) == 1
     states = {i.instance_id: str(i.provisioning_state) for i in store.instances("web")}
     assert states == {iid: "Creating" if iid == failing else "Succeeded" for iid in range(3)}
+
+
+def test_an_instance_seen_healthy_is_recorded_before_the_rounds_slowest_probe_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instance 0 answers while instance 1's probe still waits (a guest with no address on the
+    wire yet): 0 is ready, and the load balancer told, before probe_many returns; recorded once."""
+    store = Store(tmp_path / "state.db")
+    store.insert_scale_set("web", "Uniform", {"mode": "Uniform"}, 2, "Creating")
+    add_instances(store, "web", 2, provisioning_state="Creating", ready_at=None)
+    changes: list[int] = []
+    seen_during_probe: dict[int, str] = {}
+    writes: list[int] = []
+    real_record = store.record_status
+
+    def record_status(scale_set: str, instance_id: int, generation: int | None = None, **kw: Any) -> bool:
+        writes.append(instance_id)
+        return real_record(scale_set, instance_id, generation, **kw)
+
+    def probe_many(targets: Any, on_result: Any = None) -> list[ProbeResult]:
+        healthy, waiting = ProbeResult("healthy", "HTTP 200"), ProbeResult("unknown", "http 80: timed out")
+        on_result(0, healthy)
+        seen_during_probe.update({i.instance_id: str(i.provisioning_state) for i in store.instances("web")})
+        seen_during_probe[-1] = len(changes)
+        on_result(1, waiting)
+        return [healthy, waiting]
+
+    monkeypatch.setattr(store, "record_status", record_status)
+    monkeypatch.setattr(monitor_module, "probe_many", probe_many)
+    HealthMonitor(store, 1.0, lambda: changes.append(1)).probe_pass()
+    assert seen_during_probe == {0: "Succeeded", 1: "Creating", -1: 1}, "0 was ready while 1 was still probed"
+    assert writes.count(0) == 1, writes
+    assert store.instances("web")[0].provisioning_state == "Succeeded"
+    assert store.instances("web")[1].provisioning_state == "Creating"

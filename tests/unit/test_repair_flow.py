@@ -46,7 +46,9 @@ class Guests:
 @pytest.fixture
 def guests(env: Env, monkeypatch: pytest.MonkeyPatch) -> Guests:  # noqa: F811 (the fixture)
     g = Guests(env)
-    monkeypatch.setattr(monitor_module, "probe_many", lambda targets: [g.probe(ip, m) for ip, m in targets])
+    monkeypatch.setattr(
+        monitor_module, "probe_many", lambda targets, on_result=None: [g.probe(ip, m) for ip, m in targets]
+    )
     return g
 
 
