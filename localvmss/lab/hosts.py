@@ -250,6 +250,11 @@ def create_lab(tag: str, host_count: int = 1) -> Lab:
     return lab
 
 
+def _rack_link(lab: Lab, k: int) -> str:
+    """The host-side end of host ``k``'s veth to the rack bridge (the other end is its rack0)."""
+    return f"lvr{lab.slot}h{k}{_short(lab.tag)}"[:15]
+
+
 def _create_host(lab: Lab, k: int, short: str) -> LabHost:
     netns = f"lvmss-{lab.tag}-h{k}"
     state = lab.state_dir / f"h{k}"
@@ -266,7 +271,7 @@ def _create_host(lab: Lab, k: int, short: str) -> LabHost:
     _run(["ip", "netns", "add", netns])
     _run(["ip", "link", "set", "lo", "up"], netns=netns)
     _run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns=netns)
-    outer, inner = f"lvr{lab.slot}h{k}{short}"[:15], f"lvi{lab.slot}h{k}"
+    outer, inner = _rack_link(lab, k), f"lvi{lab.slot}h{k}"
     _run(["ip", "link", "add", outer, "type", "veth", "peer", "name", inner])
     _run(["ip", "link", "set", inner, "netns", netns])
     _run(["ip", "link", "set", outer, "master", lab.rack_bridge])
@@ -438,8 +443,14 @@ def _destroy_host(host: LabHost) -> None:
 
 def destroy_lab(lab: Lab) -> None:
     """Remove every host, link, route and state file of the lab; safe to call twice."""
+    # Each host's rack veth is deleted here, at once, before its namespace: left to the kernel's
+    # clean-up of a deleted namespace, it lingers for a while and the next lab on this slot (the
+    # same link names) could not be made ("RTNETLINK answers: File exists").
     for host in lab.hosts:
+        _run(["ip", "link", "del", _rack_link(lab, host.index)], check=False)
         _destroy_host(host)
+    for k in range(1, HOSTS_PER_LAB + 1):  # hosts that were being created when a failure hit
+        _run(["ip", "link", "del", _rack_link(lab, k)], check=False)
     # Hosts that were being created when a failure hit are found by their namespace names.
     known = {h.netns for h in lab.hosts}
     for ns in _run(["ip", "netns", "list"], check=False).stdout.split("\n"):

@@ -49,3 +49,19 @@ def test_destroy_lab_ends_what_still_runs_in_a_host_namespace() -> None:
     stray.wait(timeout=15)  # it ends (a timeout here means it was left running)
     assert not [pid for pid in inside if _alive(pid)], f"left running: {sorted(inside)}"
     assert netns not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def test_destroy_lab_leaves_no_rack_link_so_the_slot_can_be_used_at_once() -> None:
+    """A host's rack veth, left to the kernel's clean-up of its deleted namespace, outlived the
+    lab for a moment, and a lab made right after on the same slot failed with "RTNETLINK
+    answers: File exists" (a bench run once). Teardown deletes it itself."""
+    tag = f"rl{uuid.uuid4().hex[:4]}"
+    lab = lab_module.create_lab(tag, host_count=2)
+    links = [lab_module._rack_link(lab, host.index) for host in lab.hosts]
+    shown = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert all(link in shown for link in links), (links, shown)
+    lab_module.destroy_lab(lab)
+    left = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    assert not [line for line in left if line.split("@")[0].split(" ")[0] in links], left
+    again = lab_module.create_lab(tag, host_count=2)  # on the same slot: the very same link names
+    lab_module.destroy_lab(again)
