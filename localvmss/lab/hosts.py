@@ -449,8 +449,10 @@ def destroy_lab(lab: Lab) -> None:
     for host in lab.hosts:
         _run(["ip", "link", "del", _rack_link(lab, host.index)], check=False)
         _destroy_host(host)
+    made = {host.index for host in lab.hosts}
     for k in range(1, HOSTS_PER_LAB + 1):  # hosts that were being created when a failure hit
-        _run(["ip", "link", "del", _rack_link(lab, k)], check=False)
+        if k not in made:
+            _run(["ip", "link", "del", _rack_link(lab, k)], check=False)
     # Hosts that were being created when a failure hit are found by their namespace names.
     known = {h.netns for h in lab.hosts}
     for ns in _run(["ip", "netns", "list"], check=False).stdout.split("\n"):
