@@ -158,9 +158,11 @@ class Allocator:
         )
 
     def address(self, db: sqlite3.Connection, host: str) -> tuple[str, str]:
-        """A MAC and an IP from the host network's DHCP range that nobody else holds: not an
-        instance on that host, and not a DHCP entry of the network that no instance owns."""
-        _gw, _mask, start, end = self.inv.network_range(host)
+        """A MAC and an IP from the host's address range (its network's DHCP range, or its static
+        addresses: ``localvmss.addressing``) that nobody else holds: not an instance on that
+        host, and not a DHCP entry of the network that no instance owns."""
+        plan = self.inv.address_plan(host)
+        start, end = plan.first, plan.last
         basis = (self.inv.store.releases, self.inv.reservations_changed(host), start, end)
         kept = self._addresses.get(host)
         if kept is None or kept.basis != basis:

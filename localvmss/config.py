@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from localvmss.addressing import parse_static_range
 from localvmss.errors import InvalidSpec
 from localvmss.hosturi import check_config_host_uri
 from localvmss.model import DEFAULT_RESOURCE_GROUP, validate_name, validate_resource_group
@@ -48,6 +49,17 @@ class HostConfig(BaseModel):
     # The network namespace the host's libvirt network lives in, where its guests' metadata
     # proxy runs (None: the root namespace for a local libvirtd; a remote host gets none).
     metadata_netns: str | None = None
+    # "FIRST-LAST": hand out addresses from this part of the network's subnet, outside its DHCP
+    # range, told to each guest in its seed instead of pinned by a DHCP host entry (see
+    # localvmss.addressing; None: from the DHCP range, with a reservation each).
+    static_addresses: str | None = None
+
+    @field_validator("static_addresses")
+    @classmethod
+    def _static_addresses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_static_range(value)
+        return value
 
     @field_validator("name")
     @classmethod

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localvmss.addressing import AddressPlan, address_plan
 from localvmss.config import DaemonConfig, HostConfig
 from localvmss.errors import Conflict, HostBusy, HostUnavailable, InvalidSpec, LocalVMSSError, NotFound
 from localvmss.hosturi import check_api_host_uri
@@ -372,7 +373,7 @@ class Inventory:
             self.configs.setdefault(added["name"], HostConfig(**added))
         self.hosts: dict[str, Host] = {name: Host(name, h.uri) for name, h in self.configs.items()}
         self._domain_types: dict[str, str] = {}
-        self._networks: dict[str, tuple[str, str, str, str]] = {}
+        self._networks: dict[str, AddressPlan] = {}  # host -> where its instances' addresses come from
         # host -> its network's DHCP entries {lowercase mac: (mac, ip)}, and how often they changed
         self._reservations: dict[str, dict[str, tuple[str, str]]] = {}
         self._reservations_changed: dict[str, int] = {}
@@ -402,7 +403,7 @@ class Inventory:
         self.forget_image_volumes(name)
         host.ensure_pool(self.cfg.pool_name, self.cfg.pool_path)
         gateway, netmask, start, end, reserved = host.network_layout(cfg.network)
-        self._networks[name] = (gateway, netmask, start, end)
+        self._networks[name] = address_plan(cfg.network, gateway, netmask, start, end, cfg.static_addresses)
         self._set_reservations(name, reserved)
         for image_name, (manifest, source) in self.store.images().items():
             self.ensure_image(name, image_name, manifest, source)
@@ -525,7 +526,10 @@ class Inventory:
         return self._reservations_changed.get(name, 0)
 
     def reserve(self, name: str, mac: str, ip: str, hostname: str) -> None:
-        """The DHCP reservation of an instance on host ``name`` (an identical one is fine)."""
+        """The DHCP reservation of an instance on host ``name`` (an identical one is fine); none
+        for an address the host hands out statically."""
+        if self._static_address(name, ip):
+            return
         self.host(name).reserve_address(self.network(name), mac, ip, hostname)
         with self._reservations_lock:
             entries = self._reservations.setdefault(name, {})
@@ -534,11 +538,23 @@ class Inventory:
                 self._reservations_changed[name] = self._reservations_changed.get(name, 0) + 1
 
     def release(self, name: str, mac: str) -> None:
-        """Remove the DHCP reservation of ``mac`` on host ``name`` (already gone counts as removed)."""
+        """Remove the DHCP reservation of ``mac`` on host ``name`` (already gone counts as removed).
+        A host with static addresses is asked only when this pass's copy of its entries holds
+        ``mac`` (one made before the host had them): reading the network per release of a
+        static address would make a scale-in quadratic."""
+        plan = self._networks.get(name)
+        if plan is not None and plan.static:
+            with self._reservations_lock:
+                if mac.lower() not in self._reservations.get(name, {}):
+                    return
         self.host(name).release_address(self.network(name), mac)
         with self._reservations_lock:
             if self._reservations.get(name, {}).pop(mac.lower(), None) is not None:
                 self._reservations_changed[name] = self._reservations_changed.get(name, 0) + 1
+
+    def _static_address(self, name: str, ip: str) -> bool:
+        plan = self._networks.get(name)
+        return plan is not None and plan.is_static(ip)
 
     def add_host(self, host_cfg: HostConfig, timeout_s: float = 15.0) -> None:
         """Join a host: it must answer, have the network and take the images, or nothing changes."""
@@ -604,7 +620,8 @@ class Inventory:
     def network(self, name: str) -> str:
         return self.configs[name].network
 
-    def network_range(self, name: str) -> tuple[str, str, str, str]:
+    def address_plan(self, name: str) -> AddressPlan:
+        """Where the host's instances get their addresses (its network as read when prepared)."""
         if name not in self._networks:
             raise HostUnavailable(f"host {name} is not prepared (network unknown)")
         return self._networks[name]

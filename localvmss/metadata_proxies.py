@@ -93,7 +93,7 @@ class MetadataProxies:
                 self._tell(name, where.reason)
                 continue
             try:
-                gateway = self.inv.network_range(name)[0]
+                gateway = self.inv.address_plan(name).gateway
             except LocalVMSSError:
                 continue  # the host is not prepared yet: a later round
             argv = proxy_argv(self.cfg, self.upstream, name, where, gateway)

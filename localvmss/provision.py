@@ -17,7 +17,7 @@ from localvmss.model import PowerState
 from localvmss.spec import ScaleSetSpec
 from localvmss.store import InstanceRow
 from localvmss.virt.domainxml import InstanceDomain, NumaPinning, Ownership, build_domain_xml
-from localvmss.virt.seed import build_nocloud_seed
+from localvmss.virt.seed import StaticNetwork, build_nocloud_seed
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ class Provisioner:
 
     def ensure_identity(self, inst: InstanceRow, spec: ScaleSetSpec) -> None:
         """What gives an instance its identity whether it boots or is restored from a warm
-        template: its NoCloud seed (read at every boot) and its DHCP reservation. The image's
+        template: its NoCloud seed (read at every boot) and its DHCP reservation (none for a static
+        address: the seed tells it, ``localvmss.addressing``). The image's
         volumes too: a domain XML names the kernel and initrd volumes."""
         self.inv.ready_image(inst.host, self._image_for(spec, inst))
         self._seed_and_address(inst, spec)
@@ -95,6 +96,9 @@ class Provisioner:
             keys = list(inst.overrides.get("ssh_public_keys") or spec.ssh_public_keys)
             if self.management_public_key:
                 keys.append(self.management_public_key)
+            plan = self.inv.address_plan(inst.host)
+            static = plan.is_static(inst.ip)
+            network = StaticNetwork(plan.interface_address(inst.ip), plan.gateway, inst.mac.lower()) if static else None
             seed = build_nocloud_seed(
                 inst.domain_name,
                 computer_name(spec, inst),
@@ -102,9 +106,10 @@ class Provisioner:
                 user_data,
                 self.cfg.metadata_port,
                 admin_username=spec.admin_username,
+                network=network,
             )
             self.inv.upload_bytes(inst.host, seed_volume(inst), seed)
-        self.inv.reserve(inst.host, inst.mac, inst.ip, computer_name(spec, inst))
+        self.inv.reserve(inst.host, inst.mac, inst.ip, computer_name(spec, inst))  # none for a static address
 
     def domain_xml(self, inst: InstanceRow, spec: ScaleSetSpec) -> str:
         pool = self.cfg.pool_name

@@ -13,7 +13,6 @@ volumes by ``delete``. A clone's record exists before its domain, like every ins
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -168,8 +167,7 @@ class WarmClones:
         tpl = self.ready_template(inst.scale_set, inst.model_version, inst.host)
         host = self.inv.host(inst.host)
         self.prov.ensure_identity(inst, spec)
-        gateway, mask, _start, _end = self.inv.network_range(inst.host)
-        prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+        plan = self.inv.address_plan(inst.host)
         started = time.monotonic()
         try:
             if tpl is None:  # (a domain restored before a restart is removed too: its identity is unknown)
@@ -194,8 +192,9 @@ class WarmClones:
                 inst.domain_name,
                 computer_name(spec, inst),
                 inst.mac,
-                address=f"{inst.ip}/{prefix}",
-                gateway=gateway,
+                address=plan.interface_address(inst.ip),
+                gateway=plan.gateway,
+                static=plan.is_static(inst.ip),
             )
         except WarmCloneUnavailable:
             self.prov.remove_compute_and_disk(inst)

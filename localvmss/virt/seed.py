@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
 
 import pycdlib
 
@@ -25,14 +27,44 @@ from localvmss.sshkeys import SSH_KEY_TYPES, check_ssh_public_key
 
 # The one key rule lives in localvmss.sshkeys; these names stay for callers of this module.
 normalize_ssh_public_key = check_ssh_public_key
-__all__ = ["SSH_KEY_TYPES", "build_nocloud_seed", "normalize_ssh_public_key", "render_meta_data"]
+__all__ = [
+    "SSH_KEY_TYPES",
+    "StaticNetwork",
+    "build_nocloud_seed",
+    "normalize_ssh_public_key",
+    "render_meta_data",
+    "render_network_config",
+]
 
 VOLUME_LABEL = "cidata"
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 EMPTY_USER_DATA = b"#cloud-config\n"
 # Small ISOs are padded with zeros to this size: busybox's findfs reads the first 68 KiB of a device
 # to identify it and finds nothing on a shorter one (genisoimage pads its ISOs by 300 KiB too).
 MIN_SEED_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class StaticNetwork:
+    """An address the guest sets itself instead of asking DHCP (``localvmss.addressing``):
+    ``address`` with its prefix (``198.18.0.12/24``), the ``gateway`` (also the name server: the
+    network's dnsmasq) and the NIC's ``mac``."""
+
+    address: str
+    gateway: str
+    mac: str
+
+    def __post_init__(self) -> None:
+        try:
+            iface = IPv4Interface(self.address)
+            gateway = IPv4Address(self.gateway)
+        except ValueError as exc:
+            raise InvalidSpec(f"static address {self.address!r} or gateway {self.gateway!r}: {exc}") from None
+        if "/" not in self.address or gateway not in iface.network or gateway == iface.ip:
+            raise InvalidSpec(f"gateway {self.gateway} is not another address of {self.address}'s network")
+        if not MAC_PATTERN.fullmatch(self.mac):
+            raise InvalidSpec(f"MAC {self.mac!r} must be six lower-case hex pairs (aa:bb:cc:dd:ee:ff)")
 
 
 def build_nocloud_seed(
@@ -42,6 +74,7 @@ def build_nocloud_seed(
     user_data: bytes | None,
     metadata_port: int | None = None,
     admin_username: str = DEFAULT_ADMIN_USERNAME,
+    network: StaticNetwork | None = None,
 ) -> bytes:
     """Return a NoCloud seed ISO (label ``cidata``, Joliet + Rock Ridge) as bytes.
 
@@ -51,6 +84,9 @@ def build_nocloud_seed(
     80 (``localvmss-metadata-port`` in meta-data; cloud-init keeps unknown keys and ignores them).
     ``admin_username``: the set's adminUsername (``localvmss-admin-username`` when not root): the
     base image makes that login with the same keys; root keeps them (run-command uses it).
+    ``network``: a static address, as ``network-config`` (version 2, what cloud-init reads) and as
+    ``localvmss-address``/``localvmss-gateway`` in meta-data (what the base image reads); None:
+    the guest asks DHCP.
     Raises InvalidSpec for a bad instance id, hostname or key.
     """
     _check_name("instance-id", instance_id)
@@ -61,8 +97,11 @@ def build_nocloud_seed(
     if metadata_port is not None and not (isinstance(metadata_port, int) and 1 <= metadata_port <= 65535):
         raise InvalidSpec(f"metadata port {metadata_port!r} must be a port number 1-65535")
     validate_admin_username(admin_username)
-    meta_data = render_meta_data(instance_id, hostname, keys, metadata_port, admin_username).encode()
-    return _iso({"meta-data": meta_data, "user-data": EMPTY_USER_DATA if user_data is None else user_data})
+    meta_data = render_meta_data(instance_id, hostname, keys, metadata_port, admin_username, network).encode()
+    files = {"meta-data": meta_data, "user-data": EMPTY_USER_DATA if user_data is None else user_data}
+    if network is not None:
+        files["network-config"] = render_network_config(network).encode()
+    return _iso(files)
 
 
 def render_meta_data(
@@ -71,9 +110,12 @@ def render_meta_data(
     keys: list[str],
     metadata_port: int | None = None,
     admin_username: str = DEFAULT_ADMIN_USERNAME,
+    network: StaticNetwork | None = None,
 ) -> str:
     """meta-data YAML for values already validated (so they hold no quote to escape)."""
     lines = [f"instance-id: '{instance_id}'", f"local-hostname: '{hostname}'"]
+    if network is not None:
+        lines += [f"localvmss-address: '{network.address}'", f"localvmss-gateway: '{network.gateway}'"]
     if metadata_port is not None and metadata_port != 80:
         lines.append(f"localvmss-metadata-port: '{metadata_port}'")
     if admin_username != DEFAULT_ADMIN_USERNAME:
@@ -82,6 +124,30 @@ def render_meta_data(
         lines.append("public-keys:")
         lines.extend(f"  - '{key}'" for key in keys)
     return "\n".join(lines) + "\n"
+
+
+def render_network_config(network: StaticNetwork) -> str:
+    """NoCloud ``network-config``, version 2: the NIC with the instance's MAC gets the address,
+    the default route and the name server; no DHCP."""
+    return (
+        "\n".join(
+            [
+                "version: 2",
+                "ethernets:",
+                "  eth0:",
+                "    match:",
+                f"      macaddress: '{network.mac}'",
+                "    dhcp4: false",
+                "    addresses:",
+                f"      - '{network.address}'",
+                f"    gateway4: '{network.gateway}'",
+                "    nameservers:",
+                "      addresses:",
+                f"        - '{network.gateway}'",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _check_name(what: str, value: str) -> None:

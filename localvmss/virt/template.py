@@ -384,13 +384,22 @@ def restore_clone(host: Host, template: Template, clone_domain_xml: str) -> floa
 
 
 def identity_line(
-    instance_id: str, hostname: str, mac: str, address: str | None = None, gateway: str | None = None
+    instance_id: str,
+    hostname: str,
+    mac: str,
+    address: str | None = None,
+    gateway: str | None = None,
+    static: bool = False,
 ) -> str:
     """The ``identity`` command; with ``address`` ("ip/prefix") and ``gateway`` the guest sets
-    its address at once instead of waiting for a DHCP lease. ValueError for a bad address."""
+    its address at once instead of waiting for a DHCP lease; ``static``: and keeps it, asking
+    DHCP for nothing (the host's static addresses, ``localvmss.addressing``). ValueError for a
+    bad address."""
     words = ["identity", instance_id, hostname, mac.lower()]
     if (address is None) != (gateway is None):
         raise ValueError("a clone's address and gateway go together: give both or neither")
+    if static and address is None:
+        raise ValueError("a static clone address needs the address and gateway")
     if address is not None and gateway is not None:
         if "/" not in address:
             raise ValueError(f"a clone's address needs its prefix length (a.b.c.d/nn), not {address!r}")
@@ -401,7 +410,7 @@ def identity_line(
             raise ValueError(f"invalid clone address or gateway: {exc}") from None
         if gw not in iface.network or gw == iface.ip:
             raise ValueError(f"gateway {gw} is not another address of {iface.network}")
-        words += [iface.with_prefixlen, str(gw)]
+        words += [iface.with_prefixlen, str(gw)] + (["static"] if static else [])
     return " ".join(words)
 
 
@@ -415,15 +424,16 @@ def reidentify(
     *,
     address: str | None = None,
     gateway: str | None = None,
+    static: bool = False,
 ) -> float:
     """Give a restored clone its own identity (``identity`` over the channel), then set its
     clock (the template's clock stood still since the save); returns the clock skew left.
 
-    ``address`` ("ip/prefix", the clone's DHCP reservation) and ``gateway``: the guest takes
+    ``address`` ("ip/prefix", the clone's DHCP reservation or static address) and ``gateway``: the guest takes
     that address at once and lets DHCP confirm it in the background, so it serves on it without
-    waiting for a lease. WarmCloneUnavailable if the guest cannot be re-identified: destroy it
-    and boot cold."""
-    line = identity_line(instance_id, hostname, mac, address, gateway)
+    waiting for a lease (``static``: and asks DHCP for nothing). WarmCloneUnavailable if the
+    guest cannot be re-identified: destroy it and boot cold."""
+    line = identity_line(instance_id, hostname, mac, address, gateway, static)
     try:
         # One stream for both: the identity, then the clock stamped the moment it is sent.
         identity, clock = host.guest_conversation(name, [line, lambda: f"clock {time.time():.6f}"], timeout_s)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from localvmss import children
+from localvmss.addressing import AddressPlan
 from localvmss.config import DaemonConfig, HostConfig
 from localvmss.lab.testbed import free_port
 from localvmss.metadata import MetadataServer, MetadataService
@@ -155,8 +156,8 @@ class _Inventory:
     def __init__(self, hosts: list[HostConfig]) -> None:
         self.configs = {h.name: h for h in hosts}
 
-    def network_range(self, name: str) -> tuple[str, str, str, str]:
-        return ("127.0.0.1", "255.0.0.0", "127.0.0.10", "127.0.0.250")
+    def address_plan(self, name: str) -> AddressPlan:
+        return AddressPlan("127.0.0.1", "255.0.0.0", "127.0.0.10", "127.0.0.250", static=False)
 
 
 def test_proxies_are_started_adopted_by_the_next_daemon_replaced_on_a_new_port_and_stopped(tmp_path: Path) -> None:

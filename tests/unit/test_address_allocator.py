@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from localvmss.addressing import AddressPlan
 from localvmss.allocation import Allocator, LowestFree, free_address, free_nat_port
 from localvmss.store import InstanceRow, Store
 
@@ -62,8 +63,8 @@ class _Inventory:
         self.changed = 0
         self.hosts: dict[str, Any] = {"h1": None}
 
-    def network_range(self, host: str) -> tuple[str, str, str, str]:
-        return "198.18.0.1", "255.255.255.0", self.start, self.end
+    def address_plan(self, host: str) -> AddressPlan:
+        return AddressPlan("198.18.0.1", "255.255.255.0", self.start, self.end, static=False)
 
     def reservations(self, host: str) -> list[tuple[str, str]]:
         return list(self._reservations)
