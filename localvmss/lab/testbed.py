@@ -245,8 +245,17 @@ class Testbed:
             entries.append(entry)
         return entries
 
-    def write_config(self, state_dir: Path, **settings: Any) -> Path:
-        """A daemon configuration for this lab; ``settings`` override the defaults."""
+    def static_addresses(self, host: LabHost) -> str:
+        """The part of a lab host's /24 outside its DHCP range (.10-.250) that a daemon may hand
+        out as static addresses (``HostConfig.static_addresses``): .2-.9."""
+        base = int(ipaddress.ip_network(host.guest_network).network_address)
+        return f"{ipaddress.ip_address(base + 2)}-{ipaddress.ip_address(base + 9)}"
+
+    def write_config(
+        self, state_dir: Path, host_settings: dict[str, dict[str, Any]] | None = None, **settings: Any
+    ) -> Path:
+        """A daemon configuration for this lab; ``settings`` override the defaults, and
+        ``host_settings`` (host name -> keys) those of its ``[[hosts]]`` entries."""
         state_dir.mkdir(parents=True, exist_ok=True)
         values: dict[str, Any] = {
             "state_dir": str(state_dir),
@@ -265,6 +274,7 @@ class Testbed:
         lines = ["# written by localvmss.lab.testbed"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
         for entry in self.host_entries():
+            entry.update((host_settings or {}).get(entry["name"], {}))
             lines.append("")
             lines.append("[[hosts]]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
@@ -272,8 +282,10 @@ class Testbed:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def daemon(self, state_dir: Path, **settings: Any) -> DaemonProcess:
-        config = self.write_config(state_dir, **settings)
+    def daemon(
+        self, state_dir: Path, host_settings: dict[str, dict[str, Any]] | None = None, **settings: Any
+    ) -> DaemonProcess:
+        config = self.write_config(state_dir, host_settings, **settings)
         return DaemonProcess(config, state_dir / "api.sock", state_dir / "localvmssd.log")
 
     def serial_log(self, host_name: str, domain: str) -> str:

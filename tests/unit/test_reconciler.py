@@ -9,13 +9,15 @@ period, a stale observation never overwrites newer intent, and a converged set c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pycdlib
 import pytest
 
 from localvmss.config import DaemonConfig, HostConfig
@@ -128,7 +130,13 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
+def env(tmp_path: Path) -> Iterator[Env]:
+    yield from make_env(tmp_path)
+
+
+def make_env(tmp_path: Path, static_addresses: dict[str, str] | None = None) -> Iterator[Env]:
+    """Two fake hosts h1 and h2 (198.18.1.0/24 and 198.18.2.0/24, DHCP .10-.250), ``static_addresses``
+    per host name."""
     image = tmp_path / "image"
     image.mkdir()
     files = {"disk.qcow2": b"qcow2-base", "vmlinux": b"kernel", "initrd.img": b"initrd"}
@@ -145,7 +153,10 @@ def env(tmp_path: Path) -> Env:
     (image / "image.json").write_text(json.dumps(manifest))
     cfg = DaemonConfig(
         state_dir=tmp_path / "state",
-        hosts=[HostConfig(name="h1", zone=None), HostConfig(name="h2", zone=None)],
+        hosts=[
+            HostConfig(name=name, zone=None, static_addresses=(static_addresses or {}).get(name))
+            for name in ("h1", "h2")
+        ],
         kvm_probe=False,
         reconcile_interval_s=2.0,
         shutdown_timeout_s=60.0,  # fake guests obey the power button at once
@@ -155,7 +166,7 @@ def env(tmp_path: Path) -> Env:
     inv = Inventory(cfg, store)
     hosts = {name: FakeHost(name) for name in ("h1", "h2")}
     for name, fake in hosts.items():
-        fake.network = ("198.18.0.1", "255.255.255.0", f"198.18.{name[1]}.10", f"198.18.{name[1]}.250")
+        fake.network = (f"198.18.{name[1]}.1", "255.255.255.0", f"198.18.{name[1]}.10", f"198.18.{name[1]}.250")
         inv.hosts[name] = fake  # type: ignore[assignment]
     inv.prepare_all()
     clock = Clock()
@@ -171,9 +182,11 @@ def env(tmp_path: Path) -> Env:
         clock=clock,
     )
     e = Env(store, inv, rec, hosts, clock, balancer)
-    yield e
-    rec.stop(timeout_s=1)
-    store.close()
+    try:
+        yield e
+    finally:
+        rec.stop(timeout_s=1)
+        store.close()
 
 
 def running(host: FakeHost) -> set[str]:
@@ -185,6 +198,70 @@ def all_running(env: Env) -> set[str]:
 
 
 # -- create, steady state, delete ---------------------------------------------------------------
+
+
+def seed_file(host: FakeHost, inst: InstanceRow, name: str) -> bytes | None:
+    """A file of the instance's NoCloud seed as uploaded (None: not in it)."""
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(host.volumes[f"{inst.domain_name}-seed.iso"]))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
+        return out.getvalue()
+    except pycdlib.pycdlibexception.PyCdlibInvalidInput:
+        return None
+    finally:
+        iso.close()
+
+
+@pytest.fixture
+def static_env(tmp_path: Path) -> Iterator[Env]:
+    """h1 hands out 198.18.1.2-198.18.1.9 statically; h2 reserves in its DHCP range."""
+    yield from make_env(tmp_path, {"h1": "198.18.1.2-198.18.1.9"})
+
+
+def test_a_host_with_static_addresses_tells_the_seed_and_never_touches_the_network(static_env: Env) -> None:
+    env = static_env
+    env.create_set("web", 2, fault_domains=2)
+    env.converge(2)
+    by_host = {i.host: i for i in env.instances("web")}
+    static, dhcp = by_host["h1"], by_host["h2"]
+    assert static.ip == "198.18.1.2" and dhcp.ip == "198.18.2.10"
+    h1, h2 = env.hosts["h1"], env.hosts["h2"]
+    assert not [c for c in h1.calls if c[0] in ("reserve_address", "release_address")]
+    assert h1.reservations == [] and h2.reservations == [(dhcp.mac, dhcp.ip)]
+    config = seed_file(h1, static, "network-config")
+    assert config is not None and b"- '198.18.1.2/24'" in config and b"gateway4: '198.18.1.1'" in config
+    assert seed_file(h2, dhcp, "network-config") is None, "a DHCP host's guest asks DHCP"
+
+    env.store.update_scale_set("web", capacity=0)
+    env.converge(2)
+    assert env.instances("web") == [] and h2.reservations == []
+    assert not [c for c in h1.calls if c[0] in ("reserve_address", "release_address")]
+
+
+def test_a_reservation_made_before_the_host_had_static_addresses_is_still_released(static_env: Env) -> None:
+    env = static_env
+    h1 = env.hosts["h1"]
+    env.create_set("web", 1)
+    env.converge(2)
+    (inst,) = env.instances("web")
+    h1.reservations.append((inst.mac, inst.ip))  # as if made while h1 still reserved addresses
+    env.converge(1)  # the pass reads the network's entries
+    env.store.update_scale_set("web", capacity=0)
+    env.converge(2)
+    assert h1.reservations == [] and ("release_address", (inst.mac,)) in h1.calls
+
+
+def test_a_static_range_the_network_cannot_hold_makes_the_host_unavailable(tmp_path: Path) -> None:
+    made = make_env(tmp_path, {"h1": "198.18.1.5-198.18.1.20"})
+    env = next(made)
+    try:
+        (row,) = [h for h in env.store.hosts() if h.name == "h1"]
+        assert not row.available and "overlap its DHCP range 198.18.1.10-198.18.1.250" in row.message
+        assert [h.available for h in env.store.hosts() if h.name == "h2"] == [True]
+    finally:
+        made.close()
 
 
 def test_create_defines_starts_and_reserves_each_instance(env: Env) -> None:

@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from localvmss.errors import InvalidSpec
-from localvmss.virt.seed import build_nocloud_seed, normalize_ssh_public_key
+from localvmss.virt.seed import StaticNetwork, build_nocloud_seed, normalize_ssh_public_key
 
 META_DATA_AWK = Path(__file__).resolve().parents[2] / "images/guest/rootfs/usr/lib/localvmss/meta-data.awk"
+CLOUD_YAML_AWK = Path(__file__).resolve().parents[2] / "images/cloud/rootfs/usr/lib/nocloud/yaml.awk"
+STATIC = StaticNetwork("198.18.0.3/24", "198.18.0.1", "52:54:00:12:00:03")
 
 
 def openssh_public(
@@ -32,11 +34,13 @@ RSA = openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=20
 ECDSA = openssh_public(ec.derive_private_key(0x10CA1F55, ec.SECP256R1()))
 
 
-def read_iso(data: bytes) -> tuple[pycdlib.PyCdlib, dict[str, bytes]]:
+def read_iso(
+    data: bytes, names: tuple[str, ...] = ("meta-data", "user-data")
+) -> tuple[pycdlib.PyCdlib, dict[str, bytes]]:
     iso = pycdlib.PyCdlib()
     iso.open_fp(io.BytesIO(data))
     files = {}
-    for name in ("meta-data", "user-data"):
+    for name in names:
         out = io.BytesIO()
         iso.get_file_from_iso_fp(out, rr_path=f"/{name}")
         joliet = io.BytesIO()
@@ -162,3 +166,89 @@ def test_bad_key_is_refused(key: str, message: str) -> None:
 def test_user_data_must_be_bytes() -> None:
     with pytest.raises(InvalidSpec, match="user-data"):
         build_nocloud_seed("i-0", "web-0", [], "#!/bin/sh\n")  # type: ignore[arg-type]
+
+
+def iso_names(data: bytes) -> set[str]:
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    try:
+        return {child.rock_ridge.name().decode() for child in iso.list_children(rr_path="/") if child.rock_ridge}
+    finally:
+        iso.close()
+
+
+def test_a_dhcp_seed_has_no_network_config() -> None:
+    seed = build_nocloud_seed("i-0", "web-0", [], None)
+    assert "network-config" not in iso_names(seed)
+    assert b"localvmss-address" not in read_iso(seed)[1]["meta-data"]
+
+
+def test_a_static_address_is_in_network_config_and_meta_data() -> None:
+    _, files = read_iso(build_nocloud_seed("i-0", "web-0", [], None, network=STATIC), NAMES_WITH_NETWORK)
+    assert files["network-config"].decode() == (
+        "version: 2\n"
+        "ethernets:\n"
+        "  eth0:\n"
+        "    match:\n"
+        "      macaddress: '52:54:00:12:00:03'\n"
+        "    dhcp4: false\n"
+        "    addresses:\n"
+        "      - '198.18.0.3/24'\n"
+        "    gateway4: '198.18.0.1'\n"
+        "    nameservers:\n"
+        "      addresses:\n"
+        "        - '198.18.0.1'\n"
+    )
+    assert files["meta-data"].decode() == (
+        "instance-id: 'i-0'\nlocal-hostname: 'web-0'\n"
+        "localvmss-address: '198.18.0.3/24'\nlocalvmss-gateway: '198.18.0.1'\n"
+    )
+
+
+NAMES_WITH_NETWORK = ("meta-data", "user-data", "network-config")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox (the guests' awk) is not installed")
+def test_both_guests_read_the_static_address(tmp_path: Path) -> None:
+    """The base image reads meta-data (meta-data.awk), the cloud image network-config (yaml.awk)."""
+    _, files = read_iso(build_nocloud_seed("i-0", "web-0", [], None, network=STATIC), NAMES_WITH_NETWORK)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(
+        ["busybox", "awk", "-v", f"out={out}", "-f", str(META_DATA_AWK), str(tmp_path / "meta-data")], check=True
+    )
+    assert (out / "static-address").read_text() == "198.18.0.3/24\n"
+    assert (out / "static-gateway").read_text() == "198.18.0.1\n"
+    flat = subprocess.run(
+        ["busybox", "awk", "-f", str(CLOUD_YAML_AWK), str(tmp_path / "network-config")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert dict(line.split("\t", 1) for line in flat.splitlines()) == {
+        "version": "2",
+        "ethernets.eth0.match.macaddress": "52:54:00:12:00:03",
+        "ethernets.eth0.dhcp4": "false",
+        "ethernets.eth0.addresses.0": "198.18.0.3/24",
+        "ethernets.eth0.gateway4": "198.18.0.1",
+        "ethernets.eth0.nameservers.addresses.0": "198.18.0.1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("address", "gateway", "mac", "error"),
+    [
+        ("198.18.0.3", "198.18.0.1", "52:54:00:12:00:03", "not another address"),
+        ("198.18.0.3/24", "198.18.1.1", "52:54:00:12:00:03", "not another address"),
+        ("198.18.0.3/24", "198.18.0.3", "52:54:00:12:00:03", "not another address"),
+        ("198.18.0.300/24", "198.18.0.1", "52:54:00:12:00:03", "static address"),
+        ("198.18.0.3/24", "gw", "52:54:00:12:00:03", "static address"),
+        ("198.18.0.3/24", "198.18.0.1", "52:54:00:12:00:0G", "MAC"),
+        ("198.18.0.3/24", "198.18.0.1", "52:54:00:12:00:03' x", "MAC"),
+    ],
+)
+def test_a_bad_static_network_is_refused(address: str, gateway: str, mac: str, error: str) -> None:
+    with pytest.raises(InvalidSpec, match=error):
+        StaticNetwork(address, gateway, mac)

@@ -123,6 +123,13 @@ def test_identity_line(address: str | None, gateway: str | None, line: str) -> N
     assert template.identity_line("i", "h", "52:54:00:00:00:01".upper(), address, gateway) == line
 
 
+def test_identity_line_with_a_static_address() -> None:
+    line = template.identity_line("i", "h", "52:54:00:00:00:01", "198.18.1.5/24", "198.18.1.1", static=True)
+    assert line == "identity i h 52:54:00:00:00:01 198.18.1.5/24 198.18.1.1 static"
+    with pytest.raises(ValueError, match="static clone address needs"):
+        template.identity_line("i", "h", "52:54:00:00:00:01", static=True)
+
+
 @pytest.mark.parametrize(
     ("address", "gateway", "error"),
     [
