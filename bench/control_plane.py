@@ -3,7 +3,10 @@ hypervisor (no guests, no root, no network): the daemon's Store, Inventory, Prov
 Reconciler, Service, planner and exporter code, timed as they are, at N = 10, 100, 1,000
 (and 10,000 with ``--large``).
 
-Run from the repository: ``.venv/bin/python bench/control_plane.py [--large] [--sizes 10,100]``.
+Run from the repository: ``.venv/bin/python bench/control_plane.py [--large] [--sizes 10,100]
+[--addressing static|dhcp]``. The host hands out static addresses by default (its
+``static_addresses``, as a host meant for many instances is configured; see
+``localvmss.addressing``); ``--addressing dhcp`` pins each address with a DHCP reservation.
 Each N runs in a child process of its own (the test driver's state lives as long as a process
 holds a connection, so every N starts from an empty hypervisor). Prints figures only, each next
 to the target of issue 16 as a ratio (ratio <= 1: within the target); asserts nothing.
@@ -19,8 +22,8 @@ Per N:
   own work: e.g. its ``virNetworkUpdate`` grows with the entries the network holds); the CPU
   time of the process and the part of it outside libvirt calls (the control plane's own, which
   the machine's other load does not inflate as it does wall time), and the libvirt calls per
-  new instance (passes and workers, by method). Above PRESEED_ABOVE the reservations are in the
-  network's definition before the workers run (see there);
+  new instance (passes and workers, by method). With ``--addressing dhcp``, above PRESEED_ABOVE
+  the reservations are in the network's definition before the workers run (see there);
 - ``steady pass``: one pass with nothing to do (median of 5), ms, its CPU time and its libvirt
   calls;
 - ``pass with work``: 1 % of the domains (at least 1) destroyed behind the daemon's back, then
@@ -65,13 +68,21 @@ PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
     "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
 )
-SET_MAX = 1000
-# Above this N the DHCP reservations are made by the bench in the network's definition before
-# the workers run (the daemon's Host then finds each one there and makes no update call): the
-# test driver's virNetworkUpdate copies the whole network definition, so one call per
-# reservation is quadratic in N (about 9 s for 1,000, 34 s for 2,000, and some 15 minutes
-# for 10,000). The converge figure of such an N leaves them out (printed with a note).
-PRESEED_ABOVE = 2000  # Azure's (and our) capacity limit of a Uniform set: larger N is several sets
+SET_MAX = 1000  # Azure's (and our) capacity limit of a Uniform set: larger N is several sets
+# The bench's network, 198.18.0.0/16 (gateway .0.1). "static" (the default): a small DHCP range
+# and the host's static_addresses beyond it, as a host with many instances is configured
+# (localvmss.addressing): no DHCP entry per instance. "dhcp": one DHCP range over the whole
+# subnet, each instance's address pinned with a DHCP host entry (virNetworkUpdate).
+ADDRESSING = {
+    "static": {"dhcp": ("198.18.0.10", "198.18.0.250"), "static_addresses": "198.18.1.0-198.18.255.254"},
+    "dhcp": {"dhcp": ("198.18.0.10", "198.18.255.250"), "static_addresses": None},
+}
+# With "dhcp", above this N the DHCP reservations are made by the bench in the network's
+# definition before the workers run (the daemon's Host then finds each one there and makes no
+# update call): the test driver's virNetworkUpdate copies the whole network definition, so one
+# call per reservation is quadratic in N (about 9 s for 1,000, 34 s for 2,000, and some 15
+# minutes for 10,000). The converge figure of such an N leaves them out (printed with a note).
+PRESEED_ABOVE = 2000
 
 # Issue 16's targets (None: printed without a target).
 TARGETS: dict[str, dict[int, float]] = {
@@ -154,16 +165,18 @@ def sim_host(name: str) -> Any:
     return SimHost(name, URI)
 
 
-def network_xml(reservations: list[tuple[str, str, str]] | None = None) -> str:
-    """The bench's network; ``reservations``: DHCP host entries (mac, ip, name) it starts with."""
+def network_xml(addressing: str, reservations: list[tuple[str, str, str]] | None = None) -> str:
+    """The bench's network (``ADDRESSING``); ``reservations``: DHCP host entries (mac, ip,
+    name) it starts with."""
     from lxml import etree
 
+    start, end = ADDRESSING[addressing]["dhcp"]
     net = etree.Element("network")
     etree.SubElement(net, "name").text = NETWORK
     etree.SubElement(net, "bridge", name="lvbench0")
     ip = etree.SubElement(net, "ip", address="198.18.0.1", netmask="255.255.0.0")
     dhcp = etree.SubElement(ip, "dhcp")
-    etree.SubElement(dhcp, "range", start="198.18.0.10", end="198.18.255.250")
+    etree.SubElement(dhcp, "range", start=start, end=end)
     for mac, addr, name in reservations or ():
         etree.SubElement(dhcp, "host", mac=mac, ip=addr, name=name)
     return etree.tostring(net, encoding="unicode")
@@ -175,7 +188,7 @@ def preseed_reservations(keep: libvirt.virConnect, reservations: list[tuple[str,
     net = keep.networkLookupByName(NETWORK)
     net.destroy()
     net.undefine()
-    keep.networkDefineXML(network_xml(reservations)).create()
+    keep.networkDefineXML(network_xml("dhcp", reservations)).create()
 
 
 def fake_image(directory: Path) -> dict[str, Any]:
@@ -199,7 +212,7 @@ def ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def run_one(n: int) -> dict[str, Any]:
+def run_one(n: int, addressing: str) -> dict[str, Any]:
     """Every figure for one N, in this (fresh) process."""
     from fastapi.testclient import TestClient
     from prometheus_client import CollectorRegistry, generate_latest
@@ -225,13 +238,21 @@ def run_one(n: int) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING)
     count_libvirt_calls()
     keep = libvirt.open(URI)  # holds the test driver's state for the whole run
-    keep.networkDefineXML(network_xml()).create()
+    keep.networkDefineXML(network_xml(addressing)).create()
 
     tmp = Path(tempfile.mkdtemp(prefix="lvmss-bench-cp-"))
     manifest = fake_image(tmp / "image")
     cfg = DaemonConfig(
         state_dir=tmp / "state",
-        hosts=[HostConfig(name=HOST, network=NETWORK, serial_log_dir=str(tmp), serial_log_read_dir=None)],
+        hosts=[
+            HostConfig(
+                name=HOST,
+                network=NETWORK,
+                serial_log_dir=str(tmp),
+                serial_log_read_dir=None,
+                static_addresses=ADDRESSING[addressing]["static_addresses"],
+            )
+        ],
         kvm_probe=False,
         haproxy_enabled=False,
         pool_path=str(tmp / "pool"),
@@ -286,14 +307,16 @@ def run_one(n: int) -> dict[str, Any]:
         rec._plan_records(store.scale_set(name), alive)  # the pass's step that writes the records
     out["records_s"] = time.perf_counter() - started
     preseed_s = preseed_cpu_s = 0.0
-    if n > PRESEED_ABOVE:
+    preseed = addressing == "dhcp" and n > PRESEED_ABOVE
+    if preseed:
         started, cpu, lv, lv_cpu = time.perf_counter(), time.process_time(), IN_LIBVIRT[0], IN_LIBVIRT_CPU[0]
         spec = store.scale_set(sets[0]).spec
         preseed_reservations(keep, [(i.mac, i.ip, computer_name(spec, i)) for i in store.instances()])
         inv.host(HOST).network_layout(NETWORK)  # what the daemon's Host knows of the network
         preseed_s, preseed_cpu_s = time.perf_counter() - started, time.process_time() - cpu
         in_libvirt, in_libvirt_cpu = in_libvirt + IN_LIBVIRT[0] - lv, in_libvirt_cpu + IN_LIBVIRT_CPU[0] - lv_cpu
-    out["dhcp_preseeded"] = n > PRESEED_ABOVE
+    out["dhcp_preseeded"] = preseed
+    out["addressing"] = addressing
     monitor = HealthMonitor(store, cfg.health_interval_s, lambda: None)
     spec = store.scale_set(sets[0]).spec  # every set has the same model
     passes = 0
@@ -420,7 +443,10 @@ def report(results: list[dict[str, Any]]) -> None:
         ("  prometheus_client's OpenMetrics of the same families", "metrics_library_openmetrics_ms", "ms"),
         ("  libvirt calls of a render", "metrics_calls", ""),
     ]
-    print(f"control plane on {URI} (no guests); N = {', '.join(str(r['n']) for r in results)}")
+    print(
+        f"control plane on {URI} (no guests); addresses: {results[0]['addressing']}; "
+        f"N = {', '.join(str(r['n']) for r in results)}"
+    )
     for title, key, unit in rows:
         print(title)
         for r in results:
@@ -447,17 +473,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--large", action="store_true", help="also N=10000 (about 10 minutes more)")
     parser.add_argument("--sizes", help="comma-separated N (default 10,100,1000,2000 [,10000])")
+    parser.add_argument(
+        "--addressing",
+        choices=sorted(ADDRESSING),
+        default="static",
+        help="static: the host's static_addresses, no DHCP entry per instance (default); "
+        "dhcp: a DHCP reservation per instance",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one N, JSON out
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(run_one(args.one)))
+        print(json.dumps(run_one(args.one, args.addressing)))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [10, 100, 1000, 2000]
     if args.large and 10000 not in sizes:
         sizes.append(10000)
     results = []
     for n in sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", str(n), "--addressing", args.addressing],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             print(f"N={n} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
             return 1

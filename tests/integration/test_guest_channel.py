@@ -96,14 +96,16 @@ class LabGuests:
             )
         )
 
-    def seed_and_reserve(self, k: int) -> None:
-        """What every instance gets, cold or warm: a seed and its address reservation."""
+    def seed_and_reserve(self, k: int, reserve: bool = True) -> None:
+        """What every instance gets, cold or warm: a seed and its address reservation (none
+        for a static address: ``reserve`` False)."""
         name = self.name(k)
         ip, mac = self.address(k)
         self.names.append(name)
         self.macs.append(mac)
         self.host.upload_bytes(self.pool, f"{name}-seed.iso", build_nocloud_seed(name, name, [], None), "raw")
-        self.host.reserve_address(self.lab_host.network_name, mac, ip, name)
+        if reserve:
+            self.host.reserve_address(self.lab_host.network_name, mac, ip, name)
 
     def boot(self, k: int) -> float:
         """Boot guest ``k`` cold; the seconds from domain start to /healthz 200."""

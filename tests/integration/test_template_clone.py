@@ -88,7 +88,7 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
 
         prefix = ipaddress.ip_network(guests.lab_host.guest_network).prefixlen
 
-        def clone(k: int) -> None:
+        def clone(k: int, static: bool = False) -> None:
             try:
                 started = time.monotonic()
                 restore_s = template.restore_clone(guests.host, tpl, guests.domain_xml(k))
@@ -99,7 +99,14 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
                 genids[k] = ET.fromstring(guests.host.domain_xml(name)).findtext("genid")
                 ip, mac = guests.address(k)
                 template.reidentify(
-                    guests.host, name, name, name, mac, address=f"{ip}/{prefix}", gateway=guests.lab_host.gateway
+                    guests.host,
+                    name,
+                    name,
+                    name,
+                    mac,
+                    address=f"{ip}/{prefix}",
+                    gateway=guests.lab_host.gateway,
+                    static=static,
                 )
                 results[k] = (restore_s, running_s, guests.wait_serving(k, started))
             except Exception as exc:  # reported below, with the clone it belongs to
@@ -159,6 +166,17 @@ def test_two_clones_from_one_template(testbed: lab_testbed.Testbed, image_dir: P
         assert http_get(f"http://{ip3}/healthz")[0] == 200
         assert http_get(f"http://{ip3}/") == (200, f"{guests.name(3)}\n")
         print(f"clone 3 (no DHCP until it served): serving at its own address {results[3][2]:.2f} s")
+
+        # A clone on a host with static addresses (``identity ... static``): no reservation,
+        # and it asks DHCP for nothing, then or later; it keeps its address.
+        guests.seed_and_reserve(4, reserve=False)
+        ip4, mac4 = guests.address(4)
+        clone(4, static=True)
+        assert not failures, failures
+        time.sleep(5.0)  # udhcpc, were it running, would have asked at its start (then every 2 s)
+        assert dhcp_leases(guests, mac4) == [], "a static clone asks DHCP for nothing"
+        assert http_get(f"http://{ip4}/") == (200, f"{guests.name(4)}\n")
+        print(f"clone 4 (static address): serving at its own address {results[4][2]:.2f} s")
         template.delete_template(guests.host, tpl)
     finally:
         errors = guests.clean_up()
