@@ -1262,8 +1262,12 @@ class Service:
     def add_host(self, name: str, body: Any) -> dict[str, Any]:
         from localvmss.config import HostConfig
 
-        if not isinstance(body, dict) or set(body) - {"uri", "zone", "network"} or not isinstance(body.get("uri"), str):
-            raise InvalidSpec('PUT /hosts/{name} takes {"uri": "qemu+ssh://...", "zone"?: "1", "network"?: "default"}')
+        keys = {"uri", "zone", "network", "staticAddresses"}
+        if not isinstance(body, dict) or set(body) - keys or not isinstance(body.get("uri"), str):
+            raise InvalidSpec(
+                'PUT /hosts/{name} takes {"uri": "qemu+ssh://...", "zone"?: "1", "network"?: "default", '
+                '"staticAddresses"?: "FIRST-LAST"}'
+            )
         validate_name(name, "host name")
         uri = check_api_host_uri(body["uri"])
         zone = body.get("zone")
@@ -1274,7 +1278,14 @@ class Service:
             raise InvalidSpec(f"network {network!r} must be the name of a libvirt network on that host")
         if "/" in network or " " in network or len(network) > 64:
             raise InvalidSpec(f"network {network!r} must be a libvirt network name (no '/' or spaces, at most 64)")
-        self.inv.add_host(HostConfig(name=name, uri=uri, zone=zone, network=network, serial_log_read_dir=None))
+        static = body.get("staticAddresses")
+        if static is not None and not isinstance(static, str):
+            raise InvalidSpec("staticAddresses must be a string FIRST-LAST, e.g. 198.18.0.2-198.18.0.9")
+        self.inv.add_host(
+            HostConfig(
+                name=name, uri=uri, zone=zone, network=network, serial_log_read_dir=None, static_addresses=static
+            )
+        )
         self._accepted("host-add", f"host {name} ({uri}, zone {zone}) added")
         self.wake()
         return next(h for h in self.list_hosts() if h["name"] == name)
@@ -1293,6 +1304,7 @@ class Service:
                 "zone": h.zone,
                 "available": h.available,
                 "domainType": h.domain_type,
+                "staticAddresses": self.inv.configs[h.name].static_addresses if h.name in self.inv.configs else None,
                 "accelerator": h.accel_reason,
                 "message": h.message,
             }

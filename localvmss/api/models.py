@@ -178,6 +178,12 @@ class HostAdd(_Closed):
     uri: str = Field(description="qemu+ssh://user@host/system, qemu+tcp://..., qemu:///system")
     zone: str | None = Field(None, min_length=1)
     network: str = Field("default", min_length=1, max_length=64)
+    static_addresses: str | None = Field(
+        None,
+        alias="staticAddresses",
+        description="FIRST-LAST of the network's subnet outside its DHCP range: addresses told to each guest "
+        "in its seed, with no DHCP host entry",
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -1051,12 +1051,19 @@ def lb_reload(c: Ctx) -> None:
 @click.option("--uri", required=True, help="libvirt URI, e.g. qemu+ssh://root@rack2/system")
 @click.option("--zone")
 @click.option("--network", default="default", show_default=True, help="libvirt network with a DHCP range")
+@click.option(
+    "--static-addresses",
+    metavar="FIRST-LAST",
+    help="hand out these addresses (the network's subnet, outside its DHCP range) without DHCP reservations",
+)
 @pass_ctx
-def host_add(c: Ctx, name: str, uri: str, zone: str | None, network: str) -> None:
+def host_add(c: Ctx, name: str, uri: str, zone: str | None, network: str, static_addresses: str | None) -> None:
     """Add a libvirt host to the inventory (it must answer)."""
     body: dict[str, Any] = {"uri": uri, "network": network}
     if zone:
         body["zone"] = zone
+    if static_addresses:
+        body["staticAddresses"] = static_addresses
     emit(c, c.client.put(api_path("hosts", name), body))
 
 

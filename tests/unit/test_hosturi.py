@@ -110,6 +110,9 @@ def test_configuration_file_uris_need_a_known_scheme(uri: str, ok: bool) -> None
         ({"uri": "qemu+ssh://h/system", "network": "../x"}, "network"),
         ({"uri": "qemu+ssh://h/system", "network": 7}, "network"),
         ({"uri": "qemu+ssh://h/system", "zone": ""}, "zone"),
+        ({"uri": "qemu+ssh://h/system", "staticAddresses": "198.18.0.2"}, "FIRST-LAST"),
+        ({"uri": "qemu+ssh://h/system", "staticAddresses": "198.18.0.9-198.18.0.2"}, "above the last"),
+        ({"uri": "qemu+ssh://h/system", "staticAddresses": 5}, "staticAddresses"),
     ],
 )
 def test_put_host_with_a_bad_uri_is_refused_and_changes_nothing(tmp_path: Path, body: dict, words: str) -> None:
@@ -125,3 +128,12 @@ def test_put_host_with_a_good_uri_reaches_the_inventory(tmp_path: Path) -> None:
     h.service.add_host("rack2", {"uri": "qemu+ssh://root@rack2/system?no_tty=1", "zone": "2"})
     (call,) = h.inventory.calls
     assert call[0] == "add_host" and call[1].uri == "qemu+ssh://root@rack2/system?no_tty=1"
+    assert call[1].static_addresses is None
+
+
+def test_put_host_with_static_addresses_reaches_the_inventory(tmp_path: Path) -> None:
+    h = make_service(tmp_path)
+    body = {"uri": "qemu+ssh://root@rack2/system", "staticAddresses": "198.18.0.2-198.18.0.9"}
+    h.service.add_host("rack2", body)
+    (call,) = h.inventory.calls
+    assert call[0] == "add_host" and call[1].static_addresses == "198.18.0.2-198.18.0.9"
