@@ -364,6 +364,10 @@ class ActivityRow:
 
 
 _INSTANCE_COLUMNS = [f.name for f in fields(InstanceRow)]
+_OVERRIDES_INDEX = _INSTANCE_COLUMNS.index("overrides")
+_INSERT_INSTANCE_SQL = (
+    f"INSERT INTO instances ({', '.join(_INSTANCE_COLUMNS)}) VALUES ({', '.join('?' for _ in _INSTANCE_COLUMNS)})"
+)
 # What observers (workers, the health monitor) may write: never what the user asked for.
 STATUS_COLUMNS = frozenset(
     {
@@ -1075,11 +1079,11 @@ class Store:
 
     @staticmethod
     def insert_instance(db: sqlite3.Connection, inst: InstanceRow) -> None:
-        data = asdict(inst)
-        data["overrides"] = json.dumps(data["overrides"])
-        cols = ", ".join(_INSTANCE_COLUMNS)
-        marks = ", ".join("?" for _ in _INSTANCE_COLUMNS)
-        db.execute(f"INSERT INTO instances ({cols}) VALUES ({marks})", [data[c] for c in _INSTANCE_COLUMNS])
+        # Read field by field: every column is a scalar but overrides, and asdict's deep copy
+        # was a fifth of the cost of writing a scale-out's records.
+        values = [getattr(inst, c) for c in _INSTANCE_COLUMNS]
+        values[_OVERRIDES_INDEX] = json.dumps(inst.overrides)
+        db.execute(_INSERT_INSTANCE_SQL, values)
 
     @classmethod
     def mark_replaced(cls, db: sqlite3.Connection, scale_set: str, instance_id: int, by: int) -> None:
