@@ -13,7 +13,7 @@ hands out addresses there, so no reservation is needed to keep dnsmasq away from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import AddressValueError, IPv4Address, IPv4Network
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 
 from localvmss.errors import InvalidSpec
 
@@ -43,6 +43,12 @@ class AddressPlan:
     def interface_address(self, ip: str) -> str:
         """``ip`` with the network's prefix, as a guest configures it: ``198.18.0.12/24``."""
         return f"{ip}/{self.prefix}"
+
+
+def is_gateway_of(iface: IPv4Interface, gateway: IPv4Address) -> bool:
+    """True if ``gateway`` can route for an interface with address ``iface``: another address
+    of its network (a seed's static address, a warm clone's identity)."""
+    return gateway in iface.network and gateway != iface.ip
 
 
 def parse_static_range(text: str) -> tuple[IPv4Address, IPv4Address]:

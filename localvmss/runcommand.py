@@ -14,12 +14,12 @@ loaded, would stay in the daemon's RSS (~10 MiB) for good.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localvmss.errors import InvalidSpec, LocalVMSSError, TemporaryError
+from localvmss.pychild import run_module, why_failed
 from localvmss.sshkeys import openssh_public_key
 
 if TYPE_CHECKING:
@@ -50,17 +50,9 @@ class ManagementKey:
 
     def _generate(self) -> None:
         """A new key, made in a child process (see the module's docstring)."""
-        done = subprocess.run(
-            [sys.executable, "-m", "localvmss.runcommand", "--new-key", str(self.path)],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
+        done = run_module("localvmss.runcommand", ["--new-key", str(self.path)], timeout_s=60)
         if done.returncode != 0 or not self.path.exists():
-            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise LocalVMSSError(f"cannot make the management SSH key {self.path}: {why}")
+            raise LocalVMSSError(f"cannot make the management SSH key {self.path}: {why_failed(done)}")
 
 
 def write_new_key(path: Path) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from localvmss.errors import InvalidSpec
+from localvmss.pychild import run_module, why_failed
 
 TLS_DIR = "tls"
 CERT_FILE = "api.crt"
@@ -63,18 +63,15 @@ def certificate_from_child(state_dir: Path, api_host: str, cert: Path | None, ke
     """``tlscert.api_certificate`` run in a child process; its refusal (a given pair that
     cannot be used, a directory where none can be written) is raised here as the same one-line
     InvalidSpec."""
-    argv = [sys.executable, "-m", "localvmss.tlscert", "--state-dir", str(state_dir), "--host", api_host]
+    args = ["--state-dir", str(state_dir), "--host", api_host]
     if cert is not None and key is not None:
-        argv += ["--cert", str(cert), "--key", str(key)]
+        args += ["--cert", str(cert), "--key", str(key)]
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=CHILD_TIMEOUT_S, check=False
-        )
+        done = run_module("localvmss.tlscert", args, CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         raise InvalidSpec(f"the TLS certificate was not ready within {CHILD_TIMEOUT_S:.0f} s") from None
     if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise InvalidSpec(why)
+        raise InvalidSpec(why_failed(done))
     try:
         return Certificate.from_json(json.loads(done.stdout))
     except (ValueError, KeyError, TypeError) as exc:

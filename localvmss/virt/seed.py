@@ -21,6 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pycdlib
 
+from localvmss.addressing import is_gateway_of
 from localvmss.errors import InvalidSpec
 from localvmss.model import DEFAULT_ADMIN_USERNAME, validate_admin_username
 from localvmss.sshkeys import SSH_KEY_TYPES, check_ssh_public_key
@@ -61,7 +62,7 @@ class StaticNetwork:
             gateway = IPv4Address(self.gateway)
         except ValueError as exc:
             raise InvalidSpec(f"static address {self.address!r} or gateway {self.gateway!r}: {exc}") from None
-        if "/" not in self.address or gateway not in iface.network or gateway == iface.ip:
+        if "/" not in self.address or not is_gateway_of(iface, gateway):
             raise InvalidSpec(f"gateway {self.gateway} is not another address of {self.address}'s network")
         if not MAC_PATTERN.fullmatch(self.mac):
             raise InvalidSpec(f"MAC {self.mac!r} must be six lower-case hex pairs (aa:bb:cc:dd:ee:ff)")

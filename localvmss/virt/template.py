@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import fasteners
 import libvirt
 
+from localvmss.addressing import is_gateway_of
 from localvmss.errors import GuestAgentError, GuestAgentUnavailable, NotFound, WarmCloneUnavailable
 from localvmss.virt import domainxml, guestchannel
 from localvmss.virt.host import Host, download_stream
@@ -408,7 +409,7 @@ def identity_line(
             gw = ipaddress.IPv4Address(gateway)
         except ValueError as exc:
             raise ValueError(f"invalid clone address or gateway: {exc}") from None
-        if gw not in iface.network or gw == iface.ip:
+        if not is_gateway_of(iface, gw):
             raise ValueError(f"gateway {gw} is not another address of {iface.network}")
         words += [iface.with_prefixlen, str(gw)] + (["static"] if static else [])
     return " ".join(words)
